@@ -107,7 +107,8 @@ def per_image_normal(seeds: Sequence[int], shape: Sequence[int], device: Any, st
     """``[B, *shape]`` standard normals; row i depends only on ``(seeds[i], stream)``."""
     rows = []
     for s in seeds:
-        g = torch.Generator().manual_seed(int(s) * 1_000_003 + stream)
+        # offset so that an init never coincides with sample_latents(seed) of the same seed
+        g = torch.Generator().manual_seed(int(s) * 1_000_003 + 7919 * (stream + 1))
         rows.append(torch.randn(*shape, generator=g))
     return torch.stack(rows).to(device)
 

@@ -1,0 +1,213 @@
+"""Image sets: the targets a run inverts.
+
+Specs (``gib list imagesets``):
+
+* ``generated``: N in-domain images sampled from the generator itself; image i uses the latent
+  drawn with seed ``seed * 1000 + i``; the ground-truth latents are kept.
+* ``photos``: 8 real photos bundled with scikit-image and scikit-learn (out-of-domain targets).
+* ``generated+photos``: both (the embedded default).
+* ``folder:PATH`` (or just an existing directory path): every readable image file in PATH
+  (not recursive), sorted by name.
+
+Preprocessing of real images (recorded with every result as ``PREPROCESSING``): decode with
+Pillow; palette/grayscale/CMYK/16-bit converted to 8-bit RGB; an alpha channel is composited
+on white; centre-crop to the largest square; resize to the generator's resolution with
+Pillow's antialiased Lanczos filter; map uint8 v to v / 127.5 − 1, giving [-1, 1].
+"""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+PREPROCESSING = ("RGB 8-bit (alpha composited on white, 16-bit scaled to 8-bit); centre crop to the largest "
+                 "square; Pillow Lanczos (antialiased) resize to the generator resolution; v/127.5-1 -> [-1,1]")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+MAX_PIXELS = 100_000_000  # larger images are refused (decompression-bomb guard)
+
+
+@dataclass
+class ImageItem:
+    """One target: ``image`` is ``[3, R, R]`` float in [-1, 1]."""
+
+    id: str
+    image: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+    latent: Tensor | None = None  # ground truth, for generated images
+
+
+@dataclass
+class ImageSet:
+    spec: str
+    items: list[ImageItem]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.spec, "n": len(self.items), "preprocessing": PREPROCESSING,
+                "skipped": [f"{f}: {r}" for f, r in self.skipped]}
+
+
+class ImageSetError(ValueError):
+    """An image set cannot be built (empty folder, unknown spec, ...)."""
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)  # locates without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise ImageSetError(f"the bundled photos need the package {module!r}; pip install it")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+#: id → (package, relative path, licence as stated by the package)
+PHOTOS = {
+    "astronaut": ("skimage", "data/astronaut.png", "public domain (NASA)"),
+    "chelsea": ("skimage", "data/chelsea.png", "CC0 (Stefan van der Walt)"),
+    "coffee": ("skimage", "data/coffee.png", "CC0 (Rachel Michetti)"),
+    "rocket": ("skimage", "data/rocket.jpg", "public domain (SpaceX)"),
+    "hubble": ("skimage", "data/hubble_deep_field.jpg", "public domain (NASA)"),
+    "ihc": ("skimage", "data/ihc.png", "no known copyright restrictions (scikit-image)"),
+    "china": ("sklearn", "datasets/images/china.jpg", "CC BY 2.0 (danielbuechele, Flickr)"),
+    "flower": ("sklearn", "datasets/images/flower.jpg", "CC BY 2.0 (vultilion, Flickr)"),
+}
+
+IMAGESET_HELP = {
+    "generated": "N images sampled from the generator (seeded), ground-truth latents kept",
+    "photos": "8 real photos bundled with scikit-image and scikit-learn: " + ", ".join(PHOTOS),
+    "generated+photos": "both of the above (the embedded default)",
+    "folder:PATH": "every readable image in a folder, centre-cropped and resized",
+}
+
+
+def to_rgb_array(img: Image.Image, source: str) -> np.ndarray:
+    """Any Pillow image → ``[H, W, 3]`` uint8 RGB, with the conversions of ``PREPROCESSING``."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    img = img.convert("RGB")
+    a = np.asarray(img, dtype=np.uint8)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ImageSetError(f"{source}: could not convert to RGB (got array of shape {a.shape})")
+    return a
+
+
+def prepare_image(img: Image.Image, resolution: int, source: str) -> Tensor:
+    """Centre-crop, resize and map to ``[3, R, R]`` in [-1, 1]."""
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageSetError(f"{source}: empty image ({w}x{h})")
+    if w * h > MAX_PIXELS:
+        raise ImageSetError(f"{source}: {w}x{h} pixels is larger than the limit of {MAX_PIXELS:,} pixels")
+    rgb = Image.fromarray(to_rgb_array(img, source))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    rgb = rgb.crop((left, top, left + side, top + side))
+    if side != resolution:
+        rgb = rgb.resize((resolution, resolution), Image.LANCZOS)
+    a = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1)  # [3, R, R]
+    return a / 127.5 - 1.0
+
+
+def load_image_file(path: Path, resolution: int) -> Tensor:
+    """Read one image file; raises :class:`ImageSetError` naming the file and the problem."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ImageSetError(f"{path}: {w}x{h} pixels is larger than the limit of {MAX_PIXELS:,}")
+                img.load()
+                return prepare_image(img, resolution, str(path))
+    except ImageSetError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageSetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageSetError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e})") from None
+
+
+def photos(resolution: int) -> list[ImageItem]:
+    items = []
+    for key, (module, rel, licence) in PHOTOS.items():
+        path = _package_dir(module) / rel
+        items.append(ImageItem(f"photos/{key}", load_image_file(path, resolution),
+                               {"source": f"{module}:{rel}", "licence": licence}))
+    return items
+
+
+@torch.no_grad()
+def generated(generator: Any, n: int, seed: int = 0) -> list[ImageItem]:
+    if n < 1:
+        raise ImageSetError(f"the generated set needs n >= 1 images, got {n}")
+    seeds = [seed * 1000 + i for i in range(n)]
+    z = generator.sample_latents(n, seed=seeds)
+    images = generator(z).clamp(-1, 1).float().cpu()
+    return [ImageItem(f"generated/{i:03d}", images[i], {"latent_seed": s}, latent=z[i].cpu())
+            for i, s in enumerate(seeds)]
+
+
+def folder(path: Path, resolution: int) -> ImageSet:
+    path = Path(path)
+    if not path.is_dir():
+        raise ImageSetError(f"image folder {path} does not exist or is not a directory")
+    items, skipped = [], []
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as e:
+        raise ImageSetError(f"cannot list image folder {path}: {e}") from None
+    for f in entries:
+        try:
+            if not f.is_file():
+                skipped.append((str(f), "not a regular file"))
+                continue
+        except OSError as e:  # e.g. a symlink loop
+            skipped.append((str(f), f"cannot stat: {e}"))
+            continue
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((str(f), f"suffix {f.suffix!r} is not an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+            continue
+        try:
+            items.append(ImageItem(f"folder/{f.name}", load_image_file(f, resolution), {"source": str(f)}))
+        except ImageSetError as e:
+            skipped.append((str(f), str(e)))
+    if not items:
+        detail = "; ".join(f"{Path(f).name}: {r}" for f, r in skipped[:5])
+        raise ImageSetError(f"image folder {path} holds no readable images"
+                            + (f" (skipped: {detail})" if detail else " (it is empty)"))
+    return ImageSet(f"folder:{path}", items, skipped)
+
+
+def load_image_set(spec: str, generator: Any, *, n: int = 8, seed: int = 0) -> ImageSet:
+    """Build the image set named by ``spec`` at the generator's resolution."""
+    r = generator.resolution
+    if spec == "generated":
+        return ImageSet(f"generated(n={n},seed={seed})", generated(generator, n, seed))
+    if spec == "photos":
+        return ImageSet("photos", photos(r))
+    if spec == "generated+photos":
+        return ImageSet(f"generated(n={n},seed={seed})+photos", generated(generator, n, seed) + photos(r))
+    if spec.startswith("folder:"):
+        return folder(Path(spec[len("folder:"):]).expanduser(), r)
+    if Path(spec).expanduser().is_dir():
+        return folder(Path(spec).expanduser(), r)
+    raise ImageSetError(f"unknown image set {spec!r}; expected one of: generated, photos, generated+photos, "
+                        f"folder:PATH (or an existing directory)")

@@ -1,0 +1,175 @@
+"""SQLite result store, one database per run folder (``RUN_DIR/results.sqlite``).
+
+Every (method, image) result is one self-describing row written in its own transaction as
+soon as it is complete, after its PNG has been written to a temporary name and renamed into
+place: a crash never leaves a half-written row or a row pointing to a missing file. The
+primary key (method_key, image_id) makes a result unique; ``method_key`` hashes the method's
+name, version and settings, so resuming never recomputes a finished pair.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,
+    argv TEXT,
+    host TEXT,
+    pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS results (
+    method_key TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    method_version TEXT NOT NULL,
+    image_set TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    reason TEXT,
+    psnr REAL, ssim REAL, lpips REAL, mse REAL,
+    final_loss REAL,
+    time_s REAL,
+    timer TEXT,
+    peak_mem_mb REAL,
+    mem_kind TEXT,
+    iterations INTEGER,
+    seed INTEGER,
+    batch_size INTEGER,
+    precision TEXT,
+    device TEXT,
+    generator TEXT,
+    split TEXT,
+    method_settings TEXT,
+    prepared TEXT,
+    loss_history TEXT,
+    metric_conventions TEXT,
+    versions TEXT,
+    code_revision TEXT,
+    recon_path TEXT,
+    session INTEGER,
+    created TEXT NOT NULL,
+    PRIMARY KEY (method_key, image_id)
+);
+"""
+
+RESULT_COLUMNS = (
+    "method_key", "image_id", "method", "method_version", "image_set", "status", "reason", "psnr", "ssim",
+    "lpips", "mse", "final_loss", "time_s", "timer", "peak_mem_mb", "mem_kind", "iterations", "seed",
+    "batch_size", "precision", "device", "generator", "split", "method_settings", "prepared", "loss_history",
+    "metric_conventions", "versions", "code_revision", "recon_path", "session", "created",
+)
+JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "metric_conventions", "versions"}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def method_key(name: str, version: str, settings: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    blob = json.dumps({"name": name, "version": version, "settings": settings, "extra": extra or {}},
+                      sort_keys=True, default=str)
+    return f"{name}@{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class ResultStore:
+    """Thin wrapper around the run's SQLite database."""
+
+    FILENAME = "results.sqlite"
+
+    def __init__(self, run_dir: str | Path, *, create: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / self.FILENAME
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.run_dir} is not a run folder: {self.FILENAME} not found")
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn.execute("PRAGMA synchronous=FULL")
+            if create:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.executescript(SCHEMA)
+                self._set_default("schema_version", str(SCHEMA_VERSION))
+            else:
+                self.conn.execute("SELECT 1 FROM results LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a usable results database ({e})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- meta -------------------------------------------------------------------------------
+    def _set_default(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                          (key, json.dumps(value, sort_keys=True, default=str)))
+
+    # ---- sessions -----------------------------------------------------------------------------
+    def start_session(self, argv: list[str], host: str, pid: int) -> int:
+        cur = self.conn.execute("INSERT INTO sessions(started, status, argv, host, pid) VALUES (?, 'running', ?, ?, ?)",
+                                (now(), json.dumps(argv), host, pid))
+        return int(cur.lastrowid)
+
+    def finish_session(self, session: int, status: str) -> None:
+        self.conn.execute("UPDATE sessions SET finished = ?, status = ? WHERE id = ?", (now(), status, session))
+
+    # ---- results -------------------------------------------------------------------------------
+    def done_images(self, key: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT image_id FROM results WHERE method_key = ?", (key,))}
+
+    def add_results(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert rows in one transaction (all or nothing)."""
+        rows = list(rows)
+        placeholders = ", ".join("?" for _ in RESULT_COLUMNS)
+        values = []
+        for row in rows:
+            unknown = set(row) - set(RESULT_COLUMNS)
+            if unknown:
+                raise StoreError(f"unknown result columns {sorted(unknown)}")
+            values.append(tuple(json.dumps(row.get(c), sort_keys=True, default=str) if c in JSON_COLUMNS
+                                else row.get(c) for c in RESULT_COLUMNS))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(f"INSERT INTO results({', '.join(RESULT_COLUMNS)}) VALUES ({placeholders})", values)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def results(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY method, image_id")
+        out = []
+        for r in cur.fetchall():
+            d = dict(zip(RESULT_COLUMNS, r))
+            for c in JSON_COLUMNS:
+                if d[c] is not None:
+                    d[c] = json.loads(d[c])
+            out.append(d)
+        return out

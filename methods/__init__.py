@@ -1,0 +1,1 @@
+"""Inversion methods, one per file. Installed as ``gan_inversion_bench.methods``."""

@@ -1,0 +1,79 @@
+"""Single-code optimisation: the seeds' baseline (mGANprior's ``GradientDescent``).
+
+One latent per image, ``min_z  MSE(G(z), x) + 0.001 · L1(φ(G(z)), φ(x))`` with φ = VGG16 relu3_3
+on 256² nearest-resized inputs, z initialised from N(0, I), plain SGD with learning rate 1.0
+for 3000 iterations (the paper profile; seed-methods.md §2 and §11).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from gan_inversion_bench.generator import SplitGenerator, frozen_copy
+from gan_inversion_bench.losses import ReconstructionLoss
+from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, as_seed_list, check_targets,
+                                        make_optimizer, optimise, per_image_normal, positive_float, positive_int)
+
+
+@dataclass
+class SingleCodeSettings:
+    """Hyper-parameters; the defaults are the seeds' (the ``paper`` profile)."""
+
+    iterations: int = 3000
+    optimizer: str = "sgd"          # "sgd" (no momentum) or "adam"
+    lr: float = 1.0
+    init: str = "normal"            # "normal": z ~ N(0, I); "zero": z = 0
+    mse_weight: float = 1.0
+    perceptual_weight: float = 0.001
+    perceptual_size: int | None = 256  # None: the generator's resolution
+
+    def __post_init__(self) -> None:
+        positive_int(self.iterations, "iterations")
+        positive_float(self.lr, "lr")
+        make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
+        if self.init not in ("normal", "zero"):
+            raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
+        if self.mse_weight < 0 or self.perceptual_weight < 0 or self.mse_weight + self.perceptual_weight == 0:
+            raise ValueError("loss weights must be >= 0 and not both 0, got "
+                             f"mse_weight={self.mse_weight}, perceptual_weight={self.perceptual_weight}")
+        if self.perceptual_size is not None:
+            positive_int(self.perceptual_size, "perceptual_size")
+
+
+class SingleCode(InversionMethod):
+    """Optimise one latent code per image through the full generator."""
+
+    name = "single-code"
+    version = "1"
+    Settings = SingleCodeSettings
+    PROFILES = {
+        "paper": {},
+        # A short budget for the embedded default run: perceptual term at the generator's own
+        # resolution instead of 256² (16× cheaper on 64² images), fewer iterations.
+        "quick": {"iterations": 200, "perceptual_size": None},
+    }
+
+    def invert(self, generator: SplitGenerator, targets: Tensor, *, seeds: int | Sequence[int] = 0,
+               progress: ProgressFn | None = None) -> InversionResult:
+        check_targets(targets, generator)
+        s = self.settings
+        G = frozen_copy(generator)
+        device = G.device
+        targets = targets.to(device)
+        seed_list = as_seed_list(seeds, targets.shape[0])
+        if s.init == "normal":
+            z = per_image_normal(seed_list, (G.latent_dim,), device)
+        else:
+            z = torch.zeros(targets.shape[0], G.latent_dim, device=device)
+        z.requires_grad_(True)
+        loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
+                                     perceptual_size=s.perceptual_size or G.resolution)
+        history, failures = optimise([z], lambda: loss_fn(G(z)), optimizer=s.optimizer, lr=s.lr,
+                                     iterations=s.iterations, progress=progress)
+        with torch.no_grad():
+            recon = G(z)
+        return InversionResult(reconstructions=recon.detach(), latents={"z": z.detach()}, loss_history=history,
+                               iterations=s.iterations, failures=failures)

@@ -1,0 +1,181 @@
+"""Harness, store and tables: records, resume without recomputation, locking, rendering."""
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+import torch
+
+from gan_inversion_bench import harness, tables
+from gan_inversion_bench.harness import RunConfig, RunError, run
+from gan_inversion_bench.methods.single_code import SingleCode
+from gan_inversion_bench.store import ResultStore, StoreError
+
+
+def config(**kw) -> RunConfig:
+    base = dict(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=3,
+                overrides={"*": {"iterations": 3}}, device="cpu", batch_size=2)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+class CountingInverts:
+    """Counts (and optionally interrupts) calls of SingleCode.invert."""
+
+    def __init__(self, monkeypatch, interrupt_at: int | None = None):
+        self.calls, self.images = 0, 0
+        original = SingleCode.invert
+        counter = self
+
+        def wrapped(self_, generator, targets, **kw):
+            counter.calls += 1
+            if interrupt_at is not None and counter.calls == interrupt_at:
+                raise KeyboardInterrupt
+            counter.images += targets.shape[0]
+            return original(self_, generator, targets, **kw)
+
+        monkeypatch.setattr(SingleCode, "invert", wrapped)
+
+
+def rows(run_dir):
+    with ResultStore(run_dir, create=False) as s:
+        return s.results()
+
+
+def test_run_records_are_self_describing(tmp_path):
+    out = run(config(), tmp_path / "r", progress=False, echo=lambda s: None)
+    recs = rows(out)
+    assert len(recs) == 3
+    r = recs[0]
+    assert r["status"] == "ok" and r["method"] == "single-code"
+    for key in ("psnr", "ssim", "lpips", "mse", "time_s", "peak_mem_mb"):
+        assert isinstance(r[key], float), key
+    assert r["method_settings"]["iterations"] == 3
+    assert r["timer"].startswith("cpu-wall-clock")
+    assert r["device"].startswith("CPU")
+    assert "torch" in r["versions"] and r["code_revision"]
+    assert r["generator"]["name"] == "pggan-tiny"
+    assert "data range 1" in r["metric_conventions"]["psnr"]
+    assert len(r["loss_history"]["loss"]) == 3
+    assert (out / r["recon_path"]).is_file()
+    assert (out / "targets" / "generated" / "000.png").is_file()
+    assert (out / "targets" / "generated_latents.pt").is_file()
+
+
+def test_resume_does_not_recompute(tmp_path, monkeypatch):
+    counter = CountingInverts(monkeypatch)
+    out = run(config(), tmp_path / "r", progress=False, echo=lambda s: None)
+    assert counter.images == 3
+    first = {r["image_id"]: r["created"] for r in rows(out)}
+    run(config(), out, progress=False, echo=lambda s: None)
+    assert counter.images == 3, "a finished (method, image) pair was recomputed"
+    assert {r["image_id"]: r["created"] for r in rows(out)} == first
+
+
+def test_interrupted_run_keeps_results_and_resumes(tmp_path, monkeypatch):
+    counter = CountingInverts(monkeypatch, interrupt_at=2)
+    messages = []
+    with pytest.raises(KeyboardInterrupt):
+        run(config(batch_size=1), tmp_path / "r", progress=False, echo=messages.append)
+    assert any("resume" in m for m in messages)
+    assert len(rows(tmp_path / "r")) == 1  # the first batch finished before the interrupt
+    counter2 = CountingInverts(monkeypatch)
+    run(config(batch_size=1), tmp_path / "r", progress=False, echo=lambda s: None)
+    assert counter2.images == 2  # only the two missing images
+    assert sorted(r["image_id"] for r in rows(tmp_path / "r")) == ["generated/000", "generated/001", "generated/002"]
+    with sqlite3.connect(tmp_path / "r" / "results.sqlite") as c:
+        statuses = [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY id")]
+    assert statuses == ["interrupted", "finished"]
+
+
+def test_changed_identity_refused(tmp_path):
+    run(config(), tmp_path / "r", progress=False, echo=lambda s: None)
+    with pytest.raises(RunError, match="different configuration"):
+        run(config(seed=1), tmp_path / "r", progress=False, echo=lambda s: None)
+
+
+def test_second_process_refused_while_locked(tmp_path):
+    (tmp_path / "r").mkdir()
+    with harness.run_lock(tmp_path / "r"):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            message = pool.apply(_try_lock, (str(tmp_path / "r"),))
+    assert "in use by pid" in message
+
+
+def _try_lock(path):
+    try:
+        with harness.run_lock(__import__("pathlib").Path(path)):
+            return "acquired"
+    except RunError as e:
+        return str(e)
+
+
+def test_bad_run_settings(tmp_path):
+    with pytest.raises(RunError, match="batch size"):
+        run(config(batch_size=0), tmp_path / "a", progress=False, echo=lambda s: None)
+    with pytest.raises(Exception, match="did you mean|Did you mean"):
+        run(config(methods=["single-cod"]), tmp_path / "b", progress=False, echo=lambda s: None)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="not writable"):
+        run(config(), blocker / "sub", progress=False, echo=lambda s: None)
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(StoreError, match="not a run folder"):
+        tables.load_records(tmp_path)
+    (tmp_path / "results.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable results database"):
+        tables.load_records(tmp_path)
+
+
+def test_tables_render_from_records(tmp_path):
+    out = run(config(), tmp_path / "r", progress=False, echo=lambda s: None)
+    df = tables.load_records(out)
+    s = tables.summary(df)
+    assert list(s["method"]) == ["single-code"] and int(s["n"].iloc[0]) == 3
+    psnr = pd.to_numeric(df["psnr"])
+    assert s["psnr_mean"].iloc[0] == pytest.approx(psnr.mean())
+    assert s["psnr_std"].iloc[0] == pytest.approx(psnr.std(ddof=0))
+    md = tables.to_markdown(df)
+    assert "PSNR (dB) ↑" in md and "LPIPS ↓" in md and "±" in md
+    assert "data range 1" in md and "AlexNet" in md and "cpu-wall-clock" in md
+    csv = tables.to_csv(df)
+    assert csv.splitlines()[0].startswith("method,images,n,failed")
+    tex = tables.to_latex(df)
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex
+    paths = tables.write_tables(out)
+    assert all(p.is_file() for p in paths.values())
+
+
+def test_failed_images_are_counted(tmp_path, monkeypatch):
+    original = SingleCode.invert
+
+    def failing(self, generator, targets, **kw):
+        result = original(self, generator, targets, **kw)
+        result.failures[0] = "non-finite loss (nan) at iteration 1"
+        return result
+
+    monkeypatch.setattr(SingleCode, "invert", failing)
+    out = run(config(batch_size=3), tmp_path / "r", progress=False, echo=lambda s: None)
+    recs = {r["image_id"]: r for r in rows(out)}
+    assert recs["generated/000"]["status"] == "failed"
+    assert "iteration 1" in recs["generated/000"]["reason"]
+    s = tables.summary(tables.load_records(out))
+    assert int(s["failed"].iloc[0]) == 1 and int(s["n"].iloc[0]) == 2
+    assert "failed" in tables.to_markdown(tables.load_records(out))
+
+
+def test_save_png_round_trip(tmp_path):
+    img = torch.linspace(-1, 1, 3 * 4 * 5).view(3, 4, 5)
+    harness.save_png(img, tmp_path / "a" / "b.png")
+    from PIL import Image
+    import numpy as np
+
+    back = torch.from_numpy(np.array(Image.open(tmp_path / "a" / "b.png"))).permute(2, 0, 1).float() / 127.5 - 1
+    assert (back - img).abs().max() <= 1 / 127.5 + 1e-6
+    assert not list((tmp_path / "a").glob("*.tmp"))
