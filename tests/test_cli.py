@@ -1,0 +1,74 @@
+"""The ``gib`` command line through click's runner: listings, run + table, clear errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from gan_inversion_bench.cli import main
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_list_commands(cli):
+    r = cli("list", "generators")
+    assert r.exit_code == 0 and "dcgan-digiface64" in r.output and "pggan" in r.output
+    r = cli("list", "methods")
+    assert r.exit_code == 0 and "single-code" in r.output
+    r = cli("list", "imagesets")
+    assert r.exit_code == 0 and "generated+photos" in r.output
+
+
+def test_list_generators_verbose_shows_split_shapes(cli):
+    r = cli("list", "generators", "--verbose")
+    assert r.exit_code == 0
+    assert "512×4×4" in r.output  # dcgan-digiface64 after its first block
+    assert "tiny random configuration" in r.output  # pggan without local weights
+
+
+def test_run_then_table(cli, tmp_path):
+    out = tmp_path / "run"
+    r = cli("run", "-g", "pggan-tiny", "-m", "single-code", "--images", "generated", "--n", "2",
+            "--iterations", "2", "--device", "cpu", "--out", str(out), "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "| single-code" in r.output and "PSNR (dB) ↑" in r.output
+    for ext in ("md", "csv", "tex"):
+        assert (out / f"table.{ext}").is_file()
+    r = cli("table", str(out), "--format", "csv")
+    assert r.exit_code == 0 and r.output.startswith("method,images,n")
+    r = cli("run", "-g", "pggan-tiny", "-m", "single-code", "--images", "generated", "--n", "2",
+            "--iterations", "2", "--device", "cpu", "--out", str(out), "--no-progress")
+    assert "2 done, 0 to invert" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "-g", "dcgan-digifac64"], "Did you mean 'dcgan-digiface64'"),
+    (["run", "-m", "singel-code"], "Did you mean 'single-code'"),
+    (["run", "--iterations", "0"], "must be >= 1"),
+    (["run", "--batch-size", "0"], "must be >= 1"),
+    (["run", "--set", "noequals"], "expected KEY=VALUE"),
+    (["run", "--set", "single-code.lr=-1", "-g", "pggan-tiny", "--n", "1", "--images", "generated"], "lr must be"),
+    (["run", "-g", "pggan"], "pggan"),
+    (["run", "--images", "/no/such/folder"], "unknown image set"),
+    (["run", "--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["run", "--device", "bogus"],
+     "device"),
+    (["table", "."], "not a run folder"),
+])
+def test_clear_errors(cli, tmp_path, args, message):
+    if args[0] == "run":
+        args = args + ["--out", str(tmp_path / "o"), "--no-progress"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0
+    assert message in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "gan_inversion_bench", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "run" in r.stdout and "table" in r.stdout
