@@ -297,6 +297,15 @@ def normalise_config(config: Mapping[str, Any], source: str = "config") -> dict[
     return cfg
 
 
+
+def _require_state(x: Any, g: SplitGenerator) -> None:
+    if not isinstance(x, SplitState):
+        raise TypeError(
+            f"G2 of {g.name or type(g).__name__} takes the SplitState that G1 returns (the feature map plus the "
+            f"context later layers need), got {type(x).__name__}; to change the features use "
+            f"g.with_features(g.g1(z, split), features)")
+
+
 class BigGANDeepGenerator(SplitGenerator):
     """Class-conditional BigGAN-deep with the HF module layout. See the module docstring."""
 
@@ -358,12 +367,14 @@ class BigGANDeepGenerator(SplitGenerator):
         return SplitState(cond, {"cond": cond})
 
     def _stage_gen_z(self, x: SplitState) -> SplitState:
+        _require_state(x, self)
         h = self.generator.gen_z(x.features)
         ch16 = 16 * self.generator.channel_width
         h = h.reshape(-1, 4, 4, ch16).permute(0, 3, 1, 2).contiguous()
         return SplitState(h, dict(x.context))
 
     def _stage_layer(self, i: int, x: SplitState) -> SplitState:
+        _require_state(x, self)
         layer = self.generator.layers[i]
         if isinstance(layer, GenBlock):
             f = layer(x.features, x.context["cond"], self.truncation)
@@ -372,6 +383,7 @@ class BigGANDeepGenerator(SplitGenerator):
         return SplitState(f, dict(x.context))
 
     def _stage_output(self, x: SplitState) -> Tensor:
+        _require_state(x, self)
         g = self.generator
         h = F.relu(g.bn(x.features, self.truncation))
         return torch.tanh(g.conv_to_rgb(h, out_channels=3))
@@ -466,23 +478,24 @@ def _infer_resolution(sd: Mapping[str, Any]) -> int | None:
 def _load(weights: str | Path, config: Any, resolution: int | None, class_index: int,
           truncation: float) -> BigGANDeepGenerator:
     binf, cfg_file = _find_files(weights)
-    sd = torch_load_safe(binf)
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"{binf}: expected the state_dict of the whole BigGAN (a dict of tensors with "
-                              f"'embeddings.*' and 'generator.*' keys), found {type(sd).__name__}")
+    cfg: dict[str, Any] | None = None
     if config is not None:
         cfg, cfg_note = _read_config(config)
     elif cfg_file is not None:
         cfg, cfg_note = _read_config(cfg_file)
-    else:
+    if cfg is not None and resolution is not None and cfg["output_dim"] != resolution:
+        raise CheckpointError(f"{binf}: the config describes a {cfg['output_dim']}px generator, "
+                              f"but resolution={resolution} was requested")
+    sd = torch_load_safe(binf)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{binf}: expected the state_dict of the whole BigGAN (a dict of tensors with "
+                              f"'embeddings.*' and 'generator.*' keys), found {type(sd).__name__}")
+    if cfg is None:
         res = resolution or _infer_resolution(sd)
         if res not in BIGGAN_DEEP_CONFIGS:
             raise CheckpointError(f"{binf}: no config.json next to the weights and the resolution cannot be "
                                   f"inferred; pass config=PATH or resolution=128/256/512")
         cfg, cfg_note = dict(BIGGAN_DEEP_CONFIGS[res]), f"built-in BigGAN-deep-{res} config (no config.json found)"
-    if resolution is not None and cfg["output_dim"] != resolution:
-        raise CheckpointError(f"{binf}: the config describes a {cfg['output_dim']}px generator, "
-                              f"but resolution={resolution} was requested")
     g = BigGANDeepGenerator(cfg, class_index=class_index, truncation=truncation)
     expected = {k: tuple(v.shape) for k, v in g.state_dict().items()}
     check_state_dict(sd, expected, source=str(binf))
@@ -508,6 +521,7 @@ def biggan_deep(*, weights: str | Path | None = None, config: Any = None, resolu
     overriding the config file. ``tiny=True``: a 32×32 toy with seeded random weights.
     Extra keyword argument: ``seed`` (random weights, default 0).
     """
+    kw = {k: v for k, v in kw.items() if v is not None}  # None means "not given"
     seed = int(kw.pop("seed", 0))
     if kw:
         raise TypeError(f"biggan_deep() got unexpected keyword arguments: {', '.join(sorted(kw))}")

@@ -277,7 +277,6 @@ class ToRGB(nn.Module):
             self.upsample = Upsample()
         self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
-        self.has_upsample = upsample
 
     def forward(self, x: Tensor, w: Tensor, skip: Tensor | None = None) -> Tensor:
         out = self.conv(x, w) + self.bias
@@ -306,6 +305,15 @@ LATENT_SPACES = ("z", "w", "w+")
 
 
 # ---- the generator ---------------------------------------------------------------------------------
+
+def _require_state(x: Any, g: SplitGenerator) -> None:
+    if not isinstance(x, SplitState):
+        raise TypeError(
+            f"G2 of {g.name or type(g).__name__} takes the SplitState that G1 returns (the feature map plus the "
+            f"context later layers need), got {type(x).__name__}; to change the features use "
+            f"g.with_features(g.g1(z, split), features)")
+
+
 class StyleGAN2Generator(SplitGenerator):
     """StyleGAN2 synthesis + mapping with the rosinality module layout. See the module docstring."""
 
@@ -407,7 +415,11 @@ class StyleGAN2Generator(SplitGenerator):
         if self.latent_space == "z":
             return z.to(out_device)
         with torch.no_grad():
-            w = self.truncate(self.mapping(z.to(self.device)))
+            zd = z.to(self.device)
+            if isinstance(seed, int):
+                w = self.truncate(self.mapping(zd))
+            else:  # one row at a time, so that row i is bit-identical whatever the batch around it
+                w = torch.cat([self.truncate(self.mapping(zd[i:i + 1])) for i in range(n)]) if n else zd
         if self.latent_space == "w+":
             w = w.unsqueeze(1).repeat(1, self.n_latent, 1).reshape(n, self.n_latent * self.style_dim)
         return w.to(out_device)
@@ -445,11 +457,13 @@ class StyleGAN2Generator(SplitGenerator):
         return getattr(self.noises, f"noise_{i}")
 
     def _stage_conv1(self, x: SplitState) -> SplitState:
+        _require_state(x, self)
         ws = x.context["styles"]
         f = self.conv1(x.features, ws[:, 0], self._noise(0))
         return SplitState(f, dict(x.context))
 
     def _stage_conv(self, j: int, x: SplitState) -> SplitState:
+        _require_state(x, self)
         ws, skip, f = x.context["styles"], x.context["skip"], x.features
         if j % 2 == 0:  # entering a new resolution: first the pending ToRGB of the previous one
             k = j // 2
@@ -458,6 +472,7 @@ class StyleGAN2Generator(SplitGenerator):
         return SplitState(f, {**x.context, "skip": skip})
 
     def _stage_output(self, x: SplitState) -> Tensor:
+        _require_state(x, self)
         last = len(self.to_rgbs) - 1
         return self.to_rgbs[last](x.features, x.context["styles"][:, 2 * last + 3], x.context["skip"])
 
@@ -538,25 +553,48 @@ def _infer_architecture(sd: Mapping[str, Any]) -> dict[str, Any]:
         v = sd.get(k)
         return tuple(v.shape) if isinstance(v, Tensor) else None
 
+    def first(cands: list[tuple[str, int, int]]) -> int | None:
+        """The first available ``shape(key)[dim]`` among (key, ndim, dim) candidates."""
+        for key, ndim, dim in cands:
+            s = shape(key)
+            if s is not None and len(s) == ndim:
+                return s[dim]
+        return None
+
+    def indices(pattern: str) -> set[int]:
+        return {int(m.group(1)) for k in sd if (m := re.fullmatch(pattern, str(k)))}
+
     arch: dict[str, Any] = {}
-    rgbs = {int(m.group(1)) for k in sd if (m := re.fullmatch(r"to_rgbs\.(\d+)\.conv\.weight", str(k)))}
-    if rgbs:
-        arch["resolution"] = 2 ** (max(rgbs) + 3)
-    mlp = {int(m.group(1)) for k in sd if (m := re.fullmatch(r"style\.(\d+)\.weight", str(k)))}
+    # any of several independent key families gives the number of resolutions
+    n_rgb = indices(r"to_rgbs\.(\d+)\..*")
+    n_conv = indices(r"convs\.(\d+)\..*")
+    n_noise = indices(r"noises\.noise_(\d+)")
+    if n_rgb:
+        arch["resolution"] = 2 ** (max(n_rgb) + 3)
+    elif n_conv:
+        arch["resolution"] = 2 ** (max(n_conv) // 2 + 3)
+    elif n_noise:
+        arch["resolution"] = 2 ** ((max(n_noise) + 1) // 2 + 2)
+    mlp = indices(r"style\.(\d+)\.(?:weight|bias)")
     if mlp:
         arch["n_mlp"] = max(mlp)
-    s = shape("style.1.weight")
-    if s and len(s) == 2:
-        arch["style_dim"] = s[1]
-    s = shape("conv1.conv.weight")
-    if s and len(s) == 5 and "resolution" in arch:
-        chans = {4: s[1]}
+    sdim = first([(f"style.{i}.weight", 2, 1) for i in sorted(mlp)] + [("conv1.conv.modulation.weight", 2, 1),
+                                                                        ("to_rgb1.conv.modulation.weight", 2, 1)])
+    if sdim is not None:
+        arch["style_dim"] = sdim
+    if "resolution" in arch:
+        chans: dict[int, int] = {}
+        c4 = first([("input.input", 4, 1), ("conv1.conv.weight", 5, 1), ("conv1.activate.bias", 1, 0),
+                    ("to_rgb1.conv.weight", 5, 2)])
+        if c4 is not None:
+            chans[4] = c4
         for k in range(int(math.log2(arch["resolution"])) - 2):
-            c = shape(f"convs.{2 * k}.conv.weight")
-            if not (c and len(c) == 5):
-                break
-            chans[2 ** (k + 3)] = c[1]
-        else:
+            c = first([(f"convs.{2 * k}.conv.weight", 5, 1), (f"convs.{2 * k}.activate.bias", 1, 0),
+                       (f"convs.{2 * k + 1}.conv.weight", 5, 2), (f"convs.{2 * k + 1}.activate.bias", 1, 0),
+                       (f"to_rgbs.{k}.conv.weight", 5, 2)])
+            if c is not None:
+                chans[2 ** (k + 3)] = c
+        if len(chans) == int(math.log2(arch["resolution"])) - 1:
             arch["channels"] = chans
     return arch
 
@@ -586,7 +624,12 @@ def _build_from_checkpoint(path: Path, *, resolution: int | None, latent_space: 
     if "channels" not in arch:
         arch["channels"] = config_f_channels(arch.pop("channel_multiplier", 2))
     arch.pop("channel_multiplier", None)
-    g = StyleGAN2Generator(res, latent_space=latent_space, truncation=truncation, noise_seed=noise_seed, **arch)
+    try:
+        g = StyleGAN2Generator(res, latent_space=latent_space, truncation=truncation, noise_seed=noise_seed, **arch)
+    except ValueError as e:
+        if "latent_space" in str(e):
+            raise
+        raise CheckpointError(f"{path}: cannot build a StyleGAN2 generator for this checkpoint: {e}") from None
     expected = {k: tuple(v.shape) for k, v in g.state_dict().items()}
     optional = g.buffer_names()
     check_state_dict(sd, expected, source=f"{path} ['g_ema']", optional=optional)
@@ -626,6 +669,7 @@ def stylegan2(*, weights: str | Path | None = None, resolution: int | None = Non
     for estimating ``latent_avg`` when the file has none, and, for random weights only,
     ``style_dim``, ``n_mlp``, ``channel_multiplier``, ``channels``.
     """
+    kw = {k: v for k, v in kw.items() if v is not None}  # None means "not given"
     seed = int(kw.pop("seed", 0))
     noise_seed = int(kw.pop("noise_seed", 0))
     n_avg = int(kw.pop("latent_avg_samples", 10_000))
@@ -633,6 +677,8 @@ def stylegan2(*, weights: str | Path | None = None, resolution: int | None = Non
     arch_kw = {k: kw.pop(k) for k in ("style_dim", "n_mlp", "channel_multiplier", "channels") if k in kw}
     if kw:
         raise TypeError(f"stylegan2() got unexpected keyword arguments: {', '.join(sorted(kw))}")
+    if latent_space not in LATENT_SPACES:
+        raise ValueError(f"latent_space must be one of {', '.join(LATENT_SPACES)}; got {latent_space!r}")
     common = dict(latent_space=latent_space, truncation=truncation, noise_seed=noise_seed)
 
     if tiny or (isinstance(weights, str) and weights == "random"):
