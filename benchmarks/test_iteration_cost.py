@@ -1,0 +1,70 @@
+"""Per-iteration cost and fixed-budget quality of every registered method × generator.
+
+Each benchmark inverts ``N_IMAGES`` in-domain targets (generated with a fixed seed) with the
+method's ``quick`` profile for ``ITERATIONS`` iterations; the time of one such call is measured
+(``prepare`` is not timed), and ``extra_info`` records seconds per iteration and image, FLOPs
+per iteration, PSNR and LPIPS after the budget, so ``gib bench-compare`` can check both speed
+and quality. Tiny generator configurations run on the CPU; on a GPU the real sizes are added
+(``pggan`` 256 with random weights, which costs what the real network costs).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gan_inversion_bench import GENERATORS, METHODS
+from gan_inversion_bench.metrics import compute_metrics
+from gan_inversion_bench.perf import count_flops
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+ITERATIONS = 10
+N_IMAGES = 4
+
+CASES = [("pggan-tiny", {}), ("dcgan-digiface64", {"tiny": True})]
+if CUDA:
+    CASES.append(("pggan", {"tiny": False, "weights": None}))
+
+
+def build_generator(name: str, options: dict):
+    if name == "pggan" and CUDA:
+        from gan_inversion_bench.generators.pggan import PGGAN
+
+        G = PGGAN(resolution=256)
+        G.init_random(0)
+        G.name = "pggan-256-random"
+        return G.to(DEVICE).eval()
+    return GENERATORS.create(name, **options).to(DEVICE).eval()
+
+
+@pytest.fixture(scope="module", params=[c[0] for c in CASES])
+def generator(request):
+    torch.manual_seed(0)
+    return build_generator(request.param, dict(CASES)[request.param])
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS.names()))
+def test_iteration_cost(benchmark, generator, method_name, tmp_path):
+    with torch.no_grad():
+        targets = generator(generator.sample_latents(N_IMAGES, seed=[1000 + i for i in range(N_IMAGES)])).clamp(-1, 1)
+    method = METHODS.get(method_name).from_profile("quick", iterations=ITERATIONS)
+    method.prepare(generator, seed=0, cache_dir=tmp_path)
+    seeds = list(range(N_IMAGES))
+
+    def run():
+        result = method.invert(generator, targets, seeds=seeds)
+        if CUDA:
+            torch.cuda.synchronize()
+        return result
+
+    result = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    metrics = compute_metrics(result.reconstructions.clamp(-1, 1), targets)
+    one = METHODS.get(method_name).from_profile("quick", iterations=1)
+    one.prepare(generator, seed=0, cache_dir=tmp_path)
+    flops = count_flops(lambda: one.invert(generator, targets, seeds=seeds))
+    benchmark.extra_info.update({
+        "generator": getattr(generator, "name", ""), "device": str(DEVICE), "iterations": ITERATIONS,
+        "images": N_IMAGES, "psnr": float(metrics["psnr"].mean()), "lpips": float(metrics["lpips"].mean()),
+        "flops_per_iteration_per_image": flops / N_IMAGES,
+        "seconds_per_iteration_per_image": benchmark.stats.stats.min / ITERATIONS / N_IMAGES,
+    })

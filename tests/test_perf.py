@@ -1,0 +1,85 @@
+"""Performance accounting: FLOP counting against hand formulas, device peaks, regression rules."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gan_inversion_bench.cli import main
+from gan_inversion_bench.perf import compare, count_flops, peak_tflops
+
+
+def test_count_flops_matches_hand_formula():
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    x = torch.randn(2, 8, 10, 10)
+    assert count_flops(lambda: conv(x)) == 2 * 2 * 16 * 8 * 9 * 10 * 10
+    a, b = torch.randn(5, 7, requires_grad=True), torch.randn(7, 3)
+    # forward mm 2·5·7·3, backward grad_a = g @ bᵀ: 2·5·3·7
+    assert count_flops(lambda: (a @ b).sum().backward()) == 2 * 5 * 7 * 3 * 2
+
+
+def test_count_flops_survives_no_grad_inside():
+    lin = torch.nn.Linear(4, 4)
+    z = torch.randn(2, 4, requires_grad=True)
+
+    def fn():
+        lin(z).sum().backward()
+        with torch.no_grad():
+            lin(z)
+
+    assert count_flops(fn) == 2 * 2 * 4 * 4 * 4  # forward, backward (grad input + grad weight), forward again
+
+
+def test_peak_table():
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4)
+    assert peak_tflops("NVIDIA H100 PCIe", "bf16") == pytest.approx(756.0)
+    assert peak_tflops("NVIDIA H200", "fp32") == pytest.approx(67.0)
+    assert peak_tflops("CPU", "fp32") is None
+
+
+def bench(name, mn, spread=0.0, **info):
+    return {"fullname": f"benchmarks/x.py::{name}", "extra_info": info,
+            "stats": {"min": mn, "iqr": spread, "stddev": spread}}
+
+
+def run_json(*benches):
+    return {"benchmarks": list(benches)}
+
+
+def test_time_regression_needs_relative_and_noise_margin():
+    base = run_json(bench("a", 1.0, 0.01), bench("b", 1.0, 0.2))
+    new = run_json(bench("a", 1.3, 0.01), bench("b", 1.3, 0.2))
+    f = {x.benchmark: x for x in compare(new, base, time_rel=0.25, noise_k=3) if x.kind == "time"}
+    assert f["a"].regression  # 30 % slower, far beyond the noise
+    assert not f["b"].regression  # 30 % slower but within 3 × its 0.2 s spread
+    f = {x.benchmark: x for x in compare(run_json(bench("a", 1.1), bench("b", 0.5)), base) if x.kind == "time"}
+    assert not f["a"].regression and not f["b"].regression
+
+
+def test_quality_regressions_and_missing():
+    base = run_json(bench("a", 1.0, psnr=30.0, lpips=0.10), bench("gone", 1.0))
+    new = run_json(bench("a", 1.0, psnr=29.8, lpips=0.11))
+    f = {(x.benchmark, x.kind): x for x in compare(new, base, psnr_tol=0.1, lpips_tol=0.005)}
+    assert f[("a", "psnr")].regression and f[("a", "lpips")].regression
+    assert not f[("gone", "missing")].regression
+    assert compare(new, base, strict=True)[-1].regression
+    ok = run_json(bench("a", 1.0, psnr=29.95, lpips=0.102), bench("gone", 1.0))
+    assert not any(x.regression for x in compare(ok, base, psnr_tol=0.1, lpips_tol=0.005))
+
+
+def test_bench_compare_command_exit_codes(tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_json(bench("a", 1.0, 0.01, psnr=30.0))))
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(run_json(bench("a", 1.05, 0.01, psnr=30.0))))
+    bad.write_text(json.dumps(run_json(bench("a", 2.0, 0.01, psnr=30.0))))
+    r = CliRunner().invoke(main, ["bench-compare", str(good), str(base)])
+    assert r.exit_code == 0 and "0 regression(s)" in r.output
+    r = CliRunner().invoke(main, ["bench-compare", str(bad), str(base)])
+    assert r.exit_code == 1 and "REGRESSION" in r.output
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    r = CliRunner().invoke(main, ["bench-compare", str(junk), str(base)])
+    assert r.exit_code != 0 and "not a readable pytest-benchmark JSON" in r.output
