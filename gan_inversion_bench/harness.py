@@ -4,23 +4,36 @@ A run folder holds ``results.sqlite`` (every finished (method, image) result, se
 :mod:`~gan_inversion_bench.store`), ``targets/`` and ``recon/<method_key>/`` PNGs, and a
 ``.lock`` file. Running the same configuration again resumes: finished pairs are skipped.
 
+Faults (see ``docs/reliability.md``): a PNG is written to a temporary name, fsynced and renamed
+before its row is committed, so a killed run never leaves a row without its image; temporary
+files and ``running`` sessions left by a killed run are cleaned up when the next run takes the
+lock. A failed write (full disk, read-only folder) stops the run with a :class:`RunError` that
+says how to resume. When ``method.invert`` runs out of memory the batch is halved and retried,
+down to one image; the batch size used is stored with every row.
+
 Timing: on CUDA the inversion of a batch is timed with CUDA events around synchronised work;
 on CPU with ``time.perf_counter``. The per-image time is the batch time divided by the batch
-size (the table says which timer was used). Peak memory is ``torch.cuda.max_memory_allocated``
+size (the table says which timer was used). Before its first timed batch each method runs one
+untimed one-iteration warm-up, so no method pays for one-off set-up. Peak memory is ``torch.cuda.max_memory_allocated``
 on CUDA and the process's peak resident set size on CPU.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import json
 import os
 import platform
+import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import traceback
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,16 +128,92 @@ def image_seed(run_seed: int, image_id: str) -> int:
     return zlib.crc32(f"{run_seed}:{image_id}".encode()) & 0x7FFFFFFF
 
 
+# ---- test-only fault injection -----------------------------------------------------------------
+#: TEST-ONLY hook. ``GIB_TEST_KILL_AT=<event>:<n>`` makes the process send itself a signal
+#: (``GIB_TEST_KILL_SIGNAL``, default ``KILL``; ``STOP`` freezes it so that a test can act) the n-th
+#: time it passes ``<event>``, one of :data:`FAULT_EVENTS`. tests/test_reliability.py uses it for
+#: reproducible SIGKILLs; it costs one dictionary look-up when unset. Never set it otherwise.
+KILL_ENV = "GIB_TEST_KILL_AT"
+FAULT_EVENTS = ("session_start", "png_tmp", "png_renamed", "batch_start", "inverted", "db_commit", "committed")
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(event: str) -> None:
+    """Named point where the test-only hook may signal this process (see :data:`KILL_ENV`)."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec or spec.rpartition(":")[0] != event:
+        return
+    _fault_counts[event] = _fault_counts.get(event, 0) + 1
+    if str(_fault_counts[event]) == spec.rpartition(":")[2].strip():
+        name = os.environ.get("GIB_TEST_KILL_SIGNAL", "KILL").upper()
+        os.kill(os.getpid(), getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+
+
+def _trace_commits(store: ResultStore) -> None:
+    """With the hook set to ``db_commit``, fire it inside each transaction, just before COMMIT."""
+    if os.environ.get(KILL_ENV, "").startswith("db_commit:"):
+        store.conn.set_trace_callback(lambda sql: fault_point("db_commit") if sql.strip() == "COMMIT" else None)
+
+
+# ---- files ------------------------------------------------------------------------------------------
 def save_png(image: torch.Tensor, path: Path) -> None:
-    """``[3, H, W]`` in [-1, 1] → 8-bit PNG, written to a temporary name and renamed into place."""
+    """``[3, H, W]`` in [-1, 1] → 8-bit PNG, written to a temporary name, fsynced and renamed into place."""
     a = ((image.detach().float().clamp(-1, 1).cpu() + 1) * 127.5).round().to(torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        Image.fromarray(a.permute(1, 2, 0).numpy()).save(f, format="PNG")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            Image.fromarray(a.permute(1, 2, 0).numpy()).save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point("png_tmp")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)  # the rename is durable before the row that points to it is committed
+    fault_point("png_renamed")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system can fsync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create the run folder if needed and prove that a file can be written into it."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"output folder {run_dir} is not writable: {e}") from None
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the ``*.tmp`` files a killed run left behind (call only while holding the run lock)."""
+    stale = [p for sub in ("targets", "recon") for p in (run_dir / sub).glob("**/*.tmp") if p.is_file()]
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return stale
+
+
+@contextlib.contextmanager
+def writing_into(run_dir: Path) -> Iterator[None]:
+    """A failed write (full disk, read-only folder, ...) becomes a :class:`RunError` saying how to resume."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as e:
+        raise RunError(f"cannot write into the run folder {run_dir}: {type(e).__name__}: {e}. The results "
+                       f"finished before this are kept in {run_dir / ResultStore.FILENAME}; free some disk space "
+                       f"(or make the folder writable) and run the same command again to resume.") from None
 
 
 @contextlib.contextmanager
@@ -196,6 +285,28 @@ def auto_batch_size(n: int, device: torch.device) -> int:
     return max(1, min(n, 16 if device.type == "cpu" else 64))
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA (or other allocator) out-of-memory error raised by a method."""
+    if isinstance(error, (RunError, InversionFailed)):
+        return False
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def _smaller_batch(error: BaseException, size: int, method: str, device: torch.device, echo: Echo) -> int:
+    """Half of ``size`` after an out-of-memory error; a :class:`RunError` if ``size`` was already 1."""
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if size <= 1:
+        raise RunError(f"{method}: out of memory even with a batch of one image ({first_line}). Finished "
+                       f"results are kept; free memory on {device} (or use a smaller generator or --device cpu) "
+                       f"and run the same command again to resume.")
+    if device.type == "cuda":
+        traceback.clear_frames(error.__traceback__)  # the failed attempt's tensors are held by its frames
+        torch.cuda.empty_cache()
+    echo(f"{method}: out of memory with a batch of {size} images; retrying with {size // 2} ({first_line})")
+    return size // 2
+
+
 def history_summary(history: torch.Tensor, column: int, points: int = 200) -> dict[str, list[float]]:
     t = history.shape[0]
     idx = np.unique(np.linspace(0, t - 1, min(points, t)).round().astype(int))
@@ -211,26 +322,22 @@ def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: boo
         argv: list[str] | None = None) -> Path:
     """Run (or resume) a benchmark into the folder ``out``; returns the folder."""
     run_dir = Path(out).expanduser()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise RunError(f"output folder {run_dir} is not writable: {e}") from None
+    check_writable(run_dir)
     device = resolve_device(config.device)
     method_names = config.methods if config.methods else METHODS.names()
-    for name in method_names:
-        METHODS.get(name)  # unknown names fail before any work
+    for name in method_names:  # unknown names and invalid settings of any method fail before any work
+        build_method(name, config)
     if config.batch_size is not None and config.batch_size < 1:
         raise RunError(f"batch size must be >= 1, got {config.batch_size}")
     with run_lock(run_dir), ResultStore(run_dir) as store:
-        stored = store.get_meta("identity")
-        if stored is not None and stored != json.loads(json.dumps(config.identity(), sort_keys=True, default=str)):
-            raise RunError(f"run folder {run_dir} was made with a different configuration:\n  stored: {stored}\n"
-                           f"  now:    {config.identity()}\nuse another --out folder for a new configuration")
-        store.set_meta("identity", config.identity())
-        session = store.start_session(argv or sys.argv, socket.gethostname(), os.getpid())
+        _check_identity(config, run_dir, store, echo)
+        _fault_counts.clear()
+        _clean_up_after_killed_runs(run_dir, store, echo)
+        with writing_into(run_dir):
+            store.set_meta("identity", config.identity())
+            session = store.start_session(argv or sys.argv, socket.gethostname(), os.getpid())
+        fault_point("session_start")
+        _trace_commits(store)
         status = "failed"
         try:
             _run_inner(config, run_dir, store, session, device, method_names, echo, progress)
@@ -241,8 +348,33 @@ def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: boo
                  f"run the same command again to resume.")
             raise
         finally:
-            store.finish_session(session, status)
+            with contextlib.suppress(sqlite3.Error):  # e.g. a full disk: keep the original error
+                store.finish_session(session, status)
     return run_dir
+
+
+def _check_identity(config: RunConfig, run_dir: Path, store: ResultStore, echo: Echo) -> None:
+    """Resuming needs the same identity; a folder without any result (e.g. a run that failed on a bad
+    checkpoint path) starts again with the new one, dropping the targets it saved."""
+    stored = store.get_meta("identity")
+    if stored is None or stored == json.loads(json.dumps(config.identity(), sort_keys=True, default=str)):
+        return
+    if store.conn.execute("SELECT 1 FROM results LIMIT 1").fetchone() is None:
+        for sub in ("targets", "recon"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+        echo(f"run folder {run_dir} holds no results yet; starting it with the new configuration")
+        return
+    raise RunError(f"run folder {run_dir} was made with a different configuration:\n  stored: {stored}\n"
+                   f"  now:    {config.identity()}\nuse another --out folder for a new configuration")
+
+
+def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -> None:
+    """Under the lock nobody else is writing: stale temp files go, ``running`` sessions were killed."""
+    stale = remove_stale_temp_files(run_dir)
+    if stale:
+        echo(f"removed {len(stale)} temporary file(s) left by an earlier run that was killed")
+    with writing_into(run_dir):
+        store.conn.execute("UPDATE sessions SET status = 'abandoned' WHERE status = 'running'")
 
 
 def _run_inner(config: RunConfig, run_dir: Path, store: ResultStore, session: int, device: torch.device,
@@ -253,25 +385,60 @@ def _run_inner(config: RunConfig, run_dir: Path, store: ResultStore, session: in
     images = load_image_set(config.images, generator, n=config.n_generated, seed=config.seed)
     for f, reason in images.skipped:
         echo(f"skipped {f}: {reason}")
-    _save_targets(images, run_dir)
-    store.set_meta("image_set", images.describe())
-    store.set_meta("generator", generator.describe())
+    with writing_into(run_dir):
+        _save_targets(images, run_dir)
+        store.set_meta("image_set", images.describe())
+        store.set_meta("generator", generator.describe())
     common = {"generator": generator.describe(), "device": device_name(device), "versions": library_versions(),
-              "code_revision": code_revision(), "metric_conventions": CONVENTIONS, "image_set": images.spec}
+              "code_revision": code_revision(), "metric_conventions": CONVENTIONS, "image_set": images.spec,
+              "session": session, "run_dir": run_dir}
     for name in method_names:
-        method = build_method(name, config)
-        method.prepare(generator, seed=config.seed, cache_dir=run_dir / "cache")
-        key = method_key(method.name, method.version, method.get_settings(),
-                         {"prepared": method.prepared_state(), "profile": config.profile})
-        done = store.done_images(key)
-        pending = [it for it in images.items if it.id not in done]
-        echo(f"{name}: {len(images.items) - len(pending)} done, {len(pending)} to invert "
-             f"({config.profile} profile, device {common['device']})")
-        bs = config.batch_size or auto_batch_size(len(pending), device)
-        for start in range(0, len(pending), bs):
-            batch = pending[start:start + bs]
-            rows = _invert_batch(method, key, generator, batch, config, device, run_dir, session, common, progress)
+        _run_method(name, config, generator, images, store, device, common, echo, progress)
+
+
+def _run_method(name: str, config: RunConfig, generator: Any, images: ImageSet, store: ResultStore,
+                device: torch.device, common: dict[str, Any], echo: Echo, progress: bool) -> None:
+    """Invert every pending image with one method, batch by batch, halving the batch on out-of-memory."""
+    method = build_method(name, config)
+    method.prepare(generator, seed=config.seed, cache_dir=common["run_dir"] / "cache")
+    key = method_key(method.name, method.version, method.get_settings(),
+                     {"prepared": method.prepared_state(), "profile": config.profile})
+    done = store.done_images(key)
+    pending = [it for it in images.items if it.id not in done]
+    echo(f"{name}: {len(images.items) - len(pending)} done, {len(pending)} to invert "
+         f"({config.profile} profile, device {common['device']})")
+    requested = bs = config.batch_size or auto_batch_size(len(pending), device)
+    if pending:
+        _warm_up(method, generator, pending[0], device)
+    while pending:
+        batch = pending[:bs]
+        fault_point("batch_start")
+        note = f"batch size reduced from {requested} to {bs} after running out of memory" if bs < requested else ""
+        try:
+            rows = _invert_batch(method, key, generator, batch, config, device, common, progress, note)
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            bs = _smaller_batch(e, len(batch), method.name, device, echo)
+            continue
+        with writing_into(common["run_dir"]):
             store.add_results(rows)
+        fault_point("committed")
+        pending = pending[len(batch):]
+
+
+def _warm_up(method: InversionMethod, generator: Any, item: ImageItem, device: torch.device) -> None:
+    """One untimed one-iteration inversion of one image, so that the first timed batch does not pay
+    for loading the perceptual network, allocator growth and one-off kernel selection."""
+    warm = copy.copy(method)
+    warm.settings = dataclasses.replace(method.settings, iterations=1)
+    try:
+        warm.invert(generator, item.image[None].to(device), seeds=0)
+    except RuntimeError as e:  # out of memory even for one image: the timed loop reports it
+        if not is_out_of_memory(e):
+            raise
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _save_targets(images: ImageSet, run_dir: Path) -> None:
@@ -288,8 +455,7 @@ def _save_targets(images: ImageSet, run_dir: Path) -> None:
 
 
 def _invert_batch(method: InversionMethod, key: str, generator: Any, batch: list[ImageItem], config: RunConfig,
-                  device: torch.device, run_dir: Path, session: int, common: dict[str, Any],
-                  progress: bool) -> list[dict[str, Any]]:
+                  device: torch.device, common: dict[str, Any], progress: bool, note: str = "") -> list[dict[str, Any]]:
     targets = torch.stack([it.image for it in batch]).to(device)
     seeds = [image_seed(config.seed, it.id) for it in batch]
     bar = _progress_bar(f"{method.name} [{batch[0].id} … {batch[-1].id}]", progress)
@@ -303,35 +469,42 @@ def _invert_batch(method: InversionMethod, key: str, generator: Any, batch: list
     finally:
         if bar:
             bar.close()
-    rows = []
-    if result is not None:
-        metrics = compute_metrics(result.reconstructions.clamp(-1, 1), targets)
-    for i, it in enumerate(batch):
-        row: dict[str, Any] = {
-            "method_key": key, "image_id": it.id, "method": method.name, "method_version": method.version,
-            "image_set": common["image_set"], "iterations": getattr(method.settings, "iterations", None),
-            "seed": seeds[i], "batch_size": len(batch), "precision": "fp32", "device": common["device"],
-            "generator": common["generator"], "split": getattr(method.settings, "split", None),
-            "method_settings": method.get_settings(), "prepared": method.prepared_state(),
-            "metric_conventions": common["metric_conventions"], "versions": common["versions"],
-            "code_revision": common["code_revision"], "session": session, "created": now(),
-            "time_s": timer.seconds / len(batch), "timer": timer.kind + (f", batch of {len(batch)}"),
-            "peak_mem_mb": timer.peak_mb, "mem_kind": timer.mem_kind,
-        }
-        reason = failure or (result.failures.get(i) if result is not None else None)
-        if result is not None and reason is None:
-            recon_path = run_dir / "recon" / key / f"{it.id}.png"
+    fault_point("inverted")
+    metrics = compute_metrics(result.reconstructions.clamp(-1, 1), targets) if result is not None else {}
+    timing = {"time_s": timer.seconds / len(batch), "peak_mem_mb": timer.peak_mb, "mem_kind": timer.mem_kind,
+              "timer": f"{timer.kind}, batch of {len(batch)}" + (f" ({note})" if note else "")}
+    return [_result_row(method, key, it, i, seeds[i], len(batch), result, failure, metrics, timing, common)
+            for i, it in enumerate(batch)]
+
+
+def _result_row(method: InversionMethod, key: str, item: ImageItem, i: int, seed: int, batch_size: int,
+                result: Any, failure: str | None, metrics: dict[str, torch.Tensor], timing: dict[str, Any],
+                common: dict[str, Any]) -> dict[str, Any]:
+    """The self-describing row of image ``i`` of a batch; an ok row's PNG is on disk before it returns."""
+    run_dir = common["run_dir"]
+    row: dict[str, Any] = {
+        "method_key": key, "image_id": item.id, "method": method.name, "method_version": method.version,
+        "image_set": common["image_set"], "iterations": getattr(method.settings, "iterations", None),
+        "seed": seed, "batch_size": batch_size, "precision": "fp32", "device": common["device"],
+        "generator": common["generator"], "split": getattr(method.settings, "split", None),
+        "method_settings": method.get_settings(), "prepared": method.prepared_state(),
+        "metric_conventions": common["metric_conventions"], "versions": common["versions"],
+        "code_revision": common["code_revision"], "session": common["session"], "created": now(), **timing,
+    }
+    reason = failure or (result.failures.get(i) if result is not None else None)
+    if result is not None and reason is None:
+        recon_path = run_dir / "recon" / key / f"{item.id}.png"
+        with writing_into(run_dir):
             save_png(result.reconstructions[i], recon_path)
-            row.update(status="ok", recon_path=str(recon_path.relative_to(run_dir)),
-                       loss_history=history_summary(result.loss_history, i),
-                       final_loss=_finite(result.loss_history[-1, i].item()),
-                       **{m: _finite(v[i].item()) for m, v in metrics.items()})
-        else:
-            row.update(status="failed", reason=reason)
-            if result is not None:
-                row["loss_history"] = history_summary(result.loss_history, i)
-        rows.append(row)
-    return rows
+        row.update(status="ok", recon_path=str(recon_path.relative_to(run_dir)),
+                   loss_history=history_summary(result.loss_history, i),
+                   final_loss=_finite(result.loss_history[-1, i].item()),
+                   **{m: _finite(v[i].item()) for m, v in metrics.items()})
+    else:
+        row.update(status="failed", reason=reason)
+        if result is not None:
+            row["loss_history"] = history_summary(result.loss_history, i)
+    return row
 
 
 class _Bar:

@@ -134,15 +134,21 @@ def load_image_file(path: Path, resolution: int) -> Tensor:
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise ImageSetError(f"{path}: {w}x{h} pixels is larger than the limit of {MAX_PIXELS:,}")
+                    raise ImageSetError(f"{path}: {w}x{h} pixels is larger than the limit of {MAX_PIXELS:,} pixels "
+                                        f"(decompression-bomb guard); expected a smaller image")
                 img.load()
                 return prepare_image(img, resolution, str(path))
     except ImageSetError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageSetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageSetError(f"{path}: refused as a possible decompression bomb ({type(e).__name__}: {e}); expected "
+                            f"at most {MAX_PIXELS:,} pixels") from None
+    except UnidentifiedImageError as e:
+        raise ImageSetError(f"{path}: not a readable image ({type(e).__name__}: {e}); expected an image file that "
+                            f"Pillow can decode (PNG, JPEG, TIFF, BMP, WebP, GIF, PPM)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageSetError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e})") from None
+        raise ImageSetError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e}); expected a complete, "
+                            f"valid image file") from None
 
 
 def photos(resolution: int) -> list[ImageItem]:
@@ -177,7 +183,8 @@ def folder(path: Path, resolution: int) -> ImageSet:
     for f in entries:
         try:
             if not f.is_file():
-                skipped.append((str(f), "not a regular file"))
+                kind = "a broken symbolic link or a symbolic link loop" if f.is_symlink() else "a directory or special file"
+                skipped.append((str(f), f"not a regular file ({kind}); expected an image file"))
                 continue
         except OSError as e:  # e.g. a symlink loop
             skipped.append((str(f), f"cannot stat: {e}"))

@@ -160,7 +160,8 @@ class ResultStore:
             self.conn.executemany(f"INSERT INTO results({', '.join(RESULT_COLUMNS)}) VALUES ({placeholders})", values)
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite already rolled back after e.g. SQLITE_FULL; keep the real error
+                self.conn.execute("ROLLBACK")
             raise
 
     def results(self) -> list[dict[str, Any]]:

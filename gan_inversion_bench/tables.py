@@ -85,7 +85,7 @@ def footer(df: pd.DataFrame) -> list[str]:
     lines = [f"Values are mean ± std over images (per-image metrics, then averaged). ↑ higher is better, ↓ lower is better."]
     for name in ("psnr", "ssim", "lpips"):
         if name in conv:
-            lines.append(f"{name.upper()}: {conv[name]}")
+            lines.append(conv[name])
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append(f"Time per image: inversion of a batch divided by its size; timer: {', '.join(timers)}. "
                  f"Device: {'; '.join(sorted(set(df['device'].dropna())))}.")

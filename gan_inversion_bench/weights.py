@@ -112,11 +112,27 @@ def torch_load_safe(path: str | Path, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = _unpickling_detail(e)
+        if "GLOBAL" not in detail:  # not a refused object: the bytes are not a pickle at all
+            raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {detail}; "
+                                  f"expected a file written by torch.save") from None
         raise CheckpointError(f"{path}: refused by the safe loader (weights_only=True); it holds more than "
-                              f"tensors and plain containers: {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+                              f"tensors and plain containers: {detail}") from None
+    except Exception as e:  # arbitrary bytes make torch.load raise anything (KeyError, RuntimeError, ...)
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+                              f"expected a file written by torch.save") from None
+
+
+def _unpickling_detail(error: Exception) -> str:
+    """The informative line of torch's weights_only error, without its advice to load unsafely."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line:
+            return line.split("WeightsUnpickler error:")[-1].strip()
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    return (useful or [type(error).__name__])[0]
 
 
 def check_state_dict(state: Any, expected: dict[str, tuple[int, ...]], *, source: str,
