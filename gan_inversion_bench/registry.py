@@ -103,7 +103,12 @@ METHODS = Registry("method", "gan_inversion_bench.methods")
 
 # Built-ins. Keep these strings in sync with the files in generators/ and methods/.
 GENERATORS.register("dcgan-digiface64", "gan_inversion_bench.generators.dcgan:digiface64")
+GENERATORS.register("dcgan-omniart-eyes128", "gan_inversion_bench.generators.omniart:omniart_eyes128")
 GENERATORS.register("pggan", "gan_inversion_bench.generators.pggan:pggan")
 GENERATORS.register("pggan-tiny", "gan_inversion_bench.generators.pggan:pggan_tiny")
+GENERATORS.register("stylegan2", "gan_inversion_bench.generators.stylegan2:stylegan2")
+GENERATORS.register("biggan-deep", "gan_inversion_bench.generators.biggan:biggan_deep")
 
 METHODS.register("single-code", "gan_inversion_bench.methods.single_code:SingleCode")
+METHODS.register("mganprior", "gan_inversion_bench.methods.mganprior:MGANPrior")
+METHODS.register("pmsfc", "gan_inversion_bench.methods.pmsfc:PmSFC")

@@ -5,13 +5,14 @@ registered generator family accepts ``tiny=True``): shapes and ranges; inputs an
 weights unchanged after ``invert``; same seed → same result; a batch gives each image the
 result it gets alone; the loss improves on an in-domain target; bad settings are refused.
 
-Budgets come from the method's ``quick`` profile with a few iterations (``ITERATIONS``), so a
-new method gets these checks for free as long as it has a ``quick`` profile whose settings
-accept ``iterations``.
+Budgets come from the method's ``quick`` profile with the budget settings of ``SMALL_BUDGET``
+(those the method has), so a new method gets these checks for free as long as it has a
+``quick`` profile whose settings accept ``iterations``.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -19,13 +20,16 @@ import torch
 from gan_inversion_bench import GENERATORS, METHODS
 from gan_inversion_bench.method import InversionResult
 
-ITERATIONS = 12
+ITERATIONS = 8
+#: budget settings reduced for the suite, applied where a method's Settings has them
+SMALL_BUDGET = {"iterations": ITERATIONS, "discovery_iterations": 25}
 GENERATORS_UNDER_TEST = ["pggan-tiny", "dcgan-digiface64"]
 
 
 def make_method(name: str, **extra):
     cls = METHODS.get(name)
-    return cls.from_profile("quick", iterations=ITERATIONS, **extra)
+    fields = {f.name for f in dataclasses.fields(cls.Settings)}
+    return cls.from_profile("quick", **{k: v for k, v in SMALL_BUDGET.items() if k in fields}, **extra)
 
 
 @pytest.fixture(scope="module", params=GENERATORS_UNDER_TEST)

@@ -1,0 +1,634 @@
+"""PmSFC (Li et al., AAAI 2021): prior multi-subspace feature composition.
+
+Two stages, both at a split point ℓ (G1: z → features ``[C, H, W]``, G2: features → image).
+
+**Stage 1, subspace discovery** (:meth:`PmSFC.prepare`; paper eqs. (4)-(6), Algorithm 1;
+seed-methods.md §4). A self-expressive layer ``S`` (C×C, no bias, no nonlinearity, diagonal
+masked to zero in every use: ``S̃ = S ⊙ (1 − I)``) rebuilds every channel from the others.
+With ``F`` = G1(z) flattened channel-major to ``[C, B·H·W]`` (each channel is one data point)::
+
+    L_recF = mean (F − S̃F)²                          (4)  over B·C·H·W
+    L_recD = mean (G2(F) − G2(T(S̃F)))²              (5)  over B·3·R·R, T = un-flatten
+    L      = L_recF + λ · L_recD + μ · mean|S̃|        (6)  (mean over all C² entries, as the code)
+
+Row i of ``S`` holds the coefficients of channel i (the official orientation; the paper's
+``F(z) = F(z)S`` with channels as *columns* is the transpose). Fresh prior latents every
+iteration, Adam, ``S`` initialised to the constant 1e-4. The affinity is the paper's
+``A = (|S̃| + |S̃ᵀ|)/2`` (``affinity="paper"``), or the official code's post-processing
+(``affinity="official"``; thresholding, rank-(d·R+1) SVD, power; see :func:`official_affinity`).
+Spectral clustering (Ng-Jordan-Weiss, scikit-learn, seeded) splits the C channels into R
+subspaces; labels are renumbered by decreasing cluster size, and ``masks_[r]`` is the binary
+indicator ``m_r ∈ {0, 1}^C``. The masks partition the channels. ``S``, the loss curves and the
+masks are cached on disk (``cache_dir``, default ``$GIB_CACHE``), keyed by the generator's
+``describe()``, the split point, the discovery settings and the seed. Instead of training,
+``s_matrix`` imports an official ``value50.pkl`` (a pickled float32 (C, C) numpy array).
+
+**Stage 2, inversion** (:meth:`PmSFC.invert`), ``variant``:
+
+* ``"paper"`` (eqs. (7)-(9)): K codes ``z_k^r`` per subspace, each with a per-channel weighting
+  vector ``w_k^r ∈ R^C``; ``f^r = Σ_k (m^r ⊙ G1(z_k^r)) ⊙ tanh(w_k^r) / Σ_k tanh(w_k^r)``,
+  ``f = Σ_r f^r`` (masks select channels in place, so the sum *is* the re-ordering of (8)),
+  ``x̂ = G2(f)``, loss MSE + 0.001·VGG16-relu3_3 L1 as mGANprior. The denominator is guarded:
+  ``|Σ_k tanh(w)| ≥ denominator_eps`` with its sign kept (sign(0) := +).
+* ``"released"`` (what ``PmSFC.py`` computes, seed-methods.md §5.1): one zero-initialised code
+  per subspace (``codes_per_subspace`` of them, summed) plus one unmasked base code,
+  ``f = Σ_r G1(z_r) ⊙ m_r + G1(z_base)``, loss ``0.01·MSE(G2(f), x) + MSE(G2(G1(z_base)), x)``,
+  Adam lr 1e-4, 20 000 iterations; the reported image is ``G2(f)``.
+
+Settings left at ``None`` take the variant's defaults (:data:`VARIANT_DEFAULTS`) when the
+settings object is built, so stored settings are always concrete. ``docs/methods.md`` explains
+every default and the measurements behind the ones the paper does not give.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gan_inversion_bench.generator import SplitGenerator, frozen_copy
+from gan_inversion_bench.losses import ReconstructionLoss
+from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, as_seed_list, check_targets,
+                                        make_optimizer, optimise, positive_float, positive_int)
+from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
+
+#: generator name (or class name) → default split point ℓ (docs/methods.md for dcgan-digiface64)
+DEFAULT_SPLITS: dict[str, int] = {"pggan": 3, "pggan-tiny": 3, "PGGAN": 3, "dcgan-digiface64": 3}
+
+#: stage-2 defaults that depend on the variant (filled in for settings left at None)
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    # K = 5 gives R·K = 30 codes, mGANprior's N: the same G1 budget per iteration. SGD lr 1 and
+    # 3000 iterations are mGANprior's (the paper compares with mGANprior "in our configuration").
+    "paper": {"codes_per_subspace": 5, "iterations": 3000, "optimizer": "sgd", "lr": 1.0, "init": "normal"},
+    # PmSFC.py: --code_per_cluster 1, README 20 000 iterations, Adam lr 1e-4, --init_type Zeros
+    "released": {"codes_per_subspace": 1, "iterations": 20000, "optimizer": "adam", "lr": 1e-4, "init": "zero"},
+}
+AFFINITIES = ("paper", "official")
+ORIENTATIONS = ("inversion", "discovery")
+
+
+# ---- stage 1: the self-expressive layer ----------------------------------------------------------
+
+def masked(S: Tensor) -> Tensor:
+    """``S ⊙ (1 − I)``: the self-expressive matrix as used (diagonal forced to zero)."""
+    return S * (1 - torch.eye(S.shape[0], device=S.device, dtype=S.dtype))
+
+
+def self_expression(S: Tensor, F: Tensor) -> Tensor:
+    """``T(S̃ · flatten(F))``: every channel rebuilt from the others.
+
+    ``F``: ``[B, C, H, W]``; flattened channel-major to ``[C, B·H·W]``; returns ``[B, C, H, W]``.
+    """
+    b, c, h, w = F.shape
+    flat = F.transpose(0, 1).reshape(c, b * h * w)  # [C, B·H·W]
+    return (masked(S) @ flat).view(c, b, h, w).transpose(0, 1)  # [B, C, H, W]
+
+
+def discovery_losses(G: SplitGenerator, split: int, S: Tensor, z: Tensor, data_weight: float) -> dict[str, Tensor]:
+    """The three terms of eq. (6) on one batch of latents ``z`` ``[B, latent]`` (means, as the code)."""
+    with torch.no_grad():
+        inter = G.g1(z, split)
+        F = G.features_of(inter)  # [B, C, H, W]
+        target = G.g2(inter, split) if data_weight else None  # [B, 3, R, R]
+    rebuilt = self_expression(S, F)
+    out = {"feature": (F - rebuilt).pow(2).mean(), "sparse": masked(S).abs().mean()}
+    if target is not None:
+        out["data"] = (target - G.g2(G.with_features(inter, rebuilt), split)).pow(2).mean()
+    else:
+        out["data"] = torch.zeros((), device=S.device)
+    return out
+
+
+def train_self_expressive(G: SplitGenerator, split: int, *, iterations: int, batch: int, lr: float,
+                          optimizer: str, data_weight: float, sparsity_weight: float, s_init: float, seed: int,
+                          progress: ProgressFn | None = None) -> tuple[Tensor, dict[str, list[float]]]:
+    """Algorithm 1: minimise eq. (6) over ``S`` with fresh prior latents every iteration.
+
+    Returns the raw parameter ``S`` ``[C, C]`` (its diagonal keeps ``s_init``: it never gets a
+    gradient) on the CPU and the per-iteration curves ``{"total", "feature", "data", "sparse"}``.
+    """
+    channels = G.split_points[split].shape[0]
+    S = torch.full((channels, channels), float(s_init), device=G.device, requires_grad=True)
+    opt = make_optimizer(optimizer, [S], lr)
+    curves: dict[str, list[float]] = {"total": [], "feature": [], "data": [], "sparse": []}
+    for it in range(iterations):
+        z = G.sample_latents(batch, seed=(seed * 1_000_003 + it) % 2**63)  # [batch, latent]
+        terms = discovery_losses(G, split, S, z, data_weight)
+        total = terms["feature"] + data_weight * terms["data"] + sparsity_weight * terms["sparse"]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        curves["total"].append(total.item())
+        for k, v in terms.items():
+            curves[k].append(v.item())
+        if progress is not None:
+            progress(it + 1, iterations)
+    return S.detach().cpu(), curves
+
+
+# ---- stage 1: from S to subspaces ------------------------------------------------------------------
+
+def paper_affinity(S: Tensor | np.ndarray) -> np.ndarray:
+    """``A = (|S̃| + |S̃ᵀ|) / 2`` with the diagonal masked (the paper)."""
+    a = np.abs(masked(torch.as_tensor(np.asarray(S), dtype=torch.float64)).numpy())
+    return (a + a.T) / 2
+
+
+def threshold_columns(C: np.ndarray, ratio: float) -> np.ndarray:
+    """Keep, per column, the largest-magnitude entries until their running |·| sum first exceeds
+    ``ratio`` × the column's L1 mass; zero the rest (signs kept). An all-zero column stays zero.
+    """
+    C = np.asarray(C, dtype=np.float64)
+    if ratio >= 1:
+        return C.copy()
+    mag = np.abs(C)
+    order = np.argsort(-mag, axis=0, kind="stable")  # per column, largest first
+    ranked = np.take_along_axis(mag, order, axis=0)
+    mass_before = np.vstack([np.zeros((1, C.shape[1])), np.cumsum(ranked, axis=0)[:-1]])
+    keep_ranked = mass_before <= ratio * mag.sum(axis=0, keepdims=True)  # up to the entry that crosses
+    keep = np.zeros_like(keep_ranked)
+    np.put_along_axis(keep, order, keep_ranked, axis=0)
+    return np.where(keep, C, 0.0)
+
+
+def official_threshold(S: Tensor | np.ndarray, ratio: float, orientation: str) -> np.ndarray:
+    """The thresholding step of the official post-processing (seed-methods.md §4.3).
+
+    ``"inversion"`` (``PmSFC.py``): the raw signed S, stored diagonal kept, thresholded per
+    column. ``"discovery"`` (``discover_subspace.py``): ReLU of the diagonal-masked S,
+    thresholded per row.
+    """
+    S = torch.as_tensor(np.asarray(S), dtype=torch.float64)
+    if orientation == "inversion":
+        return threshold_columns(S.numpy(), ratio)
+    if orientation == "discovery":
+        return threshold_columns(masked(S).clamp(min=0).numpy().T, ratio).T
+    raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+
+
+def subspace_affinity(C: np.ndarray, *, n_subspaces: int, subspace_dim: int, power: float) -> np.ndarray:
+    """The affinity step of the official post-processing, on an already thresholded matrix.
+
+    Symmetrise; rank r = min(d·R + 1, C − 1) SVD; ``U·√σ`` with rows L2-normalised;
+    ``Z = U Uᵀ`` with negatives zeroed; ``L = |Z^power| / max``; symmetrise. A full SVD
+    replaces scipy's ``svds`` (same top-r triplets; ``U Uᵀ`` does not depend on their signs).
+    """
+    C = np.asarray(C, dtype=np.float64)
+    C = (C + C.T) / 2
+    r = max(1, min(subspace_dim * n_subspaces + 1, C.shape[0] - 1))
+    U, sigma, _ = np.linalg.svd(C)
+    U = U[:, :r] * np.sqrt(sigma[:r])  # [C, r]
+    norms = np.linalg.norm(U, axis=1, keepdims=True)
+    U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)
+    Z = U @ U.T
+    Z[Z < 0] = 0.0
+    L = np.abs(Z ** power)
+    if L.max() > 0:
+        L = L / L.max()
+    return (L + L.T) / 2
+
+
+def official_affinity(S: Tensor | np.ndarray, *, n_subspaces: int, subspace_dim: int, power: float,
+                      ratio: float, orientation: str) -> np.ndarray:
+    """The official post-processing of S, written from its description: threshold, then affinity."""
+    return subspace_affinity(official_threshold(S, ratio, orientation), n_subspaces=n_subspaces,
+                             subspace_dim=subspace_dim, power=power)
+
+
+def spectral_labels(A: np.ndarray, n_clusters: int, seed: int, assign_labels: str) -> tuple[np.ndarray, list[str]]:
+    """Seeded spectral clustering of a precomputed affinity; labels renumbered by decreasing size.
+
+    Returns ``(labels [C] in 0 … R-1, warnings raised by scikit-learn)``.
+    """
+    from sklearn.cluster import SpectralClustering
+
+    sc = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", random_state=seed % 2**32,
+                            assign_labels=assign_labels, eigen_solver="arpack")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        raw = sc.fit_predict(A)
+    sizes = np.bincount(raw, minlength=n_clusters)
+    order = np.argsort(-sizes, kind="stable")  # old label of the j-th largest cluster
+    relabel = np.empty(n_clusters, dtype=np.int64)
+    relabel[order] = np.arange(n_clusters)
+    return relabel[raw], sorted({str(w.message).splitlines()[0] for w in caught})
+
+
+def masks_from_labels(labels: Tensor, n_subspaces: int) -> Tensor:
+    """Binary channel masks ``[R, C]`` (bool): ``masks[r, c] = labels[c] == r``; a partition."""
+    return labels[None, :] == torch.arange(n_subspaces, device=labels.device)[:, None]
+
+
+# ---- stage 2: compositions ---------------------------------------------------------------------
+
+def safe_denominator(d: Tensor, eps: float) -> Tensor:
+    """``d`` with ``|d| ≥ eps``, sign kept (sign(0) := +): guards eq. (7)'s Σ_k tanh(w_k)."""
+    return torch.where(d >= 0, d.clamp(min=eps), d.clamp(max=-eps))
+
+
+def compose_paper(features: Tensor, w: Tensor, masks: Tensor, eps: float) -> Tensor:
+    """Eqs. (7)-(8): ``Σ_r [Σ_k (m_r ⊙ F_k^r) ⊙ tanh(w_k^r)] / Σ_k tanh(w_k^r)``.
+
+    ``features``: ``[B, R, K, C, H, W]``; ``w``: ``[B, R, K, C]``; ``masks``: ``[R, C]`` (0/1)
+    → ``[B, C, H, W]``. Entries of ``w`` outside a subspace's mask have no effect.
+    """
+    t = torch.tanh(w)  # [B, R, K, C]
+    m = masks.to(features.dtype)[None, :, None, :, None, None]  # [1, R, 1, C, 1, 1]
+    numerator = (features * m * t[..., None, None]).sum(dim=2)  # [B, R, C, H, W]
+    denominator = safe_denominator(t.sum(dim=2), eps)  # [B, R, C]
+    return (numerator / denominator[..., None, None]).sum(dim=1)  # [B, C, H, W]
+
+
+def compose_released(features: Tensor, base: Tensor, masks: Tensor) -> Tensor:
+    """``PmSFC.py``: ``Σ_r Σ_p G1(z_{r,p}) ⊙ m_r + G1(z_base)``.
+
+    ``features``: ``[B, R, P, C, H, W]``; ``base``: ``[B, C, H, W]``; ``masks``: ``[R, C]``.
+    """
+    m = masks.to(features.dtype)[None, :, None, :, None, None]  # [1, R, 1, C, 1, 1]
+    return (features * m).sum(dim=(1, 2)) + base  # [B, C, H, W]
+
+
+def default_split(generator: SplitGenerator) -> int:
+    """By registry name, then class name; otherwise the deepest split point at 1/8 resolution."""
+    for key in (generator.name, type(generator).__name__):
+        if key in DEFAULT_SPLITS:
+            return DEFAULT_SPLITS[key]
+    target = max(4, generator.resolution // 8)
+    points = [p for p in generator.split_points if len(p.shape) == 3 and p.shape[1] == target]
+    if not points:
+        raise ValueError(f"split: no default split point for generator {generator.name or type(generator).__name__}; "
+                         f"pass split=<index or name> (see `gib list generators -v`)")
+    return points[-1].index
+
+
+def zero_codes_are_stuck(G: SplitGenerator, split: int) -> bool:
+    """True if z = 0 receives exactly zero gradient through G2(G1(z)) (the zero init cannot move)."""
+    z = torch.zeros(1, G.latent_dim, device=G.device, requires_grad=True)
+    with torch.enable_grad():
+        G.g2(G.g1(z, split), split).sum().backward()
+    return bool(z.grad.abs().max() == 0)
+
+
+def code_seeds(image_seeds: Sequence[int], n: int, stream: str) -> list[int]:
+    """``n`` seeds per image derived only from that image's seed and ``stream``; image-major."""
+    out = []
+    for s in image_seeds:
+        for k in range(n):
+            digest = hashlib.blake2b(f"{int(s)}:pmsfc-{stream}:{k}".encode(), digest_size=8).digest()
+            out.append(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return out
+
+
+# ---- settings ------------------------------------------------------------------------------------
+
+@dataclass
+class PmSFCSettings:
+    """Hyper-parameters. ``None`` stage-2 values take :data:`VARIANT_DEFAULTS` of ``variant``."""
+
+    variant: str = "paper"                 # "paper" (eqs. (7)-(9)) or "released" (PmSFC.py)
+    split: int | str | None = None         # None: DEFAULT_SPLITS (ℓ = 3 on PGGAN)
+    n_subspaces: int = 6                   # R
+    # stage 2
+    codes_per_subspace: int | None = None  # K (paper 5, released 1)
+    iterations: int | None = None          # paper 3000, released 20 000
+    optimizer: str | None = None           # paper "sgd", released "adam"
+    lr: float | None = None                # paper 1.0, released 1e-4
+    init: str | None = None                # codes: "normal" (prior) or "zero"; paper normal, released zero
+    weight_init: float = 1.0               # paper: every w starts at this value (tanh(1) ≈ 0.76)
+    denominator_eps: float = 1e-3          # paper: |Σ_k tanh(w_k)| ≥ eps
+    mse_weight: float = 1.0                # paper loss (9)
+    perceptual_weight: float = 0.001
+    perceptual_size: int | None = 256      # None: the generator's resolution
+    composite_weight: float = 0.01         # released loss: composite_weight·MSE(G2(f)) + base_weight·MSE(base)
+    base_weight: float = 1.0
+    # stage 1
+    s_matrix: str | None = None            # path of an official value50.pkl; replaces training
+    discovery_iterations: int = 10000
+    discovery_batch: int = 4
+    discovery_optimizer: str = "adam"
+    discovery_lr: float = 1e-4
+    data_weight: float = 1.0               # λ of eq. (6)
+    sparsity_weight: float = 1.0           # μ of eq. (6)
+    s_init: float = 1e-4
+    affinity: str = "paper"                # "paper": (|S̃|+|S̃ᵀ|)/2, or "official" post-processing
+    official_orientation: str = "inversion"  # official only: "inversion" (PmSFC.py) or "discovery"
+    threshold_ratio: float = 0.2           # official only
+    subspace_dim: int = 6                  # official only: d, SVD rank d·R + 1
+    affinity_power: float = 2.0            # official only (README 2; argparse default 3)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANT_DEFAULTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANT_DEFAULTS)}, got {self.variant!r}")
+        for key, value in VARIANT_DEFAULTS[self.variant].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.split is not None and not isinstance(self.split, str) and (
+                isinstance(self.split, bool) or not isinstance(self.split, int) or self.split < 0):
+            raise ValueError(f"split must be None (per-generator default), a split-point name or an index >= 0, "
+                             f"got {self.split!r}")
+        for name in ("n_subspaces", "codes_per_subspace", "iterations", "discovery_iterations", "discovery_batch",
+                     "subspace_dim"):
+            positive_int(getattr(self, name), name)
+        for name in ("lr", "discovery_lr", "denominator_eps", "threshold_ratio", "affinity_power", "s_init"):
+            positive_float(getattr(self, name), name)
+        if self.threshold_ratio > 1:
+            raise ValueError(f"threshold_ratio must be in (0, 1], got {self.threshold_ratio}")
+        for name in ("optimizer", "discovery_optimizer"):
+            try:
+                make_optimizer(getattr(self, name), [torch.zeros(1, requires_grad=True)], 1.0)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        if self.init not in ("normal", "zero"):
+            raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
+        if self.affinity not in AFFINITIES:
+            raise ValueError(f"affinity must be one of {AFFINITIES}, got {self.affinity!r}")
+        if self.official_orientation not in ORIENTATIONS:
+            raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {self.official_orientation!r}")
+        for name in ("weight_init",):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        for name in ("mse_weight", "perceptual_weight", "composite_weight", "base_weight", "data_weight",
+                     "sparsity_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.variant == "paper":
+            if self.mse_weight + self.perceptual_weight == 0:
+                raise ValueError("mse_weight and perceptual_weight must not both be 0")
+            if math.tanh(self.weight_init) <= 0:
+                raise ValueError(f"weight_init must be > 0 (equal positive weights keep Σ tanh(w) away from 0), "
+                                 f"got {self.weight_init}")
+        elif self.composite_weight + self.base_weight == 0:
+            raise ValueError("composite_weight and base_weight must not both be 0")
+        if self.perceptual_size is not None:
+            positive_int(self.perceptual_size, "perceptual_size")
+        if self.s_matrix is not None and not isinstance(self.s_matrix, str):
+            raise ValueError(f"s_matrix must be a path string or None, got {self.s_matrix!r}")
+
+
+DISCOVERY_FIELDS = ("discovery_iterations", "discovery_batch", "discovery_optimizer", "discovery_lr", "data_weight",
+                    "sparsity_weight", "s_init")
+CLUSTERING_FIELDS = ("n_subspaces", "affinity", "official_orientation", "threshold_ratio", "subspace_dim",
+                     "affinity_power")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_cached(path: Path) -> Any | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt cache entry is recomputed, never trusted
+        warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}")
+        return None
+
+
+def load_s_matrix(path: str | Path, channels: int, where: str) -> Tensor:
+    """An official ``value50.pkl`` (pickled float (C, C) numpy array) through the numpy-only unpickler."""
+    arr = load_numpy_pickle(path)
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != (channels, channels):
+        found = f"{type(arr).__name__} {getattr(arr, 'dtype', '')} of shape {getattr(arr, 'shape', '?')}"
+        raise CheckpointError(f"s_matrix {path}: expected a float array of shape ({channels}, {channels}) for "
+                              f"{where} ({channels} channels), found {found}")
+    if not np.isfinite(arr).all():
+        raise CheckpointError(f"s_matrix {path}: contains non-finite values")
+    return torch.from_numpy(np.array(arr, dtype=np.float32))
+
+
+class PmSFC(InversionMethod):
+    """Subspace discovery with a self-expressive layer, then per-subspace multi-code composition."""
+
+    name = "pmsfc"
+    version = "1"
+    Settings = PmSFCSettings
+    PROFILES = {
+        "paper": {},
+        # The embedded default run's budget (docs/methods.md, "quick profiles"): 100 steps of
+        # SGD lr 10, perceptual term at the generator's resolution, 500 discovery steps at lr 1e-3.
+        "quick": {"iterations": 100, "optimizer": "sgd", "lr": 10.0, "perceptual_size": None,
+                  "discovery_iterations": 500, "discovery_lr": 1e-3},
+    }
+
+    # ---- stage 1 ----
+    def resolve_split(self, generator: SplitGenerator) -> int:
+        split = self.settings.split
+        return generator.resolve_split(default_split(generator) if split is None else split)
+
+    def prepare(self, generator: SplitGenerator, *, seed: int = 0, cache_dir: Any = None,
+                progress: ProgressFn | None = None) -> "PmSFC":
+        """Discover (or import, or load from the cache) S and the R channel masks for ``generator``.
+
+        Sets ``S_`` (raw ``[C, C]``), ``labels_`` ``[C]``, ``masks_`` ``[R, C]`` bool,
+        ``loss_curves_`` (lists per term; empty for an imported S), ``split_``, ``cache_key_``
+        and ``from_cache_``. Never modifies ``generator``.
+        """
+        s = self.settings
+        G = frozen_copy(generator)
+        split = self.resolve_split(G)
+        point = G.split_points[split]
+        channels = point.shape[0]
+        if s.n_subspaces > channels:
+            raise ValueError(f"n_subspaces ({s.n_subspaces}) exceeds the {channels} channels at split {split} "
+                             f"({point.name}) of {G.name or type(G).__name__}")
+        if cache_dir is None and os.environ.get("GIB_CACHE"):
+            cache_dir = os.environ["GIB_CACHE"]
+        cache = Path(cache_dir) if cache_dir is not None else None
+        S, curves, s_key = self._obtain_s(G, split, seed, cache, progress)
+        self._cluster(S, s_key, seed, cache)
+        self.S_, self.loss_curves_, self.split_ = S, curves, {"index": split, "name": point.name,
+                                                              "shape": list(point.shape)}
+        self.cache_key_ = s_key
+        self.s_source_ = f"imported {Path(s.s_matrix).resolve()}" if s.s_matrix is not None else "trained"
+        self.prepared_for_ = _digest({"generator": generator.describe(), "split": split})
+        return self
+
+    def _obtain_s(self, G: SplitGenerator, split: int, seed: int, cache: Path | None,
+                  progress: ProgressFn | None) -> tuple[Tensor, dict[str, list[float]], str]:
+        """S from the imported file, the cache, or training (then cached); with its curves and key."""
+        s = self.settings
+        channels = G.split_points[split].shape[0]
+        if s.s_matrix is not None:
+            where = f"split {split} ({G.split_points[split].name}) of {G.name or type(G).__name__}"
+            S = load_s_matrix(s.s_matrix, channels, where)
+            source: dict[str, Any] = {"s_matrix": str(Path(s.s_matrix).resolve()),
+                                      "sha256": hashlib.sha256(Path(s.s_matrix).read_bytes()).hexdigest()}
+            self.from_cache_ = False
+            return S, {}, _digest({"generator": G.describe(), "split": split, "source": source})
+        source = {"discovery": {k: getattr(s, k) for k in DISCOVERY_FIELDS}, "seed": seed}
+        key_material = {"generator": G.describe(), "split": split, "source": source}
+        s_key = _digest(key_material)
+        path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
+        entry = _load_cached(path) if path is not None else None
+        self.from_cache_ = entry is not None
+        if entry is not None:
+            return entry["S"], {k: v.tolist() for k, v in entry["curves"].items()}, s_key
+        S, curves = train_self_expressive(
+            G, split, iterations=s.discovery_iterations, batch=s.discovery_batch, lr=s.discovery_lr,
+            optimizer=s.discovery_optimizer, data_weight=s.data_weight, sparsity_weight=s.sparsity_weight,
+            s_init=s.s_init, seed=seed, progress=progress)
+        if path is not None:
+            _save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
+                          "key": json.dumps(key_material, default=str)}, path)
+        return S, curves, s_key
+
+    def _cluster(self, S: Tensor, s_key: str, seed: int, cache: Path | None) -> None:
+        s = self.settings
+        spec = {k: getattr(s, k) for k in CLUSTERING_FIELDS}
+        if s.affinity == "paper":
+            spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
+        m_key = _digest({"S": s_key, "clustering": spec, "seed": seed})
+        entry = _load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
+        if entry is not None:
+            labels, notes = entry["labels"], list(entry["warnings"])
+        else:
+            if s.affinity == "paper":
+                A, assign = paper_affinity(S), "kmeans"  # Ng-Jordan-Weiss: k-means on the embedding
+            else:
+                A = official_affinity(S, n_subspaces=s.n_subspaces, subspace_dim=s.subspace_dim,
+                                      power=s.affinity_power, ratio=s.threshold_ratio,
+                                      orientation=s.official_orientation)
+                assign = "discretize"  # as the official code
+            raw, notes = spectral_labels(A, s.n_subspaces, seed, assign)
+            labels = torch.from_numpy(raw)
+            if cache is not None:
+                _save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)},
+                             cache / f"pmsfc-masks-{m_key}.pt")
+        self.labels_ = labels.long()
+        self.masks_ = masks_from_labels(self.labels_, s.n_subspaces)
+        self.clustering_notes_ = notes
+        self.masks_key_ = m_key
+
+    def affinity_name(self) -> str:
+        s = self.settings
+        return "paper" if s.affinity == "paper" else f"official-{s.official_orientation}"
+
+    def prepared_state(self) -> dict[str, Any]:
+        """JSON-able summary stored with every result (identical whether trained or cached)."""
+        if not hasattr(self, "masks_"):
+            return {}
+        final = {k: v[-1] for k, v in self.loss_curves_.items() if v}
+        return {"split": self.split_, "cluster_sizes": self.masks_.sum(1).tolist(), "affinity": self.affinity_name(),
+                "cache_key": self.cache_key_, "masks_key": self.masks_key_, "s_source": self.s_source_,
+                "discovery_iterations": len(self.loss_curves_.get("total", [])), "final_losses": final,
+                "clustering_warnings": self.clustering_notes_}
+
+    # ---- stage 2 ----
+    def invert(self, generator: SplitGenerator, targets: Tensor, *, seeds: int | Sequence[int] = 0,
+               progress: ProgressFn | None = None) -> InversionResult:
+        """Invert ``targets`` ``[B, 3, R, R]`` in [-1, 1] with the masks found by :meth:`prepare`.
+
+        Latents: paper ``z`` ``[B, R, K, latent]``, ``w`` ``[B, R, K, C]``; released ``z``
+        ``[B, R, P, latent]``, ``z_base`` ``[B, latent]``.
+        """
+        check_targets(targets, generator)
+        G = frozen_copy(generator)
+        split = self.resolve_split(G)
+        if getattr(self, "prepared_for_", None) != _digest({"generator": generator.describe(), "split": split}):
+            raise ValueError(f"pmsfc: call prepare(generator) with this generator before invert (the channel masks "
+                             f"come from stage 1, subspace discovery, at split {split})")
+        device = G.device
+        targets = targets.detach().to(device)
+        seed_list = as_seed_list(seeds, targets.shape[0])
+        run = self._invert_paper if self.settings.variant == "paper" else self._invert_released
+        return run(G, split, targets, seed_list, self.masks_.to(device), progress)
+
+    def _codes(self, G: SplitGenerator, seed_list: list[int], n: int, stream: str) -> Tensor:
+        """``[B, n, latent]`` initial codes: prior samples (per image, per code) or zeros."""
+        b = len(seed_list)
+        if self.settings.init == "zero":
+            return torch.zeros(b, n, G.latent_dim, device=G.device)
+        return G.sample_latents(b * n, seed=code_seeds(seed_list, n, stream)).view(b, n, -1).to(G.device)
+
+    @staticmethod
+    def _leaf(t: Tensor) -> Tensor:
+        """A fresh contiguous leaf (never a view: the optimiser loop writes parameters in place)."""
+        return t.detach().clone().contiguous().requires_grad_(True)
+
+    def _invert_paper(self, G: SplitGenerator, split: int, targets: Tensor, seed_list: list[int], masks: Tensor,
+                      progress: ProgressFn | None) -> InversionResult:
+        s = self.settings
+        b, r, k = targets.shape[0], s.n_subspaces, s.codes_per_subspace
+        channels = masks.shape[1]
+        z = self._leaf(self._codes(G, seed_list, r * k, "codes").view(b, r, k, -1))  # [B, R, K, latent]
+        w = torch.full((b, r, k, channels), float(s.weight_init), device=G.device, requires_grad=True)
+        first_rows = torch.arange(b, device=G.device) * (r * k)
+        loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
+                                     perceptual_size=s.perceptual_size or G.resolution)
+
+        def synthesize() -> Tensor:
+            inter = G.g1(z.reshape(b * r * k, -1), split)  # all codes of all images in one call
+            feats = G.features_of(inter)
+            feats = feats.view(b, r, k, *feats.shape[1:])  # [B, R, K, C, H, W]
+            f = compose_paper(feats, w, masks, s.denominator_eps)  # [B, C, H, W]
+            return G.g2(G.with_features(inter, f, rows=first_rows), split)
+
+        history, failures = optimise([z, w], lambda: loss_fn(synthesize()), optimizer=s.optimizer, lr=s.lr,
+                                     iterations=s.iterations, progress=progress)
+        with torch.no_grad():
+            recon = synthesize()
+        return InversionResult(recon.detach(), {"z": z.detach(), "w": w.detach()}, history, s.iterations, failures,
+                               info=self._info(split))
+
+    def _invert_released(self, G: SplitGenerator, split: int, targets: Tensor, seed_list: list[int],
+                         masks: Tensor, progress: ProgressFn | None) -> InversionResult:
+        s = self.settings
+        b, r, p = targets.shape[0], s.n_subspaces, s.codes_per_subspace
+        n = r * p + 1  # the subspace codes, then the base code
+        if s.init == "zero" and zero_codes_are_stuck(G, split):
+            warnings.warn(f"pmsfc (released): z = 0 gets no gradient on {G.name or type(G).__name__} at split {split} "
+                          f"(G1(0) is a dead point, e.g. every ReLU off), so zero-initialised codes never move; "
+                          f"the zero init relies on PGGAN's PixelNorm. Use init='normal' for this generator.")
+        z = self._leaf(self._codes(G, seed_list, r * p, "codes").view(b, r, p, -1))  # [B, R, P, latent]
+        z_base = self._leaf(self._codes(G, seed_list, 1, "base")[:, 0])  # [B, latent]
+        rows = torch.cat([torch.arange(b, device=G.device) * n, torch.arange(b, device=G.device) * n + n - 1])
+
+        def synthesize() -> Tensor:
+            codes = torch.cat([z.reshape(b, r * p, -1), z_base[:, None]], dim=1)  # [B, R·P + 1, latent]
+            inter = G.g1(codes.reshape(b * n, -1), split)
+            feats = G.features_of(inter)
+            feats = feats.view(b, n, *feats.shape[1:])  # [B, R·P + 1, C, H, W]
+            base = feats[:, -1]  # [B, C, H, W]
+            f = compose_released(feats[:, :-1].reshape(b, r, p, *base.shape[1:]), base, masks)
+            return G.g2(G.with_features(inter, torch.cat([f, base]), rows=rows), split)  # [2B, 3, R, R]
+
+        def per_image_loss() -> Tensor:
+            images = synthesize()
+            err = (images - torch.cat([targets, targets])).pow(2).flatten(1).mean(1)  # [2B]
+            return s.composite_weight * err[:b] + s.base_weight * err[b:]
+
+        history, failures = optimise([z, z_base], per_image_loss, optimizer=s.optimizer, lr=s.lr,
+                                     iterations=s.iterations, progress=progress)
+        with torch.no_grad():
+            images = synthesize()
+        info = self._info(split)
+        info["base_reconstructions"] = images[b:].detach()
+        return InversionResult(images[:b].detach(), {"z": z.detach(), "z_base": z_base.detach()}, history,
+                               s.iterations, failures, info=info)
+
+    def _info(self, split: int) -> dict[str, Any]:
+        return {"split": split, "variant": self.settings.variant, "cluster_sizes": self.masks_.sum(1).tolist(),
+                "affinity": self.affinity_name()}
+
+
+__all__ = ["PmSFC", "PmSFCSettings", "compose_paper", "compose_released", "official_affinity", "paper_affinity",
+           "official_threshold", "subspace_affinity",
+           "threshold_columns", "spectral_labels", "masks_from_labels", "train_self_expressive", "load_s_matrix",
+           "safe_denominator", "self_expression", "masked", "DEFAULT_SPLITS", "VARIANT_DEFAULTS"]
