@@ -206,13 +206,20 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--method", "-m", "methods", multiple=True, help="Method name (repeatable; default: all registered).")
 @click.option("--images", default="generated+photos", show_default=True,
               help="Image set: generated, photos, generated+photos, folder:PATH or a directory.")
-@click.option("--n", "n_generated", type=int, default=8, show_default=True, help="Images in the generated set.")
+@click.option("--n", "--n-images", "n_generated", type=int, default=8, show_default=True,
+              help="Images in the generated set (--n-images: the same; use it under torchrun, which reads --n as its own).")
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="quick: short budget; paper: the seeds' defaults.")
 @click.option("--iterations", type=int, default=None, help="Override the iteration count of every method.")
 @click.option("--set", "settings", multiple=True, metavar="[METHOD.]KEY=VALUE",
               help="Override a method setting (repeatable), e.g. --set mganprior.n_codes=10.")
 @click.option("--batch-size", type=int, default=None, help="Images inverted jointly (default: automatic).")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
+              help="fp32 (TF32 off), tf32 (CUDA tensor cores) or bf16 (autocast; allowed but slow on most CPUs).")
+@click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead", "max-autotune"]),
+              default="off", show_default=True,
+              help="torch.compile the per-iteration step (reduce-overhead: with CUDA graphs).")
+@click.option("--channels-last", is_flag=True, help="Generator weights in channels-last memory format.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -221,7 +228,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @friendly_errors
 def run_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], methods: tuple[str, ...], images: str,
             n_generated: int, profile: str, iterations: int | None, settings: tuple[str, ...],
-            batch_size: int | None, device: str, seed: int, out: str | None, no_progress: bool) -> None:
+            batch_size: int | None, precision: str, compile_mode: str, channels_last: bool, device: str, seed: int,
+            out: str | None, no_progress: bool) -> None:
     """Invert an image set with every method and print the comparison table."""
     from .harness import RunConfig, run
     from .tables import to_markdown, load_records, write_tables
@@ -248,12 +256,17 @@ def run_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], metho
         overrides.setdefault("*", {})["iterations"] = iterations
     config = RunConfig(generator=generator, generator_options=gen_options, methods=list(methods) or None,
                        profile=profile, overrides=overrides, images=images, n_generated=n_generated, seed=seed,
-                       batch_size=batch_size, device=device)
+                       batch_size=batch_size, device=device, precision=precision, compile=compile_mode,
+                       channels_last=channels_last)
     out_dir = Path(out) if out else Path("runs") / _slug(f"{generator}_{images}_{profile}")
     try:
         run(config, out_dir, echo=click.echo, progress=not no_progress, argv=sys.argv)
     except KeyboardInterrupt:
         sys.exit(130)
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 alone stores results and prints the table
+        return
     paths = write_tables(out_dir)
     click.echo("")
     click.echo(to_markdown(load_records(out_dir)))

@@ -16,6 +16,20 @@ on CPU with ``time.perf_counter``. The per-image time is the batch time divided 
 size (the table says which timer was used). Before its first timed batch each method runs one
 untimed one-iteration warm-up, so no method pays for one-off set-up. Peak memory is ``torch.cuda.max_memory_allocated``
 on CUDA and the process's peak resident set size on CPU.
+
+Speed (``docs/performance.md``): images are inverted in batches. The automatic batch size is,
+on CUDA, estimated from a probe (one iteration at 1 and at up to 4 images; the growth of
+``max_memory_allocated`` per image is scaled to 80 % of the free memory) and, on the CPU, up to
+16 images. Methods whose ``execution`` setting is ``"reference"`` (the seeds' per-image pattern)
+always run one image per batch, in fp32, uncompiled. ``RunConfig.precision`` (fp32, tf32,
+bf16), ``compile`` (torch.compile mode) and ``channels_last`` are applied around every
+``method.invert`` by :func:`gan_inversion_bench.precision.execution_context`, recorded with every
+row, and enter the method key when they differ from the defaults. The warm-up also counts the
+FLOPs of one iteration (:func:`gan_inversion_bench.perf.record_iteration_flops`), from which each
+row gets its achieved TFLOP/s and fraction of the device's peak.
+
+Several processes (``torchrun``): see :mod:`gan_inversion_bench.distributed`; rank 0 alone holds
+the lock and the database, the other ranks invert their share and send their records to it.
 """
 from __future__ import annotations
 
@@ -44,9 +58,13 @@ import torch
 from PIL import Image
 
 from . import __version__
+from . import distributed
+from .distributed import DistInfo
 from .imagesets import ImageItem, ImageSet, load_image_set
 from .method import InversionFailed, InversionMethod
 from .metrics import CONVENTIONS, compute_metrics
+from .perf import achieved, record_iteration_flops
+from .precision import ExecutionOptions, effective_precision, execution_context, precision_note
 from .registry import GENERATORS, METHODS
 from .store import ResultStore, method_key, now
 
@@ -71,6 +89,9 @@ class RunConfig:
     seed: int = 0
     batch_size: int | None = None               # None: automatic
     device: str = "auto"
+    precision: str = "fp32"                     # "fp32", "tf32" (CUDA) or "bf16" (autocast)
+    compile: str = "off"                        # torch.compile mode: off, default, reduce-overhead, max-autotune
+    channels_last: bool = False                 # generator weights in channels-last memory format
 
     IDENTITY = ("generator", "generator_options", "images", "n_generated", "seed")
 
@@ -282,7 +303,45 @@ def build_method(name: str, config: RunConfig) -> InversionMethod:
 
 
 def auto_batch_size(n: int, device: torch.device) -> int:
+    """The rule without a probe: up to 16 images on the CPU, 64 elsewhere."""
     return max(1, min(n, 16 if device.type == "cpu" else 64))
+
+
+#: share of the free device memory the automatic batch size may plan to use
+MEMORY_FRACTION = 0.8
+
+
+def batch_from_probe(peak_1: float, peak_k: float, k: int, available: float, n: int,
+                     fraction: float = MEMORY_FRACTION) -> int:
+    """Batch size from a memory probe: peak memory (above what was allocated before) of one
+    iteration at 1 and at ``k`` images, ``available`` bytes; at most ``n`` images, at least 1."""
+    per_image = max((peak_k - peak_1) / (k - 1), 1.0) if k > 1 else max(peak_1, 1.0)
+    fixed = max(peak_1 - per_image, 0.0)
+    return max(1, min(n, int((fraction * available - fixed) // per_image)))
+
+
+def execution_options(config: RunConfig, device: torch.device) -> ExecutionOptions:
+    """The run's precision/compile/memory-format settings as they take effect on ``device``."""
+    try:
+        return ExecutionOptions(precision=effective_precision(config.precision, device), compile=config.compile,
+                                channels_last=config.channels_last)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def run_method_key(method: InversionMethod, config: RunConfig, options: ExecutionOptions) -> str:
+    """The key under which a method's results are stored. The default execution settings
+    (``execution="batched"``, fp32, no compile) are left out, so keys made before those settings
+    existed stay valid and old run folders resume without recomputation."""
+    settings = method.get_settings()
+    if settings.get("execution") == "batched":
+        settings = {k: v for k, v in settings.items() if k != "execution"}
+    return method_key(method.name, method.version, settings,
+                      {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()})
+
+
+def is_reference(method: InversionMethod) -> bool:
+    return getattr(method.settings, "execution", "batched") == "reference"
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -320,36 +379,81 @@ def _finite(v: float) -> float | None:
 
 def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: bool = True,
         argv: list[str] | None = None) -> Path:
-    """Run (or resume) a benchmark into the folder ``out``; returns the folder."""
+    """Run (or resume) a benchmark into the folder ``out``; returns the folder.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; the images are shared out
+    over the processes and rank 0 stores every record (:mod:`gan_inversion_bench.distributed`).
+    """
     run_dir = Path(out).expanduser()
-    check_writable(run_dir)
-    device = resolve_device(config.device)
+    try:
+        ctx = distributed.from_env()
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    if not ctx.enabled:
+        return _run_main(config, run_dir, resolve_device(config.device), echo, progress, argv, ctx)
+    try:
+        device = distributed.device_for(ctx, config.device)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    distributed.init(ctx, device)
+    try:
+        if ctx.is_main:
+            return _run_main(config, run_dir, device, echo, progress, argv, ctx)
+        refused = ctx.broadcast(None)  # rank 0 says whether the run started
+        if refused:
+            raise RunError(refused)
+        method_names = _validate(config)
+        _run_inner(config, run_dir, None, 0, device, method_names, lambda s: None, False, ctx)
+        return run_dir
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _validate(config: RunConfig) -> list[str]:
+    """The method names; unknown names and invalid settings of any method fail before any work."""
     method_names = config.methods if config.methods else METHODS.names()
-    for name in method_names:  # unknown names and invalid settings of any method fail before any work
+    for name in method_names:
         build_method(name, config)
     if config.batch_size is not None and config.batch_size < 1:
         raise RunError(f"batch size must be >= 1, got {config.batch_size}")
-    with run_lock(run_dir), ResultStore(run_dir) as store:
-        _check_identity(config, run_dir, store, echo)
-        _fault_counts.clear()
-        _clean_up_after_killed_runs(run_dir, store, echo)
-        with writing_into(run_dir):
-            store.set_meta("identity", config.identity())
-            session = store.start_session(argv or sys.argv, socket.gethostname(), os.getpid())
-        fault_point("session_start")
-        _trace_commits(store)
-        status = "failed"
-        try:
-            _run_inner(config, run_dir, store, session, device, method_names, echo, progress)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            echo(f"\nInterrupted. Finished results are kept in {run_dir / ResultStore.FILENAME}; "
-                 f"run the same command again to resume.")
-            raise
-        finally:
-            with contextlib.suppress(sqlite3.Error):  # e.g. a full disk: keep the original error
-                store.finish_session(session, status)
+    execution_options(config, torch.device("cpu"))
+    return method_names
+
+
+def _run_main(config: RunConfig, run_dir: Path, device: torch.device, echo: Echo, progress: bool,
+              argv: list[str] | None, ctx: DistInfo) -> Path:
+    """The single process, or rank 0: lock, database, session, then the work."""
+    started = False
+    try:
+        check_writable(run_dir)
+        method_names = _validate(config)
+        with run_lock(run_dir), ResultStore(run_dir) as store:
+            _check_identity(config, run_dir, store, echo)
+            _fault_counts.clear()
+            _clean_up_after_killed_runs(run_dir, store, echo)
+            with writing_into(run_dir):
+                store.set_meta("identity", config.identity())
+                session = store.start_session(argv or sys.argv, socket.gethostname(), os.getpid())
+            fault_point("session_start")
+            _trace_commits(store)
+            ctx.broadcast(None)  # the other ranks may start
+            started = True
+            status = "failed"
+            try:
+                _run_inner(config, run_dir, store, session, device, method_names, echo, progress, ctx)
+                status = "finished"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                echo(f"\nInterrupted. Finished results are kept in {run_dir / ResultStore.FILENAME}; "
+                     f"run the same command again to resume.")
+                raise
+            finally:
+                with contextlib.suppress(sqlite3.Error):  # e.g. a full disk: keep the original error
+                    store.finish_session(session, status)
+    except Exception as e:
+        if ctx.enabled and not started:
+            ctx.broadcast(f"rank 0 could not start the run: {e}")
+        raise
     return run_dir
 
 
@@ -377,68 +481,197 @@ def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -
         store.conn.execute("UPDATE sessions SET status = 'abandoned' WHERE status = 'running'")
 
 
-def _run_inner(config: RunConfig, run_dir: Path, store: ResultStore, session: int, device: torch.device,
-               method_names: list[str], echo: Echo, progress: bool) -> None:
+def _run_inner(config: RunConfig, run_dir: Path, store: ResultStore | None, session: int, device: torch.device,
+               method_names: list[str], echo: Echo, progress: bool, ctx: DistInfo) -> None:
     generator = GENERATORS.create(config.generator, **config.generator_options).to(device).eval()
     if not generator.name:
         generator.name = config.generator
+    options = execution_options(config, device)
+    if options.channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    note = precision_note(config.precision, device)
+    if note:
+        echo(f"note: {note}")
     images = load_image_set(config.images, generator, n=config.n_generated, seed=config.seed)
     for f, reason in images.skipped:
         echo(f"skipped {f}: {reason}")
-    with writing_into(run_dir):
-        _save_targets(images, run_dir)
-        store.set_meta("image_set", images.describe())
-        store.set_meta("generator", generator.describe())
+    if ctx.is_main:
+        with writing_into(run_dir):
+            _save_targets(images, run_dir)
+            store.set_meta("image_set", images.describe())
+            store.set_meta("generator", generator.describe())
     common = {"generator": generator.describe(), "device": device_name(device), "versions": library_versions(),
               "code_revision": code_revision(), "metric_conventions": CONVENTIONS, "image_set": images.spec,
               "session": session, "run_dir": run_dir}
     for name in method_names:
-        _run_method(name, config, generator, images, store, device, common, echo, progress)
+        _run_method(name, config, generator, images, store, device, options, common, echo, progress, ctx)
 
 
-def _run_method(name: str, config: RunConfig, generator: Any, images: ImageSet, store: ResultStore,
-                device: torch.device, common: dict[str, Any], echo: Echo, progress: bool) -> None:
-    """Invert every pending image with one method, batch by batch, halving the batch on out-of-memory."""
+def _prepared_method(name: str, config: RunConfig, generator: Any, run_dir: Path, device: torch.device,
+                     ctx: DistInfo) -> InversionMethod:
+    """Build and prepare a method; with several ranks, rank 0 prepares and sends it to the others."""
     method = build_method(name, config)
-    method.prepare(generator, seed=config.seed, cache_dir=common["run_dir"] / "cache")
-    key = method_key(method.name, method.version, method.get_settings(),
-                     {"prepared": method.prepared_state(), "profile": config.profile})
-    done = store.done_images(key)
+    if ctx.is_main:
+        method.prepare(generator, seed=config.seed, cache_dir=run_dir / "cache")
+    if not ctx.enabled:
+        return method
+    shipped = ctx.broadcast(_with_tensors_on(method, torch.device("cpu")) if ctx.is_main else None)
+    return method if ctx.is_main else _with_tensors_on(shipped, device)
+
+
+def _with_tensors_on(method: InversionMethod, device: torch.device) -> InversionMethod:
+    """A shallow copy whose tensor attributes (learned state such as PmSFC's masks) are on ``device``."""
+    out = copy.copy(method)
+    for k, v in vars(method).items():
+        if isinstance(v, torch.Tensor):
+            setattr(out, k, v.to(device))
+    return out
+
+
+def _run_method(name: str, config: RunConfig, generator: Any, images: ImageSet, store: ResultStore | None,
+                device: torch.device, options: ExecutionOptions, common: dict[str, Any], echo: Echo, progress: bool,
+                ctx: DistInfo) -> None:
+    """Invert every pending image with one method, batch by batch, halving the batch on out-of-memory.
+
+    Work proceeds in rounds: each rank inverts its next batch, rank 0 stores what every rank
+    finished (in one process: its own batch), then all ranks learn whether to go on.
+    """
+    method = _prepared_method(name, config, generator, common["run_dir"], device, ctx)
+    reference = is_reference(method)
+    if reference and not options.is_default():
+        echo(f"{name}: reference execution runs in fp32, uncompiled (the seeds' pattern); ignoring "
+             f"{options.describe()}")
+        options = ExecutionOptions()
+    key = run_method_key(method, config, options)
+    key, done = ctx.broadcast((key, sorted(store.done_images(key))) if ctx.is_main else None)
+    done = set(done)
     pending = [it for it in images.items if it.id not in done]
+    mine = ctx.shard(pending)
+    how = "" if options.is_default() else f", {options.describe()}"
+    how += ", reference execution" if reference else ""
+    how += f", {ctx.world_size} processes" if ctx.enabled else ""
     echo(f"{name}: {len(images.items) - len(pending)} done, {len(pending)} to invert "
-         f"({config.profile} profile, device {common['device']})")
-    requested = bs = config.batch_size or auto_batch_size(len(pending), device)
-    if pending:
-        _warm_up(method, generator, pending[0], device)
-    while pending:
-        batch = pending[:bs]
-        fault_point("batch_start")
-        note = f"batch size reduced from {requested} to {bs} after running out of memory" if bs < requested else ""
+         f"({config.profile} profile, device {common['device']}{how})")
+    requested = bs = 1 if reference else (config.batch_size or 0)
+    if reference and config.batch_size not in (None, 1):
+        echo(f"{name}: reference execution inverts one image at a time (batch size 1)")
+    flops = None
+    if mine:
+        flops = _warm_up(method, generator, mine[:1], device, options, count_flops=True)
+        if not bs:
+            requested = bs = _automatic_batch_size(method, generator, mine, device, options, echo, name)
+        if options.compile != "off" or (device.type == "cuda" and bs > 1):
+            # compile, and on CUDA select kernels and grow the allocator, for the timed batch shape
+            _warm_up(method, generator, mine[:bs], device, options, iterations=2 if options.compile != "off" else 1)
+    while True:
+        batch = mine[:bs]
+        payload: dict[str, Any] = {"rows": [], "error": None, "done": not batch}
+        if batch:
+            fault_point("batch_start")
+            note = f"batch size reduced from {requested} to {bs} after running out of memory" if bs < requested else ""
+            try:
+                payload["rows"] = _invert_batch(method, key, generator, batch, config, device, options, flops, common,
+                                                progress, note)
+                mine = mine[len(batch):]
+            except RuntimeError as e:
+                try:
+                    if not is_out_of_memory(e):
+                        raise
+                    bs = _smaller_batch(e, len(batch), method.name, device, echo)
+                except Exception as e2:
+                    if not ctx.enabled:
+                        raise
+                    payload["error"] = f"{type(e2).__name__}: {e2}"
+        gathered = ctx.gather(payload)  # every rank takes part; rank 0 receives
+        verdict = ctx.broadcast(_store_round(gathered, store, common, ctx) if ctx.is_main else None)
+        if verdict["error"]:
+            raise RunError(verdict["error"])
+        if verdict["stop"]:
+            return
+
+
+def _store_round(payloads: list[dict[str, Any]], store: ResultStore, common: dict[str, Any],
+                 ctx: DistInfo) -> dict[str, Any]:
+    """Rank 0: write the PNGs and rows every rank finished in this round; say whether to go on."""
+    errors = [f"rank {r}: {p['error']}" for r, p in enumerate(payloads) if p["error"]]
+    try:
+        for p in payloads:
+            if p["rows"]:
+                for row in p["rows"]:
+                    row["session"] = common["session"]  # rank 0's session (the other ranks have none)
+                _store_rows(p["rows"], store, common["run_dir"])
+    except Exception as e:
+        if not ctx.enabled:
+            raise
+        errors.append(f"rank 0: {e}")
+    if errors and ctx.enabled:
+        errors.append("finished results are kept; run the same command again to resume")
+    return {"error": "; ".join(errors) or None, "stop": all(p["done"] for p in payloads)}
+
+
+def _store_rows(rows: list[dict[str, Any]], store: ResultStore, run_dir: Path) -> None:
+    """Write each ok row's reconstruction PNG, then commit the rows in one transaction."""
+    for row in rows:
+        image = row.pop("_png", None)
+        if image is not None:
+            with writing_into(run_dir):
+                save_png(image, run_dir / row["recon_path"])
+    with writing_into(run_dir):
+        store.add_results(rows)
+    fault_point("committed")
+
+
+def _with_iterations(method: InversionMethod, iterations: int) -> InversionMethod:
+    m = copy.copy(method)
+    m.settings = dataclasses.replace(method.settings, iterations=iterations)
+    return m
+
+
+def _warm_up(method: InversionMethod, generator: Any, items: list[ImageItem], device: torch.device,
+             options: ExecutionOptions, *, iterations: int = 1, count_flops: bool = False) -> float | None:
+    """An untimed short inversion (one iteration of one image by default), so that the first timed
+    batch does not pay for loading the perceptual network, allocator growth, one-off kernel
+    selection or compilation. With ``count_flops`` it returns the FLOPs of one iteration per image
+    (counted in the optimisation loop; None for a method with its own loop)."""
+    warm = _with_iterations(method, iterations)
+    targets = torch.stack([it.image for it in items]).to(device)
+    with record_iteration_flops() if count_flops else contextlib.nullcontext([]) as flops:
         try:
-            rows = _invert_batch(method, key, generator, batch, config, device, common, progress, note)
+            with execution_context(options, device):
+                warm.invert(generator, targets, seeds=0)
+        except RuntimeError as e:  # out of memory even for one image, every loss non-finite: the timed loop reports it
+            if not (is_out_of_memory(e) or isinstance(e, InversionFailed)):
+                raise
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return flops[0] if flops else None
+
+
+def _automatic_batch_size(method: InversionMethod, generator: Any, items: list[ImageItem], device: torch.device,
+                          options: ExecutionOptions, echo: Echo, name: str) -> int:
+    """The CPU rule, or on CUDA the memory probe (:func:`batch_from_probe`)."""
+    n = len(items)
+    if device.type != "cuda" or n == 1:
+        return auto_batch_size(n, device)
+    k = min(4, n)
+    peaks = []
+    for size in (1, k):
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            _warm_up(method, generator, items[:size], device, options)
         except RuntimeError as e:
             if not is_out_of_memory(e):
                 raise
-            bs = _smaller_batch(e, len(batch), method.name, device, echo)
-            continue
-        with writing_into(common["run_dir"]):
-            store.add_results(rows)
-        fault_point("committed")
-        pending = pending[len(batch):]
-
-
-def _warm_up(method: InversionMethod, generator: Any, item: ImageItem, device: torch.device) -> None:
-    """One untimed one-iteration inversion of one image, so that the first timed batch does not pay
-    for loading the perceptual network, allocator growth and one-off kernel selection."""
-    warm = copy.copy(method)
-    warm.settings = dataclasses.replace(method.settings, iterations=1)
-    try:
-        warm.invert(generator, item.image[None].to(device), seeds=0)
-    except RuntimeError as e:  # out of memory even for one image: the timed loop reports it
-        if not is_out_of_memory(e):
-            raise
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+            return max(1, size // 2)
+        peaks.append(torch.cuda.max_memory_allocated(device) - before)
+    free, _ = torch.cuda.mem_get_info(device)
+    available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    bs = batch_from_probe(peaks[0], peaks[1], k, available, n)
+    echo(f"{name}: automatic batch size {bs} (probe: {peaks[0] / 2**20:.0f} MiB at 1 image, {peaks[1] / 2**20:.0f} MiB "
+         f"at {k}; {available / 2**30:.1f} GiB available, planning {MEMORY_FRACTION:.0%})")
+    return bs
 
 
 def _save_targets(images: ImageSet, run_dir: Path) -> None:
@@ -455,12 +688,14 @@ def _save_targets(images: ImageSet, run_dir: Path) -> None:
 
 
 def _invert_batch(method: InversionMethod, key: str, generator: Any, batch: list[ImageItem], config: RunConfig,
-                  device: torch.device, common: dict[str, Any], progress: bool, note: str = "") -> list[dict[str, Any]]:
+                  device: torch.device, options: ExecutionOptions, flops: float | None, common: dict[str, Any],
+                  progress: bool, note: str = "") -> list[dict[str, Any]]:
+    """Invert one batch; the rows carry their reconstruction (``_png``) until :func:`_store_rows`."""
     targets = torch.stack([it.image for it in batch]).to(device)
     seeds = [image_seed(config.seed, it.id) for it in batch]
     bar = _progress_bar(f"{method.name} [{batch[0].id} … {batch[-1].id}]", progress)
     try:
-        with Timer(device) as timer:
+        with Timer(device) as timer, execution_context(options, device):
             result = method.invert(generator, targets, seeds=seeds, progress=bar.update if bar else None)
     except InversionFailed as e:
         result, failure = None, f"every image of the batch failed: {e}"
@@ -470,9 +705,14 @@ def _invert_batch(method: InversionMethod, key: str, generator: Any, batch: list
         if bar:
             bar.close()
     fault_point("inverted")
-    metrics = compute_metrics(result.reconstructions.clamp(-1, 1), targets) if result is not None else {}
+    metrics = compute_metrics(result.reconstructions.float().clamp(-1, 1), targets) if result is not None else {}
+    iterations = getattr(method.settings, "iterations", None) or (result.iterations if result is not None else 0)
+    tflops, fraction = achieved(flops, iterations, len(batch), timer.seconds, common["device"], options.precision)
+    how = "" if options.is_default() else f", {options.describe()}"
     timing = {"time_s": timer.seconds / len(batch), "peak_mem_mb": timer.peak_mb, "mem_kind": timer.mem_kind,
-              "timer": f"{timer.kind}, batch of {len(batch)}" + (f" ({note})" if note else "")}
+              "timer": f"{timer.kind}, batch of {len(batch)}{how}" + (f" ({note})" if note else ""),
+              "precision": options.precision, "flops_per_iteration": flops, "tflops": tflops,
+              "peak_fraction": fraction}
     return [_result_row(method, key, it, i, seeds[i], len(batch), result, failure, metrics, timing, common)
             for i, it in enumerate(batch)]
 
@@ -480,12 +720,12 @@ def _invert_batch(method: InversionMethod, key: str, generator: Any, batch: list
 def _result_row(method: InversionMethod, key: str, item: ImageItem, i: int, seed: int, batch_size: int,
                 result: Any, failure: str | None, metrics: dict[str, torch.Tensor], timing: dict[str, Any],
                 common: dict[str, Any]) -> dict[str, Any]:
-    """The self-describing row of image ``i`` of a batch; an ok row's PNG is on disk before it returns."""
-    run_dir = common["run_dir"]
+    """The self-describing row of image ``i`` of a batch; an ok row carries its reconstruction
+    (CPU tensor, ``_png``) for :func:`_store_rows` to write before the row is committed."""
     row: dict[str, Any] = {
         "method_key": key, "image_id": item.id, "method": method.name, "method_version": method.version,
         "image_set": common["image_set"], "iterations": getattr(method.settings, "iterations", None),
-        "seed": seed, "batch_size": batch_size, "precision": "fp32", "device": common["device"],
+        "seed": seed, "batch_size": batch_size, "device": common["device"],
         "generator": common["generator"], "split": getattr(method.settings, "split", None),
         "method_settings": method.get_settings(), "prepared": method.prepared_state(),
         "metric_conventions": common["metric_conventions"], "versions": common["versions"],
@@ -493,10 +733,8 @@ def _result_row(method: InversionMethod, key: str, item: ImageItem, i: int, seed
     }
     reason = failure or (result.failures.get(i) if result is not None else None)
     if result is not None and reason is None:
-        recon_path = run_dir / "recon" / key / f"{item.id}.png"
-        with writing_into(run_dir):
-            save_png(result.reconstructions[i], recon_path)
-        row.update(status="ok", recon_path=str(recon_path.relative_to(run_dir)),
+        row.update(status="ok", recon_path=str(Path("recon") / key / f"{item.id}.png"),
+                   _png=result.reconstructions[i].detach().float().cpu(),
                    loss_history=history_summary(result.loss_history, i),
                    final_loss=_finite(result.loss_history[-1, i].item()),
                    **{m: _finite(v[i].item()) for m, v in metrics.items()})

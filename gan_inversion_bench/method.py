@@ -12,9 +12,19 @@ A method is a class with
 parameters and the loss is the *sum* of per-image losses, so each image follows the trajectory
 it would follow alone (``seeds[i]`` alone decides image i's initialisation). ``invert`` never
 mutates the caller's generator or targets.
+
+Execution modes (the built-in methods' ``execution`` setting, ``docs/performance.md``):
+``"batched"`` (default) is the toolkit's formulation: frozen generator, all codes of all images
+in one generator call, cached target features. ``"reference"`` re-enacts the seeds' per-image
+pattern for speed comparisons: one image at a time (:func:`invert_each`), one G1 call per code,
+generator and VGG parameters left trainable (:func:`unfreeze`, so autograd also computes their
+unused gradients) and the target features recomputed every iteration (:class:`SeedStyleLoss`).
+Both modes solve the same problem from the same initialisation. Precision is not a method
+setting: the harness wraps ``invert`` in :func:`gan_inversion_bench.precision.execution_context`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -24,6 +34,8 @@ import torch
 from torch import Tensor
 
 from .generator import SplitGenerator
+from .perf import count_flops, iteration_flops_wanted, report_iteration_flops
+from .precision import mark_step, maybe_compile
 
 ProgressFn = Callable[[int, int], None]  # (iteration done, total)
 
@@ -144,26 +156,41 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     becomes non-finite is recorded as failed, its parameters are restored to the last finite
     iterate and frozen, and the others continue. Returns the ``[T, B]`` loss history and the
     failures. Raises :class:`InversionFailed` if every image fails.
+
+    The losses are cast to fp32 (under bf16 autocast too). Inside
+    :func:`gan_inversion_bench.precision.compile_mode` the closure ``per_image_loss`` (the
+    forward pass; its backward is compiled with it) is compiled with ``torch.compile``. Inside
+    :func:`gan_inversion_bench.perf.record_iteration_flops` the first iteration runs eagerly
+    under the FLOP counter and reports the FLOPs of one iteration per image.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    loss_step = maybe_compile(per_image_loss)
     opt = make_optimizer(optimizer, params, lr)
     history: list[Tensor] = []
-    failures: dict[int, str] = {}
-    alive = torch.ones(params[0].shape[0], dtype=torch.bool, device=params[0].device)
+    b, device = params[0].shape[0], params[0].device
+    # Failure bookkeeping stays on the device: no host synchronisation inside the loop except
+    # the all-failed check at the progress points (every 1 % of the iterations).
+    alive = torch.ones(b, dtype=torch.bool, device=device)
+    bad_iteration = torch.full((b,), -1, dtype=torch.long, device=device)
+    bad_value = torch.zeros(b, device=device)
     last_good = [p.detach().clone() for p in params]  # each image's last iterate with a finite loss
     every = max(1, iterations // 100)
-    for it in range(iterations):
+
+    def failures_so_far() -> dict[int, str]:
+        its, values = bad_iteration.tolist(), bad_value.tolist()
+        return {i: f"non-finite loss ({values[i]}) at iteration {its[i]}" for i in range(b) if its[i] >= 0}
+
+    def step(it: int, eager: bool = False) -> None:
+        mark_step()
         opt.zero_grad(set_to_none=True)
-        losses = per_image_loss()  # [B]
-        newly_bad = alive & ~torch.isfinite(losses.detach())
-        if bool(newly_bad.any()):
-            for i in newly_bad.nonzero().flatten().tolist():
-                failures[i] = f"non-finite loss ({losses[i].item()}) at iteration {it}"
-            alive &= ~newly_bad
-            if not bool(alive.any()):
-                raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(failures.items())))
-        history.append(torch.where(alive, losses.detach(), torch.nan).float())
+        losses = (per_image_loss if eager else loss_step)().float()  # [B]
+        finite = torch.isfinite(losses.detach())
+        newly_bad = alive & ~finite
+        bad_iteration.copy_(torch.where(newly_bad, it, bad_iteration))
+        bad_value.copy_(torch.where(newly_bad, losses.detach(), bad_value))
+        alive.logical_and_(finite)
+        history.append(torch.where(alive, losses.detach(), torch.nan))
         # Per-image losses are independent, so zeroing a failed image's loss and gradient
         # leaves every other image's trajectory exactly as it was.
         torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
@@ -177,9 +204,105 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
         with torch.no_grad():
             for p, good in zip(params, last_good):
                 p.copy_(torch.where(alive.view(-1, *([1] * (p.ndim - 1))), p, good))
-        if progress is not None and ((it + 1) % every == 0 or it + 1 == iterations):
-            progress(it + 1, iterations)
+
+    for it in range(iterations):
+        if it == 0 and iteration_flops_wanted():  # the harness's warm-up asks for the cost of one iteration
+            report_iteration_flops(count_flops(lambda: step(0, eager=True)) / b)
+        else:
+            step(it)
+        if (it + 1) % every == 0 or it + 1 == iterations:
+            if not bool(alive.any()):
+                raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(failures_so_far().items())))
+            if progress is not None:
+                progress(it + 1, iterations)
+    failures = failures_so_far() if bool((bad_iteration >= 0).any()) else {}
     return torch.stack(history).cpu(), failures
+
+
+# ---- the seeds' per-image execution pattern ("reference" mode) ----------------------------------
+
+EXECUTIONS = ("batched", "reference")
+
+
+def check_execution(value: Any) -> str:
+    if value not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}, got {value!r}")
+    return value
+
+
+def unfreeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Parameters trainable again (on a private copy!), as in the seeds: autograd then also computes
+    the parameters' gradients, which nobody uses. Only for the ``reference`` execution mode."""
+    return module.requires_grad_(True)
+
+
+class SeedStyleLoss:
+    """The seeds' way of evaluating a :class:`~gan_inversion_bench.losses.ReconstructionLoss`.
+
+    Same value as ``loss(x)``, but the VGG runs on a private copy whose parameters require
+    gradients, and the target features are recomputed at every call (the seeds' ``VGGLoss``
+    takes both images every iteration). Only for the ``reference`` execution mode.
+    """
+
+    def __init__(self, loss: Any):
+        self.mse_weight, self.perceptual_weight = loss.mse_weight, loss.perceptual_weight
+        self.targets = loss.targets
+        self.vgg = None if loss.vgg is None else unfreeze(copy.deepcopy(loss.vgg))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
+        if self.vgg is not None:
+            out = out + self.perceptual_weight * (self.vgg(x) - self.vgg(self.targets)).abs().flatten(1).mean(1)
+        return out
+
+
+def invert_each(invert_one: Callable[..., InversionResult], targets: Tensor, seeds: Sequence[int],
+                progress: ProgressFn | None = None) -> InversionResult:
+    """Invert a batch one image at a time (the seeds' pattern) and join the results.
+
+    ``invert_one(targets[i:i+1], seeds=[seeds[i]], progress=...)`` must return a one-image
+    :class:`InversionResult`. Latents, loss histories and tensor-valued ``info`` entries with a
+    leading batch dimension of 1 are concatenated; other ``info`` entries come from the first
+    image. An image that fails entirely is reported in ``failures`` (its reconstruction is NaN).
+    """
+    b = targets.shape[0]
+    parts: list[InversionResult | None] = []
+    failures: dict[int, str] = {}
+    for i in range(b):
+        def step(done: int, n: int, i: int = i) -> None:
+            if progress is not None:
+                progress(i * n + done, b * n)
+
+        try:
+            r = invert_one(targets[i:i + 1], seeds=[int(seeds[i])], progress=step)
+        except InversionFailed as e:
+            parts.append(None)
+            failures[i] = str(e)
+            continue
+        parts.append(r)
+        if 0 in r.failures:
+            failures[i] = r.failures[0]
+    template = next((p for p in parts if p is not None), None)
+    if template is None:
+        raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(failures.items())))
+
+    def nan_like(t: Tensor) -> Tensor:
+        return torch.full_like(t, float("nan"))
+
+    done = [p if p is not None else dataclasses.replace(
+        template, reconstructions=nan_like(template.reconstructions),
+        latents={k: nan_like(v) for k, v in template.latents.items()}, loss_history=nan_like(template.loss_history),
+        failures={}, info={k: nan_like(v) if isinstance(v, Tensor) else v for k, v in template.info.items()})
+        for p in parts]
+    info = dict(template.info)
+    for k, v in template.info.items():
+        if isinstance(v, Tensor) and v.ndim and v.shape[0] == 1:
+            info[k] = torch.cat([d.info[k] for d in done])
+    return InversionResult(
+        reconstructions=torch.cat([d.reconstructions for d in done]),
+        latents={k: torch.cat([d.latents[k] for d in done]) for k in template.latents},
+        loss_history=torch.cat([d.loss_history for d in done], dim=1), iterations=template.iterations,
+        failures=failures, info=info)
 
 
 def positive_int(value: Any, what: str) -> int:

@@ -13,10 +13,15 @@ Regression rules (a new benchmark run against a stored baseline, benchmark by be
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
+import os
+import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 #: dense peak TFLOP/s by device-name substring and precision (vendor datasheets, no sparsity)
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -62,6 +67,64 @@ def count_flops(fn: Callable[[], Any]) -> int:
     with _Counter():
         fn()
     return _Counter.total
+
+
+_iteration_flops: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("gib_iteration_flops",
+                                                                                   default=None)
+
+
+@contextlib.contextmanager
+def record_iteration_flops() -> Iterator[list[float]]:
+    """Inside, the first :func:`~gan_inversion_bench.method.optimise` loop counts the FLOPs of its
+    first iteration (forward, backward and optimiser step, per image) and appends them to the
+    yielded list. Methods with their own loop report nothing (the list stays empty)."""
+    sink: list[float] = []
+    token = _iteration_flops.set(sink)
+    try:
+        yield sink
+    finally:
+        _iteration_flops.reset(token)
+
+
+def iteration_flops_wanted() -> bool:
+    sink = _iteration_flops.get()
+    return sink is not None and not sink
+
+
+def report_iteration_flops(flops_per_image: float) -> None:
+    sink = _iteration_flops.get()
+    if sink is not None and not sink:
+        sink.append(float(flops_per_image))
+
+
+def achieved(flops_per_iteration: float | None, iterations: int, images: int, seconds: float, device_name: str,
+             precision: str) -> tuple[float | None, float | None]:
+    """(achieved TFLOP/s, fraction of the device's dense peak or None) of a timed batch."""
+    if not flops_per_iteration or seconds <= 0:
+        return None, None
+    tflops = flops_per_iteration * iterations * images / seconds / 1e12
+    peak = peak_tflops(device_name, precision)
+    return tflops, (tflops / peak if peak else None)
+
+
+def machine_id() -> str:
+    """A file-name-safe name for this kind of machine, for ``benchmarks/baselines/<machine>.json``:
+    the CUDA device name, or ``cpu-<arch>-<n>c`` (``GIB_MACHINE`` overrides it)."""
+    override = os.environ.get("GIB_MACHINE")
+    if override:
+        name = override
+    else:
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:  # pragma: no cover
+            cuda = False
+        if cuda:
+            name = "cuda-" + torch.cuda.get_device_name(0)
+        else:
+            name = f"cpu-{platform.machine()}-{os.cpu_count()}c"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-").lower()
 
 
 @dataclass

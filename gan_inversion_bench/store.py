@@ -5,6 +5,11 @@ soon as it is complete, after its PNG has been written to a temporary name and r
 place: a crash never leaves a half-written row or a row pointing to a missing file. The
 primary key (method_key, image_id) makes a result unique; ``method_key`` hashes the method's
 name, version and settings, so resuming never recomputes a finished pair.
+
+Schema changes are additive: a column added after schema version 1 is listed in
+:data:`ADDED_COLUMNS` and added with ``ALTER TABLE … ADD COLUMN`` when an older database is
+opened for writing; reading an older database without migrating it gives ``None`` for the
+missing columns, so old run folders stay readable (also read-only ones).
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -65,12 +70,19 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
+#: columns added after schema version 1: name → SQL type (version 2: throughput accounting)
+ADDED_COLUMNS = {
+    "flops_per_iteration": "REAL",  # FLOPs of one iteration for one image (perf.count_flops)
+    "tflops": "REAL",               # achieved TFLOP/s of the timed batch
+    "peak_fraction": "REAL",        # tflops / the device's dense peak at the run's precision (None: unknown)
+}
+
 RESULT_COLUMNS = (
     "method_key", "image_id", "method", "method_version", "image_set", "status", "reason", "psnr", "ssim",
     "lpips", "mse", "final_loss", "time_s", "timer", "peak_mem_mb", "mem_kind", "iterations", "seed",
     "batch_size", "precision", "device", "generator", "split", "method_settings", "prepared", "loss_history",
     "metric_conventions", "versions", "code_revision", "recon_path", "session", "created",
-)
+) + tuple(ADDED_COLUMNS)
 JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "metric_conventions", "versions"}
 
 
@@ -105,10 +117,29 @@ class ResultStore:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.executescript(SCHEMA)
                 self._set_default("schema_version", str(SCHEMA_VERSION))
+                self._migrate()
             else:
                 self.conn.execute("SELECT 1 FROM results LIMIT 1")
+            self._columns = [r[1] for r in self.conn.execute("PRAGMA table_info(results)")]
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable results database ({e})") from None
+
+    def _migrate(self) -> None:
+        """Add the columns of later schema versions to an older database (``ALTER TABLE ADD COLUMN``)."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+        missing = [(c, t) for c, t in ADDED_COLUMNS.items() if c not in have]
+        if missing:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for c, t in missing:
+                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {c} {t}")
+                self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                                  (str(SCHEMA_VERSION),))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self.conn.close()
@@ -165,10 +196,13 @@ class ResultStore:
             raise
 
     def results(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM results ORDER BY method, image_id")
+        """Every row; columns an older (unmigrated) database lacks are ``None``."""
+        present = [c for c in RESULT_COLUMNS if c in self._columns]
+        cur = self.conn.execute(f"SELECT {', '.join(present)} FROM results ORDER BY method, image_id")
         out = []
         for r in cur.fetchall():
-            d = dict(zip(RESULT_COLUMNS, r))
+            d = dict.fromkeys(RESULT_COLUMNS)
+            d.update(zip(present, r))
             for c in JSON_COLUMNS:
                 if d[c] is not None:
                     d[c] = json.loads(d[c])

@@ -22,6 +22,8 @@ COLUMNS = [
     ("lpips", "LPIPS", False, "{:.4f}"),
     ("time_s", "time/img (s)", False, "{:.3g}"),
 ]
+#: the optional throughput column, shown when any record has it (records since schema version 2)
+THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
 
 
 def load_records(run_dir: str | Path) -> pd.DataFrame:
@@ -51,8 +53,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {"method": label, "images": subset, "n": len(ok), "failed": int((g["status"] != "ok").sum()),
                                "iterations": int(g["iterations"].dropna().iloc[0]) if g["iterations"].notna().any() else None,
                                "device": g["device"].iloc[0]}
-        for col, _, _, _ in COLUMNS:
-            vals = pd.to_numeric(ok[col], errors="coerce").dropna()
+        for col in [c[0] for c in COLUMNS] + ["tflops", "peak_fraction"]:
+            vals = pd.to_numeric(ok[col], errors="coerce").dropna() if col in ok else pd.Series([], dtype=float)
             row[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
             row[f"{col}_std"] = float(vals.std(ddof=0)) if len(vals) else math.nan
         out.append(row)
@@ -65,13 +67,24 @@ def _cell(mean: float, std: float, fmt: str, pm: str) -> str:
     return f"{fmt.format(mean)}{pm}{fmt.format(std)}"
 
 
+def _throughput_cell(r: pd.Series, fmt: str) -> str:
+    """Mean achieved TFLOP/s, with the fraction of the device's peak when it is known."""
+    if math.isnan(r["tflops_mean"]):
+        return "–"
+    peak = r.get("peak_fraction_mean", math.nan)
+    return fmt.format(r["tflops_mean"]) + ("" if math.isnan(peak) else f" ({peak * 100:.1f} % of peak)")
+
+
 def _display(s: pd.DataFrame, pm: str, arrows: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "images", "n"] + [f"{label} {arrows[0] if hib else arrows[1]}" for _, label, hib, _ in COLUMNS] \
+    throughput = "tflops_mean" in s and s["tflops_mean"].notna().any()
+    columns = COLUMNS + ([THROUGHPUT] if throughput else [])
+    header = ["method", "images", "n"] + [f"{label} {arrows[0] if hib else arrows[1]}" for _, label, hib, _ in columns] \
         + ["failed", "iters"]
     rows = []
     for _, r in s.iterrows():
         rows.append([str(r["method"]), str(r["images"]), str(r["n"])]
                     + [_cell(r[f"{c}_mean"], r[f"{c}_std"], fmt, pm) for c, _, _, fmt in COLUMNS]
+                    + ([_throughput_cell(r, THROUGHPUT[3])] if throughput else [])
                     + [str(r["failed"]), "" if r["iterations"] is None else str(r["iterations"])])
     return header, rows
 
@@ -89,6 +102,11 @@ def footer(df: pd.DataFrame) -> list[str]:
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append(f"Time per image: inversion of a batch divided by its size; timer: {', '.join(timers)}. "
                  f"Device: {'; '.join(sorted(set(df['device'].dropna())))}.")
+    if "tflops" in df and pd.to_numeric(df["tflops"], errors="coerce").notna().any():
+        precisions = ", ".join(sorted(set(df["precision"].dropna()))) or "fp32"
+        lines.append("TFLOP/s: FLOPs of one iteration (counted with torch's formulas) × iterations × images / batch "
+                     f"time; % of peak against the device's dense datasheet peak at the precision used "
+                     f"({precisions}).")
     gen = first["generator"] or {}
     lines.append(f"Generator: {gen.get('name')} ({gen.get('resolution')}², weights: {gen.get('weights')}). "
                  f"Image set: {first['image_set']}.")

@@ -3,6 +3,10 @@
 One latent per image, ``min_z  MSE(G(z), x) + 0.001 · L1(φ(G(z)), φ(x))`` with φ = VGG16 relu3_3
 on 256² nearest-resized inputs, z initialised from N(0, I), plain SGD with learning rate 1.0
 for 3000 iterations (the paper profile; seed-methods.md §2 and §11).
+
+``execution="reference"`` runs the seeds' pattern for speed comparisons (``docs/performance.md``):
+one image at a time, generator and VGG parameters trainable, target features recomputed every
+iteration. The result is the same optimisation; only the cost differs.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from torch import Tensor
 
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, as_seed_list, check_targets,
-                                        make_optimizer, optimise, per_image_normal, positive_float, positive_int)
+from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, SeedStyleLoss, as_seed_list,
+                                        check_execution, check_targets, invert_each, make_optimizer, optimise,
+                                        per_image_normal, positive_float, positive_int, unfreeze)
+from gan_inversion_bench.precision import full_precision
 
 
 @dataclass
@@ -29,9 +35,11 @@ class SingleCodeSettings:
     mse_weight: float = 1.0
     perceptual_weight: float = 0.001
     perceptual_size: int | None = 256  # None: the generator's resolution
+    execution: str = "batched"      # "batched" or "reference" (the seeds' per-image pattern; for timing)
 
     def __post_init__(self) -> None:
         positive_int(self.iterations, "iterations")
+        check_execution(self.execution)
         positive_float(self.lr, "lr")
         make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
         if self.init not in ("normal", "zero"):
@@ -53,27 +61,34 @@ class SingleCode(InversionMethod):
         "paper": {},
         # A short budget for the embedded default run: perceptual term at the generator's own
         # resolution instead of 256² (16× cheaper on 64² images), fewer iterations.
-        "quick": {"iterations": 200, "perceptual_size": None},
+        "quick": {"iterations": 100, "perceptual_size": None},
     }
 
     def invert(self, generator: SplitGenerator, targets: Tensor, *, seeds: int | Sequence[int] = 0,
                progress: ProgressFn | None = None) -> InversionResult:
         check_targets(targets, generator)
         s = self.settings
+        seed_list = as_seed_list(seeds, targets.shape[0])
+        reference = s.execution == "reference"
+        if reference and targets.shape[0] > 1:
+            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress)
         G = frozen_copy(generator)
+        if reference:
+            unfreeze(G)
         device = G.device
         targets = targets.to(device)
-        seed_list = as_seed_list(seeds, targets.shape[0])
         if s.init == "normal":
             z = per_image_normal(seed_list, (G.latent_dim,), device)
         else:
             z = torch.zeros(targets.shape[0], G.latent_dim, device=device)
         z.requires_grad_(True)
-        loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
-                                     perceptual_size=s.perceptual_size or G.resolution)
-        history, failures = optimise([z], lambda: loss_fn(G(z)), optimizer=s.optimizer, lr=s.lr,
+        with full_precision(device):  # cached target features in fp32
+            loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
+                                         perceptual_size=s.perceptual_size or G.resolution)
+        loss = SeedStyleLoss(loss_fn) if reference else loss_fn
+        history, failures = optimise([z], lambda: loss(G(z).float()), optimizer=s.optimizer, lr=s.lr,
                                      iterations=s.iterations, progress=progress)
         with torch.no_grad():
-            recon = G(z)
+            recon = G(z).float()
         return InversionResult(reconstructions=recon.detach(), latents={"z": z.detach()}, loss_history=history,
                                iterations=s.iterations, failures=failures)
