@@ -519,7 +519,7 @@ def test_config_file_is_applied_and_the_command_line_wins(tmp_path, existing):
     ("bad.json", '{"n": 4,}', "invalid JSON"),
     ("list.json", '[1, 2]', "expected a table of `gib run` options"),
     ("unknown.toml", 'n = 2\nlearning_rate = 0.1\n', "unknown option 'learning_rate'; valid: batch-size"),
-    ("type.toml", 'n = "two"\n', "'n': Invalid value for '--n': 'two' is not a valid integer"),
+    ("type.toml", 'n = "two"\n', "'two' is not a valid integer"),
     ("many.json", '{"seed": [1, 2]}', "'seed' takes one value, found [1, 2]"),
 ])
 def test_invalid_config_file(tmp_path, existing, name, text, message):
