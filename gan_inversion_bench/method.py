@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Sequence
@@ -315,3 +316,42 @@ def positive_float(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{what} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+# ---- helpers shared by the multi-code methods ---------------------------------------------------
+
+def default_split(generator: SplitGenerator, table: dict[str, int]) -> int:
+    """A method's per-generator default split: by registry name, then class name, then a heuristic.
+
+    The heuristic takes the deepest split point whose features are at 1/8 of the output
+    resolution (at least 4×4 pixels); it is only for generators that have no entry in ``table``.
+    """
+    for key in (generator.name, type(generator).__name__):
+        if key in table:
+            return table[key]
+    target = max(4, generator.resolution // 8)
+    points = [p for p in generator.split_points if len(p.shape) == 3 and p.shape[1] == target]
+    if not points:
+        raise ValueError(f"split: no default split point for generator {generator.name or type(generator).__name__}; "
+                         f"pass split=<index or name> (see `gib list generators -v`)")
+    return points[-1].index
+
+
+def check_split_setting(split: Any) -> None:
+    """A ``split`` setting: None (the method's default), a split-point name, or an index >= 0."""
+    if split is None or isinstance(split, str):
+        return
+    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+        raise ValueError(f"split must be None (per-generator default), a split-point name or an index >= 0, "
+                         f"got {split!r}")
+
+
+def code_seeds(image_seeds: Sequence[int], n: int, stream: str = "") -> list[int]:
+    """``n`` seeds per image, derived only from that image's seed (and ``stream``), image-major,
+    so a batch gives every image the codes it gets alone."""
+    out = []
+    for s in image_seeds:
+        for k in range(n):
+            digest = hashlib.blake2b(f"{int(s)}:{stream}:{k}".encode(), digest_size=8).digest()
+            out.append(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return out

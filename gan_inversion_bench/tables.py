@@ -95,7 +95,7 @@ def footer(df: pd.DataFrame) -> list[str]:
         return []
     first = df.iloc[0]
     conv = first["metric_conventions"] or {}
-    lines = [f"Values are mean ± std over images (per-image metrics, then averaged). ↑ higher is better, ↓ lower is better."]
+    lines = ["Values are mean ± std over images (per-image metrics, then averaged). ↑ higher is better, ↓ lower is better."]
     for name in ("psnr", "ssim", "lpips"):
         if name in conv:
             lines.append(conv[name])

@@ -30,10 +30,12 @@ features are at 1/8 of the output resolution (documented heuristic).
 Implementation: G1 runs once per iteration for all codes of all images (``[B·N, latent]`` →
 ``[B·N, C, H, W]`` → ``[B, N, C, H, W]``); the official code loops over the N codes. For
 generators with a structured intermediate, G2 receives the context of each image's first code.
+``execution="reference"`` runs the official pattern instead, for speed comparisons
+(``docs/performance.md``): one image at a time, one G1 call per code, generator and VGG
+parameters trainable, target features recomputed every iteration. Same optimisation, higher cost.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -42,46 +44,14 @@ from torch import Tensor
 
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, as_seed_list, check_targets,
-                                        make_optimizer, optimise, positive_float, positive_int)
+from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, SeedStyleLoss, as_seed_list,
+                                        check_execution, check_split_setting, check_targets, code_seeds,
+                                        default_split, invert_each, make_optimizer, optimise, positive_float,
+                                        positive_int, unfreeze)
+from gan_inversion_bench.precision import full_precision
 
 #: generator name (or class name) → default split point ℓ (see docs/methods.md for dcgan-digiface64)
 DEFAULT_SPLITS: dict[str, int] = {"pggan": 6, "pggan-tiny": 6, "PGGAN": 6, "dcgan-digiface64": 3}
-
-
-def default_split(generator: SplitGenerator, table: dict[str, int]) -> int:
-    """The per-generator default split: by registry name, then class name, then a heuristic.
-
-    The heuristic takes the deepest split point whose features are at 1/8 of the output
-    resolution (at least 4×4 pixels); it is only for generators that have no entry in ``table``.
-    """
-    for key in (generator.name, type(generator).__name__):
-        if key in table:
-            return table[key]
-    target = max(4, generator.resolution // 8)
-    points = [p for p in generator.split_points if len(p.shape) == 3 and p.shape[1] == target]
-    if not points:
-        raise ValueError(f"split: no default split point for generator {generator.name or type(generator).__name__}; "
-                         f"pass split=<index or name> (see `gib list generators -v`)")
-    return points[-1].index
-
-
-def split_settings_check(split: Any) -> None:
-    if split is None or isinstance(split, str):
-        return
-    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
-        raise ValueError(f"split must be None (per-generator default), a split-point name or an index >= 0, "
-                         f"got {split!r}")
-
-
-def code_seeds(image_seeds: Sequence[int], n: int, stream: str = "") -> list[int]:
-    """``n`` seeds per image, derived only from that image's seed (and ``stream``), image-major."""
-    out = []
-    for s in image_seeds:
-        for k in range(n):
-            digest = hashlib.blake2b(f"{int(s)}:{stream}:{k}".encode(), digest_size=8).digest()
-            out.append(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
-    return out
 
 
 def sample_codes(G: SplitGenerator, image_seeds: Sequence[int], n: int, stream: str = "") -> Tensor:
@@ -123,10 +93,12 @@ class MGANPriorSettings:
     mse_weight: float = 1.0
     perceptual_weight: float = 0.001
     perceptual_size: int | None = 256  # None: the generator's resolution
+    execution: str = "batched"       # "batched" or "reference" (the seeds' pattern; for timing)
 
     def __post_init__(self) -> None:
         positive_int(self.n_codes, "n_codes")
-        split_settings_check(self.split)
+        check_execution(self.execution)
+        check_split_setting(self.split)
         positive_int(self.iterations, "iterations")
         positive_float(self.lr, "lr")
         make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
@@ -173,27 +145,40 @@ class MGANPrior(InversionMethod):
         """
         check_targets(targets, generator)
         s = self.settings
+        seed_list = as_seed_list(seeds, targets.shape[0])
+        reference = s.execution == "reference"
+        if reference and targets.shape[0] > 1:  # the seeds: one image at a time
+            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress)
         G = frozen_copy(generator)
+        if reference:
+            unfreeze(G)
         split = self.resolve_split(G)
         device = G.device
         targets = targets.to(device)
         b, n = targets.shape[0], s.n_codes
         channels = G.split_points[split].shape[0]
-        seed_list = as_seed_list(seeds, b)
         z = sample_codes(G, seed_list, n).to(device).clone().requires_grad_(True)  # [B, N, latent], prior
         alpha = torch.full((b, n, channels), 1.0 / n, device=device, requires_grad=True)  # [B, N, C]
         first_rows = torch.arange(b, device=device) * n  # context of each image's first code
-        loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
-                                     perceptual_size=s.perceptual_size or G.resolution)
+        with full_precision(device):  # cached target features in fp32
+            loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
+                                         perceptual_size=s.perceptual_size or G.resolution)
+        loss = SeedStyleLoss(loss_fn) if reference else loss_fn
 
         def synthesize() -> Tensor:
+            if reference:  # the seeds' loop: one G1 call per code, fused as it goes
+                first = G.g1(z[:, 0], split)
+                fused = G.features_of(first) * alpha[:, 0, :, None, None]
+                for j in range(1, n):
+                    fused = fused + G.features_of(G.g1(z[:, j], split)) * alpha[:, j, :, None, None]
+                return G.g2(G.with_features(first, fused / n), split)
             inter, feats = g1_codes(G, z, split)  # feats [B, N, C, H, W]
             return G.g2(G.with_features(inter, compose(feats, alpha), rows=first_rows), split)
 
-        history, failures = optimise([z, alpha], lambda: loss_fn(synthesize()), optimizer=s.optimizer, lr=s.lr,
+        history, failures = optimise([z, alpha], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
                                      iterations=s.iterations, progress=progress)
         with torch.no_grad():
-            recon = synthesize()
+            recon = synthesize().float()
         point = G.split_points[split]
         return InversionResult(reconstructions=recon.detach(), latents={"z": z.detach(), "alpha": alpha.detach()},
                                loss_history=history, iterations=s.iterations, failures=failures,

@@ -38,6 +38,11 @@ masks are cached on disk (``cache_dir``, default ``$GIB_CACHE``), keyed by the g
 Settings left at ``None`` take the variant's defaults (:data:`VARIANT_DEFAULTS`) when the
 settings object is built, so stored settings are always concrete. ``docs/methods.md`` explains
 every default and the measurements behind the ones the paper does not give.
+
+Both variants run G1 once per iteration on all codes of all images. ``execution="reference"``
+runs the official pattern instead, for speed comparisons (``docs/performance.md``): one image at
+a time, one G1 call per code (and, released, separate G2 calls for the composite and the base),
+generator and VGG parameters trainable, target features recomputed every iteration.
 """
 from __future__ import annotations
 
@@ -46,9 +51,9 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -56,8 +61,12 @@ from torch import Tensor
 
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, as_seed_list, check_targets,
-                                        make_optimizer, optimise, positive_float, positive_int)
+from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, SeedStyleLoss, as_seed_list,
+                                        check_execution, check_split_setting, check_targets, invert_each, make_optimizer,
+                                        optimise, positive_float, positive_int, unfreeze)
+from gan_inversion_bench.method import code_seeds as _code_seeds
+from gan_inversion_bench.method import default_split as _default_split
+from gan_inversion_bench.precision import full_precision
 from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
 
 #: generator name (or class name) → default split point ℓ (docs/methods.md for dcgan-digiface64)
@@ -257,16 +266,8 @@ def compose_released(features: Tensor, base: Tensor, masks: Tensor) -> Tensor:
 
 
 def default_split(generator: SplitGenerator) -> int:
-    """By registry name, then class name; otherwise the deepest split point at 1/8 resolution."""
-    for key in (generator.name, type(generator).__name__):
-        if key in DEFAULT_SPLITS:
-            return DEFAULT_SPLITS[key]
-    target = max(4, generator.resolution // 8)
-    points = [p for p in generator.split_points if len(p.shape) == 3 and p.shape[1] == target]
-    if not points:
-        raise ValueError(f"split: no default split point for generator {generator.name or type(generator).__name__}; "
-                         f"pass split=<index or name> (see `gib list generators -v`)")
-    return points[-1].index
+    """PmSFC's default split on ``generator`` (:data:`DEFAULT_SPLITS`, else the 1/8-resolution heuristic)."""
+    return _default_split(generator, DEFAULT_SPLITS)
 
 
 def zero_codes_are_stuck(G: SplitGenerator, split: int) -> bool:
@@ -279,12 +280,7 @@ def zero_codes_are_stuck(G: SplitGenerator, split: int) -> bool:
 
 def code_seeds(image_seeds: Sequence[int], n: int, stream: str) -> list[int]:
     """``n`` seeds per image derived only from that image's seed and ``stream``; image-major."""
-    out = []
-    for s in image_seeds:
-        for k in range(n):
-            digest = hashlib.blake2b(f"{int(s)}:pmsfc-{stream}:{k}".encode(), digest_size=8).digest()
-            out.append(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
-    return out
+    return _code_seeds(image_seeds, n, f"pmsfc-{stream}")
 
 
 # ---- settings ------------------------------------------------------------------------------------
@@ -302,13 +298,14 @@ class PmSFCSettings:
     optimizer: str | None = None           # paper "sgd", released "adam"
     lr: float | None = None                # paper 1.0, released 1e-4
     init: str | None = None                # codes: "normal" (prior) or "zero"; paper normal, released zero
-    weight_init: float = 1.0               # paper: every w starts at this value (tanh(1) ≈ 0.76)
+    weight_init: float = 1.0               # paper: every w starts here (docs/methods.md: sweep 0.1 … 2)
     denominator_eps: float = 1e-3          # paper: |Σ_k tanh(w_k)| ≥ eps
     mse_weight: float = 1.0                # paper loss (9)
     perceptual_weight: float = 0.001
     perceptual_size: int | None = 256      # None: the generator's resolution
     composite_weight: float = 0.01         # released loss: composite_weight·MSE(G2(f)) + base_weight·MSE(base)
     base_weight: float = 1.0
+    execution: str = "batched"             # "batched" or "reference" (the seeds' pattern; for timing)
     # stage 1
     s_matrix: str | None = None            # path of an official value50.pkl; replaces training
     discovery_iterations: int = 10000
@@ -327,13 +324,11 @@ class PmSFCSettings:
     def __post_init__(self) -> None:
         if self.variant not in VARIANT_DEFAULTS:
             raise ValueError(f"variant must be one of {sorted(VARIANT_DEFAULTS)}, got {self.variant!r}")
+        check_execution(self.execution)
         for key, value in VARIANT_DEFAULTS[self.variant].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        if self.split is not None and not isinstance(self.split, str) and (
-                isinstance(self.split, bool) or not isinstance(self.split, int) or self.split < 0):
-            raise ValueError(f"split must be None (per-generator default), a split-point name or an index >= 0, "
-                             f"got {self.split!r}")
+        check_split_setting(self.split)
         for name in ("n_subspaces", "codes_per_subspace", "iterations", "discovery_iterations", "discovery_batch",
                      "subspace_dim"):
             positive_int(getattr(self, name), name)
@@ -539,14 +534,19 @@ class PmSFC(InversionMethod):
         ``[B, R, P, latent]``, ``z_base`` ``[B, latent]``.
         """
         check_targets(targets, generator)
+        seed_list = as_seed_list(seeds, targets.shape[0])
+        reference = self.settings.execution == "reference"
+        if reference and targets.shape[0] > 1:  # the seeds: one image at a time
+            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress)
         G = frozen_copy(generator)
+        if reference:
+            unfreeze(G)
         split = self.resolve_split(G)
         if getattr(self, "prepared_for_", None) != _digest({"generator": generator.describe(), "split": split}):
             raise ValueError(f"pmsfc: call prepare(generator) with this generator before invert (the channel masks "
                              f"come from stage 1, subspace discovery, at split {split})")
         device = G.device
         targets = targets.detach().to(device)
-        seed_list = as_seed_list(seeds, targets.shape[0])
         run = self._invert_paper if self.settings.variant == "paper" else self._invert_released
         return run(G, split, targets, seed_list, self.masks_.to(device), progress)
 
@@ -570,20 +570,28 @@ class PmSFC(InversionMethod):
         z = self._leaf(self._codes(G, seed_list, r * k, "codes").view(b, r, k, -1))  # [B, R, K, latent]
         w = torch.full((b, r, k, channels), float(s.weight_init), device=G.device, requires_grad=True)
         first_rows = torch.arange(b, device=G.device) * (r * k)
-        loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
-                                     perceptual_size=s.perceptual_size or G.resolution)
+        reference = s.execution == "reference"
+        with full_precision(G.device):  # cached target features in fp32
+            loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
+                                         perceptual_size=s.perceptual_size or G.resolution)
+        loss = SeedStyleLoss(loss_fn) if reference else loss_fn
 
         def synthesize() -> Tensor:
+            if reference:  # the seeds' pattern: one G1 call per code
+                inters = [G.g1(z[:, i // k, i % k], split) for i in range(r * k)]
+                feats = torch.stack([G.features_of(x) for x in inters], 1)  # [B, R·K, C, H, W]
+                feats = feats.view(b, r, k, *feats.shape[2:])
+                return G.g2(G.with_features(inters[0], compose_paper(feats, w, masks, s.denominator_eps)), split)
             inter = G.g1(z.reshape(b * r * k, -1), split)  # all codes of all images in one call
             feats = G.features_of(inter)
             feats = feats.view(b, r, k, *feats.shape[1:])  # [B, R, K, C, H, W]
             f = compose_paper(feats, w, masks, s.denominator_eps)  # [B, C, H, W]
             return G.g2(G.with_features(inter, f, rows=first_rows), split)
 
-        history, failures = optimise([z, w], lambda: loss_fn(synthesize()), optimizer=s.optimizer, lr=s.lr,
+        history, failures = optimise([z, w], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
                                      iterations=s.iterations, progress=progress)
         with torch.no_grad():
-            recon = synthesize()
+            recon = synthesize().float()
         return InversionResult(recon.detach(), {"z": z.detach(), "w": w.detach()}, history, s.iterations, failures,
                                info=self._info(split))
 
@@ -599,15 +607,23 @@ class PmSFC(InversionMethod):
         z = self._leaf(self._codes(G, seed_list, r * p, "codes").view(b, r, p, -1))  # [B, R, P, latent]
         z_base = self._leaf(self._codes(G, seed_list, 1, "base")[:, 0])  # [B, latent]
         rows = torch.cat([torch.arange(b, device=G.device) * n, torch.arange(b, device=G.device) * n + n - 1])
+        reference = s.execution == "reference"
 
         def synthesize() -> Tensor:
+            if reference:  # PmSFC.py: one G1 call per code, G2 once for the composite and once for the base
+                inters = [G.g1(z[:, i // p, i % p], split) for i in range(r * p)]
+                base_inter = G.g1(z_base, split)
+                base = G.features_of(base_inter)
+                feats = torch.stack([G.features_of(x) for x in inters], 1).view(b, r, p, *base.shape[1:])
+                f = compose_released(feats, base, masks)
+                return torch.cat([G.g2(G.with_features(inters[0], f), split), G.g2(base_inter, split)]).float()
             codes = torch.cat([z.reshape(b, r * p, -1), z_base[:, None]], dim=1)  # [B, R·P + 1, latent]
             inter = G.g1(codes.reshape(b * n, -1), split)
             feats = G.features_of(inter)
             feats = feats.view(b, n, *feats.shape[1:])  # [B, R·P + 1, C, H, W]
             base = feats[:, -1]  # [B, C, H, W]
             f = compose_released(feats[:, :-1].reshape(b, r, p, *base.shape[1:]), base, masks)
-            return G.g2(G.with_features(inter, torch.cat([f, base]), rows=rows), split)  # [2B, 3, R, R]
+            return G.g2(G.with_features(inter, torch.cat([f, base]), rows=rows), split).float()  # [2B, 3, R, R]
 
         def per_image_loss() -> Tensor:
             images = synthesize()

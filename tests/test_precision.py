@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 import torch
 
-from gan_inversion_bench import GENERATORS, harness, perf, precision, tables
+from gan_inversion_bench import GENERATORS, METHODS, harness, perf, precision, tables
 from gan_inversion_bench.harness import RunConfig, batch_from_probe, run
 from gan_inversion_bench.losses import ReconstructionLoss
 from gan_inversion_bench.method import InversionResult, invert_each, optimise
@@ -135,6 +135,30 @@ def test_reference_mode_solves_the_same_problem_at_a_higher_cost(gen, targets):
     assert f_reference > 1.3 * f_batched  # parameter gradients and target features every iteration
     with pytest.raises(ValueError, match="execution must be one of"):
         SingleCode(execution="fast")
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("mganprior", {}),
+    ("pmsfc", {"discovery_iterations": 5}),
+    ("pmsfc", {"discovery_iterations": 5, "variant": "released", "init": "normal", "lr": 0.01}),
+], ids=["mganprior", "pmsfc-paper", "pmsfc-released"])
+def test_reference_mode_of_the_multi_code_methods(gen, targets, name, settings):
+    """The seeds' loop over codes (one G1 call each), per image, with trainable parameters: the
+    same optimisation as the batched single G1 call, at a higher cost."""
+    cls = METHODS.get(name)
+    batched = cls.from_profile("quick", iterations=3, **settings).prepare(gen, seed=0)
+    reference = cls.from_profile("quick", iterations=3, execution="reference", **settings).prepare(gen, seed=0)
+    a = batched.invert(gen, targets, seeds=[1, 2])
+    b = reference.invert(gen, targets, seeds=[1, 2])
+    assert torch.allclose(a.reconstructions, b.reconstructions, atol=1e-4)
+    assert torch.allclose(a.loss_history, b.loss_history, rtol=1e-4, atol=1e-6)
+    assert a.loss_history[-1].sub(a.loss_history[0]).abs().max() > 1e-4  # it did optimise
+    assert {k: v.shape for k, v in a.latents.items()} == {k: v.shape for k, v in b.latents.items()}
+    assert a.info.keys() == b.info.keys()
+    once = lambda m: harness._with_iterations(m, 1).invert(gen, targets[:1], seeds=[1])  # noqa: E731
+    assert perf.count_flops(lambda: once(reference)) > 1.3 * perf.count_flops(lambda: once(batched))
+    with pytest.raises(ValueError, match="execution must be one of"):
+        cls(execution="seeds", **settings)
 
 
 def test_invert_each_joins_results_and_reports_a_failed_image():
