@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -206,8 +207,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--method", "-m", "methods", multiple=True, help="Method name (repeatable; default: all registered).")
 @click.option("--images", default="generated+photos", show_default=True,
               help="Image set: generated, photos, generated+photos, folder:PATH or a directory.")
-@click.option("--n", "--n-images", "n_generated", type=int, default=8, show_default=True,
-              help="Images in the generated set (--n-images: the same; use it under torchrun, which reads --n as its own).")
+@click.option("--n", "n_generated", type=int, default=8, show_default=True, help="Images in the generated set.")
+@click.option("--n-images", "n_images", type=int, default=None,
+              help="Same as --n; use this one under torchrun, whose own parser takes --n for its options.")
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="quick: short budget; paper: the seeds' defaults.")
 @click.option("--iterations", type=int, default=None, help="Override the iteration count of every method.")
@@ -225,12 +227,16 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder (default: runs/<generator>_<images>_<profile>). Re-running resumes.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--download", is_flag=True,
+              help="Download a missing zoo checkpoint that has a direct URL into the cache (GIB_DOWNLOAD=1 does the same).")
 @friendly_errors
 def run_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], methods: tuple[str, ...], images: str,
-            n_generated: int, profile: str, iterations: int | None, settings: tuple[str, ...],
+            n_generated: int, n_images: int | None, profile: str, iterations: int | None, settings: tuple[str, ...],
             batch_size: int | None, precision: str, compile_mode: str, channels_last: bool, device: str, seed: int,
-            out: str | None, no_progress: bool) -> None:
+            out: str | None, no_progress: bool, download: bool) -> None:
     """Invert an image set with every method and print the comparison table."""
+    if download:
+        os.environ["GIB_DOWNLOAD"] = "1"
     from .harness import RunConfig, run
     from .tables import to_markdown, load_records, write_tables
 
@@ -241,6 +247,8 @@ def run_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], metho
         raise click.BadParameter(f"must be >= 1, got {iterations}", param_hint="--iterations")
     if batch_size is not None and batch_size < 1:
         raise click.BadParameter(f"must be >= 1, got {batch_size}", param_hint="--batch-size")
+    if n_images is not None:
+        n_generated = n_images
     if n_generated < 1:
         raise click.BadParameter(f"must be >= 1, got {n_generated}", param_hint="--n")
     gen_options = parse_assignments(gen_opt, "--gen-opt")

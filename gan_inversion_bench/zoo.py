@@ -1,8 +1,11 @@
 """Known pretrained checkpoints: where they come from, what they are called, under which licence.
 
-The toolkit never downloads anything on its own: ``gib`` commands and the generator factories
-look a checkpoint up in the cache directory (``$GIB_CACHE``, else
-``~/.cache/gan_inversion_bench/checkpoints``) and otherwise fail with instructions.
+By default the toolkit never downloads anything on its own: ``gib`` commands and the generator
+factories look a checkpoint up in the cache directory (``$GIB_CACHE``, else
+``~/.cache/gan_inversion_bench/checkpoints``) and otherwise fail with instructions. Downloading
+on first use is opt-in: ``gib run --download`` (or ``GIB_DOWNLOAD=1``) makes :func:`require`
+fetch a missing checkpoint that has a direct URL; if that fails, the error carries the reason
+and the same instructions.
 :func:`fetch_checkpoint` downloads the entries that have a direct URL (with resume and checksum
 checks, see :mod:`gan_inversion_bench.download`); the others (share pages, Google Drive) must be
 downloaded in a browser and put in the cache directory under :attr:`Checkpoint.filename`.
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from .weights import WeightsNotFound
 
-__all__ = ["Checkpoint", "CHECKPOINTS", "resolve_cache_dir", "local_path", "instructions", "require", "fetch_checkpoint", "by_family"]
+__all__ = ["Checkpoint", "CHECKPOINTS", "resolve_cache_dir", "local_path", "instructions", "require", "fetch_checkpoint", "by_family",
+           "download_on_first_use"]
 
 
 @dataclass(frozen=True)
@@ -180,12 +184,31 @@ def instructions(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     return "\n".join(lines)
 
 
-def require(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Like :func:`local_path` but raising :class:`WeightsNotFound` with instructions when absent."""
+def download_on_first_use() -> bool:
+    """Whether :func:`require` may download (``GIB_DOWNLOAD`` set to 1/true/yes; ``gib run --download``)."""
+    return os.environ.get("GIB_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require(name: str, cache_dir: str | os.PathLike | None = None, *, download: bool | None = None) -> Path:
+    """Like :func:`local_path` but raising :class:`WeightsNotFound` with instructions when absent.
+
+    With ``download`` (default: :func:`download_on_first_use`), a missing checkpoint that has a
+    direct URL is fetched into the cache first (progress bar, resume, size/sha256 checks).
+    """
     path = local_path(name, cache_dir)
-    if path is None:
-        raise WeightsNotFound(instructions(name, cache_dir))
-    return path
+    if path is not None:
+        return path
+    ckpt = _get(name)
+    if download is None:
+        download = download_on_first_use()
+    if download and ckpt.url and ckpt.direct:
+        from .download import DownloadError
+
+        try:
+            return fetch_checkpoint(name, cache_dir, progress=True)
+        except DownloadError as e:
+            raise WeightsNotFound(f"downloading {name!r} failed: {e}\n{instructions(name, cache_dir)}") from None
+    raise WeightsNotFound(instructions(name, cache_dir))
 
 
 def fetch_checkpoint(name: str, cache_dir: str | os.PathLike | None = None, *, progress: bool = True,

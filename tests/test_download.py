@@ -222,3 +222,62 @@ def test_fetch_checkpoint_into_cache(server, tmp_path: Path, monkeypatch) -> Non
     assert zoo.local_path("local_test", tmp_path) == path
     with pytest.raises(WeightsNotFound, match="browser"):
         zoo.fetch_checkpoint("pggan_tower256", tmp_path)  # a share page: no automatic download
+
+
+# ---- download on first use (opt-in) ---------------------------------------------------------------
+def _closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return f"http://127.0.0.1:{port}/w.bin"
+
+
+def test_require_downloads_on_first_use_only_when_asked(server, tmp_path: Path, monkeypatch) -> None:
+    entry = zoo.Checkpoint(name="local_test", family="biggan-deep", resolution=128, filename="w.bin",
+                           url=url_of(server, "w.bin"), direct=True, size=len(PAYLOAD), sha256=SHA,
+                           licence="test", licence_certain=True)
+    monkeypatch.setitem(zoo.CHECKPOINTS, "local_test", entry)
+    monkeypatch.delenv("GIB_DOWNLOAD", raising=False)
+    assert not zoo.download_on_first_use()
+    with pytest.raises(WeightsNotFound, match="is not in the cache"):
+        zoo.require("local_test", tmp_path)  # the default: never download
+    assert server.requests == [] and not (tmp_path / "w.bin").exists()
+    monkeypatch.setenv("GIB_DOWNLOAD", "1")
+    assert zoo.download_on_first_use()
+    path = zoo.require("local_test", tmp_path)
+    assert path == tmp_path / "w.bin" and path.read_bytes() == PAYLOAD and len(server.requests) == 1
+    assert zoo.require("local_test", tmp_path, download=True) == path and len(server.requests) == 1  # cached
+    with pytest.raises(WeightsNotFound, match="browser"):  # a share page is never fetched automatically
+        zoo.require("pggan_tower256", tmp_path, download=True)
+
+
+def test_first_use_download_failure_says_why_and_how(tmp_path: Path, monkeypatch) -> None:
+    entry = zoo.Checkpoint(name="local_test", family="biggan-deep", resolution=128, filename="w.bin",
+                           url=_closed_port_url(), direct=True, size=None, sha256=None, licence="test",
+                           licence_certain=True)
+    monkeypatch.setitem(zoo.CHECKPOINTS, "local_test", entry)
+    with pytest.raises(WeightsNotFound) as e:
+        zoo.require("local_test", tmp_path, download=True)
+    msg = str(e.value)
+    assert "downloading 'local_test' failed" in msg and "is not in the cache" in msg and "--weights PATH" in msg
+    assert not (tmp_path / "w.bin").exists()
+
+
+def test_gib_run_download_flag_reaches_the_zoo(tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from gan_inversion_bench.cli import main
+
+    real = zoo.CHECKPOINTS["biggan_deep_128"]
+    monkeypatch.setitem(zoo.CHECKPOINTS, "biggan_deep_128",
+                        zoo.Checkpoint(**{**real.__dict__, "url": _closed_port_url(),
+                                          "extra": tuple(zoo.ExtraFile(e.filename, _closed_port_url())
+                                                         for e in real.extra)}))
+    monkeypatch.setenv("GIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GIB_DOWNLOAD", raising=False)  # restored (removed) after the test
+    args = ["run", "-g", "biggan-deep", "--n", "1", "--images", "generated", "--out", str(tmp_path / "r")]
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code != 0 and "is not in the cache" in plain.output and "downloading" not in plain.output
+    asked = CliRunner().invoke(main, [*args, "--download"])
+    assert asked.exit_code != 0 and "downloading 'biggan_deep_128' failed" in asked.output
