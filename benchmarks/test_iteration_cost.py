@@ -1,13 +1,17 @@
-"""Per-iteration cost and fixed-budget quality of every registered method × generator.
+"""Per-iteration cost and fixed-budget quality of every registered method × generator × execution.
 
 Each benchmark inverts ``N_IMAGES`` in-domain targets (generated with a fixed seed) with the
-method's ``quick`` profile for ``ITERATIONS`` iterations; the time of one such call is measured
-(``prepare`` is not timed), and ``extra_info`` records seconds per iteration and image, FLOPs
-per iteration, PSNR and LPIPS after the budget, so ``gib bench-compare`` can check both speed
-and quality. Tiny generator configurations run on the CPU; on a GPU the real sizes are added
-(``pggan`` 256 with random weights, which costs what the real network costs).
+method's ``quick`` profile for ``ITERATIONS`` iterations, in the toolkit's ``batched`` execution
+and in the seeds' per-image ``reference`` pattern; the time of one such call is measured
+(``prepare`` is not timed; PmSFC's stage 1 is shortened to 50 steps), and ``extra_info`` records
+seconds per iteration and image, FLOPs per iteration and image (counted on the first iteration,
+as the harness does), PSNR and LPIPS after the budget, so ``gib bench-compare`` can check both
+speed and quality. Tiny generator configurations run on the CPU; on a GPU the real sizes are
+added (``pggan`` 256 with random weights, which costs what the real network costs).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -18,8 +22,9 @@ from gan_inversion_bench.perf import count_flops, record_iteration_flops
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
-ITERATIONS = 5 if not CUDA else 10
-N_IMAGES = 2 if not CUDA else 4
+ITERATIONS = 10
+N_IMAGES = 4
+ROUNDS = 5
 #: settings that keep untimed set-up short (PmSFC's stage 1 is prepared, not timed)
 SETUP = {"pmsfc": {"discovery_iterations": 50}}
 
@@ -45,12 +50,22 @@ def generator(request):
     return build_generator(request.param, dict(CASES)[request.param])
 
 
+def build_method(name: str, iterations: int, execution: str):
+    cls = METHODS.get(name)
+    settings = {"iterations": iterations, **SETUP.get(name, {})}
+    if execution != "batched":
+        if "execution" not in {f.name for f in dataclasses.fields(cls.Settings)}:
+            pytest.skip(f"{name} has no execution setting")
+        settings["execution"] = execution
+    return cls.from_profile("quick", **settings)
+
+
+@pytest.mark.parametrize("execution", ["batched", "reference"])
 @pytest.mark.parametrize("method_name", sorted(METHODS.names()))
-def test_iteration_cost(benchmark, generator, method_name, tmp_path):
+def test_iteration_cost(benchmark, generator, method_name, execution, tmp_path):
     with torch.no_grad():
         targets = generator(generator.sample_latents(N_IMAGES, seed=[1000 + i for i in range(N_IMAGES)])).clamp(-1, 1)
-    extra = SETUP.get(method_name, {})
-    method = METHODS.get(method_name).from_profile("quick", iterations=ITERATIONS, **extra)
+    method = build_method(method_name, ITERATIONS, execution)
     method.prepare(generator, seed=0, cache_dir=tmp_path)
     seeds = list(range(N_IMAGES))
 
@@ -60,16 +75,16 @@ def test_iteration_cost(benchmark, generator, method_name, tmp_path):
             torch.cuda.synchronize()
         return result
 
-    result = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    result = benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     metrics = compute_metrics(result.reconstructions.clamp(-1, 1), targets)
-    one = METHODS.get(method_name).from_profile("quick", iterations=1, **extra)
+    one = build_method(method_name, 1, execution)
     one.prepare(generator, seed=0, cache_dir=tmp_path)
     with record_iteration_flops() as counted:  # the first iteration, as the harness counts it
         one.invert(generator, targets, seeds=seeds)
     flops = counted[0] * N_IMAGES if counted else count_flops(lambda: one.invert(generator, targets, seeds=seeds))
     benchmark.extra_info.update({
         "generator": getattr(generator, "name", ""), "device": str(DEVICE), "iterations": ITERATIONS,
-        "images": N_IMAGES, "psnr": float(metrics["psnr"].mean()), "lpips": float(metrics["lpips"].mean()),
-        "flops_per_iteration_per_image": flops / N_IMAGES,
+        "images": N_IMAGES, "execution": execution, "psnr": float(metrics["psnr"].mean()),
+        "lpips": float(metrics["lpips"].mean()), "flops_per_iteration_per_image": flops / N_IMAGES,
         "seconds_per_iteration_per_image": benchmark.stats.stats.min / ITERATIONS / N_IMAGES,
     })
