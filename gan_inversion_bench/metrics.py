@@ -47,7 +47,8 @@ CONVENTIONS: dict[str, str] = {
             "skimage structural_similarity with gaussian_weights=True, sigma=1.5, "
             "use_sample_covariance=False, data_range=1).",
     "lpips": "LPIPS: official v0.1 linear heads on AlexNet (ImageNet weights), inputs in [-1,1] at native "
-             "resolution, spatially averaged; lower is better.",
+             "resolution (images smaller than 32x32, too small for AlexNet, are first upsampled bilinearly to "
+             "32x32), spatially averaged; lower is better.",
     "mse": "MSE per image on [0,1] images, averaged over C,H,W.",
 }
 
@@ -169,11 +170,21 @@ def ssim(reconstructions: Tensor, targets: Tensor) -> Tensor:
     return s.reshape(b, -1).mean(dim=1)
 
 
+#: AlexNet's smallest input: below it a pooling layer has no output
+LPIPS_MIN_SIZE = 32
+
+
 def lpips(reconstructions: Tensor, targets: Tensor) -> Tensor:
-    """Per-image LPIPS (AlexNet, v0.1) on the [-1,1] images at native resolution."""
+    """Per-image LPIPS (AlexNet, v0.1) on the [-1,1] images at native resolution; images smaller
+    than :data:`LPIPS_MIN_SIZE` on a side are upsampled bilinearly to that size first."""
     from .perceptual import get_lpips
 
     rec, tgt = prepare(reconstructions, targets)
+    h, w = rec.shape[-2:]
+    if h < LPIPS_MIN_SIZE or w < LPIPS_MIN_SIZE:
+        size = (max(h, LPIPS_MIN_SIZE), max(w, LPIPS_MIN_SIZE))
+        rec, tgt = (torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+                    for t in (rec, tgt))
     with torch.no_grad():
         return get_lpips(rec.device)(rec, tgt)
 

@@ -101,6 +101,21 @@ def test_compute_metrics_output_format_and_lpips():
     assert torch.equal(mse(rec, tgt), compute_metrics(rec, tgt, names=["mse"])["mse"])
 
 
+def test_lpips_on_images_too_small_for_alexnet_upsamples_to_32():
+    rec, tgt = _astronaut_pairs(n=2, size=16, noise=0.2)
+    from gan_inversion_bench.perceptual import get_lpips
+
+    with pytest.raises(RuntimeError):  # what AlexNet does with 16x16 inputs on its own
+        with torch.no_grad():
+            get_lpips("cpu")(rec.float().clamp(-1, 1), tgt.float())
+    got = compute_metrics(rec.float(), tgt.float(), names="lpips")["lpips"]
+    up = [torch.nn.functional.interpolate(t.float().clamp(-1, 1), size=(32, 32), mode="bilinear", align_corners=False)
+          for t in (rec, tgt)]
+    with torch.no_grad():
+        torch.testing.assert_close(got, get_lpips("cpu")(*up).double(), rtol=0, atol=1e-7)
+    assert (got > 0).all() and "upsampled bilinearly to 32x32" in CONVENTIONS["lpips"]
+
+
 def test_metric_table_and_directions():
     assert set(METRICS) == {"psnr", "ssim", "lpips", "mse"}
     assert METRICS["psnr"].higher_is_better is True
