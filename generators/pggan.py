@@ -125,7 +125,7 @@ class PGGAN(SplitGenerator):
         self.lod = nn.Parameter(torch.zeros(()), requires_grad=False)
         in_ch = latent_dim
         for k in range(self.num_blocks):
-            res, nf = 4 * 2 ** k, self.channels(4 * 2 ** k)
+            nf = self.channels(4 * 2 ** k)
             if k == 0:
                 first = PGGANBlock(in_ch, nf, 4, 3)  # "dense": 1×1 → 4×4
             else:
