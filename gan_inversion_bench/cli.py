@@ -78,12 +78,12 @@ def list_() -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Also list split points and feature shapes.")
 @friendly_errors
 def list_generators(verbose: bool) -> None:
-    """Registered generators (and, with -v, their split points)."""
+    """Registered generators, whether their weights are here (and, with -v, their split points)."""
     from .weights import CheckpointError, WeightsNotFound
 
     for name in GENERATORS.names():
         if not verbose:
-            click.echo(name)
+            click.echo(f"{name:<24} {_weights_status(name)}")
             continue
         try:
             G, note = GENERATORS.create(name), "real weights"
@@ -94,6 +94,24 @@ def list_generators(verbose: bool) -> None:
             click.echo(f"  weights: {G.weights_source}; licence: {G.weights_licence}")
         for p in G.split_points:
             click.echo(f"  split {p.index:>2}  {p.name:<20} {'×'.join(map(str, p.shape))}")
+
+
+def _weights_status(name: str) -> str:
+    """One line: which real weights of generator ``name`` are available on this machine."""
+    from .weights import CheckpointError, WeightsNotFound
+    from .zoo import by_family, local_path
+
+    entries = by_family(name)
+    if entries:
+        present = [c.name for c in entries if local_path(c.name)]
+        listed = f"{len(present)} of {len(entries)} zoo checkpoints present"
+        return f"{listed}: {', '.join(present)}" if present else \
+            f"{listed} (--weights PATH, or see `gib list checkpoints`)"
+    try:
+        source = getattr(GENERATORS.create(name), "weights_source", "") or ""
+    except (WeightsNotFound, CheckpointError) as e:
+        return f"weights not found: {str(e).splitlines()[0]}"
+    return "random weights (test configuration)" if source.startswith("random") else f"real weights: {source.split(' ')[0]}"
 
 
 @list_.command("methods")

@@ -25,6 +25,17 @@ def test_list_commands(cli):
     assert r.exit_code == 0 and "generated+photos" in r.output
 
 
+def test_list_generators_says_which_weights_are_here(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIB_CACHE", str(tmp_path))
+    lines = {l.split()[0]: l for l in cli("list", "generators").output.splitlines()}
+    assert "real weights: gan-face-generate==1.1.1" in lines["dcgan-digiface64"]
+    assert "random weights" in lines["pggan-tiny"]
+    assert "0 of 3 zoo checkpoints present" in lines["biggan-deep"]
+    (tmp_path / "stylegan2-ffhq-config-f.pt").write_bytes(b"x")  # present by name (not loaded by the listing)
+    lines = {l.split()[0]: l for l in cli("list", "generators").output.splitlines()}
+    assert "1 of 4 zoo checkpoints present: stylegan2_ffhq1024" in lines["stylegan2"]
+
+
 def test_list_generators_verbose_shows_split_shapes(cli):
     r = cli("list", "generators", "--verbose")
     assert r.exit_code == 0
