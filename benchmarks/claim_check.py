@@ -48,7 +48,7 @@ class Config:
 
 
 def configs(iterations: int, ablation_iterations: int, n_values: list[int], r_values: list[int],
-            k_values: list[int]) -> list[Config]:
+            k_values: list[int], lr_values: list[float] = ()) -> list[Config]:
     out = [
         Config("main", "main", "", ["single-code", "mganprior", "pmsfc"], {"pmsfc": dict(DISCOVERY)}, iterations),
         Config("single-code-lr10", "main", "single-code (lr 10)", ["single-code"], {"single-code": {"lr": 10.0}},
@@ -63,6 +63,10 @@ def configs(iterations: int, ablation_iterations: int, n_values: list[int], r_va
     for k in k_values:
         out.append(Config(f"pmsfc-R6-K{k}", "K", f"R = 6, K = {k}", ["pmsfc"],
                           {"pmsfc": {**DISCOVERY, "n_subspaces": 6, "codes_per_subspace": k}}, ablation_iterations))
+    for lr in lr_values:  # is the ordering an artefact of the shared learning rate?
+        for name, extra in (("mganprior", {}), ("pmsfc", dict(DISCOVERY))):
+            out.append(Config(f"{name}-lr{lr:g}", "lr", f"{name}, lr {lr:g}", [name], {name: {**extra, "lr": lr}},
+                              ablation_iterations))
     return out
 
 
@@ -202,7 +206,9 @@ def write_page(cfgs: list[Config], out: Path, page: Path) -> None:
     lines += ["", "VERDICT", ""]
     for group, title, what in [("N", "mGANprior: number of codes N", "mganprior"),
                                ("R", "PmSFC: number of subspaces R (K = 5)", "pmsfc"),
-                               ("K", "PmSFC: codes per subspace K (R = 6)", "pmsfc")]:
+                               ("K", "PmSFC: codes per subspace K (R = 6)", "pmsfc"),
+                               ("lr", "learning rate of the multi-code methods (SGD; default 10, rows N = 10 and "
+                                      "R = 6, K = 5 above)", "")]:
         gc = [c for c in cfgs if c.group == group and c.name in frames]
         if not gc:
             continue
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-values", default="1,3,10,30")
     ap.add_argument("--r-values", default="1,3,6,12")
     ap.add_argument("--k-values", default="1,3,10")
+    ap.add_argument("--lr-values", default="3,30", help="SGD learning rates for mGANprior and PmSFC")
     ap.add_argument("--discovery-iterations", type=int, default=DISCOVERY["discovery_iterations"],
                     help="PmSFC stage-1 steps (default: the paper profile's, converged)")
     ap.add_argument("--only", default=None, help="comma-separated configuration names")
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     DISCOVERY["discovery_iterations"] = args.discovery_iterations
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     cfgs = configs(args.iterations, args.ablation_iterations, ints(args.n_values), ints(args.r_values),
-                   ints(args.k_values))
+                   ints(args.k_values), [float(x) for x in args.lr_values.split(",") if x])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_run:

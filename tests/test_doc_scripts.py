@@ -23,15 +23,18 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     cc = load("claim_check")
     args = ["--out", str(tmp_path / "cc"), "--write", str(tmp_path / "docs" / "results.md"), "--iterations", "1",
             "--ablation-iterations", "1", "--n-generated", "1", "--discovery-iterations", "2", "--n-values", "1",
-            "--r-values", "2", "--k-values", "1", "--device", "cpu"]
+            "--r-values", "2", "--k-values", "1", "--lr-values", "5", "--device", "cpu"]
     assert cc.main(args) == 0
     page = (tmp_path / "docs" / "results.md").read_text()
-    for heading in ("## Main table: 1 iterations", "number of codes N", "number of subspaces R", "codes per subspace K"):
+    for heading in ("## Main table: 1 iterations", "number of codes N", "number of subspaces R", "codes per subspace K",
+                    "learning rate of the multi-code methods"):
         assert heading in page
     assert "| pmsfc − mganprior | generated |" in page and "(verdict to be written)" in page
     assert (tmp_path / "docs" / "img" / "claim_check.png").stat().st_size > 1000
     runs = json.loads((tmp_path / "cc" / "runs.json").read_text())
-    assert set(runs) == {"main", "single-code-lr10", "mganprior-N1", "pmsfc-R2-K5", "pmsfc-R6-K1"}
+    assert set(runs) == {"main", "single-code-lr10", "mganprior-N1", "pmsfc-R2-K5", "pmsfc-R6-K1", "mganprior-lr5",
+                         "pmsfc-lr5"}
+    assert "| mganprior, lr 5 | generated |" in page
     # a hand-written verdict survives regeneration, and a second run resumes without recomputing
     page = page.replace("(verdict to be written)", "PmSFC wins nothing here.")
     (tmp_path / "docs" / "results.md").write_text(page)
