@@ -101,15 +101,11 @@ def _fmt(mean: float, std: float, f: str) -> str:
 
 
 def _rows(df: pd.DataFrame, label: str | None = None) -> list[list[str]]:
-    rows = []
-    for (method, subset), g in df.groupby(["method", "subset"], sort=True):
-        ok = g[g["status"] == "ok"]
-        rows.append([label or method, subset, str(len(ok)),
-                     _fmt(ok["psnr"].mean(), ok["psnr"].std(ddof=0), "{:.2f}"),
-                     _fmt(ok["ssim"].mean(), ok["ssim"].std(ddof=0), "{:.3f}"),
-                     _fmt(ok["lpips"].mean(), ok["lpips"].std(ddof=0), "{:.3f}"),
-                     f"{ok['time_s'].mean():.2f}", str(int((g['status'] != 'ok').sum()))])
-    return rows
+    """One row per (method, subset) from :func:`tables.summary`, sorted, in this page's formats."""
+    s = tables.summary(df).sort_values(["method", "images"])
+    return [[label or r.method, r.images, str(r.n), _fmt(r.psnr_mean, r.psnr_std, "{:.2f}"),
+             _fmt(r.ssim_mean, r.ssim_std, "{:.3f}"), _fmt(r.lpips_mean, r.lpips_std, "{:.3f}"),
+             f"{r.time_s_mean:.2f}", str(r.failed)] for r in s.itertuples()]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -26,7 +26,7 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     return [json.loads(Path(p).read_text()) for p in paths]
 
 
-def _peak(row: dict[str, Any], info: dict[str, Any], peaks: dict[str, float]) -> float | None:
+def _peak(row: dict[str, Any], peaks: dict[str, float]) -> float | None:
     if row.get("peak_fraction") is not None:
         return row["achieved_tflops"] / row["peak_fraction"]
     return peaks.get("bf16" if row["precision"] == "bf16" else "fp32")
@@ -46,12 +46,14 @@ def _percent(achieved: float, peak: float | None) -> str:
     return f"{100 * achieved / peak:.0f} %" if peak else "–"
 
 
-def _quality_delta(result: dict[str, Any], variant: str) -> str:
-    """PSNR of the variant's precision minus fp32 after the longer quality run (same images, seeds)."""
+def _quality_delta(result: dict[str, Any], method: str, variant: str) -> str:
+    """PSNR of the variant's precision minus fp32 after the method's longer quality run (same images, seeds)."""
     precision = variant.split("+")[0]
     if precision == "fp32":
         return "0 (fp32)"
     for q in result.get("quality", []):
+        if q.get("method") != method:
+            continue
         d = q.get(precision, {})
         if "psnr_diff_mean" in d:
             return (f"{d['psnr_diff_mean']:+.3f} (max \\|Δ\\| {d['psnr_diff_max_abs']:.3f}; {q['images']} images, "
@@ -65,13 +67,13 @@ def summary(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[str]
     for res, rows in _per_method(results):
         ref = next((r for r in rows if r["variant"] == "reference"), None)
         best = min((r for r in rows if r["variant"] != "reference"), key=lambda r: r["s_per_image_at_paper_iterations"])
-        peak = _peak(best, res["info"], peaks)
+        peak = _peak(best, peaks)
         t_ref, t_best = (ref["s_per_image_at_paper_iterations"] if ref else None), best["s_per_image_at_paper_iterations"]
         lines.append(
             f"| {best['method']} | {best['paper_iterations']:,} | {_fmt_s(t_ref) if t_ref else '–'} | "
             f"{best['variant']} | {_fmt_s(t_best)} | {f'{t_ref / t_best:.1f}×' if t_ref else '–'} | "
             f"{best['achieved_tflops']:.3f} | {_percent(best['achieved_tflops'], peak)} | "
-            f"{_quality_delta(res, best['variant'])} |")
+            f"{_quality_delta(res, best['method'], best['variant'])} |")
     return lines
 
 
@@ -81,7 +83,7 @@ def detail(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[str]:
     for res, rows in _per_method(results):
         ref = next((r for r in rows if r["variant"] == "reference"), None)
         for r in rows:
-            peak = _peak(r, res["info"], peaks)
+            peak = _peak(r, peaks)
             speed = ref["s_per_image_at_paper_iterations"] / r["s_per_image_at_paper_iterations"] if ref else None
             lines.append(
                 f"| {r['method']} | {r['variant']} | {r['batch']} | {1e3 * r['s_per_iteration_per_image']:.1f} | "

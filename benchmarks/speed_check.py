@@ -223,8 +223,7 @@ def measure(method_name: str, variant: str, G, targets: torch.Tensor, device: to
         row["note"] = "per-iteration cost from t(n2)/n2 (the n1-n2 difference was within the noise)"
     else:
         fixed = max(t1 - args.n1 * per_iter_batch, 0.0)
-    paper_t = METHODS_PAPER[method_name][1] if PROFILE == "paper" else make_method(method_name, "batched",
-                                                                                   overrides).settings.iterations
+    paper_t = METHODS_PAPER[method_name][1] if PROFILE == "paper" else method.settings.iterations
     row.update({
         "timings": {str(k): v for k, v in points.items()},
         "s_per_iteration_per_image": per_iter_batch / batch,

@@ -72,6 +72,23 @@ def test_perf_summary_picks_the_fastest_variant_per_method(tmp_path, capsys):
     assert "| b | fp32 | 2 | 30.0 | 3 | 10.00× |" in out  # b's speed-up is against b's reference, not a's
 
 
+def test_perf_summary_takes_each_methods_own_quality_run(tmp_path, capsys):
+    ps = load("perf_summary")
+    rows = [{"method": m, "variant": v, "precision": v, "batch": 2, "paper_iterations": 100,
+             "s_per_image_at_paper_iterations": t, "s_per_iteration_per_image": t / 100, "achieved_tflops": 0.1,
+             "peak_fraction": None, "flops_per_iteration_per_image": 1e9, "warmup_s": 0.1}
+            for m in ("a", "b") for v, t in (("reference", 10.0), ("bf16", 1.0))]
+    quality = [{"method": m, "iterations": 50, "images": 4, "fp32": {"psnr_mean": 20.0},
+                "bf16": {"psnr_mean": 20.0 + d, "psnr_diff_mean": d, "psnr_diff_max_abs": abs(d)}}
+               for m, d in (("a", 0.01), ("b", -0.05))]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"info": {}, "rows": rows, "quality": quality}))
+    assert ps.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| a | 100 | 10 | bf16 | 1 | 10.0× | 0.100 | – | +0.010" in out
+    assert "| b | 100 | 10 | bf16 | 1 | 10.0× | 0.100 | – | -0.050" in out
+
+
 @pytest.mark.parametrize("bad", [[], ["--peak-fp32", "x"]])
 def test_perf_summary_refuses_bad_arguments(bad):
     with pytest.raises(SystemExit):
