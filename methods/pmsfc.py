@@ -270,12 +270,28 @@ def default_split(generator: SplitGenerator) -> int:
     return _default_split(generator, DEFAULT_SPLITS)
 
 
-def zero_codes_are_stuck(G: SplitGenerator, split: int) -> bool:
-    """True if z = 0 receives exactly zero gradient through G2(G1(z)) (the zero init cannot move)."""
+def zero_init_problem(G: SplitGenerator, split: int) -> str | None:
+    """What goes wrong when all codes start at z = 0 (the released init), or ``None``.
+
+    ``"stuck"``: z = 0 receives exactly zero gradient through G2(G1(z)) (a dead point: every ReLU
+    off), so zero-initialised codes never move. ``"non-finite"``: the gradient at z = 0 is NaN,
+    infinite, or so large that its square overflows float32 (Adam's second moment becomes inf and
+    every step 0): a PGGAN with zero biases (its own random initialisation) maps z = 0 to all-zero
+    features, where each PixelNorm multiplies the gradient by rsqrt(1e-8) = 1e4. Trained weights
+    have neither problem. Probed with the loss against a grey image.
+    """
     z = torch.zeros(1, G.latent_dim, device=G.device, requires_grad=True)
     with torch.enable_grad():
-        G.g2(G.g1(z, split), split).sum().backward()
-    return bool(z.grad.abs().max() == 0)
+        (G.g2(G.g1(z, split), split).float() - 0.5).pow(2).mean().backward()
+    grad = z.grad
+    if not bool(torch.isfinite(grad).all()) or float(grad.abs().max()) > 1e18:
+        return "non-finite"
+    return "stuck" if bool(grad.abs().max() == 0) else None
+
+
+def zero_codes_are_stuck(G: SplitGenerator, split: int) -> bool:
+    """True if z = 0 receives exactly zero gradient through G2(G1(z)) (the zero init cannot move)."""
+    return zero_init_problem(G, split) == "stuck"
 
 
 def code_seeds(image_seeds: Sequence[int], n: int, stream: str) -> list[int]:
@@ -600,7 +616,13 @@ class PmSFC(InversionMethod):
         s = self.settings
         b, r, p = targets.shape[0], s.n_subspaces, s.codes_per_subspace
         n = r * p + 1  # the subspace codes, then the base code
-        if s.init == "zero" and zero_codes_are_stuck(G, split):
+        problem = zero_init_problem(G, split) if s.init == "zero" else None
+        if problem == "non-finite":
+            raise ValueError(f"pmsfc (released): the gradient at z = 0 is not finite (or overflows the optimiser) on {G.name or type(G).__name__} "
+                             f"at split {split} (G1(0) is all zeros, e.g. a randomly initialised PGGAN with zero "
+                             f"biases, where PixelNorm's gradient overflows), so init='zero' cannot optimise; "
+                             f"use init='normal' for this generator")
+        if problem == "stuck":
             warnings.warn(f"pmsfc (released): z = 0 gets no gradient on {G.name or type(G).__name__} at split {split} "
                           f"(G1(0) is a dead point, e.g. every ReLU off), so zero-initialised codes never move; "
                           f"the zero init relies on PGGAN's PixelNorm. Use init='normal' for this generator.")

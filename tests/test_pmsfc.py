@@ -193,6 +193,21 @@ def test_zero_init_dead_point_on_dcgan_is_reported(pggan, tmp_path):
         m.invert(G, targets_of(G, [1]), seeds=[0])
 
 
+def test_zero_init_overflow_on_zero_bias_pggan_is_refused(pggan, tmp_path):
+    """PGGAN's own random init (biases 0) maps z = 0 to zeros at every PixelNorm: the gradient at
+    z = 0 overflows (found on an H200 with PGGAN-256, where every image failed at iteration 1).
+    The released variant's zero init is refused with the reason before any step; with biases, or
+    with init='normal', it runs."""
+    assert P.zero_init_problem(pggan, 3) == "non-finite"
+    assert P.zero_init_problem(pggan_with_biases(pggan), 3) is None
+    m = P.PmSFC(**{**FAST, "iterations": 1}, variant="released").prepare(pggan, seed=0, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="init='normal'"):
+        m.invert(pggan, targets_of(pggan, [1]), seeds=[0])
+    m.settings.init = "normal"
+    result = m.invert(pggan, targets_of(pggan, [1]), seeds=[0])
+    assert torch.isfinite(result.loss_history).all()
+
+
 @pytest.mark.parametrize("variant", ["paper", "released"])
 def test_loss_decreases_in_domain(variant, dcgan, tmp_path):
     extra = {"lr": 0.05} if variant == "released" else {}
