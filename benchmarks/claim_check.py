@@ -80,7 +80,7 @@ def run_all(cfgs: list[Config], out: Path, n_generated: int, device: str, cache:
     for cfg in cfgs:
         run_dir = out / cfg.name
         # one shared cache folder: PmSFC's S is discovered once and reused by every configuration
-        config = harness.RunConfig(methods=cfg.methods, overrides={**cfg.overrides, "*": {"iterations": cfg.iterations}},
+        config = harness.RunConfig(methods=cfg.methods, overrides=dict(cfg.overrides), budget=cfg.iterations,
                                    n_generated=n_generated, device=device)
         t0, load0 = time.monotonic(), _loadavg()
         print(f"== {cfg.name}: {cfg.methods} {cfg.overrides} iterations {cfg.iterations}", flush=True)

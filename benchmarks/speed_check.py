@@ -4,9 +4,9 @@ execution at each precision and compile setting, measured in one process on one 
 For every method at its paper defaults (single-code and mGANprior 3000 iterations, PmSFC as
 released 20 000) and every variant:
 
-* warm-up outside the timing (the harness's ``_warm_up``: perceptual network loaded, kernels
-  selected, ``torch.compile`` done), which also counts the FLOPs of one iteration
-  (``perf.record_iteration_flops``, i.e. ``perf.count_flops`` on the first iteration);
+* warm-up outside the timing (the harness's ``count_invert_flops``, which counts the FLOPs of
+  ``invert`` at a budget of 2 minus those at 1 and so also loads the perceptual network, and
+  ``warm_up`` for kernel selection and ``torch.compile``);
 * two timed inversions of the same images with the same seeds, at ``n1`` and ``n2`` iterations
   (the harness's ``Timer``: CUDA events or wall clock). Their difference gives the cost of one
   iteration without the fixed cost of an ``invert`` call (copying the generator, target
@@ -23,7 +23,6 @@ writes it to a file). Used for docs/performance.md (CPU) and by benchmarks/gpu_c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import math
@@ -155,16 +154,15 @@ def make_method(name: str, execution: str, overrides: dict[str, Any]):
         settings = {k: v for k, v in settings.items() if k == "discovery_iterations"}
     m = METHODS.get(name).from_profile(PROFILE, **settings, **overrides)
     if execution != "batched":
-        fields = {f.name for f in dataclasses.fields(m.Settings)}
-        if "execution" not in fields:
-            raise RuntimeError(f"{name} has no execution setting (reference mode not implemented)")
-        m.settings = dataclasses.replace(m.settings, execution=execution)
+        m = m.reference_execution()
+        if m is None:
+            raise RuntimeError(f"{name} has no reference execution (reference_execution() returned None)")
     return m
 
 
 # ---- one variant ----------------------------------------------------------------------------------
 def timed(method, G, targets, seeds, device, options, iterations):
-    m = harness._with_iterations(method, iterations)
+    m = method.with_budget(iterations)
     with harness.Timer(device) as timer, execution_context(options, device):
         result = m.invert(G, targets, seeds=seeds)
     return timer, result
@@ -190,16 +188,16 @@ def measure(method_name: str, variant: str, G, targets: torch.Tensor, device: to
         batch = min(n, args.reference_images)
     else:
         items = [SimpleNamespace(image=t) for t in targets]
-        batch = n if device.type != "cuda" else harness._automatic_batch_size(
-            method, Gx, items, device, options, lambda s: print("  " + s, flush=True), method_name)
+        batch = n if device.type != "cuda" else harness.automatic_batch_size(
+            method, Gx, items, device, options, lambda s: print("  " + s, flush=True))
         batch = min(batch, args.max_batch) if args.max_batch else batch
     x, seeds = targets[:batch], list(range(batch))
     row["batch"] = batch
     t0 = time.perf_counter()
-    flops = harness._warm_up(method, Gx, [SimpleNamespace(image=t) for t in x[:1]], device, options,
-                             count_flops=True)
+    count = harness.count_invert_flops(method, Gx, [SimpleNamespace(image=t) for t in x[:1]], device, options)
+    flops = count.per_iteration if count is not None else None
     if options.compile != "off":
-        harness._warm_up(method, Gx, [SimpleNamespace(image=t) for t in x], device, options, iterations=2)
+        harness.warm_up(method, Gx, [SimpleNamespace(image=t) for t in x], device, options, iterations=2)
     row["warmup_s"] = round(time.perf_counter() - t0, 3)
     row["flops_per_iteration_per_image"] = flops
     points = {}
@@ -223,7 +221,7 @@ def measure(method_name: str, variant: str, G, targets: torch.Tensor, device: to
         row["note"] = "per-iteration cost from t(n2)/n2 (the n1-n2 difference was within the noise)"
     else:
         fixed = max(t1 - args.n1 * per_iter_batch, 0.0)
-    paper_t = METHODS_PAPER[method_name][1] if PROFILE == "paper" else method.settings.iterations
+    paper_t = METHODS_PAPER[method_name][1] if PROFILE == "paper" else method.budget
     row.update({
         "timings": {str(k): v for k, v in points.items()},
         "s_per_iteration_per_image": per_iter_batch / batch,

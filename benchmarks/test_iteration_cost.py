@@ -4,21 +4,19 @@ Each benchmark inverts ``N_IMAGES`` in-domain targets (generated with a fixed se
 method's ``quick`` profile for ``ITERATIONS`` iterations, in the toolkit's ``batched`` execution
 and in the seeds' per-image ``reference`` pattern; the time of one such call is measured
 (``prepare`` is not timed; PmSFC's stage 1 is shortened to 50 steps), and ``extra_info`` records
-seconds per iteration and image, FLOPs per iteration and image (counted on the first iteration,
-as the harness does), PSNR and LPIPS after the budget, so ``gib bench-compare`` can check both
+seconds per iteration and image, FLOPs per iteration and image (the harness's count: the FLOPs
+of ``invert`` at a budget of 2 minus those at 1), PSNR and LPIPS after the budget, so ``gib bench-compare`` can check both
 speed and quality. Tiny generator configurations run on the CPU; on a GPU the real sizes are
 added (``pggan`` 256 with random weights, which costs what the real network costs).
 """
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS
 from gan_inversion_bench.metrics import compute_metrics
-from gan_inversion_bench.perf import count_flops, record_iteration_flops
+from gan_inversion_bench.perf import count_flops
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -58,13 +56,16 @@ def generator(request):
 
 
 def build_method(name: str, iterations: int, execution: str, generator_name: str = ""):
+    """The quick profile at ``iterations`` through the method contract (with_budget,
+    reference_execution); SETUP and OVERRIDES are per-method settings, keyed by method name."""
     cls = METHODS.get(name)
-    settings = {"iterations": iterations, **SETUP.get(name, {}), **OVERRIDES.get((name, generator_name), {})}
+    method = cls.from_profile("quick", **SETUP.get(name, {}), **OVERRIDES.get((name, generator_name), {}))
+    method = method.with_budget(iterations)
     if execution != "batched":
-        if "execution" not in {f.name for f in dataclasses.fields(cls.Settings)}:
-            pytest.skip(f"{name} has no execution setting")
-        settings["execution"] = execution
-    return cls.from_profile("quick", **settings)
+        method = method.reference_execution()
+        if method is None:
+            pytest.skip(f"{name} has no reference execution")
+    return method
 
 
 @pytest.mark.parametrize("execution", ["batched", "reference"])
@@ -86,11 +87,9 @@ def test_iteration_cost(benchmark, generator, method_name, execution, tmp_path):
 
     result = benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     metrics = compute_metrics(result.reconstructions.clamp(-1, 1), targets)
-    one = build_method(method_name, 1, execution, generator.name)
-    one.prepare(generator, seed=0, cache_dir=tmp_path)
-    with record_iteration_flops() as counted:  # the first iteration, as the harness counts it
-        one.invert(generator, targets, seeds=seeds)
-    flops = counted[0] * N_IMAGES if counted else count_flops(lambda: one.invert(generator, targets, seeds=seeds))
+    once, twice = (method.with_budget(n) for n in (1, 2))
+    flops = count_flops(lambda: twice.invert(generator, targets, seeds=seeds)) - count_flops(
+        lambda: once.invert(generator, targets, seeds=seeds))
     benchmark.extra_info.update({
         "generator": getattr(generator, "name", ""), "device": str(DEVICE), "iterations": ITERATIONS,
         "images": N_IMAGES, "execution": execution, "psnr": float(metrics["psnr"].mean()),

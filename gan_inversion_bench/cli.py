@@ -6,6 +6,7 @@ saves the outcome. ``gib run`` with no arguments is the embedded default benchma
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import re
@@ -62,7 +63,41 @@ def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def method_commands() -> dict[str, tuple[str, str]]:
+    """Sub-commands contributed by registered methods (``InversionMethod.commands``):
+    command name → (method, ``"module:attr"`` of the click command). A method whose class cannot
+    be loaded (a broken plug-in) contributes nothing and breaks no other command."""
+    out: dict[str, tuple[str, str]] = {}
+    for name in METHODS.names():
+        try:
+            cls = METHODS.get(name)
+        except Exception:  # noqa: BLE001 - a broken plug-in must not break `gib`
+            continue
+        for command, target in getattr(cls, "commands", {}).items():
+            out.setdefault(command, (name, target))
+    return out
+
+
+class GibGroup(click.Group):
+    """The ``gib`` group: built-in commands plus those the registered methods contribute, loaded
+    only when used (the core imports no method)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(method_commands()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in method_commands():
+            return command
+        module_name, _, attr = method_commands()[cmd_name][1].partition(":")
+        loaded = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(loaded, click.Command):
+            raise click.ClickException(f"{method_commands()[cmd_name][0]}: commands[{cmd_name!r}] is not a click "
+                                       f"command ({type(loaded).__name__})")
+        return loaded
+
+
+@click.group(cls=GibGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gan-inversion-bench")
 def main() -> None:
     """Benchmark GAN-inversion methods on shared image sets with honest metrics and timing."""
@@ -148,8 +183,20 @@ def list_checkpoints(cache_dir: str | None) -> None:
         click.echo(f"{name:<28} {c.family:<12} {c.resolution:>5}px  {here:<8} {how:<16} {c.licence}")
 
 # ---- gib run ----------------------------------------------------------------------------------
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A file-name-safe folder name."""
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")[:60]
+
+
+def build_generator(name: str, weights: str | None, gen_opt: tuple[str, ...], device: str) -> Any:
+    """The registered generator ``name`` with ``--weights`` and ``--gen-opt`` options, on ``device``."""
+    from .harness import resolve_device
+
+    GENERATORS.get(name)
+    options = parse_assignments(gen_opt, "--gen-opt")
+    if weights:
+        options["weights"] = str(Path(weights).expanduser().resolve())
+    return GENERATORS.create(name, **options).to(resolve_device(device)).eval()
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -248,45 +295,18 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--download", is_flag=True,
               help="Download a missing zoo checkpoint that has a direct URL into the cache (GIB_DOWNLOAD=1 does the same).")
 @friendly_errors
-def run_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], methods: tuple[str, ...], images: str,
-            n_generated: int, n_images: int | None, profile: str, iterations: int | None, settings: tuple[str, ...],
-            batch_size: int | None, precision: str, compile_mode: str, channels_last: bool, device: str, seed: int,
-            out: str | None, no_progress: bool, download: bool) -> None:
+def run_cmd(**o: Any) -> None:
     """Invert an image set with every method and print the comparison table."""
-    if download:
+    if o["download"]:
         os.environ["GIB_DOWNLOAD"] = "1"
-    from .harness import RunConfig, run
-    from .tables import to_markdown, load_records, write_tables
+    from .harness import run
+    from .tables import load_records, to_markdown, write_tables
 
-    GENERATORS.get(generator)
-    for m in methods:
-        METHODS.get(m)
-    if iterations is not None and iterations < 1:
-        raise click.BadParameter(f"must be >= 1, got {iterations}", param_hint="--iterations")
-    if batch_size is not None and batch_size < 1:
-        raise click.BadParameter(f"must be >= 1, got {batch_size}", param_hint="--batch-size")
-    if n_images is not None:
-        n_generated = n_images
-    if n_generated < 1:
-        raise click.BadParameter(f"must be >= 1, got {n_generated}", param_hint="--n")
-    gen_options = parse_assignments(gen_opt, "--gen-opt")
-    if weights:
-        gen_options["weights"] = str(Path(weights).expanduser().resolve())
-    overrides: dict[str, dict[str, Any]] = {}
-    for key, value in parse_assignments(settings, "--set").items():
-        method, _, field = key.rpartition(".")
-        if method and method not in METHODS:
-            METHODS.get(method)  # raises with suggestions
-        overrides.setdefault(method or "*", {})[field] = value
-    if iterations is not None:
-        overrides.setdefault("*", {})["iterations"] = iterations
-    config = RunConfig(generator=generator, generator_options=gen_options, methods=list(methods) or None,
-                       profile=profile, overrides=overrides, images=images, n_generated=n_generated, seed=seed,
-                       batch_size=batch_size, device=device, precision=precision, compile=compile_mode,
-                       channels_last=channels_last)
-    out_dir = Path(out) if out else Path("runs") / _slug(f"{generator}_{images}_{profile}")
+    config = run_config(o)
+    out_dir = Path(o["out"]).expanduser() if o["out"] else Path("runs") / slug(
+        f"{config.generator}_{config.images}_{config.profile}")
     try:
-        run(config, out_dir, echo=click.echo, progress=not no_progress, argv=sys.argv)
+        run(config, out_dir, echo=click.echo, progress=not o["no_progress"], argv=sys.argv)
     except KeyboardInterrupt:
         sys.exit(130)
     from .distributed import is_main_process
@@ -297,6 +317,34 @@ def run_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], metho
     click.echo("")
     click.echo(to_markdown(load_records(out_dir)))
     click.echo(f"\nResults: {out_dir / 'results.sqlite'}; tables: {', '.join(str(p) for p in paths.values())}")
+
+
+def run_config(o: dict[str, Any]) -> Any:
+    """The :class:`~gan_inversion_bench.harness.RunConfig` of ``gib run``'s parsed options."""
+    from .harness import RunConfig
+
+    GENERATORS.get(o["generator"])
+    for m in o["methods"]:
+        METHODS.get(m)
+    for opt, hint in (("iterations", "--iterations"), ("batch_size", "--batch-size")):
+        if o[opt] is not None and o[opt] < 1:
+            raise click.BadParameter(f"must be >= 1, got {o[opt]}", param_hint=hint)
+    n_generated = o["n_images"] if o["n_images"] is not None else o["n_generated"]
+    if n_generated < 1:
+        raise click.BadParameter(f"must be >= 1, got {n_generated}", param_hint="--n")
+    gen_options = parse_assignments(o["gen_opt"], "--gen-opt")
+    if o["weights"]:
+        gen_options["weights"] = str(Path(o["weights"]).expanduser().resolve())
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in parse_assignments(o["settings"], "--set").items():
+        method, _, field = key.rpartition(".")
+        if method and method not in METHODS:
+            METHODS.get(method)  # raises with suggestions
+        overrides.setdefault(method or "*", {})[field] = value
+    return RunConfig(generator=o["generator"], generator_options=gen_options, methods=list(o["methods"]) or None,
+                     profile=o["profile"], overrides=overrides, images=o["images"], n_generated=n_generated,
+                     seed=o["seed"], batch_size=o["batch_size"], device=o["device"], precision=o["precision"],
+                     compile=o["compile_mode"], channels_last=o["channels_last"], budget=o["iterations"])
 
 
 # ---- gib table --------------------------------------------------------------------------------
@@ -332,60 +380,6 @@ def setup_weights(dry_run: bool) -> None:
         rc = subprocess.call(cmd)
         if rc:
             raise click.ClickException(f"pip failed with exit code {rc}")
-
-
-# ---- gib discover -----------------------------------------------------------------------------
-@main.command("discover")
-@click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name.")
-@click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator.")
-@click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable), e.g. tiny=true.")
-@click.option("--split", default=None, help="Split point, index or name (default: PmSFC's per-generator default).")
-@click.option("--subspaces", type=int, default=6, show_default=True, help="Number of subspaces R.")
-@click.option("--iterations", type=int, default=None, help="Discovery iterations (default: PmSFC's).")
-@click.option("--affinity", type=click.Choice(["paper", "official", "official-inversion", "official-discovery"]),
-              default="paper", show_default=True,
-              help="paper: (|S|+|S^T|)/2; official: the release's post-processing (inversion orientation, "
-                   "as PmSFC.py; official-discovery: as discover_subspace.py).")
-@click.option("--s-matrix", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Import an official value50.pkl instead of training S.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default: runs/discover_<generator>). S is cached in OUT/cache.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@friendly_errors
-def discover_cmd(generator: str, weights: str | None, gen_opt: tuple[str, ...], split: str | None, subspaces: int,
-                 iterations: int | None, affinity: str, s_matrix: str | None, seed: int, out: str | None,
-                 device: str) -> None:
-    """PmSFC stage 1 alone: learn S, cluster the channels, draw the subspace-swap figure."""
-    from .discover import discover
-    from .harness import resolve_device
-
-    GENERATORS.get(generator)
-    if subspaces < 1:
-        raise click.BadParameter(f"must be >= 1, got {subspaces}", param_hint="--subspaces")
-    if iterations is not None and iterations < 1:
-        raise click.BadParameter(f"must be >= 1, got {iterations}", param_hint="--iterations")
-    gen_options = parse_assignments(gen_opt, "--gen-opt")
-    if weights:
-        gen_options["weights"] = str(Path(weights).expanduser().resolve())
-    G = GENERATORS.create(generator, **gen_options).to(resolve_device(device)).eval()
-    if not G.name:
-        G.name = generator
-    kind, _, orientation = affinity.partition("-")
-    out_dir = Path(out) if out else Path("runs") / _slug(f"discover_{generator}")
-    info = discover(G, out_dir=out_dir, split=parse_value(split) if split is not None else None,
-                    n_subspaces=subspaces, iterations=iterations, affinity=kind,
-                    official_orientation=orientation or "inversion", s_matrix=s_matrix, seed=seed)
-    state = info["state"]
-    split_info = state["split"]
-    click.echo(f"split {split_info['index']} ({split_info['name']}, {'x'.join(map(str, split_info['shape']))}); "
-               f"affinity {state['affinity']}; S {state['s_source']}")
-    click.echo(f"cluster sizes: {state['cluster_sizes']}")
-    if state["final_losses"]:
-        click.echo("final losses: " + ", ".join(f"{k} {v:.4g}" for k, v in state["final_losses"].items()))
-    for name, path in info["files"].items():
-        click.echo(f"{name}: {path}")
-
 
 
 # ---- gib fetch --------------------------------------------------------------------------------
@@ -434,13 +428,11 @@ def report_cmd(run_dir: str) -> None:
 @click.option("--lpips-tol", type=float, default=0.005, show_default=True, help="Allowed LPIPS rise.")
 @click.option("--strict", is_flag=True, help="A benchmark missing from the new run is a failure.")
 @friendly_errors
-def bench_compare(new: str, baseline: str, time_rel: float, noise_k: float, psnr_tol: float, lpips_tol: float,
-                  strict: bool) -> None:
+def bench_compare(new: str, baseline: str, **limits: Any) -> None:
     """Compare a pytest-benchmark JSON run with a stored baseline; exit 1 on a regression."""
     from .perf import compare, load_benchmark_json
 
-    findings = compare(load_benchmark_json(new), load_benchmark_json(baseline), time_rel=time_rel,
-                       noise_k=noise_k, psnr_tol=psnr_tol, lpips_tol=lpips_tol, strict=strict)
+    findings = compare(load_benchmark_json(new), load_benchmark_json(baseline), **limits)
     for f in findings:
         click.echo(f.line())
     bad = [f for f in findings if f.regression]

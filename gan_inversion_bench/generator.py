@@ -12,14 +12,45 @@ A subclass provides ``latent_dim``, ``resolution``, :meth:`latent_to_input` and
 G1, G2, sampling) is derived here. Generators whose intermediate is more than one tensor
 (StyleGAN2 carries the skip image and the remaining styles) return a :class:`SplitState`
 from their stages and override :meth:`features_of` / :meth:`with_features`.
+
+Conditional generators (optional)
+---------------------------------
+A class-conditional generator (BigGAN-deep, the omniart eye DCGAN) is built for one default
+class, which every image gets. It can also take **per-image class vectors**; unconditional
+generators inherit no-op defaults and are unaffected:
+
+* ``condition_dim``: the width of a class vector (0 = unconditional, the default);
+* :meth:`SplitGenerator.set_conditions` ``(c)``: ``c`` is ``[B, condition_dim]``, one row per
+  image, each row non-negative and summing to 1 (one-hot or soft); ``None`` restores the
+  instance's default class. The vectors are validated, detached, stored as float32 on the
+  generator's device (a non-persistent buffer: ``copy.deepcopy`` / :func:`frozen_copy` keep
+  them, ``.to(device)`` moves them, ``state_dict`` never contains them) and are constants,
+  not optimised;
+* while set, every forward over ``R`` latent rows (``forward``, ``g1``; G2 reads the condition
+  from the intermediate) gives row ``r`` the vector of image ``r // (R // B)``, i.e.
+  ``c.repeat_interleave(R // B, 0)``: the toolkit's **image-major** row convention, where row
+  ``b·N + n`` is code ``n`` of image ``b``. ``R`` not a multiple of ``B`` is a ``ValueError``;
+* :attr:`SplitGenerator.conditions`: the current ``[B, condition_dim]`` vectors or ``None``;
+  :meth:`SplitGenerator.default_condition`: the ``[condition_dim]`` one-hot of the default class;
+* :meth:`SplitGenerator.sample_conditions` ``(n, seed)``: ``[n, condition_dim]`` one-hot classes
+  drawn uniformly (seeded; one seed per row supported), ``None`` for unconditional generators;
+* :func:`conditioned` ``(generator, c)``: a context manager that sets conditions and restores
+  the previous ones; :func:`describe_condition`: a JSON-able record of one image's vector.
+
+``describe()`` does not mention per-image conditions (they change per batch and are recorded per
+image); a subclass reads them for ``R`` rows with :meth:`SplitGenerator.condition_rows` where it
+builds its input, and falls back to its original code path when that returns ``None``, so the
+output with conditions unset is bit-identical to an instance without this API.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -50,6 +81,60 @@ class SplitState:
 
 
 Intermediate = Any  # Tensor or SplitState
+
+#: largest accepted deviation of a class vector's row sum from 1
+CONDITION_SUM_TOLERANCE = 1e-4
+_CONDITIONS = "_conditions"  # the name of the (non-persistent) buffer holding per-image conditions
+
+
+def validate_conditions(c: Any, condition_dim: int, owner: str = "generator") -> Tensor:
+    """``c`` checked as per-image class vectors ``[B, condition_dim]``; returned float32 and detached.
+
+    Every row must be finite, non-negative and sum to 1 (± :data:`CONDITION_SUM_TOLERANCE`): a
+    one-hot or soft class vector. Raises ``TypeError`` / ``ValueError`` saying what was expected
+    and what was found.
+    """
+    expected = f"per-image class vectors of shape [B, {condition_dim}] (B >= 1)"
+    if not isinstance(c, Tensor):
+        raise TypeError(f"{owner}: conditions must be a torch.Tensor of {expected} or None, got {type(c).__name__}")
+    if c.is_complex() or c.dtype == torch.bool:
+        raise TypeError(f"{owner}: conditions must be real numbers ({expected}), got dtype {c.dtype}")
+    if c.dim() != 2 or c.shape[0] < 1 or c.shape[1] != condition_dim:
+        raise ValueError(f"{owner}: expected {expected}, got shape {list(c.shape)}")
+    v = c.detach().to(torch.float64)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{owner}: conditions must be finite, found NaN or inf in rows "
+                         f"{_bad_rows(~torch.isfinite(v).all(dim=1))}")
+    if bool((v < 0).any()):
+        raise ValueError(f"{owner}: class vectors must be non-negative (one-hot or soft), found negative entries "
+                         f"in rows {_bad_rows((v < 0).any(dim=1))} (minimum {v.min().item():.4g})")
+    sums = v.sum(dim=1)
+    off = (sums - 1).abs() > CONDITION_SUM_TOLERANCE
+    if bool(off.any()):
+        first = int(off.nonzero()[0, 0])
+        raise ValueError(f"{owner}: every class vector must sum to 1 (one-hot or soft), found rows "
+                         f"{_bad_rows(off)} off (row {first} sums to {sums[first].item():.6g})")
+    return c.detach().to(torch.float32).clone()
+
+
+def _bad_rows(mask: Tensor, limit: int = 8) -> str:
+    rows = [int(i) for i in mask.nonzero().flatten()]
+    return ", ".join(map(str, rows[:limit])) + (f", … ({len(rows)} in all)" if len(rows) > limit else "")
+
+
+def describe_condition(c: Tensor) -> dict[str, Any]:
+    """A JSON-able record of one image's class vector ``[condition_dim]``.
+
+    ``{"class": k}`` for a one-hot vector; ``{"class": argmax, "weights": {"k": w, …}}`` (the
+    non-zero entries) for a soft one.
+    """
+    if c.dim() != 1:
+        raise ValueError(f"describe_condition expects one class vector [condition_dim], got shape {list(c.shape)}")
+    v = c.detach().to(torch.float64).cpu()
+    k = int(v.argmax())
+    if bool((v == 0).sum() == v.numel() - 1) and float(v[k]) == 1.0:
+        return {"class": k}
+    return {"class": k, "weights": {str(int(i)): float(v[i]) for i in v.nonzero().flatten()}}
 
 
 class SplitGenerator(nn.Module):
@@ -83,6 +168,76 @@ class SplitGenerator(nn.Module):
             ctx = x.context if rows is None else {k: v[rows] for k, v in x.context.items()}
             return replace(x, features=features, context=ctx)
         return features
+
+    # ---- optional conditioning (see "Conditional generators" in the module docstring) -------
+    #: width of a per-image class vector; 0 = unconditional
+    condition_dim: int = 0
+
+    def default_condition(self) -> Tensor | None:
+        """The ``[condition_dim]`` class vector of the instance's own class (``None``: unconditional)."""
+        return None
+
+    @property
+    def conditions(self) -> Tensor | None:
+        """The per-image class vectors ``[B, condition_dim]`` currently set, or ``None``."""
+        return self._buffers.get(_CONDITIONS)
+
+    def set_conditions(self, c: Tensor | None) -> None:
+        """Set per-image class vectors ``[B, condition_dim]`` (validated), or ``None`` for the default class."""
+        if c is None:
+            if _CONDITIONS in self._buffers:
+                self._buffers[_CONDITIONS] = None
+            return
+        if self.condition_dim <= 0:
+            shape = list(c.shape) if isinstance(c, Tensor) else type(c).__name__
+            raise ValueError(f"{self._label()} is unconditional (condition_dim = 0): expected conditions=None, "
+                             f"got {shape}; only class-conditional generators take per-image classes")
+        checked = validate_conditions(c, self.condition_dim, self._label()).to(self.device)
+        if _CONDITIONS in self._buffers:
+            self._buffers[_CONDITIONS] = checked
+        else:
+            self.register_buffer(_CONDITIONS, checked, persistent=False)
+
+    def condition_rows(self, rows: int) -> Tensor | None:
+        """The class vector of each of ``rows`` latent rows (image-major), or ``None`` when unset.
+
+        With ``B`` conditions set, ``rows`` must be ``B·N``; row ``b·N + n`` gets image ``b``'s vector.
+        """
+        c = self.conditions
+        if c is None:
+            return None
+        b = c.shape[0]
+        if rows % b:
+            raise ValueError(
+                f"{self._label()} has class conditions for {b} images, but the batch has {rows} latent rows, which "
+                f"is not a multiple of {b}: expected B·N rows in image-major order (row b·N + n is code n of "
+                f"image b, N codes per image); set conditions for the images of this batch (or None)")
+        return c.repeat_interleave(rows // b, dim=0)
+
+    def sample_conditions(self, n: int, seed: int | Sequence[int] = 0, device: Any = None) -> Tensor | None:
+        """``[n, condition_dim]`` one-hot classes drawn uniformly, reproducibly; ``None`` if unconditional.
+
+        ``seed`` is one seed for the whole draw or one seed per row (row ``i`` then depends only
+        on ``seed[i]``).
+        """
+        if self.condition_dim <= 0:
+            return None
+        if isinstance(seed, int):
+            if n < 0:
+                raise ValueError(f"sample_conditions: expected n >= 0, got {n}")
+            idx = torch.randint(self.condition_dim, (n,), generator=torch.Generator().manual_seed(seed))
+        else:
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"got {len(seeds)} seeds for {n} class vectors")
+            idx = torch.tensor([int(torch.randint(self.condition_dim, (1,),
+                                                  generator=torch.Generator().manual_seed(s))) for s in seeds],
+                               dtype=torch.long)
+        c = F.one_hot(idx, self.condition_dim).to(torch.float32)
+        return c.to(device if device is not None else self.device)
+
+    def _label(self) -> str:
+        return f"generator {self.name or type(self).__name__}"
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -123,6 +278,10 @@ class SplitGenerator(nn.Module):
 
     @torch.no_grad()
     def _dry_run(self) -> list[SplitPoint]:
+        with conditioned(self, None):  # one latent row, whatever per-image conditions are set
+            return self._dry_run_unconditioned()
+
+    def _dry_run_unconditioned(self) -> list[SplitPoint]:
         stages = self._stage_list()
         z = self.sample_latents(1, seed=0)
         x = self.latent_to_input(z)
@@ -182,3 +341,18 @@ def frozen_copy(generator: SplitGenerator) -> SplitGenerator:
     """A deep copy in eval mode with gradients off: methods never touch the caller's generator."""
     g = copy.deepcopy(generator).eval().requires_grad_(False)
     return g
+
+
+@contextlib.contextmanager
+def conditioned(generator: SplitGenerator, c: Tensor | None) -> Iterator[SplitGenerator]:
+    """Set per-image conditions ``c`` (or ``None``) for the block, then restore the previous ones.
+
+    >>> with conditioned(G, classes):   # classes: [B, condition_dim]
+    ...     images = G(z)               # z: [B·N, latent_dim], image-major
+    """
+    previous = generator.conditions
+    generator.set_conditions(c)
+    try:
+        yield generator
+    finally:
+        generator.set_conditions(previous)

@@ -5,7 +5,13 @@ Specs (``gib list imagesets``):
 * ``generated``: N in-domain images sampled from the generator itself; image i uses the latent
   drawn with seed ``seed * 1000 + i``; the ground-truth latents are kept.
 * ``photos``: 8 real photos bundled with scikit-image and scikit-learn (out-of-domain targets).
-* ``generated+photos``: both (the embedded default).
+* ``generated-mixed``: like ``generated``, but for a class-conditional generator each image has
+  its own class, one-hot, drawn uniformly with the seed ``CLASS_SEED_OFFSET + seed * 1000 + i``
+  (:meth:`~gan_inversion_bench.generator.SplitGenerator.sample_conditions`): ``item.condition``
+  holds the vector and ``item.meta["class"]`` the class index. An unconditional generator is an
+  error. Every other set (``generated`` included) leaves ``condition`` None: the generator's own
+  class.
+* ``generated+photos``: both (the embedded default); ``generated-mixed+photos`` likewise.
 * ``folder:PATH`` (or just an existing directory path): every readable image file in PATH
   (not recursive), sorted by name.
 
@@ -16,6 +22,7 @@ Pillow's antialiased Lanczos filter; map uint8 v to v / 127.5 − 1, giving [-1,
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import warnings
 from dataclasses import dataclass, field
@@ -27,10 +34,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from .generator import conditioned
+
 PREPROCESSING = ("RGB 8-bit (alpha composited on white, 16-bit scaled to 8-bit); centre crop to the largest "
                  "square; Pillow Lanczos (antialiased) resize to the generator resolution; v/127.5-1 -> [-1,1]")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 MAX_PIXELS = 100_000_000  # larger images are refused (decompression-bomb guard)
+#: added to a generated image's latent seed to seed its class (a stream apart from the latents')
+CLASS_SEED_OFFSET = 1 << 40
 
 
 @dataclass
@@ -41,6 +52,8 @@ class ImageItem:
     image: Tensor
     meta: dict[str, Any] = field(default_factory=dict)
     latent: Tensor | None = None  # ground truth, for generated images
+    #: per-image class vector ``[condition_dim]`` for a conditional generator; None = the generator's own class
+    condition: Tensor | None = None
 
 
 @dataclass
@@ -80,7 +93,9 @@ PHOTOS = {
 IMAGESET_HELP = {
     "generated": "N images sampled from the generator (seeded), ground-truth latents kept",
     "photos": "8 real photos bundled with scikit-image and scikit-learn: " + ", ".join(PHOTOS),
-    "generated+photos": "both of the above (the embedded default)",
+    "generated-mixed": "like generated, each image with its own seeded class (class-conditional generators)",
+    "generated+photos": "generated and photos (the embedded default)",
+    "generated-mixed+photos": "generated-mixed and photos",
     "folder:PATH": "every readable image in a folder, centre-cropped and resized",
 }
 
@@ -161,14 +176,53 @@ def photos(resolution: int) -> list[ImageItem]:
 
 
 @torch.no_grad()
-def generated(generator: Any, n: int, seed: int = 0) -> list[ImageItem]:
+def generated(generator: Any, n: int, seed: int = 0, *, mixed_classes: bool = False) -> list[ImageItem]:
+    """``n`` images ``G(z_i)`` with ``z_i`` drawn with seed ``seed * 1000 + i``.
+
+    ``mixed_classes``: each image gets its own class (a conditional generator only; see the
+    module docstring), kept in ``item.condition`` and ``item.meta["class"]``.
+    """
     if n < 1:
         raise ImageSetError(f"the generated set needs n >= 1 images, got {n}")
     seeds = [seed * 1000 + i for i in range(n)]
     z = generator.sample_latents(n, seed=seeds)
-    images = generator(z).clamp(-1, 1).float().cpu()
-    return [ImageItem(f"generated/{i:03d}", images[i], {"latent_seed": s}, latent=z[i].cpu())
-            for i, s in enumerate(seeds)]
+    c = _mixed_classes(generator, seeds) if mixed_classes else None
+    with conditioned(generator, c) if c is not None else contextlib.nullcontext():
+        images = generator(z).clamp(-1, 1).float().cpu()
+    items = [ImageItem(f"generated/{i:03d}", images[i], {"latent_seed": s}, latent=z[i].cpu())
+             for i, s in enumerate(seeds)]
+    if c is not None:
+        for item, s, ci in zip(items, seeds, c.cpu()):
+            item.condition = ci
+            item.meta.update({"class": int(ci.argmax()), "class_seed": CLASS_SEED_OFFSET + s})
+    return items
+
+
+def _mixed_classes(generator: Any, seeds: list[int]) -> Tensor:
+    """One seeded one-hot class per image; an :class:`ImageSetError` for an unconditional generator."""
+    if getattr(generator, "condition_dim", 0) <= 0:
+        name = getattr(generator, "name", "") or type(generator).__name__
+        raise ImageSetError(f"generated-mixed needs a class-conditional generator (condition_dim > 0), but "
+                            f"{name} is unconditional; use the image set 'generated'")
+    c = generator.sample_conditions(len(seeds), seed=[CLASS_SEED_OFFSET + s for s in seeds])
+    assert isinstance(c, Tensor)
+    return c
+
+
+def stack_conditions(generator: Any, items: list[ImageItem]) -> Tensor | None:
+    """The ``[B, condition_dim]`` conditions of a batch of items, or None when no item has one.
+
+    An item without a condition (a photo, a folder image, the ``generated`` set) gets the
+    generator's own class (:meth:`~gan_inversion_bench.generator.SplitGenerator.default_condition`).
+    """
+    if all(it.condition is None for it in items):
+        return None
+    default = generator.default_condition()
+    if default is None:
+        raise ImageSetError(f"items {[it.id for it in items if it.condition is not None]} carry class conditions, "
+                            f"but the generator is unconditional (condition_dim = 0); expected condition=None")
+    rows = [default if it.condition is None else it.condition for it in items]
+    return torch.stack([r.to(device="cpu", dtype=torch.float32) for r in rows])
 
 
 def folder(path: Path, resolution: int) -> ImageSet:
@@ -206,15 +260,17 @@ def folder(path: Path, resolution: int) -> ImageSet:
 def load_image_set(spec: str, generator: Any, *, n: int = 8, seed: int = 0) -> ImageSet:
     """Build the image set named by ``spec`` at the generator's resolution."""
     r = generator.resolution
-    if spec == "generated":
-        return ImageSet(f"generated(n={n},seed={seed})", generated(generator, n, seed))
+    base, plus, rest = spec.partition("+")
+    if base in ("generated", "generated-mixed") and rest in ("", "photos") and (rest or not plus):
+        items = generated(generator, n, seed, mixed_classes=base == "generated-mixed")
+        if rest:
+            items += photos(r)
+        return ImageSet(f"{base}(n={n},seed={seed})" + (f"+{rest}" if rest else ""), items)
     if spec == "photos":
         return ImageSet("photos", photos(r))
-    if spec == "generated+photos":
-        return ImageSet(f"generated(n={n},seed={seed})+photos", generated(generator, n, seed) + photos(r))
     if spec.startswith("folder:"):
         return folder(Path(spec[len("folder:"):]).expanduser(), r)
     if Path(spec).expanduser().is_dir():
         return folder(Path(spec).expanduser(), r)
-    raise ImageSetError(f"unknown image set {spec!r}; expected one of: generated, photos, generated+photos, "
-                        f"folder:PATH (or an existing directory)")
+    raise ImageSetError(f"unknown image set {spec!r}; expected one of: generated, generated-mixed, photos, "
+                        f"generated+photos, generated-mixed+photos, folder:PATH (or an existing directory)")

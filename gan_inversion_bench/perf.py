@@ -13,15 +13,13 @@ Regression rules (a new benchmark run against a stored baseline, benchmark by be
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import os
 import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 #: dense peak TFLOP/s by device-name substring and precision (vendor datasheets, no sparsity)
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -67,34 +65,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     with _Counter():
         fn()
     return _Counter.total
-
-
-_iteration_flops: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("gib_iteration_flops",
-                                                                                   default=None)
-
-
-@contextlib.contextmanager
-def record_iteration_flops() -> Iterator[list[float]]:
-    """Inside, the first :func:`~gan_inversion_bench.method.optimise` loop counts the FLOPs of its
-    first iteration (forward, backward and optimiser step, per image) and appends them to the
-    yielded list. Methods with their own loop report nothing (the list stays empty)."""
-    sink: list[float] = []
-    token = _iteration_flops.set(sink)
-    try:
-        yield sink
-    finally:
-        _iteration_flops.reset(token)
-
-
-def iteration_flops_wanted() -> bool:
-    sink = _iteration_flops.get()
-    return sink is not None and not sink
-
-
-def report_iteration_flops(flops_per_image: float) -> None:
-    sink = _iteration_flops.get()
-    if sink is not None and not sink:
-        sink.append(float(flops_per_image))
 
 
 def achieved(flops_per_iteration: float | None, iterations: int, images: int, seconds: float, device_name: str,
@@ -156,30 +126,50 @@ def load_benchmark_json(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def compare(new: dict[str, Any], baseline: dict[str, Any], *, time_rel: float = 0.25, noise_k: float = 3.0,
-            psnr_tol: float = 0.1, lpips_tol: float = 0.005, strict: bool = False) -> list[Finding]:
-    """Compare two pytest-benchmark results; see the module docstring for the rules."""
+@dataclass(frozen=True)
+class Limits:
+    """The regression rules' thresholds (module docstring); ``gib bench-compare``'s options."""
+
+    time_rel: float = 0.25
+    noise_k: float = 3.0
+    psnr_tol: float = 0.1
+    lpips_tol: float = 0.005
+    strict: bool = False
+
+
+def compare(new: dict[str, Any], baseline: dict[str, Any], limits: Limits | None = None, **kw: Any) -> list[Finding]:
+    """Compare two pytest-benchmark results; see the module docstring for the rules.
+
+    ``limits`` (or its fields as keywords, e.g. ``time_rel=0.5``) set the thresholds."""
+    lim = limits or Limits(**kw)
     findings = []
     new_b, base_b = _by_name(new), _by_name(baseline)
     for name, base in sorted(base_b.items()):
         if name not in new_b:
-            findings.append(Finding(name, "missing", None, None, strict, "in the baseline, not in the new run"))
+            findings.append(Finding(name, "missing", None, None, lim.strict, "in the baseline, not in the new run"))
             continue
-        cur = new_b[name]
-        b_min, n_min = base["stats"]["min"], cur["stats"]["min"]
-        spread = max(base["stats"].get("iqr") or 0.0, base["stats"].get("stddev") or 0.0)
-        slower = n_min - b_min
-        regression = n_min > b_min * (1 + time_rel) and slower > noise_k * spread
-        findings.append(Finding(name, "time", b_min, n_min, regression,
-                                f"min {n_min * 1e3:.1f} ms vs {b_min * 1e3:.1f} ms ({(n_min / b_min - 1) * 100:+.0f} %, "
-                                f"limit +{time_rel * 100:.0f} % and > {noise_k:g}×spread {spread * 1e3:.1f} ms)"))
-        b_info, n_info = base.get("extra_info", {}), cur.get("extra_info", {})
-        if "psnr" in b_info and "psnr" in n_info:
-            d = n_info["psnr"] - b_info["psnr"]
-            findings.append(Finding(name, "psnr", b_info["psnr"], n_info["psnr"], d < -psnr_tol,
-                                    f"{n_info['psnr']:.3f} dB vs {b_info['psnr']:.3f} dB ({d:+.3f}, tolerance {psnr_tol})"))
-        if "lpips" in b_info and "lpips" in n_info:
-            d = n_info["lpips"] - b_info["lpips"]
-            findings.append(Finding(name, "lpips", b_info["lpips"], n_info["lpips"], d > lpips_tol,
-                                    f"{n_info['lpips']:.4f} vs {b_info['lpips']:.4f} ({d:+.4f}, tolerance {lpips_tol})"))
+        findings.append(_time_finding(name, base, new_b[name], lim))
+        findings += _quality_findings(name, base.get("extra_info", {}), new_b[name].get("extra_info", {}), lim)
     return findings
+
+
+def _time_finding(name: str, base: dict[str, Any], cur: dict[str, Any], lim: Limits) -> Finding:
+    b_min, n_min = base["stats"]["min"], cur["stats"]["min"]
+    spread = max(base["stats"].get("iqr") or 0.0, base["stats"].get("stddev") or 0.0)
+    regression = n_min > b_min * (1 + lim.time_rel) and n_min - b_min > lim.noise_k * spread
+    return Finding(name, "time", b_min, n_min, regression,
+                   f"min {n_min * 1e3:.1f} ms vs {b_min * 1e3:.1f} ms ({(n_min / b_min - 1) * 100:+.0f} %, "
+                   f"limit +{lim.time_rel * 100:.0f} % and > {lim.noise_k:g}×spread {spread * 1e3:.1f} ms)")
+
+
+def _quality_findings(name: str, b_info: dict[str, Any], n_info: dict[str, Any], lim: Limits) -> list[Finding]:
+    out = []
+    if "psnr" in b_info and "psnr" in n_info:
+        d = n_info["psnr"] - b_info["psnr"]
+        out.append(Finding(name, "psnr", b_info["psnr"], n_info["psnr"], d < -lim.psnr_tol,
+                           f"{n_info['psnr']:.3f} dB vs {b_info['psnr']:.3f} dB ({d:+.3f}, tolerance {lim.psnr_tol})"))
+    if "lpips" in b_info and "lpips" in n_info:
+        d = n_info["lpips"] - b_info["lpips"]
+        out.append(Finding(name, "lpips", b_info["lpips"], n_info["lpips"], d > lim.lpips_tol,
+                           f"{n_info['lpips']:.4f} vs {b_info['lpips']:.4f} ({d:+.4f}, tolerance {lim.lpips_tol})"))
+    return out

@@ -94,8 +94,18 @@ class Registry:
         return self._loaded[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Call the registered class or factory with keyword arguments."""
-        return self.get(name)(**kwargs)
+        """Call the registered class or factory with keyword arguments.
+
+        An object with a ``name`` attribute (a generator) gets the registry name it was created
+        under, so factories and plug-ins need not set it themselves.
+        """
+        obj = self.get(name)(**kwargs)
+        if hasattr(obj, "name") and not isinstance(obj, type):
+            try:
+                obj.name = name
+            except AttributeError:  # a read-only name (e.g. a method class attribute)
+                pass
+        return obj
 
 
 GENERATORS = Registry("generator", "gan_inversion_bench.generators")

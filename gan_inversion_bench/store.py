@@ -20,7 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -70,11 +70,15 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
-#: columns added after schema version 1: name → SQL type (version 2: throughput accounting)
+#: columns added after schema version 1: name → SQL type (version 2: throughput accounting;
+#: version 3: self-describing records of the method contract v2)
 ADDED_COLUMNS = {
     "flops_per_iteration": "REAL",  # FLOPs of one iteration for one image (perf.count_flops)
     "tflops": "REAL",               # achieved TFLOP/s of the timed batch
     "peak_fraction": "REAL",        # tflops / the device's dense peak at the run's precision (None: unknown)
+    "flops_fixed": "REAL",          # FLOPs per image of one invert call outside the iterations (v3)
+    "perceptual": "TEXT",           # JSON: the perceptual networks' weight sources and hashes (v3)
+    "condition": "TEXT",            # JSON: the image's class for a conditional generator, else null (v3)
 }
 
 RESULT_COLUMNS = (
@@ -83,7 +87,8 @@ RESULT_COLUMNS = (
     "batch_size", "precision", "device", "generator", "split", "method_settings", "prepared", "loss_history",
     "metric_conventions", "versions", "code_revision", "recon_path", "session", "created",
 ) + tuple(ADDED_COLUMNS)
-JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "metric_conventions", "versions"}
+JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "metric_conventions", "versions", "split",
+                "perceptual", "condition"}
 
 
 def now() -> str:
@@ -94,6 +99,14 @@ def method_key(name: str, version: str, settings: dict[str, Any], extra: dict[st
     blob = json.dumps({"name": name, "version": version, "settings": settings, "extra": extra or {}},
                       sort_keys=True, default=str)
     return f"{name}@{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _loads(text: Any) -> Any:
+    """A JSON column's value; before schema version 3 ``split`` held the raw setting (e.g. a name)."""
+    try:
+        return json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return text
 
 
 class StoreError(RuntimeError):
@@ -205,6 +218,6 @@ class ResultStore:
             d.update(zip(present, r))
             for c in JSON_COLUMNS:
                 if d[c] is not None:
-                    d[c] = json.loads(d[c])
+                    d[c] = _loads(d[c])
             out.append(d)
         return out

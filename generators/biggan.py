@@ -44,6 +44,17 @@ default 0.4) are generator attributes set by the constructor / factory. The prio
 (:meth:`BigGANDeepGenerator.sample_latents`) is the truncated normal of the reference sampler:
 N(0, 1) restricted to [−2, 2] (rejection-resampled, seeded), times ``truncation``.
 
+Per-image classes
+-----------------
+``condition_dim`` is ``num_classes``. With conditions set
+(:meth:`~gan_inversion_bench.generator.SplitGenerator.set_conditions`, ``[B, num_classes]``, one-hot
+or soft), row ``r`` of a batch of ``R = B·N`` latents (image-major) uses the embedding
+``embeddings.weight @ c[r // N]`` instead of the column of ``class_index``: the linear embedding of
+the class vector, as the reference implementation embeds its ``class_vector`` input (a soft vector
+gives the linear combination of the class embeddings; a one-hot one gives exactly the column).
+The class reaches every later layer through ``context["cond"]``, so G2 needs nothing else. With
+conditions unset the code path is the original one (``class_index`` for every image).
+
 Split points and the intermediate
 ---------------------------------
 Stages: ``gen_z``, ``layers.0`` … ``layers.{M-1}`` (GenBlocks and the SelfAttn, in the
@@ -319,6 +330,7 @@ class BigGANDeepGenerator(SplitGenerator):
         self.generator = Synthesis(cfg)
         self.resolution = cfg["output_dim"]
         self.latent_dim = cfg["z_dim"]
+        self.condition_dim = cfg["num_classes"]
         self.class_index = class_index
         self.truncation = truncation
 
@@ -356,9 +368,21 @@ class BigGANDeepGenerator(SplitGenerator):
             z = torch.stack([truncated_normal((self.latent_dim,), torch.Generator().manual_seed(s)) for s in seeds])
         return (z * self.truncation).to(device if device is not None else self.device)
 
+    def default_condition(self) -> Tensor:
+        """The one-hot ``[num_classes]`` vector of ``class_index``."""
+        return F.one_hot(torch.tensor(self.class_index), self.condition_dim).to(torch.float32)
+
     def class_embedding(self, batch: int) -> Tensor:
-        """``embeddings(one_hot(class_index))`` for a batch: ``[B, z_dim]``."""
-        return self.embeddings.weight[:, self.class_index].unsqueeze(0).expand(batch, -1)
+        """The class embedding of each of ``batch`` latent rows: ``[batch, z_dim]``.
+
+        ``embeddings(one_hot(class_index))`` for every row, or with per-image conditions set,
+        ``embeddings.weight @ c`` with row ``r`` taking image ``r // (batch // B)``'s vector.
+        """
+        c = self.condition_rows(batch)
+        if c is None:
+            return self.embeddings.weight[:, self.class_index].unsqueeze(0).expand(batch, -1)
+        w = self.embeddings.weight
+        return F.linear(c.to(device=w.device, dtype=w.dtype), w)
 
     def latent_to_input(self, z: Tensor) -> SplitState:
         if z.dim() != 2 or z.shape[1] != self.latent_dim:

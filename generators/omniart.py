@@ -21,6 +21,12 @@ training labels (checkpoint manifest ``config.classes``)::
 In a run configuration the colour is a generator option (``--gen-opt colour=6`` or
 ``colour=hazel``); a colour outside 0 … 7 (or an unknown name) is a ``ValueError``.
 
+**Per-image colours.** ``condition_dim`` is 8. With per-image conditions set
+(:meth:`~gan_inversion_bench.generator.SplitGenerator.set_conditions`, ``[B, 8]``, one-hot or
+soft), the one-hot block of the input of row ``r`` of a batch of ``R = B·N`` latents
+(image-major) is image ``r // N``'s vector instead of ``one_hot(colour)``; the colour is part of
+the split-0 feature, so G2 needs nothing else. With conditions unset the input is unchanged.
+
 **Split points** are those of :class:`DCGAN`: split ``i`` is the output of ``main.<i-1>``; split 0
 ("input") is the ``[108, 1, 1]`` input including the one-hot code. The stage outputs of the
 README's layer notes are splits 4 ``4x4.dropout`` (1024, 4, 4), 7 ``8x8.relu`` (512, 8, 8),
@@ -95,6 +101,7 @@ class OmniartEyeDCGAN(DCGAN):
     """
 
     n_classes = len(EYE_COLOURS)
+    condition_dim = len(EYE_COLOURS)
 
     def __init__(self, *, colour: Any = 0, latent_dim: int = 100, resolution: int = 128, ngf: int = 64):
         index = check_colour(colour)  # before building anything
@@ -111,11 +118,24 @@ class OmniartEyeDCGAN(DCGAN):
     def colour_name(self) -> str:
         return EYE_COLOURS[self._colour]
 
+    def default_condition(self) -> Tensor:
+        """The one-hot ``[8]`` vector of ``colour``."""
+        code = torch.zeros(self.n_classes)
+        code[self._colour] = 1
+        return code
+
     def latent_to_input(self, z: Tensor) -> Tensor:
-        """``[B, 100]`` (or ``[B, 100, 1, 1]``) → ``cat(z, one_hot(colour))`` as ``[B, 108, 1, 1]``."""
+        """``[B, 100]`` (or ``[B, 100, 1, 1]``) → ``cat(z, one_hot(colour))`` as ``[B, 108, 1, 1]``.
+
+        With per-image conditions set, the last 8 channels of row ``r`` are its image's vector.
+        """
         x = super().latent_to_input(z)  # validates the shape; [B, nz, 1, 1]
-        code = torch.zeros(x.shape[0], self.n_classes, 1, 1, dtype=x.dtype, device=x.device)
-        code[:, self._colour] = 1
+        rows = self.condition_rows(x.shape[0])
+        if rows is None:
+            code = torch.zeros(x.shape[0], self.n_classes, 1, 1, dtype=x.dtype, device=x.device)
+            code[:, self._colour] = 1
+        else:
+            code = rows.to(dtype=x.dtype, device=x.device)[:, :, None, None]
         return torch.cat([x, code], dim=1)
 
     def describe(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ parameters trainable, target features recomputed every iteration. Same optimisat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
@@ -44,10 +44,10 @@ from torch import Tensor
 
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, SeedStyleLoss, as_seed_list,
-                                        check_execution, check_split_setting, check_targets, code_seeds,
-                                        default_split, invert_each, make_optimizer, optimise, positive_float,
-                                        positive_int, unfreeze)
+from gan_inversion_bench.method import InversionMethod, InversionResult, MethodTags, ProgressFn
+from gan_inversion_bench.method_tools import (SeedStyleLoss, as_seed_list, check_execution, check_split_setting,
+                                              check_targets, code_seeds, default_split, invert_each, make_optimizer,
+                                              optimise, positive_float, positive_int, unfreeze)
 from gan_inversion_bench.precision import full_precision
 
 #: generator name (or class name) → default split point ℓ (see docs/methods.md for dcgan-digiface64)
@@ -121,15 +121,22 @@ class MGANPrior(InversionMethod):
         # steps of the official plain SGD with lr 10, perceptual term at the generator's resolution.
         "quick": {"n_codes": 10, "iterations": 100, "lr": 10.0, "perceptual_size": None},
     }
+    tags = MethodTags(uses_split=True)
 
-    def resolve_split(self, generator: SplitGenerator) -> int:
+    def get_tags(self) -> MethodTags:
+        return replace(self.tags, per_image_execution=self.settings.execution == "reference")
+
+    def reference_execution(self) -> "MGANPrior":
+        return self._replaced(execution="reference")
+
+    def resolved_split(self, generator: SplitGenerator) -> int:
         """The split index this method uses on ``generator``."""
         split = self.settings.split
         return generator.resolve_split(default_split(generator, DEFAULT_SPLITS) if split is None else split)
 
     def prepare(self, generator: SplitGenerator, *, seed: int = 0, cache_dir: Any = None) -> "MGANPrior":
         """Nothing is learned; records the resolved split point for the result records."""
-        index = self.resolve_split(generator)
+        index = self.resolved_split(generator)
         point = generator.split_points[index]
         self.split_ = {"index": index, "name": point.name, "shape": list(point.shape)}
         return self
@@ -148,11 +155,12 @@ class MGANPrior(InversionMethod):
         seed_list = as_seed_list(seeds, targets.shape[0])
         reference = s.execution == "reference"
         if reference and targets.shape[0] > 1:  # the seeds: one image at a time
-            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress)
+            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress,
+                               generator)
         G = frozen_copy(generator)
         if reference:
             unfreeze(G)
-        split = self.resolve_split(G)
+        split = self.resolved_split(G)
         device = G.device
         targets = targets.to(device)
         b, n = targets.shape[0], s.n_codes

@@ -51,23 +51,27 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from gan_inversion_bench.generator import SplitGenerator, frozen_copy
+from gan_inversion_bench.generator import SplitGenerator, conditioned, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, SeedStyleLoss, as_seed_list,
-                                        check_execution, check_split_setting, check_targets, invert_each, make_optimizer,
-                                        optimise, positive_float, positive_int, unfreeze)
-from gan_inversion_bench.method import code_seeds as _code_seeds
-from gan_inversion_bench.method import default_split as _default_split
+from gan_inversion_bench.method import Artifact, InversionMethod, InversionResult, MethodTags, ProgressFn
+from gan_inversion_bench.method_tools import (SeedStyleLoss, as_seed_list, check_execution, check_split_setting,
+                                              check_targets, invert_each, make_optimizer, optimise, positive_float,
+                                              positive_int, unfreeze)
+from gan_inversion_bench.method_tools import code_seeds as _code_seeds
+from gan_inversion_bench.method_tools import default_split as _default_split
 from gan_inversion_bench.precision import full_precision
-from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
+
+from .pmsfc_subspaces import (AFFINITIES, ORIENTATIONS, DiscoveryConfig, digest, discovery_losses, load_cached,
+                              load_s_matrix, masked, masks_from_labels, official_affinity, official_threshold,
+                              paper_affinity, save_atomic, self_expression, spectral_labels, subspace_affinity,
+                              threshold_columns, train_self_expressive)
 
 #: generator name (or class name) → default split point ℓ (docs/methods.md for dcgan-digiface64)
 DEFAULT_SPLITS: dict[str, int] = {"pggan": 3, "pggan-tiny": 3, "PGGAN": 3, "dcgan-digiface64": 3}
@@ -80,160 +84,6 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     # PmSFC.py: --code_per_cluster 1, README 20 000 iterations, Adam lr 1e-4, --init_type Zeros
     "released": {"codes_per_subspace": 1, "iterations": 20000, "optimizer": "adam", "lr": 1e-4, "init": "zero"},
 }
-AFFINITIES = ("paper", "official")
-ORIENTATIONS = ("inversion", "discovery")
-
-
-# ---- stage 1: the self-expressive layer ----------------------------------------------------------
-
-def masked(S: Tensor) -> Tensor:
-    """``S ⊙ (1 − I)``: the self-expressive matrix as used (diagonal forced to zero)."""
-    return S * (1 - torch.eye(S.shape[0], device=S.device, dtype=S.dtype))
-
-
-def self_expression(S: Tensor, F: Tensor) -> Tensor:
-    """``T(S̃ · flatten(F))``: every channel rebuilt from the others.
-
-    ``F``: ``[B, C, H, W]``; flattened channel-major to ``[C, B·H·W]``; returns ``[B, C, H, W]``.
-    """
-    b, c, h, w = F.shape
-    flat = F.transpose(0, 1).reshape(c, b * h * w)  # [C, B·H·W]
-    return (masked(S) @ flat).view(c, b, h, w).transpose(0, 1)  # [B, C, H, W]
-
-
-def discovery_losses(G: SplitGenerator, split: int, S: Tensor, z: Tensor, data_weight: float) -> dict[str, Tensor]:
-    """The three terms of eq. (6) on one batch of latents ``z`` ``[B, latent]`` (means, as the code)."""
-    with torch.no_grad():
-        inter = G.g1(z, split)
-        F = G.features_of(inter)  # [B, C, H, W]
-        target = G.g2(inter, split) if data_weight else None  # [B, 3, R, R]
-    rebuilt = self_expression(S, F)
-    out = {"feature": (F - rebuilt).pow(2).mean(), "sparse": masked(S).abs().mean()}
-    if target is not None:
-        out["data"] = (target - G.g2(G.with_features(inter, rebuilt), split)).pow(2).mean()
-    else:
-        out["data"] = torch.zeros((), device=S.device)
-    return out
-
-
-def train_self_expressive(G: SplitGenerator, split: int, *, iterations: int, batch: int, lr: float,
-                          optimizer: str, data_weight: float, sparsity_weight: float, s_init: float, seed: int,
-                          progress: ProgressFn | None = None) -> tuple[Tensor, dict[str, list[float]]]:
-    """Algorithm 1: minimise eq. (6) over ``S`` with fresh prior latents every iteration.
-
-    Returns the raw parameter ``S`` ``[C, C]`` (its diagonal keeps ``s_init``: it never gets a
-    gradient) on the CPU and the per-iteration curves ``{"total", "feature", "data", "sparse"}``.
-    """
-    channels = G.split_points[split].shape[0]
-    S = torch.full((channels, channels), float(s_init), device=G.device, requires_grad=True)
-    opt = make_optimizer(optimizer, [S], lr)
-    curves: dict[str, list[float]] = {"total": [], "feature": [], "data": [], "sparse": []}
-    for it in range(iterations):
-        z = G.sample_latents(batch, seed=(seed * 1_000_003 + it) % 2**63)  # [batch, latent]
-        terms = discovery_losses(G, split, S, z, data_weight)
-        total = terms["feature"] + data_weight * terms["data"] + sparsity_weight * terms["sparse"]
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        curves["total"].append(total.item())
-        for k, v in terms.items():
-            curves[k].append(v.item())
-        if progress is not None:
-            progress(it + 1, iterations)
-    return S.detach().cpu(), curves
-
-
-# ---- stage 1: from S to subspaces ------------------------------------------------------------------
-
-def paper_affinity(S: Tensor | np.ndarray) -> np.ndarray:
-    """``A = (|S̃| + |S̃ᵀ|) / 2`` with the diagonal masked (the paper)."""
-    a = np.abs(masked(torch.as_tensor(np.asarray(S), dtype=torch.float64)).numpy())
-    return (a + a.T) / 2
-
-
-def threshold_columns(C: np.ndarray, ratio: float) -> np.ndarray:
-    """Keep, per column, the largest-magnitude entries until their running |·| sum first exceeds
-    ``ratio`` × the column's L1 mass; zero the rest (signs kept). An all-zero column stays zero.
-    """
-    C = np.asarray(C, dtype=np.float64)
-    if ratio >= 1:
-        return C.copy()
-    mag = np.abs(C)
-    order = np.argsort(-mag, axis=0, kind="stable")  # per column, largest first
-    ranked = np.take_along_axis(mag, order, axis=0)
-    mass_before = np.vstack([np.zeros((1, C.shape[1])), np.cumsum(ranked, axis=0)[:-1]])
-    keep_ranked = mass_before <= ratio * mag.sum(axis=0, keepdims=True)  # up to the entry that crosses
-    keep = np.zeros_like(keep_ranked)
-    np.put_along_axis(keep, order, keep_ranked, axis=0)
-    return np.where(keep, C, 0.0)
-
-
-def official_threshold(S: Tensor | np.ndarray, ratio: float, orientation: str) -> np.ndarray:
-    """The thresholding step of the official post-processing (seed-methods.md §4.3).
-
-    ``"inversion"`` (``PmSFC.py``): the raw signed S, stored diagonal kept, thresholded per
-    column. ``"discovery"`` (``discover_subspace.py``): ReLU of the diagonal-masked S,
-    thresholded per row.
-    """
-    S = torch.as_tensor(np.asarray(S), dtype=torch.float64)
-    if orientation == "inversion":
-        return threshold_columns(S.numpy(), ratio)
-    if orientation == "discovery":
-        return threshold_columns(masked(S).clamp(min=0).numpy().T, ratio).T
-    raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {orientation!r}")
-
-
-def subspace_affinity(C: np.ndarray, *, n_subspaces: int, subspace_dim: int, power: float) -> np.ndarray:
-    """The affinity step of the official post-processing, on an already thresholded matrix.
-
-    Symmetrise; rank r = min(d·R + 1, C − 1) SVD; ``U·√σ`` with rows L2-normalised;
-    ``Z = U Uᵀ`` with negatives zeroed; ``L = |Z^power| / max``; symmetrise. A full SVD
-    replaces scipy's ``svds`` (same top-r triplets; ``U Uᵀ`` does not depend on their signs).
-    """
-    C = np.asarray(C, dtype=np.float64)
-    C = (C + C.T) / 2
-    r = max(1, min(subspace_dim * n_subspaces + 1, C.shape[0] - 1))
-    U, sigma, _ = np.linalg.svd(C)
-    U = U[:, :r] * np.sqrt(sigma[:r])  # [C, r]
-    norms = np.linalg.norm(U, axis=1, keepdims=True)
-    U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)
-    Z = U @ U.T
-    Z[Z < 0] = 0.0
-    L = np.abs(Z ** power)
-    if L.max() > 0:
-        L = L / L.max()
-    return (L + L.T) / 2
-
-
-def official_affinity(S: Tensor | np.ndarray, *, n_subspaces: int, subspace_dim: int, power: float,
-                      ratio: float, orientation: str) -> np.ndarray:
-    """The official post-processing of S, written from its description: threshold, then affinity."""
-    return subspace_affinity(official_threshold(S, ratio, orientation), n_subspaces=n_subspaces,
-                             subspace_dim=subspace_dim, power=power)
-
-
-def spectral_labels(A: np.ndarray, n_clusters: int, seed: int, assign_labels: str) -> tuple[np.ndarray, list[str]]:
-    """Seeded spectral clustering of a precomputed affinity; labels renumbered by decreasing size.
-
-    Returns ``(labels [C] in 0 … R-1, warnings raised by scikit-learn)``.
-    """
-    from sklearn.cluster import SpectralClustering
-
-    sc = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", random_state=seed % 2**32,
-                            assign_labels=assign_labels, eigen_solver="arpack")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        raw = sc.fit_predict(A)
-    sizes = np.bincount(raw, minlength=n_clusters)
-    order = np.argsort(-sizes, kind="stable")  # old label of the j-th largest cluster
-    relabel = np.empty(n_clusters, dtype=np.int64)
-    relabel[order] = np.arange(n_clusters)
-    return relabel[raw], sorted({str(w.message).splitlines()[0] for w in caught})
-
-
-def masks_from_labels(labels: Tensor, n_subspaces: int) -> Tensor:
-    """Binary channel masks ``[R, C]`` (bool): ``masks[r, c] = labels[c] == r``; a partition."""
-    return labels[None, :] == torch.arange(n_subspaces, device=labels.device)[:, None]
 
 
 # ---- stage 2: compositions ---------------------------------------------------------------------
@@ -281,7 +131,8 @@ def zero_init_problem(G: SplitGenerator, split: int) -> str | None:
     have neither problem. Probed with the loss against a grey image.
     """
     z = torch.zeros(1, G.latent_dim, device=G.device, requires_grad=True)
-    with torch.enable_grad():
+    first = None if G.conditions is None else G.conditions[:1]  # one row: the first image's class
+    with torch.enable_grad(), conditioned(G, first):
         (G.g2(G.g1(z, split), split).float() - 0.5).pow(2).mean().backward()
     grad = z.grad
     if not bool(torch.isfinite(grad).all()) or float(grad.abs().max()) > 1e18:
@@ -391,39 +242,6 @@ CLUSTERING_FIELDS = ("n_subspaces", "affinity", "official_orientation", "thresho
                      "affinity_power")
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_cached(path: Path) -> Any | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt cache entry is recomputed, never trusted
-        warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}")
-        return None
-
-
-def load_s_matrix(path: str | Path, channels: int, where: str) -> Tensor:
-    """An official ``value50.pkl`` (pickled float (C, C) numpy array) through the numpy-only unpickler."""
-    arr = load_numpy_pickle(path)
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != (channels, channels):
-        found = f"{type(arr).__name__} {getattr(arr, 'dtype', '')} of shape {getattr(arr, 'shape', '?')}"
-        raise CheckpointError(f"s_matrix {path}: expected a float array of shape ({channels}, {channels}) for "
-                              f"{where} ({channels} channels), found {found}")
-    if not np.isfinite(arr).all():
-        raise CheckpointError(f"s_matrix {path}: contains non-finite values")
-    return torch.from_numpy(np.array(arr, dtype=np.float32))
-
-
 class PmSFC(InversionMethod):
     """Subspace discovery with a self-expressive layer, then per-subspace multi-code composition."""
 
@@ -436,10 +254,36 @@ class PmSFC(InversionMethod):
         # SGD lr 10, perceptual term at the generator's resolution, 500 discovery steps at lr 1e-3.
         "quick": {"iterations": 100, "optimizer": "sgd", "lr": 10.0, "perceptual_size": None,
                   "discovery_iterations": 500, "discovery_lr": 1e-3},
+        # The conformance suite's (gan_inversion_bench.testing): a short discovery, and SGD lr 1,
+        # stable on every tiny generator (lr 10 makes the paper variant's mixing weights w grow
+        # to 1e7 within 8 steps on the tiny StyleGAN2: loss 0.76 → 4e4; docs/methods.md).
+        "test": {"iterations": 8, "optimizer": "sgd", "lr": 1.0, "perceptual_size": None,
+                 "discovery_iterations": 25, "discovery_lr": 1e-3},
     }
+    tags = MethodTags(uses_split=True, needs_prepare=True)
+    #: ``gib discover``: stage 1 alone, with figures (methods/pmsfc_discover.py)
+    commands = {"discover": "gan_inversion_bench.methods.pmsfc_discover:discover_command"}
+
+    def get_tags(self) -> MethodTags:
+        """The released variant's zero initialisation makes the result independent of the seed;
+        reference execution runs one image at a time (the seeds' pattern)."""
+        return replace(self.tags, deterministic=self.settings.init == "zero",
+                       per_image_execution=self.settings.execution == "reference")
+
+    def reference_execution(self) -> "PmSFC":
+        return self._replaced(execution="reference")
+
+    @classmethod
+    def report_artifacts(cls, run_dir: Path) -> list[Artifact]:
+        """The figures ``gib discover --out RUN_DIR/discover`` wrote into the run folder."""
+        captions = {"subspace_swap.png": "subspace swap (paper Fig. 6): row r replaces subspace r's features",
+                    "S_by_cluster.png": "|S| with channels grouped by subspace",
+                    "loss_curves.png": "the terms of eq. (6) during subspace discovery"}
+        found = sorted((run_dir / "discover").glob("*.png")) if (run_dir / "discover").is_dir() else []
+        return [Artifact(p.relative_to(run_dir), captions.get(p.name, p.name)) for p in found]
 
     # ---- stage 1 ----
-    def resolve_split(self, generator: SplitGenerator) -> int:
+    def resolved_split(self, generator: SplitGenerator) -> int:
         split = self.settings.split
         return generator.resolve_split(default_split(generator) if split is None else split)
 
@@ -453,7 +297,7 @@ class PmSFC(InversionMethod):
         """
         s = self.settings
         G = frozen_copy(generator)
-        split = self.resolve_split(G)
+        split = self.resolved_split(G)
         point = G.split_points[split]
         channels = point.shape[0]
         if s.n_subspaces > channels:
@@ -468,7 +312,7 @@ class PmSFC(InversionMethod):
                                                               "shape": list(point.shape)}
         self.cache_key_ = s_key
         self.s_source_ = f"imported {Path(s.s_matrix).resolve()}" if s.s_matrix is not None else "trained"
-        self.prepared_for_ = _digest({"generator": generator.describe(), "split": split})
+        self.prepared_for_ = digest({"generator": generator.describe(), "split": split})
         return self
 
     def _obtain_s(self, G: SplitGenerator, split: int, seed: int, cache: Path | None,
@@ -482,21 +326,20 @@ class PmSFC(InversionMethod):
             source: dict[str, Any] = {"s_matrix": str(Path(s.s_matrix).resolve()),
                                       "sha256": hashlib.sha256(Path(s.s_matrix).read_bytes()).hexdigest()}
             self.from_cache_ = False
-            return S, {}, _digest({"generator": G.describe(), "split": split, "source": source})
+            return S, {}, digest({"generator": G.describe(), "split": split, "source": source})
         source = {"discovery": {k: getattr(s, k) for k in DISCOVERY_FIELDS}, "seed": seed}
         key_material = {"generator": G.describe(), "split": split, "source": source}
-        s_key = _digest(key_material)
+        s_key = digest(key_material)
         path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
-        entry = _load_cached(path) if path is not None else None
+        entry = load_cached(path) if path is not None else None
         self.from_cache_ = entry is not None
         if entry is not None:
             return entry["S"], {k: v.tolist() for k, v in entry["curves"].items()}, s_key
-        S, curves = train_self_expressive(
-            G, split, iterations=s.discovery_iterations, batch=s.discovery_batch, lr=s.discovery_lr,
-            optimizer=s.discovery_optimizer, data_weight=s.data_weight, sparsity_weight=s.sparsity_weight,
-            s_init=s.s_init, seed=seed, progress=progress)
+        config = DiscoveryConfig(s.discovery_iterations, s.discovery_batch, s.discovery_lr, s.discovery_optimizer,
+                                 s.data_weight, s.sparsity_weight, s.s_init)
+        S, curves = train_self_expressive(G, split, config, seed=seed, progress=progress)
         if path is not None:
-            _save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
+            save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
                           "key": json.dumps(key_material, default=str)}, path)
         return S, curves, s_key
 
@@ -505,8 +348,8 @@ class PmSFC(InversionMethod):
         spec = {k: getattr(s, k) for k in CLUSTERING_FIELDS}
         if s.affinity == "paper":
             spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
-        m_key = _digest({"S": s_key, "clustering": spec, "seed": seed})
-        entry = _load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
+        m_key = digest({"S": s_key, "clustering": spec, "seed": seed})
+        entry = load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
         if entry is not None:
             labels, notes = entry["labels"], list(entry["warnings"])
         else:
@@ -520,7 +363,7 @@ class PmSFC(InversionMethod):
             raw, notes = spectral_labels(A, s.n_subspaces, seed, assign)
             labels = torch.from_numpy(raw)
             if cache is not None:
-                _save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)},
+                save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)},
                              cache / f"pmsfc-masks-{m_key}.pt")
         self.labels_ = labels.long()
         self.masks_ = masks_from_labels(self.labels_, s.n_subspaces)
@@ -553,12 +396,13 @@ class PmSFC(InversionMethod):
         seed_list = as_seed_list(seeds, targets.shape[0])
         reference = self.settings.execution == "reference"
         if reference and targets.shape[0] > 1:  # the seeds: one image at a time
-            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress)
+            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress,
+                               generator)
         G = frozen_copy(generator)
         if reference:
             unfreeze(G)
-        split = self.resolve_split(G)
-        if getattr(self, "prepared_for_", None) != _digest({"generator": generator.describe(), "split": split}):
+        split = self.resolved_split(G)
+        if getattr(self, "prepared_for_", None) != digest({"generator": generator.describe(), "split": split}):
             raise ValueError(f"pmsfc: call prepare(generator) with this generator before invert (the channel masks "
                              f"come from stage 1, subspace discovery, at split {split})")
         device = G.device

@@ -10,7 +10,7 @@ iteration. The result is the same optimisation; only the cost differs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -18,9 +18,10 @@ from torch import Tensor
 
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import (InversionMethod, InversionResult, ProgressFn, SeedStyleLoss, as_seed_list,
-                                        check_execution, check_targets, invert_each, make_optimizer, optimise,
-                                        per_image_normal, positive_float, positive_int, unfreeze)
+from gan_inversion_bench.method import InversionMethod, InversionResult, MethodTags, ProgressFn
+from gan_inversion_bench.method_tools import (SeedStyleLoss, as_seed_list, check_execution, check_targets, invert_each,
+                                              make_optimizer, optimise, per_image_normal, positive_float, positive_int,
+                                              unfreeze)
 from gan_inversion_bench.precision import full_precision
 
 
@@ -64,6 +65,15 @@ class SingleCode(InversionMethod):
         "quick": {"iterations": 100, "perceptual_size": None},
     }
 
+    def get_tags(self) -> MethodTags:
+        """Zero initialisation makes the result independent of the seed; reference execution runs
+        one image at a time (the seeds' pattern)."""
+        return replace(self.tags, deterministic=self.settings.init == "zero",
+                       per_image_execution=self.settings.execution == "reference")
+
+    def reference_execution(self) -> "SingleCode":
+        return self._replaced(execution="reference")
+
     def invert(self, generator: SplitGenerator, targets: Tensor, *, seeds: int | Sequence[int] = 0,
                progress: ProgressFn | None = None) -> InversionResult:
         check_targets(targets, generator)
@@ -71,7 +81,8 @@ class SingleCode(InversionMethod):
         seed_list = as_seed_list(seeds, targets.shape[0])
         reference = s.execution == "reference"
         if reference and targets.shape[0] > 1:
-            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress)
+            return invert_each(lambda t, **kw: self.invert(generator, t, **kw), targets, seed_list, progress,
+                               generator)
         G = frozen_copy(generator)
         if reference:
             unfreeze(G)

@@ -476,7 +476,7 @@ def test_full_disk_while_writing_a_png(existing, monkeypatch):
     def full(image, path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(harness, "save_png", full)
+    monkeypatch.setattr(harness.invert, "save_png", full)  # where the harness writes reconstructions
     args = existing_args(existing, "--iterations", "3")  # a new setting: new work for the existing run
     assert_refused(gib(*args), f"cannot write into the run folder {existing.path}", "No space left on device",
                    "free some disk space", "run the same command again to resume")

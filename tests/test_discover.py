@@ -13,7 +13,7 @@ from PIL import Image
 
 from gan_inversion_bench import GENERATORS
 from gan_inversion_bench.cli import main
-from gan_inversion_bench.discover import discover, swap_images
+from gan_inversion_bench.methods.pmsfc_discover import discover, swap_images
 from gan_inversion_bench.weights import WeightsNotFound
 
 
@@ -23,7 +23,7 @@ def pggan():
 
 
 def test_discover_writes_figures_csv_and_summary(pggan, tmp_path):
-    info = discover(pggan, out_dir=tmp_path, iterations=7, n_subspaces=4, n_pairs=2, seed=1)
+    info = discover(pggan, out_dir=tmp_path, discovery_iterations=7, n_subspaces=4, n_pairs=2, seed=1)
     files = info["files"]
     for key in ("subspace_swap", "S_by_cluster", "loss_curves_png"):
         with Image.open(files[key]) as img:

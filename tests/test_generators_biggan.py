@@ -338,3 +338,21 @@ def test_splits_conditioning_and_prior(tiny: BigGANDeepGenerator) -> None:
     with pytest.raises(TypeError, match="with_features"):
         tiny.g2(torch.zeros(1, *tiny.split_points[3].shape), 3)
     assert math.isclose(tiny.truncation, 0.5)
+
+
+def test_per_image_classes_enter_through_the_embedding(tiny: BigGANDeepGenerator) -> None:
+    # the conditioning vector of row r is cat(z_r, embeddings.weight @ c_image(r)); the default
+    # class (3) is untouched while conditions are unset
+    z = tiny.sample_latents(4, seed=2)
+    c = torch.tensor([[0.0] * 9 + [1.0], [0.5, 0.5] + [0.0] * 8])
+    with torch.no_grad():
+        tiny.set_conditions(c)
+        try:
+            cond = tiny.g1(z, 0).context["cond"]
+        finally:
+            tiny.set_conditions(None)
+        w = tiny.embeddings.weight
+        expected = torch.cat([z, torch.stack([w[:, 9], w[:, 9], (w[:, 0] + w[:, 1]) / 2, (w[:, 0] + w[:, 1]) / 2])], 1)
+        torch.testing.assert_close(cond, expected)
+        assert torch.equal(tiny.g1(z, 0).context["cond"][:, 16:], w.t()[3].expand(4, -1))
+    assert tiny.condition_dim == 10 and tiny.describe()["class_index"] == 3

@@ -122,6 +122,24 @@ def test_colour_selects_the_class(real_state: dict) -> None:
     assert not torch.allclose(images[6], images[1], atol=1e-3)
 
 
+def test_per_image_colours_with_real_weights(generator: OmniartEyeDCGAN, real_state: dict) -> None:
+    # one instance built for colour 6, asked for colours 1 and 6 per image: each image is the image
+    # of an instance built for its colour; unsetting gives the reference output back
+    z = torch.linspace(-1, 1, 200).view(2, 100)
+    with torch.no_grad():
+        before = generator(z[:1])
+        generator.set_conditions(torch.eye(8)[[1, 6]])
+        try:
+            mixed = generator(z)
+        finally:
+            generator.set_conditions(None)
+        blue = OmniartEyeDCGAN(colour=1)
+        blue.load_state_dict(real_state)
+        torch.testing.assert_close(mixed[:1], blue(z[:1]), rtol=0, atol=1e-5)
+        torch.testing.assert_close(mixed[1:], generator(z[1:]), rtol=0, atol=1e-5)
+        assert torch.equal(generator(z[:1]), before)
+
+
 def test_split_point_shapes_match_manifest(generator: OmniartEyeDCGAN) -> None:
     points = generator.split_points
     assert len(points) == len(MANIFEST["module_list"]) + 1

@@ -82,3 +82,31 @@ def test_empty_and_missing_folders(tmp_path, tiny):
         load_image_set("nonsense", tiny)
     with pytest.raises(ImageSetError, match="n >= 1"):
         load_image_set("generated", tiny, n=0)
+
+
+def test_generated_mixed_spec(tiny):
+    from gan_inversion_bench.imagesets import IMAGESET_HELP
+
+    assert {"generated-mixed", "generated-mixed+photos"} <= set(IMAGESET_HELP)
+    with pytest.raises(ImageSetError, match="needs a class-conditional generator"):
+        load_image_set("generated-mixed", tiny, n=2)  # pggan-tiny is unconditional
+    for bad in ("generated+", "generated-mixed+folder", "photos+generated"):
+        with pytest.raises(ImageSetError, match="generated-mixed, photos"):
+            load_image_set(bad, tiny)
+    s = load_image_set("generated", tiny, n=2)
+    assert all(it.condition is None for it in s.items)  # the generator's own class
+
+
+def test_generated_mixed_classes_per_image():
+    g = GENERATORS.create("dcgan-omniart-eyes128", tiny=True)
+    s = load_image_set("generated-mixed", g, n=4, seed=1)
+    assert s.spec == "generated-mixed(n=4,seed=1)"
+    for it in s.items:
+        assert it.condition is not None and it.condition.sum() == 1
+        assert it.meta["class"] == int(it.condition.argmax())
+        g.set_conditions(it.condition[None])
+        try:
+            with torch.no_grad():
+                torch.testing.assert_close(g(it.latent[None]).clamp(-1, 1)[0], it.image)
+        finally:
+            g.set_conditions(None)

@@ -46,7 +46,7 @@ def test_compose_matches_explicit_loop_with_official_division_by_n():
 @pytest.mark.parametrize("name", ["pggan", "dcgan"])
 def test_batched_g1_equals_per_code_loop(name, request):
     G = request.getfixturevalue(name)
-    split = M.MGANPrior().resolve_split(G)
+    split = M.MGANPrior().resolved_split(G)
     z = torch.randn(2, 5, G.latent_dim, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         _, batched = M.g1_codes(G, z, split)
@@ -60,7 +60,7 @@ def test_first_loss_matches_explicit_composition(pggan):
     x = targets_of(pggan, [21, 22])
     m = M.MGANPrior.from_profile("quick", n_codes=4, iterations=1)
     result = m.invert(pggan, x, seeds=[3, 4])
-    split = m.resolve_split(pggan)
+    split = m.resolved_split(pggan)
     losses = []
     with torch.no_grad():
         for i, seed in enumerate([3, 4]):
@@ -110,7 +110,7 @@ def test_structured_intermediate_uses_the_first_code_context():
 def test_division_by_n_is_inert_on_pggan_but_not_on_dcgan(pggan, dcgan):
     """G2 of PGGAN starts with PixelNorm, so a global scale of f does not change the image."""
     for G, inert in ((pggan, True), (dcgan, False)):
-        split = M.MGANPrior().resolve_split(G)
+        split = M.MGANPrior().resolved_split(G)
         with torch.no_grad():
             f = G.g1(G.sample_latents(2, seed=0), split)
             a, b = G.g2(f, split), G.g2(f / 30, split)
@@ -133,12 +133,12 @@ def test_defaults_are_the_official_code():
 
 
 def test_default_split_per_generator(pggan, dcgan):
-    assert M.MGANPrior().resolve_split(pggan) == 6  # the official ℓ
-    assert M.MGANPrior().resolve_split(dcgan) == M.DEFAULT_SPLITS["dcgan-digiface64"]
+    assert M.MGANPrior().resolved_split(pggan) == 6  # the official ℓ
+    assert M.MGANPrior().resolved_split(dcgan) == M.DEFAULT_SPLITS["dcgan-digiface64"]
     other = copy.deepcopy(dcgan)
     other.name = "some-other-dcgan"  # no table entry: deepest split at 1/8 of the resolution
-    assert other.split_points[M.MGANPrior().resolve_split(other)].name == "8x8.relu"
-    assert M.MGANPrior(split="16x16.relu").resolve_split(dcgan) == 9
+    assert other.split_points[M.MGANPrior().resolved_split(other)].name == "8x8.relu"
+    assert M.MGANPrior(split="16x16.relu").resolved_split(dcgan) == 9
 
 
 def test_prepared_state_records_the_split(dcgan):

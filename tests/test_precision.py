@@ -10,10 +10,11 @@ import torch
 from gan_inversion_bench import GENERATORS, METHODS, harness, perf, precision, tables
 from gan_inversion_bench.harness import RunConfig, batch_from_probe, run
 from gan_inversion_bench.losses import ReconstructionLoss
-from gan_inversion_bench.method import InversionResult, invert_each, optimise
+from gan_inversion_bench.method import InversionResult
+from gan_inversion_bench.method_tools import invert_each, optimise
 from gan_inversion_bench.methods.single_code import SingleCode
 from gan_inversion_bench.metrics import compute_metrics
-from gan_inversion_bench.store import ADDED_COLUMNS, ResultStore, method_key
+from gan_inversion_bench.store import ADDED_COLUMNS, SCHEMA_VERSION, ResultStore, method_key
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_reference_mode_solves_the_same_problem_at_a_higher_cost(gen, targets):
     for p, flag in zip(gen.parameters(), flags):
         p.requires_grad_(flag)
     one = targets[:1]
-    once = lambda m: harness._with_iterations(m, 1).invert(gen, one, seeds=[1])
+    once = lambda m: m.with_budget(1).invert(gen, one, seeds=[1])
     f_batched, f_reference = perf.count_flops(lambda: once(batched)), perf.count_flops(lambda: once(reference))
     assert f_reference > 1.3 * f_batched  # parameter gradients and target features every iteration
     with pytest.raises(ValueError, match="execution must be one of"):
@@ -155,7 +156,7 @@ def test_reference_mode_of_the_multi_code_methods(gen, targets, name, settings):
     assert a.loss_history[-1].sub(a.loss_history[0]).abs().max() > 1e-4  # it did optimise
     assert {k: v.shape for k, v in a.latents.items()} == {k: v.shape for k, v in b.latents.items()}
     assert a.info.keys() == b.info.keys()
-    once = lambda m: harness._with_iterations(m, 1).invert(gen, targets[:1], seeds=[1])  # noqa: E731
+    once = lambda m: m.with_budget(1).invert(gen, targets[:1], seeds=[1])  # noqa: E731
     assert perf.count_flops(lambda: once(reference)) > 1.3 * perf.count_flops(lambda: once(batched))
     with pytest.raises(ValueError, match="execution must be one of"):
         cls(execution="seeds", **settings)
@@ -239,7 +240,7 @@ def test_old_databases_are_readable_and_migrated_on_write(tmp_path):
     with sqlite3.connect(db) as c:
         assert "tflops" not in {r[1] for r in c.execute("PRAGMA table_info(results)")}
     with ResultStore(out) as s:  # opening for writing adds the columns
-        assert json.loads(s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) == 2
+        assert json.loads(s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) == SCHEMA_VERSION
     with sqlite3.connect(db) as c:
         assert set(ADDED_COLUMNS) <= {r[1] for r in c.execute("PRAGMA table_info(results)")}
     assert rows(out) == old

@@ -14,7 +14,9 @@
   S was trained here or loaded from the cache, not for an imported S);
 * ``subspaces.json`` — split point, labels per channel, cluster sizes and the prepared state.
 
-``gib discover`` is the command-line front end.
+``gib discover`` (:data:`discover_command`, contributed to the ``gib`` command line through
+``PmSFC.commands``) is the command-line front end; with ``--out RUN_DIR/discover`` the figures
+appear in that run's HTML report (``PmSFC.report_artifacts``).
 """
 from __future__ import annotations
 
@@ -26,31 +28,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generator import SplitGenerator, frozen_copy
+from gan_inversion_bench.generator import SplitGenerator, frozen_copy
+from gan_inversion_bench.method import ProgressFn
+
+from .pmsfc import PmSFC
 
 
-def discover(generator: SplitGenerator, *, out_dir: str | Path, split: int | str | None = None,
-             n_subspaces: int = 6, iterations: int | None = None, affinity: str = "paper",
-             official_orientation: str = "inversion", s_matrix: str | None = None, seed: int = 0,
-             n_pairs: int = 3, settings: dict[str, Any] | None = None, progress: Any = None) -> dict[str, Any]:
+def discover(generator: SplitGenerator, *, out_dir: str | Path, seed: int = 0, n_pairs: int = 3,
+             progress: ProgressFn | None = None, **settings: Any) -> dict[str, Any]:
     """Run subspace discovery on ``generator`` and write the figures (module docstring) to ``out_dir``.
 
-    ``iterations`` is PmSFC's ``discovery_iterations`` (None: its default); ``settings`` passes
-    further PmSFC settings (e.g. ``{"data_weight": 0.5}``). Returns ``{"files": {name: path},
+    ``settings`` are PmSFC settings (``split``, ``n_subspaces``, ``discovery_iterations``,
+    ``affinity``, ``s_matrix``, ...; defaults: PmSFC's). Returns ``{"files": {name: path},
     "state": prepared_state, "labels": [C]}``.
 
-    >>> info = discover(GENERATORS.create("pggan-tiny"), out_dir="runs/discover-tiny", iterations=50)
+    >>> info = discover(GENERATORS.create("pggan-tiny"), out_dir="runs/discover-tiny", discovery_iterations=50)
     >>> info["state"]["cluster_sizes"]
     """
-    from .methods.pmsfc import PmSFC
-
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
-    extra = dict(settings or {})
-    if iterations is not None:
-        extra["discovery_iterations"] = iterations
-    method = PmSFC(split=split, n_subspaces=n_subspaces, affinity=affinity, official_orientation=official_orientation,
-                   s_matrix=s_matrix, **extra)
+    method = PmSFC(**settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     method.prepare(generator, seed=seed, cache_dir=out / "cache", progress=progress)
@@ -176,3 +173,73 @@ def write_curves_csv(curves: dict[str, list[float]], path: str | Path) -> None:
         writer.writerow(["iteration", *names])
         for i, row in enumerate(zip(*(curves[k] for k in names)), start=1):
             writer.writerow([i, *(repr(float(v)) for v in row)])
+
+
+# ---- gib discover ------------------------------------------------------------------------------------
+def _discover_options(fn: Any) -> Any:
+    import click
+
+    options = [
+        click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name."),
+        click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator."),
+        click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable), e.g. tiny=true."),
+        click.option("--split", default=None, help="Split point, index or name (default: PmSFC's per-generator default)."),
+        click.option("--subspaces", type=int, default=6, show_default=True, help="Number of subspaces R."),
+        click.option("--iterations", type=int, default=None, help="Discovery iterations (default: PmSFC's)."),
+        click.option("--affinity", type=click.Choice(["paper", "official", "official-inversion", "official-discovery"]),
+                     default="paper", show_default=True,
+                     help="paper: (|S|+|S^T|)/2; official: the release's post-processing (inversion orientation, "
+                          "as PmSFC.py; official-discovery: as discover_subspace.py)."),
+        click.option("--s-matrix", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Import an official value50.pkl instead of training S."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Output folder (default: runs/discover_<generator>; RUN_DIR/discover puts the figures in "
+                          "that run's report). S is cached in OUT/cache."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _discover_cli(**o: Any) -> None:
+    """PmSFC stage 1 alone: learn S, cluster the channels, draw the subspace-swap figure."""
+    import click
+
+    from gan_inversion_bench.cli import build_generator, slug
+
+    for name in ("subspaces", "iterations"):
+        if o[name] is not None and o[name] < 1:
+            raise click.BadParameter(f"must be >= 1, got {o[name]}", param_hint=f"--{name}")
+    G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
+    kind, _, orientation = o["affinity"].partition("-")
+    settings: dict[str, Any] = {"n_subspaces": o["subspaces"], "affinity": kind,
+                                "official_orientation": orientation or "inversion", "s_matrix": o["s_matrix"]}
+    if o["split"] is not None:
+        settings["split"] = int(o["split"]) if o["split"].lstrip("-").isdigit() else o["split"]
+    if o["iterations"] is not None:
+        settings["discovery_iterations"] = o["iterations"]
+    out_dir = Path(o["out"]) if o["out"] else Path("runs") / slug(f"discover_{o['generator']}")
+    info = discover(G, out_dir=out_dir, seed=o["seed"], **settings)
+    state = info["state"]
+    split_info = state["split"]
+    click.echo(f"split {split_info['index']} ({split_info['name']}, {'x'.join(map(str, split_info['shape']))}); "
+               f"affinity {state['affinity']}; S {state['s_source']}")
+    click.echo(f"cluster sizes: {state['cluster_sizes']}")
+    if state["final_losses"]:
+        click.echo("final losses: " + ", ".join(f"{k} {v:.4g}" for k, v in state["final_losses"].items()))
+    for name, path in info["files"].items():
+        click.echo(f"{name}: {path}")
+
+
+def _make_command() -> Any:
+    import click
+
+    from gan_inversion_bench.cli import friendly_errors
+
+    return click.command("discover", help=_discover_cli.__doc__)(_discover_options(friendly_errors(_discover_cli)))
+
+
+#: the ``gib discover`` click command (registered through ``PmSFC.commands``)
+discover_command = _make_command()

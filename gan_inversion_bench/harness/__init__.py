@@ -1,0 +1,36 @@
+"""The benchmark harness: one generator × methods × one image set × settings → a run folder.
+
+A run folder holds ``results.sqlite`` (every finished (method, image) result, see
+:mod:`~gan_inversion_bench.store`), ``targets/`` and ``recon/<method_key>/`` PNGs, and a
+``.lock`` file. Running the same configuration again resumes: finished pairs are skipped.
+
+The package's modules, each with one job:
+
+* :mod:`.config` — :class:`RunConfig`, building and validating methods through their contract;
+* :mod:`.provenance` — device, library versions, code revision, perceptual weights, seeds;
+* :mod:`.folder` — durable PNGs, the run lock, clean-up after a killed run, fault injection;
+* :mod:`.timing` — timer, FLOPs around ``invert``, warm-up, batch sizing, out-of-memory back-off;
+* :mod:`.records` — the self-describing result rows;
+* :mod:`.invert` — one timed batch and storing it;
+* :mod:`.orchestrate` — :func:`run`: lock, session, methods, rounds (also under ``torchrun``).
+
+Faults, precision, compile, batch sizes and timing are described in ``docs/reliability.md``,
+``docs/performance.md`` and ``docs/architecture.md``.
+"""
+from __future__ import annotations
+
+from .config import RunConfig, RunError, build_method, execution_options, validate
+from .folder import FAULT_EVENTS, KILL_ENV, check_writable, fault_point, run_lock, save_png
+from .orchestrate import run, run_method_key
+from .provenance import VERSIONED, code_revision, device_name, image_seed, library_versions, resolve_device
+from .records import history_summary, resolved_split
+from .timing import (MEMORY_FRACTION, FlopCount, Timer, auto_batch_size, automatic_batch_size, batch_from_probe,
+                     count_invert_flops, is_out_of_memory, smaller_batch, warm_up)
+
+__all__ = [
+    "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError", "Timer",
+    "auto_batch_size", "automatic_batch_size", "batch_from_probe", "build_method", "check_writable",
+    "code_revision", "count_invert_flops", "device_name", "execution_options", "fault_point", "history_summary",
+    "image_seed", "is_out_of_memory", "library_versions", "resolve_device", "resolved_split", "run",
+    "run_lock", "run_method_key", "save_png", "smaller_batch", "validate", "warm_up",
+]

@@ -1,0 +1,100 @@
+"""What defines a run, and how a method is built for it.
+
+:class:`RunConfig` holds every option of ``gib run``; the fields in ``RunConfig.IDENTITY`` must
+match when a run folder is resumed. :func:`build_method` turns a method name into a configured
+instance using only the method's declared contract (its settings' names, ``with_budget``): the
+harness assumes no setting name of its own.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..method import InversionMethod
+from ..precision import ExecutionOptions, effective_precision
+from ..registry import METHODS
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Fields in ``IDENTITY`` must match when resuming."""
+
+    generator: str = "dcgan-digiface64"
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] | None = None           # None: every registered method
+    profile: str = "quick"                      # "quick" (short budget) or "paper" (the seeds' defaults)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method (or "*") → settings
+    images: str = "generated+photos"
+    n_generated: int = 8
+    seed: int = 0
+    batch_size: int | None = None               # None: automatic
+    device: str = "auto"
+    precision: str = "fp32"                     # "fp32", "tf32" (CUDA) or "bf16" (autocast)
+    compile: str = "off"                        # torch.compile mode: off, default, reduce-overhead, max-autotune
+    channels_last: bool = False                 # generator weights in channels-last memory format
+    budget: int | None = None                   # every method's compute budget (``--iterations``), via with_budget
+
+    IDENTITY = ("generator", "generator_options", "images", "n_generated", "seed")
+
+    def identity(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.IDENTITY}
+
+    def method_names(self) -> list[str]:
+        return list(self.methods) if self.methods else METHODS.names()
+
+
+def build_method(name: str, config: RunConfig) -> InversionMethod:
+    """The method ``name`` at the run's profile with its overrides and budget.
+
+    Overrides under ``"*"`` apply to every method that has a setting of that name; overrides
+    under the method's own name always apply (an unknown one is refused by the method).
+    """
+    cls = METHODS.get(name)
+    fields = set(cls.setting_names())
+    general = {k: v for k, v in config.overrides.get("*", {}).items() if k in fields}
+    method: InversionMethod = cls.from_profile(config.profile, **{**general, **config.overrides.get(name, {})})
+    if config.budget is not None and method.budget_setting is not None:
+        method = method.with_budget(config.budget)
+    return method
+
+
+def validate(config: RunConfig) -> list[str]:
+    """The method names; unknown names, settings no method accepts and invalid settings of any
+    method fail before any work (and before the run folder is created)."""
+    names = config.method_names()
+    for name in names:
+        build_method(name, config)  # an invalid setting raises the method's own ValueError/TypeError
+    _check_general_overrides(config, names)
+    if config.batch_size is not None and config.batch_size < 1:
+        raise RunError(f"batch size must be >= 1, got {config.batch_size}")
+    if config.budget is not None and config.budget < 1:
+        raise RunError(f"the budget (--iterations) must be >= 1, got {config.budget}")
+    execution_options(config, torch.device("cpu"))
+    return names
+
+
+def _check_general_overrides(config: RunConfig, names: list[str]) -> None:
+    """A setting given without a method prefix that none of the run's methods has is a typo."""
+    known = {f for name in names for f in METHODS.get(name).setting_names()}
+    for key in config.overrides.get("*", {}):
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RunError(f"setting {key!r} is not a setting of any method in this run ({', '.join(names)}).{hint} "
+                           f"Valid settings: {', '.join(sorted(known))}")
+
+
+def execution_options(config: RunConfig, device: torch.device) -> ExecutionOptions:
+    """The run's precision/compile/memory-format settings as they take effect on ``device``."""
+    try:
+        return ExecutionOptions(precision=effective_precision(config.precision, device), compile=config.compile,
+                                channels_last=config.channels_last)
+    except ValueError as e:
+        raise RunError(str(e)) from None

@@ -1,0 +1,86 @@
+"""Inverting one batch (timed, at the run's precision and compile mode) and storing its rows."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..generator import conditioned
+from ..imagesets import ImageItem
+from ..method import InversionFailed, InversionResult
+from ..metrics import compute_metrics
+from ..precision import execution_context
+from ..store import ResultStore
+from .folder import fault_point, save_png, writing_into
+from .provenance import image_seed, perceptual_provenance
+from .records import BatchOutcome, MethodPlan, batch_rows
+from .timing import Timer, item_conditions
+
+if TYPE_CHECKING:
+    from .orchestrate import RunContext, RunSetup
+
+
+def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[ImageItem],
+                 note: str = "") -> list[dict[str, Any]]:
+    """Invert one batch; the rows carry their reconstruction (``_png``) until :func:`store_rows`."""
+    targets = torch.stack([it.image for it in batch]).to(rc.device)
+    seeds = [image_seed(rc.config.seed, it.id) for it in batch]
+    bar = _progress_bar(f"{plan.method.name} [{batch[0].id} … {batch[-1].id}]", rc.progress)
+    result: InversionResult | None = None
+    failure = None
+    classes = item_conditions(setup.generator, batch, rc.device)  # per-image classes, conditional generators
+    try:
+        with Timer(rc.device) as timer, execution_context(plan.options, rc.device), \
+                conditioned(setup.generator, classes):
+            result = plan.method.invert(setup.generator, targets, seeds=seeds,
+                                        progress=bar.update if bar else None)
+    except InversionFailed as e:
+        failure = f"every image of the batch failed: {e}"
+    finally:
+        if bar:
+            bar.close()
+    fault_point("inverted")
+    outcome = BatchOutcome(batch, seeds, result, failure, timer, note=note, conditions=classes)
+    if result is not None:
+        outcome.metrics = compute_metrics(result.reconstructions.float().clamp(-1, 1), targets)
+    return batch_rows(plan, outcome, setup.prov, perceptual_provenance())
+
+
+def store_rows(rows: list[dict[str, Any]], store: ResultStore, run_dir: Path) -> None:
+    """Write each ok row's reconstruction PNG, then commit the rows in one transaction."""
+    for row in rows:
+        image = row.pop("_png", None)
+        if image is not None:
+            with writing_into(run_dir):
+                save_png(image, run_dir / row["recon_path"])
+    with writing_into(run_dir):
+        store.add_results(rows)
+    fault_point("committed")
+
+
+class _Bar:
+    def __init__(self, desc: str):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=None, desc=desc, unit="it", leave=False, file=sys.stderr, dynamic_ncols=True)
+        self._n = 0
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(done - self._n)
+        self._n = done
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(desc: str, enabled: bool) -> _Bar | None:
+    if not enabled:
+        return None
+    try:
+        return _Bar(desc)
+    except ImportError:
+        return None

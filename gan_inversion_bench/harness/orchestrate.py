@@ -1,0 +1,327 @@
+"""Running a configuration into a run folder: lock, session, generator and images, then every
+method batch by batch, each finished result stored the moment it is complete.
+
+Several processes (``torchrun``): see :mod:`gan_inversion_bench.distributed`; rank 0 alone holds
+the lock and the database, the other ranks invert their share and send their records to it.
+Work proceeds in rounds: each rank inverts its next batch, rank 0 stores what every rank
+finished (in one process: its own batch), then all ranks learn whether to go on.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import distributed
+from ..distributed import DistInfo
+from ..generator import SplitGenerator
+from ..imagesets import ImageItem, ImageSet, load_image_set
+from ..method import InversionMethod
+from ..metrics import CONVENTIONS
+from ..precision import ExecutionOptions, precision_note
+from ..registry import GENERATORS
+from ..store import ResultStore, method_key
+from .config import RunConfig, RunError, build_method, execution_options, validate
+from .folder import (check_writable, fault_point, remove_stale_temp_files, reset_fault_counts, run_lock,
+                     save_targets, trace_commits, writing_into)
+from .invert import invert_batch, store_rows
+from .provenance import code_revision, device_name, library_versions, resolve_device
+from .records import MethodPlan, Provenance, resolved_split
+from .timing import automatic_batch_size, count_invert_flops, is_out_of_memory, smaller_batch, warm_up
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunContext:
+    """One process's view of a run (replaces a dict of loosely named values)."""
+
+    config: RunConfig
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    echo: Echo
+    progress: bool
+    store: ResultStore | None = None
+    session: int = 0
+
+
+@dataclass
+class RunSetup:
+    """What every method of the run shares once the generator and the images are loaded."""
+
+    generator: SplitGenerator
+    images: ImageSet
+    options: ExecutionOptions
+    prov: Provenance
+
+
+def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: bool = True,
+        argv: list[str] | None = None) -> Path:
+    """Run (or resume) a benchmark into the folder ``out``; returns the folder.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; the images are shared out
+    over the processes and rank 0 stores every record (:mod:`gan_inversion_bench.distributed`).
+    """
+    run_dir = Path(out).expanduser()
+    try:
+        dist = distributed.from_env()
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    if not dist.enabled:
+        return _run_main(RunContext(config, run_dir, resolve_device(config.device), dist, echo, progress), argv)
+    try:
+        device = distributed.device_for(dist, config.device)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    distributed.init(dist, device)
+    try:
+        rc = RunContext(config, run_dir, device, dist, echo if dist.is_main else (lambda s: None), progress)
+        if dist.is_main:
+            return _run_main(rc, argv)
+        refused = dist.broadcast(None)  # rank 0 says whether the run started
+        if refused:
+            raise RunError(refused)
+        rc.progress = False
+        _run_inner(rc, validate(config))
+        return run_dir
+    finally:
+        distributed.shutdown(dist)
+
+
+def _run_main(rc: RunContext, argv: list[str] | None) -> Path:
+    """The single process, or rank 0: lock, database, session, then the work."""
+    started = False
+    try:
+        names = validate(rc.config)  # before anything is created on disk
+        check_writable(rc.run_dir)
+        with run_lock(rc.run_dir), ResultStore(rc.run_dir) as store:
+            rc.store = store
+            _open_session(rc, store, argv)
+            rc.dist.broadcast(None)  # the other ranks may start
+            started = True
+            _run_session(rc, store, names)
+    except Exception as e:
+        if rc.dist.enabled and not started:
+            rc.dist.broadcast(f"rank 0 could not start the run: {e}")
+        raise
+    return rc.run_dir
+
+
+def _open_session(rc: RunContext, store: ResultStore, argv: list[str] | None) -> None:
+    _check_identity(rc.config, rc.run_dir, store, rc.echo)
+    reset_fault_counts()
+    _clean_up_after_killed_runs(rc.run_dir, store, rc.echo)
+    with writing_into(rc.run_dir):
+        store.set_meta("identity", rc.config.identity())
+        rc.session = store.start_session(argv or sys.argv, socket.gethostname(), os.getpid())
+    fault_point("session_start")
+    trace_commits(store)
+
+
+def _run_session(rc: RunContext, store: ResultStore, names: list[str]) -> None:
+    status = "failed"
+    try:
+        _run_inner(rc, names)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        rc.echo(f"\nInterrupted. Finished results are kept in {rc.run_dir / ResultStore.FILENAME}; "
+                f"run the same command again to resume.")
+        raise
+    finally:
+        with contextlib.suppress(sqlite3.Error):  # e.g. a full disk: keep the original error
+            store.finish_session(rc.session, status)
+
+
+def _check_identity(config: RunConfig, run_dir: Path, store: ResultStore, echo: Echo) -> None:
+    """Resuming needs the same identity; a folder without any result (e.g. a run that failed on a bad
+    checkpoint path) starts again with the new one, dropping the targets it saved."""
+    stored = store.get_meta("identity")
+    if stored is None or stored == json.loads(json.dumps(config.identity(), sort_keys=True, default=str)):
+        return
+    if store.conn.execute("SELECT 1 FROM results LIMIT 1").fetchone() is None:
+        for sub in ("targets", "recon"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+        echo(f"run folder {run_dir} holds no results yet; starting it with the new configuration")
+        return
+    raise RunError(f"run folder {run_dir} was made with a different configuration:\n  stored: {stored}\n"
+                   f"  now:    {config.identity()}\nuse another --out folder for a new configuration")
+
+
+def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -> None:
+    """Under the lock nobody else is writing: stale temp files go, ``running`` sessions were killed."""
+    stale = remove_stale_temp_files(run_dir)
+    if stale:
+        echo(f"removed {len(stale)} temporary file(s) left by an earlier run that was killed")
+    with writing_into(run_dir):
+        store.conn.execute("UPDATE sessions SET status = 'abandoned' WHERE status = 'running'")
+
+
+def _run_inner(rc: RunContext, names: list[str]) -> None:
+    setup = _set_up(rc)
+    for name in names:
+        _run_method(rc, setup, name)
+
+
+def _set_up(rc: RunContext) -> RunSetup:
+    """The generator (named by the registry), the execution options, the images and the provenance."""
+    config = rc.config
+    generator = GENERATORS.create(config.generator, **config.generator_options).to(rc.device).eval()
+    options = execution_options(config, rc.device)
+    if options.channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    note = precision_note(config.precision, rc.device)
+    if note:
+        rc.echo(f"note: {note}")
+    images = load_image_set(config.images, generator, n=config.n_generated, seed=config.seed)
+    for f, reason in images.skipped:
+        rc.echo(f"skipped {f}: {reason}")
+    if rc.dist.is_main and rc.store is not None:
+        with writing_into(rc.run_dir):
+            save_targets(images, rc.run_dir)
+            rc.store.set_meta("image_set", images.describe())
+            rc.store.set_meta("generator", generator.describe())
+    prov = Provenance(generator=generator.describe(), device=device_name(rc.device), versions=library_versions(),
+                      code_revision=code_revision(), metric_conventions=CONVENTIONS, image_set=images.spec,
+                      session=rc.session)
+    return RunSetup(generator, images, options, prov)
+
+
+# ---- one method ------------------------------------------------------------------------------------
+def _run_method(rc: RunContext, setup: RunSetup, name: str) -> None:
+    """Invert every pending image with one method, batch by batch, halving the batch on out-of-memory."""
+    plan = _plan(rc, setup, name)
+    mine, n_pending = _pending(rc, setup, plan)
+    how = "" if plan.options.is_default() else f", {plan.options.describe()}"
+    how += ", reference execution" if plan.per_image else ""
+    how += f", {rc.dist.world_size} processes" if rc.dist.enabled else ""
+    rc.echo(f"{name}: {len(setup.images.items) - n_pending} done, {n_pending} to invert "
+            f"({rc.config.profile} profile, device {setup.prov.device}{how})")
+    batch_size = _prepare_timing(rc, setup, plan, mine) if mine else 1
+    _invert_rounds(rc, setup, plan, mine, batch_size)
+
+
+def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
+    method = _prepared_method(rc, setup.generator, name)
+    per_image = method.get_tags().per_image_execution
+    options = setup.options
+    if per_image and not options.is_default():
+        rc.echo(f"{name}: reference execution runs in fp32, uncompiled (the seeds' pattern); ignoring "
+                f"{options.describe()}")
+        options = ExecutionOptions()
+    if per_image and rc.config.batch_size not in (None, 1):
+        rc.echo(f"{name}: reference execution inverts one image at a time (batch size 1)")
+    return MethodPlan(method, run_method_key(method, rc.config, options), options,
+                      resolved_split(method, setup.generator), per_image=per_image)
+
+
+def run_method_key(method: InversionMethod, config: RunConfig, options: ExecutionOptions) -> str:
+    """The key under which a method's results are stored. The default execution settings
+    (``execution="batched"``, fp32, no compile) are left out, so keys made before those settings
+    existed stay valid and old run folders resume without recomputation."""
+    settings = method.get_settings()
+    if settings.get("execution") == "batched":
+        settings = {k: v for k, v in settings.items() if k != "execution"}
+    return method_key(method.name, method.version, settings,
+                      {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()})
+
+
+def _prepared_method(rc: RunContext, generator: SplitGenerator, name: str) -> InversionMethod:
+    """Build and prepare a method; with several ranks, rank 0 prepares and sends it to the others."""
+    method = build_method(name, rc.config)
+    if rc.dist.is_main:
+        method.prepare(generator, seed=rc.config.seed, cache_dir=rc.run_dir / "cache")
+    if not rc.dist.enabled:
+        return method
+    shipped = rc.dist.broadcast(_with_tensors_on(method, torch.device("cpu")) if rc.dist.is_main else None)
+    return method if rc.dist.is_main else _with_tensors_on(shipped, rc.device)
+
+
+def _with_tensors_on(method: InversionMethod, device: torch.device) -> InversionMethod:
+    """A shallow copy whose tensor attributes (learned state such as PmSFC's masks) are on ``device``."""
+    out = copy.copy(method)
+    for k, v in vars(method).items():
+        if isinstance(v, torch.Tensor):
+            setattr(out, k, v.to(device))
+    return out
+
+
+def _pending(rc: RunContext, setup: RunSetup, plan: MethodPlan) -> tuple[list[ImageItem], int]:
+    """This rank's share of the images the database does not hold yet, and how many are pending in all."""
+    key, done_list = rc.dist.broadcast(
+        (plan.key, sorted(rc.store.done_images(plan.key))) if rc.dist.is_main and rc.store else None)
+    plan.key, done = key, set(done_list)
+    pending = [it for it in setup.images.items if it.id not in done]
+    return rc.dist.shard(pending), len(pending)
+
+
+def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: list[ImageItem]) -> int:
+    """Count FLOPs (which also warms up), choose the batch size and warm up at the timed batch shape."""
+    G, options = setup.generator, plan.options
+    plan.flops = count_invert_flops(plan.method, G, mine[:1], rc.device, options)
+    if plan.per_image:
+        return 1
+    bs = rc.config.batch_size or automatic_batch_size(plan.method, G, mine, rc.device, options, rc.echo)
+    if options.compile != "off" or (rc.device.type == "cuda" and bs > 1):
+        # compile, and on CUDA select kernels and grow the allocator, for the timed batch shape
+        warm_up(plan.method, G, mine[:bs], rc.device, options, iterations=2 if options.compile != "off" else 1)
+    return bs
+
+
+def _invert_rounds(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: list[ImageItem], bs: int) -> None:
+    requested = bs
+    while True:
+        batch = mine[:bs]
+        payload: dict[str, Any] = {"rows": [], "error": None, "done": not batch}
+        if batch:
+            fault_point("batch_start")
+            note = f"batch size reduced from {requested} to {bs} after running out of memory" if bs < requested else ""
+            try:
+                payload["rows"] = invert_batch(rc, setup, plan, batch, note)
+                mine = mine[len(batch):]
+            except RuntimeError as e:
+                try:
+                    if not is_out_of_memory(e):
+                        raise
+                    bs = smaller_batch(e, len(batch), plan.method.name, rc.device, rc.echo)
+                except Exception as e2:
+                    if not rc.dist.enabled:
+                        raise
+                    payload["error"] = f"{type(e2).__name__}: {e2}"
+        gathered = rc.dist.gather(payload)  # every rank takes part; rank 0 receives
+        verdict = rc.dist.broadcast(_store_round(rc, gathered) if rc.dist.is_main else None)
+        if verdict["error"]:
+            raise RunError(verdict["error"])
+        if verdict["stop"]:
+            return
+
+
+def _store_round(rc: RunContext, payloads: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Rank 0: write the PNGs and rows every rank finished in this round; say whether to go on."""
+    payloads = payloads or []
+    errors = [f"rank {r}: {p['error']}" for r, p in enumerate(payloads) if p["error"]]
+    try:
+        for p in payloads:
+            if p["rows"]:
+                for row in p["rows"]:
+                    row["session"] = rc.session  # rank 0's session (the other ranks have none)
+                assert rc.store is not None
+                store_rows(p["rows"], rc.store, rc.run_dir)
+    except Exception as e:
+        if not rc.dist.enabled:
+            raise
+        errors.append(f"rank 0: {e}")
+    if errors and rc.dist.enabled:
+        errors.append("finished results are kept; run the same command again to resume")
+    return {"error": "; ".join(errors) or None, "stop": all(p["done"] for p in payloads)}

