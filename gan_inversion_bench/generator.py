@@ -46,12 +46,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .precision import current_compile_mode
 
 
 @dataclass(frozen=True)
@@ -311,30 +314,46 @@ class SplitGenerator(nn.Module):
 
     def g1(self, z: Tensor, split: int | str) -> Intermediate:
         """G1: latents ``[B, latent_dim]`` → intermediate at ``split``."""
-        end = self.resolve_split(split)
-        x = self.latent_to_input(z)
-        for _, stage in self._stage_list()[:end]:
-            x = stage(x)
-        return x
+        return self._run(z, 0, self.resolve_split(split), True)
 
     def g2(self, x: Intermediate, split: int | str) -> Tensor:
         """G2: intermediate at ``split`` → images ``[B, 3, H, W]`` (raw, nominally [-1, 1])."""
-        start = self.resolve_split(split)
-        for _, stage in self._stage_list()[start:]:
-            x = stage(x)
-        return x
+        out: Tensor = self._run(x, self.resolve_split(split), None, False)
+        return out
 
     def forward(self, z: Tensor) -> Tensor:
         """Full synthesis G(z): ``[B, latent_dim]`` → ``[B, 3, resolution, resolution]``."""
-        x = self.latent_to_input(z)
-        for _, stage in self._stage_list():
-            x = stage(x)
-        return x
+        out: Tensor = self._run(z, 0, None, True)
+        return out
+
+    def _run(self, x: Any, start: int, end: int | None, from_latent: bool) -> Any:
+        """Stages ``start:end`` (after ``latent_to_input`` if ``from_latent``). Inside a compile
+        mode (:func:`gan_inversion_bench.precision.compile_mode`, set by the harness around
+        ``invert``) they run compiled, so a method with its own loop is compiled too; inside an
+        already compiled step (``optimise``) they are traced into it instead."""
+        mode = current_compile_mode()
+        if mode == "off" or torch.compiler.is_compiling():
+            return _synthesise(self, x, start, end, from_latent)
+        return _compiled_synthesise(mode)(self, x, start, end, from_latent)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description stored with every result."""
         return {"name": self.name, "class": type(self).__name__, "latent_dim": self.latent_dim,
                 "resolution": self.resolution, "weights": self.weights_source, "licence": self.weights_licence}
+
+
+def _synthesise(generator: SplitGenerator, x: Any, start: int, end: int | None, from_latent: bool) -> Any:
+    if from_latent:
+        x = generator.latent_to_input(x)
+    for _, stage in generator._stage_list()[start:end]:
+        x = stage(x)
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_synthesise(mode: str) -> Callable[..., Any]:
+    """:func:`_synthesise` compiled once per compile mode (one graph per generator class and split)."""
+    return torch.compile(_synthesise, mode=None if mode == "default" else mode)
 
 
 def frozen_copy(generator: SplitGenerator) -> SplitGenerator:

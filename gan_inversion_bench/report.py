@@ -2,33 +2,45 @@
 
 Everything the page shows lives in ``RUN_DIR/report/``: the page (inline CSS, no scripts, no
 external resources), copies of the target and reconstruction PNGs under ``images/``, the plots
-(matplotlib, Agg, drawn without pyplot) under ``plots/`` and figures found under ``RUN_DIR/cache/``
-and ``RUN_DIR/discover/`` (e.g. PmSFC's subspace swap and permuted |S|) under ``extra/``. Links
-are relative, so the folder can be moved, zipped or opened from disk offline.
+(matplotlib, Agg, no pyplot) under ``plots/`` and the files methods contribute under ``methods/``.
+Links are relative, so the folder can be moved, zipped or opened from disk offline.
 
 Sections: the comparison table with the metric conventions (from :mod:`tables`), a grid per
 image subset (target, then each method's reconstruction with its PSNR and LPIPS), convergence
 (loss against iteration and against time, where the time of iteration t is the image's time ×
-(t+1)/T), time against quality, the extra figures, and the failures.
+(t+1)/T), time against quality, method figures, and the failures.
+
+The page is a jinja2 template (inline below) with autoescaping on: every value from the run
+folder (method names, settings, failure reasons, captions) is escaped.
+
+Method figures come from a hook, not from known folders: for each method with results, if the
+method is installed here, ``METHODS.get(name).report_artifacts(run_dir)`` lists
+:class:`~gan_inversion_bench.method.Artifact` s (a path relative to the run folder and a
+caption). A run folder may come from someone else, so an artifact is refused (and named in the
+page) when its path is absolute, contains ``..``, passes through a symlink, resolves outside the
+run folder or is not a regular file; the file is copied without following a final symlink.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
 import os
+import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 from urllib.parse import quote
 
+import jinja2
 import numpy as np
 import pandas as pd
 
 from . import __version__, tables
+from .method import Artifact
 
 REPORT_DIR = "report"
-EXTRA_SOURCES = ("cache", "discover")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"})  #: shown inline; others linked
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;
@@ -49,13 +61,127 @@ table.grid figcaption { max-width: 136px; margin: 0 auto; overflow-wrap: anywher
           align-items: center; justify-content: center; border: 1px solid #f5c2c0; overflow: hidden; margin: 0 auto; }
 table.plain td:nth-child(-n+2) { white-space: nowrap; }
 .plot img { max-width: 100%; border: 1px solid #eee; } .note { background: #f6f8fa; padding: 0.5em 1em; border-left: 3px solid #999; }
-.extra { display: flex; flex-wrap: wrap; gap: 1em; } .extra img { max-width: 360px; border: 1px solid #ddd; }
+.extra { display: flex; flex-wrap: wrap; gap: 1em; } .extra img, .extra figcaption { max-width: 360px; }
+.extra img { border: 1px solid #ddd; }
 footer { margin-top: 3em; color: #777; font-size: 0.8em; }
 """
 
+NAV = (("comparison", "Table"), ("grids", "Reconstructions"), ("convergence", "Convergence"),
+       ("time-quality", "Time vs quality"), ("figures", "Method figures"), ("failures", "Failures"))
 
-def esc(x: Any) -> str:
-    return html.escape("" if x is None else str(x))
+# ---- the template (autoescaped: only the template text itself is markup) ------------------------------
+_PAGE = """{% macro plot(f) -%}
+<figure class="plot"><img src="{{ f.link }}" alt="{{ f.alt }}"><figcaption>{{ f.caption }}</figcaption></figure>
+{%- endmacro %}
+{% macro cell(c) -%}
+{% if c.kind == "not run" %}<td><div class="failed">not run</div></td>
+{%- elif c.kind == "failed" %}<td><div class="failed" title="{{ c.reason }}">failed</div><figcaption>{{ c.reason[:80] }}</figcaption></td>
+{%- else %}<td><figure>{% if c.link %}<img src="{{ c.link }}" alt="{{ c.alt }}">{% else %}<div class="failed">image file missing</div>{% endif %}<figcaption>
+{%- for line in c.lines %}{{ line }}{% if not loop.last %}<br>{% endif %}{% endfor %}</figcaption></figure></td>
+{%- endif %}
+{%- endmacro %}
+{% macro pairs(items, bold) -%}
+{% for k, v in items %}{% if bold %}<b>{{ k }}={{ v }}</b>{% else %}{{ k }}={{ v }}{% endif %}{% if not loop.last %}, {% endif %}{% endfor %}
+{%- endmacro %}
+<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>GAN inversion report: {{ name }}</title>
+<style>{% raw %}""" + CSS + """{% endraw %}</style>
+</head>
+<body>
+<h1>GAN inversion report: {{ name }}</h1>
+<nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% if not loop.last %} {% endif %}{% endfor %}</nav>
+{% if header %}<table class="plain meta">{% for k, v in header %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+{% else %}<p class="meta">No results yet in this run folder.</p>
+{% endif %}
+<section id="comparison"><h2>Comparison</h2>
+{% if not comparison %}<p>No results yet.</p>
+{% else %}{% set c = comparison %}<table class="comparison"><thead><tr>{% for h in c.header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for r in c.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<ul>{% for line in c.footer %}<li>{{ line }}</li>{% endfor %}</ul>
+<table class="plain meta"><thead><tr><th>label</th><th>method</th><th>settings (bold: differs between runs of the same method)</th></tr></thead><tbody>
+{% for s in c.settings %}<tr><td>{{ s.label }}</td><td>{{ s.method }} v{{ s.version }}</td><td>{{ pairs(s.differs, true) }}{% if s.differs and s.rest %}; {% endif %}{{ pairs(s.rest, false) }}</td></tr>
+{% endfor %}</tbody></table>
+<details><summary>All metric conventions</summary><dl>{% for k, v in c.conventions.items() %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl></details>
+{% endif %}</section>
+<section id="grids"><h2>Reconstructions</h2>
+{% if not grids %}<p>No results yet.</p>
+{% else %}<p>Target, then each method's reconstruction (the clamped image that was scored), with that image's PSNR and LPIPS. Images are shown at 128 px.</p>
+{% for g in grids %}<h3>{{ g.subset }}</h3><table class="grid"><thead><tr><th>target</th>{% for label in g.labels %}<th>{{ label }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in g.rows %}<tr>{% for c in row %}{{ cell(c) }}{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% endfor %}{% endif %}</section>
+<section id="convergence"><h2>Convergence</h2>
+{% if not convergence %}<p>No results yet.</p>
+{% else %}<p>Per-iteration values are the stored history (up to 200 evenly spaced iterations per image). The time of iteration t is the image's inversion time × (t+1)/T (time per image is the batch time divided by the batch size).</p>
+{% if not convergence.has_psnr %}<p class="note">Only the loss is recorded per iteration in this run, so PSNR against iteration is not plotted; final PSNR is in the table and the grids.</p>
+{% endif %}{% for f in convergence.plots %}{{ plot(f) }}
+{% endfor %}{% endif %}</section>
+<section id="time-quality"><h2>Time versus quality</h2>
+{% if time_quality %}{{ plot(time_quality) }}{% else %}<p>No successful results yet.</p>{% endif %}
+</section>
+<section id="figures"><h2>Method figures</h2>
+{% if not method_figures %}<p>No method contributed figures. A method lists the files it wrote for the report with its <code>report_artifacts(run_dir)</code> hook.</p>
+{% endif %}{% for g in method_figures %}<h3>{{ g.method }}</h3>
+{% if g.note %}<p class="note">{{ g.note }}</p>
+{% endif %}{% if g.shown %}<div class="extra">{% for a in g.shown %}<figure>{% if a.image %}<img src="{{ a.link }}" alt="{{ a.caption }}">{% else %}<a href="{{ a.link }}">{{ a.path }}</a>{% endif %}<figcaption>{{ a.caption }}<br><code>{{ a.path }}</code></figcaption></figure>{% endfor %}</div>
+{% endif %}{% if g.refused %}<p class="note">Not shown (a report only copies regular files inside the run folder):</p><ul>{% for path, why in g.refused %}<li><code>{{ path }}</code>: {{ why }}</li>{% endfor %}</ul>
+{% endif %}{% endfor %}{% if not_installed %}<p class="meta">Not installed here, so their figures (if any) cannot be listed: {{ not_installed|join(", ") }}.</p>
+{% endif %}</section>
+<section id="failures"><h2>Failures</h2>
+{% if not failures %}<p>No failed (method, image) results.</p>
+{% else %}<p>Failed results are excluded from the means in the table.</p><table class="plain"><thead><tr><th>method</th><th>image</th><th>reason</th></tr></thead><tbody>
+{% for label, image, reason in failures %}<tr><td>{{ label }}</td><td>{{ image }}</td><td>{{ reason }}</td></tr>
+{% endfor %}</tbody></table>
+{% endif %}</section>
+<footer>Written by gan_inversion_bench {{ version }} (<code>gib report</code>) on {{ when }} from the run's results.sqlite. This folder is self-contained.</footer>
+</body>
+</html>
+"""
+
+_ENV = jinja2.Environment(loader=jinja2.DictLoader({"page": _PAGE}), autoescape=True,
+                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+# ---- what the templates show --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plot:
+    """A figure of the report folder: relative (URL-quoted) link, alt text, caption (plain text)."""
+    link: str
+    alt: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a reconstruction grid."""
+    kind: Literal["image", "failed", "not run"]
+    link: str | None = None
+    alt: str = ""
+    lines: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A method artifact copied into the report folder."""
+    link: str
+    path: str
+    caption: str
+    image: bool
+
+
+@dataclass
+class MethodFigures:
+    """The artifacts of one method: shown, refused (path, why) and a note (e.g. the hook failed)."""
+    method: str
+    shown: list[Shown] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    note: str = ""
 
 
 def fmt(value: Any, spec: str, unit: str = "") -> str:
@@ -74,9 +200,7 @@ def write_report(run_dir: str | Path) -> Path:
     try:
         if not df.empty:
             df = df.assign(label=tables._label(df))
-        body = [_header(df, run_dir), _comparison(df)] + _grids(df, run_dir, tmp) \
-            + [_convergence(df, tmp), _time_quality(df, tmp), _extra_figures(run_dir, tmp), _failures(df)]
-        (tmp / "index.html").write_text(_page(run_dir.resolve().name, body), encoding="utf-8")
+        (tmp / "index.html").write_text(render(_context(df, run_dir, tmp)), encoding="utf-8")
         final = run_dir / REPORT_DIR
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -85,65 +209,55 @@ def write_report(run_dir: str | Path) -> Path:
     return final / "index.html"
 
 
-def _page(name: str, sections: list[str]) -> str:
-    nav = " ".join(f'<a href="#{i}">{t}</a>' for i, t in (("comparison", "Table"), ("grids", "Reconstructions"),
-                   ("convergence", "Convergence"), ("time-quality", "Time vs quality"),
-                   ("figures", "PmSFC / discovery figures"), ("failures", "Failures")))
-    when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>GAN inversion report: {esc(name)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"<h1>GAN inversion report: {esc(name)}</h1>\n<nav>{nav}</nav>\n" + "\n".join(sections)
-            + f"\n<footer>Written by gan_inversion_bench {esc(__version__)} (<code>gib report</code>) on {esc(when)} "
-              f"from the run's results.sqlite. This folder is self-contained.</footer>\n</body>\n</html>\n")
+def render(context: dict[str, Any]) -> str:
+    """The page for a context as built by :func:`write_report` (autoescaped)."""
+    return _ENV.get_template("page").render(**context)
 
 
-def _header(df: pd.DataFrame, run_dir: Path) -> str:
+def _context(df: pd.DataFrame, run_dir: Path, root: Path) -> dict[str, Any]:
+    figures, not_installed = _method_figures(df, run_dir, root)
+    return {"name": run_dir.resolve().name, "nav": NAV, "version": __version__,
+            "when": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "header": _header(df, run_dir), "comparison": _comparison(df), "grids": _grids(df, run_dir, root),
+            "convergence": _convergence(df, root), "time_quality": _time_quality(df, root),
+            "method_figures": figures, "not_installed": not_installed, "failures": _failures(df)}
+
+
+def _header(df: pd.DataFrame, run_dir: Path) -> list[tuple[str, str]]:
     if df.empty:
-        return '<p class="meta">No results yet in this run folder.</p>'
+        return []
     first = df.iloc[0]
     gen = first["generator"] or {}
-    items = [("Generator", f"{gen.get('name')} ({gen.get('resolution')}², weights: {gen.get('weights')}; "
-                           f"licence: {gen.get('licence')})"),
-             ("Image set", first["image_set"]), ("Device", "; ".join(sorted(set(df["device"].dropna())))),
-             ("Code", "; ".join(sorted(set(df["code_revision"].dropna())))),
-             ("Results", f"{len(df)} (method, image) pairs, {int((df['status'] != 'ok').sum())} failed"),
-             ("Run folder", str(run_dir.resolve()))]
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items)
-    return f'<table class="plain meta">{rows}</table>'
+    return [("Generator", f"{gen.get('name')} ({gen.get('resolution')}², weights: {gen.get('weights')}; "
+                          f"licence: {gen.get('licence')})"),
+            ("Image set", str(first["image_set"])), ("Device", "; ".join(sorted(set(df["device"].dropna())))),
+            ("Code", "; ".join(sorted(set(df["code_revision"].dropna())))),
+            ("Results", f"{len(df)} (method, image) pairs, {int((df['status'] != 'ok').sum())} failed"),
+            ("Run folder", str(run_dir.resolve()))]
 
 
-def _comparison(df: pd.DataFrame) -> str:
-    out = ['<section id="comparison"><h2>Comparison</h2>']
+def _comparison(df: pd.DataFrame) -> dict[str, Any] | None:
     s = tables.summary(df)
     if s.empty:
-        return out[0] + "<p>No results yet.</p></section>"
+        return None
     header, rows = tables._display(s, " ± ", ("↑", "↓"))
-    out.append('<table class="comparison"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in header)
-               + "</tr></thead><tbody>")
-    out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
-    out.append("</tbody></table><ul>" + "".join(f"<li>{esc(x)}</li>" for x in tables.footer(df)) + "</ul>")
-    out.append(_settings_table(df))
-    conventions = df.iloc[0]["metric_conventions"] or {}
-    out.append("<details><summary>All metric conventions</summary><dl>"
-               + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in conventions.items()) + "</dl></details>")
-    return "".join(out) + "</section>"
+    return {"header": header, "rows": rows, "footer": tables.footer(df), "settings": _settings(df),
+            "conventions": df.iloc[0]["metric_conventions"] or {}}
 
 
-def _settings_table(df: pd.DataFrame) -> str:
+def _settings(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Which settings each method label stands for; settings that differ between labels come first."""
     keys = df.drop_duplicates("label")[["label", "method", "method_version", "method_key", "method_settings"]]
-    rows = []
-    for r in keys.to_dict("records"):
-        others = [o["method_settings"] for o in keys.to_dict("records") if o["method"] == r["method"]]
+    records = keys.to_dict("records")
+    out = []
+    for r in records:
+        others = [o["method_settings"] or {} for o in records if o["method"] == r["method"]]
         settings = r["method_settings"] or {}
         differs = [k for k in settings if any(o.get(k) != settings[k] for o in others)]
-        shown = ", ".join(f"<b>{esc(k)}={esc(repr(settings[k]))}</b>" for k in differs)
-        rest = ", ".join(f"{esc(k)}={esc(repr(v))}" for k, v in settings.items() if k not in differs)
-        rows.append(f"<tr><td>{esc(r['label'])}</td><td>{esc(r['method'])} v{esc(r['method_version'])}</td>"
-                    f"<td>{shown}{'; ' if shown and rest else ''}{rest}</td></tr>")
-    return ('<table class="plain meta"><thead><tr><th>label</th><th>method</th><th>settings (bold: differs between '
-            'runs of the same method)</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+        out.append({"label": r["label"], "method": r["method"], "version": r["method_version"],
+                    "differs": [(k, repr(settings[k])) for k in differs],
+                    "rest": [(k, repr(v)) for k, v in settings.items() if k not in differs]})
+    return out
 
 
 # ---- reconstruction grids ------------------------------------------------------------------------
@@ -157,39 +271,31 @@ def _copy(src: Path, root: Path, rel: str) -> str | None:
     return quote(rel)
 
 
-def _grids(df: pd.DataFrame, run_dir: Path, root: Path) -> list[str]:
+def _grids(df: pd.DataFrame, run_dir: Path, root: Path) -> list[dict[str, Any]]:
     if df.empty:
-        return ['<section id="grids"><h2>Reconstructions</h2><p>No results yet.</p></section>']
+        return []
     labels = list(dict.fromkeys(df["label"]))
     by_pair = {(r["label"], r["image_id"]): r for r in df.to_dict("records")}
-    out = ['<section id="grids"><h2>Reconstructions</h2><p>Target, then each method\'s reconstruction (the clamped '
-           'image that was scored), with that image\'s PSNR and LPIPS. Images are shown at 128 px.</p>']
+    out = []
     for subset, g in df.groupby("subset", sort=False):
-        out.append(f"<h3>{esc(subset)}</h3><table class=\"grid\"><thead><tr><th>target</th>"
-                   + "".join(f"<th>{esc(label)}</th>" for label in labels) + "</tr></thead><tbody>")
+        rows = []
         for image_id in sorted(set(g["image_id"])):
             target = _copy(run_dir / "targets" / f"{image_id}.png", root, f"images/targets/{image_id}.png")
-            cells = [_cell(target, image_id, esc(image_id))]
+            cells = [Cell("image", target, str(image_id), (str(image_id),))]
             cells += [_result_cell(by_pair.get((label, image_id)), run_dir, root) for label in labels]
-            out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table>")
-    return ["".join(out) + "</section>"]
+            rows.append(cells)
+        out.append({"subset": subset, "labels": labels, "rows": rows})
+    return out
 
 
-def _cell(link: str | None, alt: str, caption: str) -> str:
-    pic = f'<img src="{link}" alt="{esc(alt)}">' if link else '<div class="failed">image file missing</div>'
-    return f"<td><figure>{pic}<figcaption>{caption}</figcaption></figure></td>"
-
-
-def _result_cell(row: dict[str, Any] | None, run_dir: Path, root: Path) -> str:
+def _result_cell(row: dict[str, Any] | None, run_dir: Path, root: Path) -> Cell:
     if row is None:
-        return '<td><div class="failed">not run</div></td>'
+        return Cell("not run")
     if row["status"] != "ok":
-        return f'<td><div class="failed" title="{esc(row["reason"])}">failed</div>' \
-               f'<figcaption>{esc(row["reason"])[:80]}</figcaption></td>'
+        return Cell("failed", reason=str(row["reason"] or ""))
     link = _copy(run_dir / row["recon_path"], root, f"images/{row['recon_path']}")
-    caption = f"PSNR {fmt(row['psnr'], '.2f', ' dB')}<br>LPIPS {fmt(row['lpips'], '.4f')}"
-    return _cell(link, f"{row['label']} reconstruction of {row['image_id']}", caption)
+    lines = (f"PSNR {fmt(row['psnr'], '.2f', ' dB')}", f"LPIPS {fmt(row['lpips'], '.4f')}")
+    return Cell("image", link, f"{row['label']} reconstruction of {row['image_id']}", lines)
 
 
 # ---- plots --------------------------------------------------------------------------------------------
@@ -208,10 +314,10 @@ def _method_color(df: pd.DataFrame, label: str) -> str:
     return f"C{list(dict.fromkeys(df['label'])).index(label) % 10}"
 
 
-def _save(fig: Any, root: Path, name: str, alt: str, caption: str) -> str:
+def _save(fig: Any, root: Path, name: str, alt: str, caption: str) -> Plot:
     (root / "plots").mkdir(exist_ok=True)
     fig.savefig(root / "plots" / name, format="png")
-    return f'<figure class="plot"><img src="plots/{quote(name)}" alt="{esc(alt)}"><figcaption>{caption}</figcaption></figure>'
+    return Plot(f"plots/{quote(name)}", alt, caption)
 
 
 def _curves(rows: Iterable[dict[str, Any]], key: str = "loss") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -228,26 +334,19 @@ def _curves(rows: Iterable[dict[str, Any]], key: str = "loss") -> list[tuple[np.
     return out
 
 
-def _convergence(df: pd.DataFrame, root: Path) -> str:
-    out = ['<section id="convergence"><h2>Convergence</h2>']
+def _convergence(df: pd.DataFrame, root: Path) -> dict[str, Any] | None:
     if df.empty:
-        return out[0] + "<p>No results yet.</p></section>"
+        return None
     has_psnr = any(isinstance(h, dict) and "psnr" in h for h in df["loss_history"])
-    keys = ["loss"] + (["psnr"] if has_psnr else [])
-    out.append("<p>Per-iteration values are the stored history (up to 200 evenly spaced iterations per image). "
-               "The time of iteration t is the image's inversion time × (t+1)/T (time per image is the batch time "
-               "divided by the batch size).</p>")
-    if not has_psnr:
-        out.append('<p class="note">Only the loss is recorded per iteration in this run, so PSNR against iteration '
-                   "is not plotted; final PSNR is in the table and the grids.</p>")
-    for key in keys:
-        out.append(_plot_medians(df, key, root))
+    plots = []
+    for key in ["loss"] + (["psnr"] if has_psnr else []):
+        plots.append(_plot_medians(df, key, root))
         for i, (label, g) in enumerate(df.groupby("label", sort=False)):
-            out.append(_plot_method(label, g, key, root, f"{key}-{i}.png"))
-    return "".join(out) + "</section>"
+            plots.append(_plot_method(str(label), g, key, root, f"{key}-{i}.png"))
+    return {"has_psnr": has_psnr, "plots": plots}
 
 
-def _plot_medians(df: pd.DataFrame, key: str, root: Path) -> str:
+def _plot_medians(df: pd.DataFrame, key: str, root: Path) -> Plot:
     fig, (a, b) = _figure(2)
     for label, g in df.groupby("label", sort=False):
         curves = _curves(g.to_dict("records"), key)
@@ -257,7 +356,7 @@ def _plot_medians(df: pd.DataFrame, key: str, root: Path) -> str:
         vals = np.stack([c[2][:n] for c in curves])
         med = np.nanmedian(vals, axis=0) if np.isfinite(vals).any() else vals[0]
         style = {"lw": 2, "marker": "o" if n <= 30 else None, "markersize": 4}
-        color = _method_color(df, label)
+        color = _method_color(df, str(label))
         a.plot(curves[0][0][:n], med, label=str(label), color=color, **style)
         b.plot(np.nanmedian(np.stack([c[1][:n] for c in curves]), axis=0), med, color=color, **style)
     _axes(a, "iteration", key)
@@ -265,10 +364,10 @@ def _plot_medians(df: pd.DataFrame, key: str, root: Path) -> str:
     a.legend(fontsize=8)
     fig.suptitle(f"{key}: median over images, per method")
     return _save(fig, root, f"{key}-median.png", f"{key} against iteration and time, median per method",
-                 f"{esc(key)} against iteration (left) and time (right), median over each method's images.")
+                 f"{key} against iteration (left) and time (right), median over each method's images.")
 
 
-def _plot_method(label: str, g: pd.DataFrame, key: str, root: Path, name: str) -> str:
+def _plot_method(label: str, g: pd.DataFrame, key: str, root: Path, name: str) -> Plot:
     fig, (a, b) = _figure(2, height=3.2)
     for j, (subset, sg) in enumerate(g.groupby("subset", sort=False)):
         color = SUBSET_COLORS[j % len(SUBSET_COLORS)]
@@ -280,8 +379,8 @@ def _plot_method(label: str, g: pd.DataFrame, key: str, root: Path, name: str) -
     if a.get_legend_handles_labels()[0]:
         a.legend(fontsize=8, title="images")
     fig.suptitle(f"{label}: {key} per image")
-    return _save(fig, root, name, f"{label}: {key} per image", f"{esc(label)}: {esc(key)} of every image, coloured "
-                 "by image subset, against iteration (left) and time (right).")
+    return _save(fig, root, name, f"{label}: {key} per image", f"{label}: {key} of every image, coloured by image "
+                 "subset, against iteration (left) and time (right).")
 
 
 def _axes(ax: Any, xlabel: str, key: str) -> None:
@@ -294,17 +393,16 @@ def _axes(ax: Any, xlabel: str, key: str) -> None:
         ax.set_yscale("log")  # only when the loss spans more than a decade or so
 
 
-def _time_quality(df: pd.DataFrame, root: Path) -> str:
-    out = '<section id="time-quality"><h2>Time versus quality</h2>'
+def _time_quality(df: pd.DataFrame, root: Path) -> Plot | None:
     ok = df[df["status"] == "ok"] if not df.empty else df
     if ok.empty:
-        return out + "<p>No successful results yet.</p></section>"
+        return None
     fig, axes = _figure(2)
     for metric, ax, arrow in (("psnr", axes[0], "↑"), ("lpips", axes[1], "↓")):
         for label, g in ok.groupby("label", sort=False):
             t = pd.to_numeric(g["time_s"], errors="coerce")
             v = pd.to_numeric(g[metric], errors="coerce")
-            color = _method_color(df, label)
+            color = _method_color(df, str(label))
             ax.scatter(t, v, s=14, alpha=0.45, color=color)
             ax.scatter([t.mean()], [v.mean()], s=110, marker="D", edgecolor="black", color=color, label=f"{label} (mean)")
         ax.set_xlabel("time per image (s)")
@@ -312,34 +410,90 @@ def _time_quality(df: pd.DataFrame, root: Path) -> str:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("time per image against PSNR and LPIPS (small: images, diamond: method mean)")
-    return out + _save(fig, root, "time-quality.png", "time per image against PSNR and LPIPS per method",
-                       "Each small point is one image; each diamond a method's mean. Up-left is better for PSNR, "
-                       "down-left for LPIPS.") + "</section>"
+    return _save(fig, root, "time-quality.png", "time per image against PSNR and LPIPS per method",
+                 "Each small point is one image; each diamond a method's mean. Up-left is better for PSNR, "
+                 "down-left for LPIPS.")
 
 
-# ---- figures written by methods (PmSFC) and by `gib discover` --------------------------------------
-def _extra_figures(run_dir: Path, root: Path) -> str:
-    out = ['<section id="figures"><h2>PmSFC and discovery figures</h2>']
-    found = [p for src in EXTRA_SOURCES for p in sorted((run_dir / src).glob("**/*.png")) if p.is_file()]
-    if not found:
-        out.append(f"<p>No figures found under {', '.join(s + '/' for s in EXTRA_SOURCES)} of the run folder. "
-                   "PmSFC (and <code>gib discover</code>) write the subspace-swap figure and the permuted |S| there "
-                   "when they run.</p>")
-        return "".join(out) + "</section>"
-    out.append('<div class="extra">')
-    for p in found:
-        rel = p.relative_to(run_dir).as_posix()
-        link = _copy(p, root, f"extra/{rel}")
-        out.append(f'<figure><img src="{link}" alt="{esc(rel)}"><figcaption>{esc(rel)}</figcaption></figure>')
-    return "".join(out) + "</div></section>"
+# ---- figures contributed by methods (InversionMethod.report_artifacts) ---------------------------------
+def _method_figures(df: pd.DataFrame, run_dir: Path, root: Path) -> tuple[list[MethodFigures], list[str]]:
+    """The artifacts of every method with results (copied into ``root/methods/``), and the
+    methods that are not installed here."""
+    from .registry import METHODS
+
+    groups: list[MethodFigures] = []
+    not_installed: list[str] = []
+    for i, name in enumerate(dict.fromkeys(df["method"]) if not df.empty else []):
+        name = str(name)
+        if name not in METHODS:
+            not_installed.append(name)
+            continue
+        try:  # a (third-party) method or hook must not break the report
+            hook = getattr(METHODS.get(name), "report_artifacts", None)
+            artifacts = list(hook(run_dir)) if callable(hook) else []
+        except Exception as e:  # noqa: BLE001 - shown in the page instead
+            groups.append(MethodFigures(name, note=f"report_artifacts failed: {type(e).__name__}: {e}"))
+            continue
+        if artifacts:
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "method"
+            groups.append(_show_artifacts(name, f"methods/{i}-{slug}", artifacts, run_dir, root))
+    return groups, not_installed
 
 
-def _failures(df: pd.DataFrame) -> str:
-    out = '<section id="failures"><h2>Failures</h2>'
+def _show_artifacts(name: str, folder: str, artifacts: list[Any], run_dir: Path, root: Path) -> MethodFigures:
+    group = MethodFigures(name)
+    run_root = run_dir.resolve()
+    for a in artifacts:
+        src, why = check_artifact(run_root, a)
+        shown_path = str(getattr(a, "path", a))
+        if src is None:
+            group.refused.append((shown_path, why))
+            continue
+        posix = Path(a.path).as_posix()
+        try:
+            _copy_no_follow(src, root / folder / posix)
+        except OSError as e:  # e.g. replaced by a symlink since the check (ELOOP)
+            group.refused.append((shown_path, f"could not be copied ({e.strerror or e})"))
+            continue
+        group.shown.append(Shown(quote(f"{folder}/{posix}"), posix, str(a.caption), src.suffix.lower() in IMAGE_SUFFIXES))
+    return group
+
+
+def check_artifact(run_root: Path, artifact: Any) -> tuple[Path | None, str]:
+    """``(real path, "")`` if ``artifact`` may be copied into the report, else ``(None, why not)``.
+    ``run_root`` is the resolved run folder. Refused: anything but an :class:`Artifact`, absolute
+    paths, ``..``, any symlink on the way (none is followed), a real path outside ``run_root``, and
+    anything but a regular file."""
+    if not isinstance(artifact, Artifact) or not isinstance(artifact.path, (str, os.PathLike)):
+        return None, f"not an Artifact with a path ({type(artifact).__name__})"
+    rel = Path(artifact.path)
+    if rel.is_absolute():
+        return None, "refused: an absolute path (artifact paths are relative to the run folder)"
+    if ".." in rel.parts:
+        return None, "refused: the path contains '..'"
+    if not rel.parts:
+        return None, "refused: an empty path"
+    current = run_root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            return None, f"refused: {current.relative_to(run_root).as_posix()} is a symlink (not followed)"
+    real = current.resolve()
+    if not real.is_relative_to(run_root):
+        return None, "refused: outside the run folder"
+    if not real.is_file():
+        return None, "not found (or not a regular file)"
+    return real, ""
+
+
+def _copy_no_follow(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst``, refusing (OSError) if ``src`` became a symlink since it was checked."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
+        shutil.copyfileobj(f, out)
+
+
+def _failures(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     failed = df[df["status"] != "ok"] if not df.empty else df
-    if failed.empty:
-        return out + "<p>No failed (method, image) results.</p></section>"
-    rows = "".join(f"<tr><td>{esc(r['label'])}</td><td>{esc(r['image_id'])}</td><td>{esc(r['reason'])}</td></tr>"
-                   for r in failed.to_dict("records"))
-    return out + ('<p>Failed results are excluded from the means in the table.</p><table class="plain"><thead><tr>'
-                  f"<th>method</th><th>image</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table></section>")
+    return [(str(r["label"]), str(r["image_id"]), str(r["reason"])) for r in failed.to_dict("records")]

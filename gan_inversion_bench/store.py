@@ -79,6 +79,7 @@ ADDED_COLUMNS = {
     "flops_fixed": "REAL",          # FLOPs per image of one invert call outside the iterations (v3)
     "perceptual": "TEXT",           # JSON: the perceptual networks' weight sources and hashes (v3)
     "condition": "TEXT",            # JSON: the image's class for a conditional generator, else null (v3)
+    "ms_ssim": "REAL",              # MS-SSIM (metrics.CONVENTIONS["ms_ssim"]: scales by resolution) (v3)
 }
 
 RESULT_COLUMNS = (

@@ -116,6 +116,37 @@ def test_optimise_compiles_the_step_only_inside_a_compile_mode(monkeypatch):
     assert calls == ["reduce-overhead", None]
 
 
+def test_a_method_with_its_own_loop_gets_its_generator_compiled(monkeypatch):
+    """Compilation is applied around whatever invert does: the generator's stages run compiled
+    inside a compile mode (once per mode), and inside an already compiled step they are not
+    compiled a second time."""
+    from gan_inversion_bench import generator as generator_module
+
+    calls = []
+
+    def fake_compile(fn, mode=None):
+        calls.append((fn.__name__, mode))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    generator_module._compiled_synthesise.cache_clear()
+    try:
+        G = GENERATORS.create("pggan-tiny")
+        z = G.sample_latents(2, seed=0)
+        G(z)
+        assert calls == []
+        with precision.compile_mode("default"):
+            G(z)
+            G.g2(G.g1(z, 3), 3)
+        assert calls == [("_synthesise", None)]  # compiled once, reused by G, G1 and G2
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        with precision.compile_mode("max-autotune"):
+            G(z)  # inside a compiled step: traced into it, not compiled again
+        assert calls == [("_synthesise", None)]
+    finally:
+        generator_module._compiled_synthesise.cache_clear()
+
+
 # ---- execution modes ----------------------------------------------------------------------------
 def test_reference_mode_solves_the_same_problem_at_a_higher_cost(gen, targets):
     batched = SingleCode.from_profile("quick", iterations=2)

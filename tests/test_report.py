@@ -10,10 +10,12 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote
 
 import numpy as np
@@ -24,36 +26,32 @@ from PIL import Image
 
 from gan_inversion_bench.cli import main
 from gan_inversion_bench.harness import RunConfig, run
+from gan_inversion_bench.method import Artifact, InversionMethod
 from gan_inversion_bench.methods import single_code
+from gan_inversion_bench.registry import METHODS
 from gan_inversion_bench.report import write_report
 from gan_inversion_bench.store import ResultStore
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """generated (2) + photos (8), two settings of single-code, one failed image, two extra figures."""
+    """generated (2) + photos (8), two settings of single-code, one failed image."""
     out = tmp_path_factory.mktemp("report") / "run"
     real = single_code.optimise
+    inject = [True]  # during the first run only: every inversion (FLOP count, warm-up, timed) fails image 0
 
-    def nan_for_first_row_of_first_call(params, per_image_loss, **kw):
-        if kw.get("iterations") == 1:  # the harness's untimed warm-up
-            return real(params, per_image_loss, **kw)
-        first = not calls
-        calls.append(1)
-        if not first:
+    def nan_for_first_image(params, per_image_loss, **kw):
+        if not inject[0]:
             return real(params, per_image_loss, **kw)
         return real(params, lambda: torch.where(torch.arange(len(params[0])) == 0, torch.nan, per_image_loss()), **kw)
 
-    calls: list[int] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(single_code, "optimise", nan_for_first_row_of_first_call)
+        mp.setattr(single_code, "optimise", nan_for_first_image)
         for iterations in (2, 5):
             run(RunConfig(generator="pggan-tiny", methods=["single-code"], images="generated+photos", n_generated=2,
                           overrides={"*": {"iterations": iterations}}, device="cpu", batch_size=10),
                 out, progress=False, echo=lambda s: None)
-    for rel, size in (("discover/pmsfc_subspace_swap.png", (300, 120)), ("cache/pmsfc/permuted_S.png", (160, 160))):
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((np.random.default_rng(0).random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(out / rel)
+            inject[0] = False
     return out
 
 
@@ -105,8 +103,8 @@ def test_report_contents(report, run_dir):
     for name in ("loss-median.png", "loss-0.png", "loss-1.png", "time-quality.png"):
         with Image.open(report.parent / "plots" / name) as im:
             assert im.width > 400
-    assert "discover/pmsfc_subspace_swap.png</figcaption>" in page
-    assert "cache/pmsfc/permuted_S.png</figcaption>" in page
+    assert "<h2>Method figures</h2>" in page and "PmSFC" not in page  # the core knows no method
+    assert "No method contributed figures" in page  # single-code contributes none
 
 
 def test_report_command(run_dir, tmp_path):
@@ -120,7 +118,113 @@ def test_report_command(run_dir, tmp_path):
 def test_report_of_a_run_without_results(tmp_path):
     ResultStore(tmp_path).close()
     page = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "No results yet" in page and "No figures found under cache/, discover/" in page
+    assert "No results yet" in page and "No method contributed figures" in page and "Not installed" not in page
+
+
+# ---- values from the run folder are escaped; method figures come through the hook, safely ------------
+def _copy_run(run_dir: Path, dst: Path, **columns: str) -> Path:
+    """A copy of the run folder with the given result columns set for every row (``where`` picks rows)."""
+    shutil.copytree(run_dir, dst, symlinks=True, ignore=shutil.ignore_patterns("report"))
+    where = columns.pop("where", "1")
+    with sqlite3.connect(dst / "results.sqlite") as db:
+        for column, value in columns.items():
+            db.execute(f"UPDATE results SET {column} = ? WHERE {where}", (value,))
+    db.close()
+    return dst
+
+
+NASTY = '<script>alert("x")</script> "quoted" & more'
+
+
+def test_values_from_the_run_folder_are_escaped(run_dir, tmp_path):
+    settings = json.dumps({"iterations": 2, f'note{NASTY}': NASTY})
+    copy = _copy_run(run_dir, tmp_path / "run", method=f"m{NASTY}", method_settings=settings)
+    with sqlite3.connect(copy / "results.sqlite") as db:
+        db.execute("UPDATE results SET reason = ? WHERE status = 'failed'", (f"reason {NASTY}",))
+    db.close()
+    page = write_report(copy).read_text(encoding="utf-8")
+    parser = Links()
+    parser.feed(page)
+    assert "script" not in parser.tags and "<script" not in page and '"quoted"' not in page
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &#34;quoted&#34; &amp; more"
+    assert f"<td>m{escaped}" in page  # method name in the tables
+    assert f'title="reason {escaped}"' in page and f"<td>reason {escaped}</td>" in page  # failure reason
+    assert f"note{escaped}=&#39;{escaped}&#39;" in page  # a setting's name and value
+    assert f"Not installed here, so their figures (if any) cannot be listed: m{escaped}." in page
+
+
+class FigMethod(InversionMethod):
+    name = "test-fig"
+
+    @classmethod
+    def report_artifacts(cls, run_dir: Path) -> list[Artifact]:
+        return [Artifact(Path("figs/good.png"), 'A good <b>figure</b> "captioned"'),
+                Artifact(Path("figs/table.csv"), "numbers"),
+                Artifact(Path("figs/link.png"), "a symlink to a file outside"),
+                Artifact(Path("linked/inner.png"), "through a symlinked folder"),
+                Artifact(Path("figs/inside-link.png"), "a symlink to a file inside"),
+                Artifact(Path("../secret.png"), "dot dot"),
+                Artifact(Path("figs/../../secret.png"), "dot dot inside"),
+                Artifact(Path(run_dir).parent / "secret.png", "absolute"),
+                Artifact(Path("figs/missing.png"), "not there")]
+
+
+class BrokenHookMethod(InversionMethod):
+    name = "test-broken"
+
+    @classmethod
+    def report_artifacts(cls, run_dir: Path) -> list[Artifact]:
+        raise RuntimeError("hook <failed>")
+
+
+@pytest.fixture
+def test_methods() -> Iterator[None]:
+    METHODS.register("test-fig", FigMethod)
+    METHODS.register("test-broken", BrokenHookMethod)
+    try:
+        yield
+    finally:
+        for name in ("test-fig", "test-broken"):
+            METHODS._targets.pop(name, None)
+            METHODS._loaded.pop(name, None)
+
+
+def test_method_figures_through_the_hook(run_dir, tmp_path, test_methods):
+    copy = _copy_run(run_dir, tmp_path / "run", method="test-fig", where="iterations = 5")
+    with sqlite3.connect(copy / "results.sqlite") as db:
+        db.execute("UPDATE results SET method = 'test-broken' WHERE iterations = 2")
+    db.close()
+    secret = b"\x89PNG secret bytes outside the run folder"
+    (tmp_path / "secret.png").write_bytes(secret)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "inner.png").write_bytes(secret)
+    (copy / "figs").mkdir()
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(copy / "figs" / "good.png")
+    (copy / "figs" / "table.csv").write_text("a,b\n1,2\n")
+    (copy / "figs" / "link.png").symlink_to(tmp_path / "secret.png")
+    (copy / "figs" / "inside-link.png").symlink_to(copy / "figs" / "good.png")
+    (copy / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+
+    index = write_report(copy)
+    page = index.read_text(encoding="utf-8")
+    assert "<h3>test-fig</h3>" in page and "<h3>test-broken</h3>" in page
+    assert "report_artifacts failed: RuntimeError: hook &lt;failed&gt;" in page
+    assert "A good &lt;b&gt;figure&lt;/b&gt; &#34;captioned&#34;" in page
+    parser = Links()
+    parser.feed(page)
+    shown = [(t, unquote(v)) for t, v in parser.links if v.startswith("methods/")]
+    assert [t for t, _ in shown] == ["img", "a"]  # an image is shown, a table linked
+    assert [re.sub(r"^methods/\d+-test-fig/", "", v) for _, v in shown] == ["figs/good.png", "figs/table.csv"]
+    assert (index.parent / shown[0][1]).read_bytes() == (copy / "figs" / "good.png").read_bytes()
+    assert (index.parent / shown[1][1]).read_text() == "a,b\n1,2\n"
+    for path, why in [("figs/link.png", "figs/link.png is a symlink"), ("linked/inner.png", "linked is a symlink"),
+                      ("figs/inside-link.png", "figs/inside-link.png is a symlink"),
+                      ("../secret.png", "contains &#39;..&#39;"), ("figs/../../secret.png", "contains &#39;..&#39;"),
+                      (str(tmp_path / "secret.png"), "an absolute path"), ("figs/missing.png", "not found")]:
+        assert re.search(f"<li><code>{re.escape(path)}</code>: [^<]*{re.escape(why)}", page), path
+    copied = [p for p in index.parent.rglob("*") if p.is_file() or p.is_symlink()]
+    assert not any(p.is_symlink() for p in copied)
+    assert all(p.read_bytes() != secret for p in copied)  # nothing from outside the run folder
 
 
 # ---- in a real browser -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from ..generator import conditioned
 from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionResult
-from ..metrics import compute_metrics
+from ..metrics import DEFAULT_METRICS, compute_metrics
 from ..precision import execution_context
 from ..store import ResultStore
 from .folder import fault_point, save_png, writing_into
@@ -44,7 +44,8 @@ def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[
     fault_point("inverted")
     outcome = BatchOutcome(batch, seeds, result, failure, timer, note=note, conditions=classes)
     if result is not None:
-        outcome.metrics = compute_metrics(result.reconstructions.float().clamp(-1, 1), targets)
+        outcome.metrics = compute_metrics(result.reconstructions.float().clamp(-1, 1), targets,
+                                          names=[*DEFAULT_METRICS, "ms_ssim"])
     return batch_rows(plan, outcome, setup.prov, perceptual_provenance())
 
 
