@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -13,13 +13,11 @@ from ..method import InversionFailed, InversionResult
 from ..metrics import DEFAULT_METRICS, compute_metrics
 from ..precision import execution_context
 from ..store import ResultStore
+from .context import RunContext, RunSetup
 from .folder import fault_point, save_png, writing_into
 from .provenance import image_seed, perceptual_provenance
 from .records import BatchOutcome, MethodPlan, batch_rows
 from .timing import Timer, item_conditions
-
-if TYPE_CHECKING:
-    from .orchestrate import RunContext, RunSetup
 
 
 def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[ImageItem],

@@ -16,54 +16,35 @@ import shutil
 import socket
 import sqlite3
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .. import distributed
-from ..distributed import DistInfo
 from ..generator import SplitGenerator
-from ..imagesets import ImageItem, ImageSet, load_image_set
+from ..imagesets import ImageItem, load_image_set
 from ..method import InversionMethod
 from ..metrics import CONVENTIONS
 from ..precision import ExecutionOptions, precision_note
 from ..registry import GENERATORS
 from ..store import ResultStore, method_key
 from .config import RunConfig, RunError, build_method, execution_options, validate
-from .folder import (check_writable, fault_point, remove_stale_temp_files, reset_fault_counts, run_lock,
-                     save_targets, trace_commits, writing_into)
+from .context import Echo, RunContext, RunSetup
+from .folder import (
+    check_writable,
+    fault_point,
+    remove_stale_temp_files,
+    reset_fault_counts,
+    run_lock,
+    save_targets,
+    trace_commits,
+    writing_into,
+)
 from .invert import invert_batch, store_rows
 from .provenance import code_revision, device_name, library_versions, resolve_device
 from .records import MethodPlan, Provenance, resolved_split
 from .timing import automatic_batch_size, count_invert_flops, is_out_of_memory, smaller_batch, warm_up
-
-Echo = Callable[[str], None]
-
-
-@dataclass
-class RunContext:
-    """One process's view of a run (replaces a dict of loosely named values)."""
-
-    config: RunConfig
-    run_dir: Path
-    device: torch.device
-    dist: DistInfo
-    echo: Echo
-    progress: bool
-    store: ResultStore | None = None
-    session: int = 0
-
-
-@dataclass
-class RunSetup:
-    """What every method of the run shares once the generator and the images are loaded."""
-
-    generator: SplitGenerator
-    images: ImageSet
-    options: ExecutionOptions
-    prov: Provenance
 
 
 def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: bool = True,

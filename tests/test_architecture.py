@@ -1,0 +1,124 @@
+"""docs/architecture.md tells the truth: its layer table matches every import of the core, the
+core imports no method or generator, the imports have no cycles, and the code stays small
+(modules of about 500 lines at most, functions of 50, at most 6 parameters besides self/cls)."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "gan_inversion_bench"
+PREFIX = "gan_inversion_bench"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _target(node: ast.ImportFrom, package: str) -> str:
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every gan_inversion_bench module ``path`` imports (lazy imports inside functions too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.ImportFrom):
+            base = _target(node, package)
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        for t in targets:
+            if t == PREFIX or t.startswith(PREFIX + "."):
+                found.add(t)
+    return found
+
+
+def core_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in CORE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for t in imports_of(path):
+            # ``from pkg import submodule`` names the submodule; ``from pkg.mod import f`` the module
+            while t not in modules and "." in t and not t.startswith(f"{PREFIX}.methods") \
+                    and not t.startswith(f"{PREFIX}.generators"):
+                t = t.rpartition(".")[0]
+            deps.add(t)
+        graph[name] = deps - {name}
+    return graph
+
+
+def documented_layers() -> dict[str, int]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    layers = {}
+    for layer, cells in re.findall(r"^\| (\d+) \| (.+) \|$", text, flags=re.M):
+        for mod in re.findall(r"`([^`]+)`", cells):
+            layers[mod if mod == PREFIX else f"{PREFIX}.{mod}"] = int(layer)
+    return layers
+
+
+def test_every_core_module_is_in_the_layer_table():
+    layers, graph = documented_layers(), core_graph()
+    assert set(graph) == set(layers), (sorted(set(graph) - set(layers)), sorted(set(layers) - set(graph)))
+
+
+def test_imports_follow_the_layers():
+    layers, graph = documented_layers(), core_graph()
+    upward = [(m, d) for m, deps in graph.items() for d in deps if d in layers and layers[d] > layers[m]]
+    assert not upward, f"imports from a higher layer than docs/architecture.md allows: {upward}"
+
+
+def test_the_core_imports_no_method_or_generator():
+    bad = [(m, d) for m, deps in core_graph().items() for d in deps
+           if d.startswith((f"{PREFIX}.methods", f"{PREFIX}.generators"))]
+    assert not bad, bad
+
+
+def test_no_import_cycles():
+    graph = {m: {d for d in deps if d in core_graph()} for m, deps in core_graph().items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                pytest.fail(f"import cycle: {' -> '.join(path + [m, d])}")
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+
+
+@pytest.mark.parametrize("folder", ["gan_inversion_bench", "methods"])
+def test_code_stays_small(folder):
+    """Modules <= 520 lines (about 500), functions <= 50 lines, <= 6 parameters besides self/cls."""
+    problems = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > 520:
+            problems.append(f"{path.relative_to(ROOT)}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                a = node.args
+                params = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+                where = f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
+                if lines > 50:
+                    problems.append(f"{where}: {lines} lines")
+                if len(params) > 6:
+                    problems.append(f"{where}: {len(params)} parameters")
+    assert not problems, "\n".join(problems)
