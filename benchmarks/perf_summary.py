@@ -66,9 +66,11 @@ def summary(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[str]
              "TFLOP/s | % of peak | ΔPSNR vs fp32 (dB) |", "|---|---:|---:|---|---:|---:|---:|---:|---|"]
     for res, rows in _per_method(results):
         ref = next((r for r in rows if r["variant"] == "reference"), None)
-        best = min((r for r in rows if r["variant"] != "reference"), key=lambda r: r["s_per_image_at_paper_iterations"])
+        best = min((r for r in rows if r["variant"] != "reference"),
+                   key=lambda r: r["s_per_image_at_paper_iterations"])
         peak = _peak(best, peaks)
-        t_ref, t_best = (ref["s_per_image_at_paper_iterations"] if ref else None), best["s_per_image_at_paper_iterations"]
+        t_ref = ref["s_per_image_at_paper_iterations"] if ref else None
+        t_best = best["s_per_image_at_paper_iterations"]
         lines.append(
             f"| {best['method']} | {best['paper_iterations']:,} | {_fmt_s(t_ref) if t_ref else '–'} | "
             f"{best['variant']} | {_fmt_s(t_best)} | {f'{t_ref / t_best:.1f}×' if t_ref else '–'} | "
@@ -79,8 +81,9 @@ def summary(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[str]
 
 def detail(results: list[dict[str, Any]], peaks: dict[str, float]) -> list[str]:
     lines = ["| method | variant | batch | ms/iter/img | s/img at the profile's iterations | speed-up vs reference | "
-             "GFLOP/iter/img | TFLOP/s | % of peak | warm-up (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for res, rows in _per_method(results):
+             "GFLOP/iter/img | TFLOP/s | % of peak | warm-up (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for _res, rows in _per_method(results):
         ref = next((r for r in rows if r["variant"] == "reference"), None)
         for r in rows:
             peak = _peak(r, peaks)

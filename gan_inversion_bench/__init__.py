@@ -10,6 +10,6 @@ PSNR is per image on [0, 1] (data range 1), then averaged; LPIPS is AlexNet v0.1
 """
 __version__ = "0.1.0"
 
-from .registry import GENERATORS, METHODS, Registry, UnknownNameError  # noqa: E402,F401
+from .registry import GENERATORS, METHODS, Registry, UnknownNameError
 
 __all__ = ["GENERATORS", "METHODS", "Registry", "UnknownNameError", "__version__"]

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar, overload
 
 import torch
 import torch.distributed as dist
@@ -52,13 +53,19 @@ class DistInfo:
         return self.rank == 0
 
     # ---- collectives (identity functions in a single process) ----------------------------------
-    def broadcast(self, obj: T) -> T:
-        """Rank 0's ``obj`` on every rank (the other ranks' argument is ignored)."""
+    @overload
+    def broadcast(self, obj: None) -> Any: ...
+    @overload
+    def broadcast(self, obj: T | None) -> T: ...
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (the other ranks' argument is ignored, so they pass None:
+        ``broadcast(x if is_main else None)`` has the type of ``x``)."""
         if not self.enabled:
             return obj
         box = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
-        return box[0]  # type: ignore[return-value]
+        return box[0]
 
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's ``obj``, in rank order, on rank 0; None on the other ranks."""
@@ -103,7 +110,8 @@ def device_for(info: DistInfo, requested: str) -> torch.device:
         if torch.cuda.is_available():
             if info.local_rank >= torch.cuda.device_count():
                 raise ValueError(f"rank {info.rank}: LOCAL_RANK {info.local_rank} but only "
-                                 f"{torch.cuda.device_count()} CUDA device(s) on this node; use fewer processes per node")
+                                 f"{torch.cuda.device_count()} CUDA device(s) on this node; "
+                                 "use fewer processes per node")
             return torch.device("cuda", info.local_rank)
         if requested == "cuda":
             raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu or auto")

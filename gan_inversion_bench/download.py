@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -144,7 +143,7 @@ def _open(url: str, dest: Path, offset: int, timeout: float) -> http.client.HTTP
         if e.code == 416 and offset:
             return None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise OfflineError(_offline_message(url, dest, getattr(e, "reason", e))) from None
     except ValueError as e:  # malformed URL
         raise DownloadError(f"cannot download {url!r}: {e}") from None
@@ -179,7 +178,8 @@ def _receive(resp: http.client.HTTPResponse, url: str, dest: Path, part: Path, o
     total = None if expected is None else offset + expected
     received = 0
     with open(part, "ab" if offset else "wb") as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                          unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
+                                                          unit_divisor=1024, desc=dest.name,
+                                                          disable=not progress) as bar:
         while True:
             try:
                 chunk = resp.read(CHUNK)

@@ -47,8 +47,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -245,10 +246,10 @@ class SplitGenerator(nn.Module):
     # ---- derived ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
         return torch.device("cpu")
 
     def sample_latents(self, n: int, seed: int | Sequence[int] = 0, device: Any = None) -> Tensor:
@@ -350,7 +351,7 @@ def _synthesise(generator: SplitGenerator, x: Any, start: int, end: int | None, 
     return x
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_synthesise(mode: str) -> Callable[..., Any]:
     """:func:`_synthesise` compiled once per compile mode (one graph per generator class and split)."""
     return torch.compile(_synthesise, mode=None if mode == "default" else mode)

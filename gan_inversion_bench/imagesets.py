@@ -75,7 +75,7 @@ def _package_dir(module: str) -> Path:
     spec = importlib.util.find_spec(module)  # locates without importing
     if spec is None or not spec.submodule_search_locations:
         raise ImageSetError(f"the bundled photos need the package {module!r}; pip install it")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 #: id → (package, relative path, licence as stated by the package)
@@ -136,7 +136,8 @@ def prepare_image(img: Image.Image, resolution: int, source: str) -> Tensor:
     left, top = (w - side) // 2, (h - side) // 2
     rgb = rgb.crop((left, top, left + side, top + side))
     if side != resolution:
-        rgb = rgb.resize((resolution, resolution), Image.LANCZOS)
+        # Pillow's types leave out the module-level alias (Image.Resampling needs Pillow >= 9.1)
+        rgb = rgb.resize((resolution, resolution), Image.LANCZOS)  # type: ignore[attr-defined]
     a = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1)  # [3, R, R]
     return a / 127.5 - 1.0
 
@@ -192,7 +193,7 @@ def generated(generator: Any, n: int, seed: int = 0, *, mixed_classes: bool = Fa
     items = [ImageItem(f"generated/{i:03d}", images[i], {"latent_seed": s}, latent=z[i].cpu())
              for i, s in enumerate(seeds)]
     if c is not None:
-        for item, s, ci in zip(items, seeds, c.cpu()):
+        for item, s, ci in zip(items, seeds, c.cpu(), strict=True):
             item.condition = ci
             item.meta.update({"class": int(ci.argmax()), "class_seed": CLASS_SEED_OFFSET + s})
     return items
@@ -237,14 +238,16 @@ def folder(path: Path, resolution: int) -> ImageSet:
     for f in entries:
         try:
             if not f.is_file():
-                kind = "a broken symbolic link or a symbolic link loop" if f.is_symlink() else "a directory or special file"
+                kind = ("a broken symbolic link or a symbolic link loop" if f.is_symlink()
+                        else "a directory or special file")
                 skipped.append((str(f), f"not a regular file ({kind}); expected an image file"))
                 continue
         except OSError as e:  # e.g. a symlink loop
             skipped.append((str(f), f"cannot stat: {e}"))
             continue
         if f.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((str(f), f"suffix {f.suffix!r} is not an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+            skipped.append((str(f), f"suffix {f.suffix!r} is not an image suffix ({suffixes})"))
             continue
         try:
             items.append(ImageItem(f"folder/{f.name}", load_image_file(f, resolution), {"source": str(f)}))

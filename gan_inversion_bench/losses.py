@@ -18,6 +18,9 @@ class ReconstructionLoss(nn.Module):
     >>> loss(reconstructions).shape  # [B]
     """
 
+    targets: Tensor  # buffers (register_buffer)
+    target_features: Tensor
+
     def __init__(self, targets: Tensor, *, mse_weight: float = 1.0, perceptual_weight: float = 0.001,
                  perceptual_size: int | None = 256):
         super().__init__()

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
@@ -139,11 +140,14 @@ class InversionMethod:
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
     budget_setting: ClassVar[str | None] = "iterations"
     tags: ClassVar[MethodTags] = MethodTags()
+    #: settings added after results were first stored, with their defaults: left out of result
+    #: keys while at these values, so older run folders resume without recomputation
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {}
     commands: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        settings = cls.__dict__.get("Settings") or getattr(cls, "Settings", None)
+        settings: type | None = cls.__dict__.get("Settings") or getattr(cls, "Settings", None)
         if settings is None or not dataclasses.is_dataclass(settings):
             return  # an abstract intermediate class; instantiation fails with a clear message
         fields = {f.name for f in dataclasses.fields(settings)}
@@ -186,9 +190,10 @@ class InversionMethod:
         """A new, unprepared instance with the same settings except ``overrides`` (validated)."""
         return type(self)(**{**self.get_settings(), **overrides})
 
-    def _replaced(self, **overrides: Any) -> Self:
-        """A shallow copy with settings replaced that keeps what :meth:`prepare` learned. Only for
-        settings that do not change what ``prepare`` learns (the budget, the execution mode)."""
+    def with_settings(self, **overrides: Any) -> Self:
+        """A copy with settings replaced (validated) that keeps what :meth:`prepare` learned. Only
+        for settings that do not change what ``prepare`` learns: the budget, the execution mode,
+        what :meth:`tuning_space` returns."""
         out = copy.copy(self)
         out.settings = type(self).Settings(**{**self.get_settings(), **overrides})
         return out
@@ -204,7 +209,7 @@ class InversionMethod:
         if self.budget_setting is None:
             raise ValueError(f"{self.name} has no compute budget (budget_setting is None); it cannot run "
                              f"with {n} iterations")
-        return self._replaced(**{self.budget_setting: n})
+        return self.with_settings(**{self.budget_setting: n})
 
     def reference_execution(self) -> Self | None:
         """A copy that runs the original code's per-image pattern (for speed comparisons), or None
@@ -229,6 +234,20 @@ class InversionMethod:
                progress: ProgressFn | None = None) -> InversionResult:
         """Invert ``targets`` ``[B, 3, R, R]`` in [-1, 1]; ``seeds[i]`` alone sets image i's start."""
         raise NotImplementedError
+
+    # ---- comparisons ---------------------------------------------------------------------------
+    def capacity(self) -> dict[str, int]:
+        """How many latent codes (and how they are organised) one image gets: the capacity that a
+        fair comparison of multi-code methods states and matches (default: one code)."""
+        return {"codes": 1}
+
+    def tuning_space(self, trial: Any) -> dict[str, Any]:
+        """The settings ``gib tune`` searches, drawn from ``trial`` (an ``optuna.Trial``: call
+        ``trial.suggest_categorical(name, choices)`` / ``trial.suggest_float(name, low, high,
+        log=True)``); returns settings overrides. Only what the paper leaves open or what depends
+        on the generator belongs here (optimiser, learning rates, initialisations); the budget and
+        the capacity do not. Default: nothing to tune."""
+        return {}
 
     # ---- extras ----------------------------------------------------------------------------------
     @classmethod

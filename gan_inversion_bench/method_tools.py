@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import hashlib
 import math
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,17 +64,26 @@ def check_targets(targets: Tensor, generator: SplitGenerator) -> None:
         raise ValueError(f"targets must lie in [-1, 1], found [{targets.min():.3f}, {targets.max():.3f}]")
 
 
-def make_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999)):
+def make_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                   lrs: Sequence[float | None] | None = None) -> torch.optim.Optimizer:
+    """SGD (no momentum) or Adam over ``params``; ``lrs`` gives a learning rate per parameter
+    (None: ``lr``), e.g. a separate one for mixing weights."""
     name = name.lower()
+    if name not in ("sgd", "adam"):
+        raise ValueError(f"unknown optimiser {name!r}; expected 'sgd' or 'adam'")
+    plist = list(params)
+    groups: Any = plist
+    if lrs is not None:
+        if len(lrs) != len(plist):
+            raise ValueError(f"got {len(lrs)} learning rates for {len(plist)} parameters")
+        groups = [{"params": [p], "lr": lr if r is None else r} for p, r in zip(plist, lrs, strict=True)]
     if name == "sgd":
-        return torch.optim.SGD(list(params), lr=lr)
-    if name == "adam":
-        return torch.optim.Adam(list(params), lr=lr, betas=betas)
-    raise ValueError(f"unknown optimiser {name!r}; expected 'sgd' or 'adam'")
+        return torch.optim.SGD(groups, lr=lr)
+    return torch.optim.Adam(groups, lr=lr, betas=betas)
 
 
 def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, optimizer: str, lr: float,
-             iterations: int, progress: ProgressFn | None = None) -> tuple[Tensor, dict[int, str]]:
+             iterations: int, progress: ProgressFn | None = None, **extra: Any) -> tuple[Tensor, dict[int, str]]:
     """Run ``iterations`` steps minimising ``per_image_loss().sum()``.
 
     Every tensor in ``params`` must have the batch as leading dimension. An image whose loss
@@ -80,17 +91,30 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     iterate and frozen, and the others continue. Returns the ``[T, B]`` loss history and the
     failures. Raises :class:`InversionFailed` if every image fails.
 
+    Optional keywords: ``lrs`` (a learning rate per parameter, None entries take ``lr``) and
+    ``snapshot`` (a function returning the current reconstructions ``[B, 3, R, R]``; with it the
+    loop reports quality along the way through :func:`trace_point` before the first step and
+    after every step).
+
     The losses are cast to fp32 (under bf16 autocast too). Inside
     :func:`gan_inversion_bench.precision.compile_mode` (the harness sets it around ``invert``) the
     closure ``per_image_loss`` (the forward pass; its backward is compiled with it) is compiled
     with ``torch.compile``; methods with their own loop get the generator compiled instead.
     """
+    unknown = set(extra) - {"lrs", "snapshot"}
+    if unknown:
+        raise TypeError(f"optimise() got unexpected keyword arguments {sorted(unknown)}")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    loop = _Loop(params, per_image_loss, make_optimizer(optimizer, params, lr))
+    snapshot = extra.get("snapshot")
+    loop = _Loop(params, per_image_loss, make_optimizer(optimizer, params, lr, lrs=extra.get("lrs")))
     every = max(1, iterations // 100)
+    if snapshot is not None:
+        trace_point(0, snapshot)
     for it in range(iterations):
         loop.step(it)
+        if snapshot is not None:
+            trace_point(it + 1, snapshot)
         if (it + 1) % every == 0 or it + 1 == iterations:
             if not bool(loop.alive.any()):
                 raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(loop.failures().items())))
@@ -98,6 +122,34 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
                 progress(it + 1, iterations)
     failures = loop.failures() if bool((loop.bad_iteration >= 0).any()) else {}
     return torch.stack(loop.history).cpu(), failures
+
+
+# ---- quality along the way ----------------------------------------------------------------------
+#: the harness's trace sink: ``sink(iteration, snapshot)``; it decides whether ``iteration`` is a
+#: trace point and only then calls ``snapshot()`` (under no_grad) for the current reconstructions
+TraceSink = Callable[[int, Callable[[], Tensor]], None]
+_trace_sink: contextvars.ContextVar[TraceSink | None] = contextvars.ContextVar("gib_trace_sink", default=None)
+
+
+@contextlib.contextmanager
+def tracing(sink: TraceSink) -> Iterator[None]:
+    """Inside, :func:`trace_point` calls reach ``sink`` (the harness records quality curves)."""
+    token = _trace_sink.set(sink)
+    try:
+        yield
+    finally:
+        _trace_sink.reset(token)
+
+
+def trace_point(iteration: int, snapshot: Callable[[], Tensor]) -> None:
+    """Report progress for quality-versus-compute curves: call it with 0 before the first step and
+    with the number of steps done after each step. ``snapshot()`` must return the current
+    reconstructions ``[B, 3, R, R]``; it is called only at the trace points the harness chose
+    (log-spaced), so the call costs nothing otherwise. :func:`optimise` does this for methods that
+    pass ``snapshot``; a method with its own loop calls it itself."""
+    sink = _trace_sink.get()
+    if sink is not None:
+        sink(iteration, snapshot)
 
 
 class _Loop:
@@ -135,13 +187,13 @@ class _Loop:
         # leaves every other image's trajectory exactly as it was.
         torch.where(self.alive, losses, torch.zeros_like(losses)).sum().backward()
         with torch.no_grad():
-            for p, good in zip(self.params, self.last_good):
+            for p, good in zip(self.params, self.last_good, strict=True):
                 if p.grad is not None:
                     p.grad.copy_(torch.where(self._rows(p), p.grad, torch.zeros_like(p.grad)))
                 good.copy_(torch.where(self._rows(p), p, good))
         self.opt.step()
         with torch.no_grad():
-            for p, good in zip(self.params, self.last_good):
+            for p, good in zip(self.params, self.last_good, strict=True):
                 p.copy_(torch.where(self._rows(p), p, good))
 
 
@@ -153,7 +205,8 @@ EXECUTIONS = ("batched", "reference")
 def check_execution(value: Any) -> str:
     if value not in EXECUTIONS:
         raise ValueError(f"execution must be one of {', '.join(EXECUTIONS)}, got {value!r}")
-    return value
+    execution: str = value
+    return execution
 
 
 def unfreeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -176,7 +229,7 @@ class SeedStyleLoss:
         self.vgg = None if loss.vgg is None else unfreeze(copy.deepcopy(loss.vgg))
 
     def __call__(self, x: Tensor) -> Tensor:
-        out = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
+        out: Tensor = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
         if self.vgg is not None:
             out = out + self.perceptual_weight * (self.vgg(x) - self.vgg(self.targets)).abs().flatten(1).mean(1)
         return out
@@ -297,6 +350,6 @@ def code_seeds(image_seeds: Sequence[int], n: int, stream: str = "") -> list[int
     return out
 
 
-__all__ = ["EXECUTIONS", "SeedStyleLoss", "as_seed_list", "check_execution", "check_split_setting", "check_targets",
-           "code_seeds", "default_split", "invert_each", "make_optimizer", "optimise", "per_image_normal",
-           "positive_float", "positive_int", "unfreeze"]
+__all__ = ["EXECUTIONS", "SeedStyleLoss", "TraceSink", "as_seed_list", "check_execution", "check_split_setting",
+           "check_targets", "code_seeds", "default_split", "invert_each", "make_optimizer", "optimise",
+           "per_image_normal", "positive_float", "positive_int", "trace_point", "tracing", "unfreeze"]

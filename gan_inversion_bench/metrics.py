@@ -36,8 +36,9 @@ the functional API is used directly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

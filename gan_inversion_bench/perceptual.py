@@ -57,8 +57,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .weights import (CheckpointError, WeightsNotFound, check_state_dict, install_hint, load_numpy_pickle,
-                      package_file, torch_load_safe)
+from .weights import (
+    CheckpointError,
+    WeightsNotFound,
+    check_state_dict,
+    install_hint,
+    load_numpy_pickle,
+    package_file,
+    torch_load_safe,
+)
 
 __all__ = [
     "BACKBONES", "backbone_features", "VGGFeatures", "LPIPSAlex", "get_vgg_features", "get_lpips",
@@ -101,7 +108,7 @@ def _empty_features(name: str) -> nn.Sequential:
 
     ctor = {"alexnet": torchvision.models.alexnet, "vgg16": torchvision.models.vgg16}[name]
     with torch.device("meta"):
-        features = ctor(weights=None).features
+        features: nn.Sequential = ctor(weights=None).features
     return features.to_empty(device="cpu")
 
 
@@ -195,7 +202,7 @@ def _load_backbone_state(name: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
                 raise WeightsNotFound(_missing_message(name, jax_error)) from None
             raw = torch_load_safe(hub)
             if not isinstance(raw, dict):
-                raise CheckpointError(f"{hub}: expected a torchvision state_dict, found {type(raw).__name__}")
+                raise CheckpointError(f"{hub}: expected a torchvision state_dict, found {type(raw).__name__}") from None
             prefixed = {k: v for k, v in raw.items() if isinstance(k, str) and k.startswith("features.")}
             check_state_dict(prefixed, {f"features.{k}": s for k, s in _expected_shapes(name).items()},
                              source=f"{hub} (features.* of torchvision {name})")
@@ -255,7 +262,7 @@ def _check_images(x: Tensor, what: str) -> None:
 class _Frozen(nn.Module):
     """A metric network: always in eval mode, parameters never trained."""
 
-    def train(self, mode: bool = True) -> "_Frozen":
+    def train(self, mode: bool = True) -> _Frozen:
         return super().train(False)
 
 
@@ -266,6 +273,9 @@ class VGGFeatures(_Frozen):
     mean/std, resizes to ``size×size`` with nearest-neighbour interpolation (skipped when
     ``size`` is None), and returns the relu3_3 activations. Gradients flow to ``x``.
     """
+
+    mean: Tensor  # buffers (register_buffer)
+    std: Tensor
 
     def __init__(self, size: int | None = 256):
         super().__init__()
@@ -284,7 +294,8 @@ class VGGFeatures(_Frozen):
         x = (x - self.mean) / self.std
         if self.size is not None:
             x = F.interpolate(x, size=(self.size, self.size), mode="nearest")
-        return self.features(x)
+        out: Tensor = self.features(x)
+        return out
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
@@ -297,7 +308,7 @@ class LPIPSAlex(_Frozen):
     average of the per-layer scores), at the inputs' own resolution (no resizing).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         import lpips  # the official package; imported lazily (slow import)
 
@@ -323,11 +334,13 @@ class LPIPSAlex(_Frozen):
         self.eval()
 
     @staticmethod
-    def _verify_heads(model: nn.Module) -> None:
-        """The lpips package loads its heads with ``strict=False``; make sure they really loaded."""
+    def _verify_heads(model: Any) -> None:
+        """The lpips package loads its heads with ``strict=False``; make sure they really loaded.
+        ``model``: an ``lpips.LPIPS`` (the package has no type information)."""
         path = package_file("lpips", "lpips/weights/v0.1/alex.pth")
         heads = torch_load_safe(path)
-        expected = {f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate(model.chns)}
+        expected: dict[str, tuple[int, ...]] = {f"lin{i}.model.1.weight": (1, c, 1, 1)
+                                                for i, c in enumerate(model.chns)}
         check_state_dict(heads, expected, source=str(path))
         loaded = model.state_dict()
         for k, v in heads.items():
@@ -340,7 +353,7 @@ class LPIPSAlex(_Frozen):
         if x.shape != y.shape:
             raise ValueError(f"LPIPS inputs must have the same shape, found {list(x.shape)} and {list(y.shape)}")
         dtype = self.model.scaling_layer.shift.dtype
-        out = self.model(x.to(dtype), y.to(dtype))
+        out: Tensor = self.model(x.to(dtype), y.to(dtype))
         return out.reshape(x.shape[0])
 
 
@@ -349,7 +362,7 @@ class LPIPSAlex(_Frozen):
 # --------------------------------------------------------------------------------------------
 
 _module_lock = threading.Lock()
-_module_cache: dict[tuple, nn.Module] = {}
+_module_cache: dict[tuple[Any, ...], nn.Module] = {}
 
 
 def _device_key(device: Any) -> torch.device:
@@ -386,7 +399,7 @@ def _dist_version(dist: str) -> str | None:
         return None
 
 
-def provenance() -> dict:
+def provenance() -> dict[str, Any]:
     """Which weight sources and library versions the perceptual networks use.
 
     For a backbone not loaded yet in this process the entry says ``"loaded": False`` and names

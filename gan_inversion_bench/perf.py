@@ -17,9 +17,10 @@ import json
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: dense peak TFLOP/s by device-name substring and precision (vendor datasheets, no sparsity)
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -54,7 +55,8 @@ def count_flops(fn: Callable[[], Any]) -> int:
     class _Counter(TorchDispatchMode):
         total = 0
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                               kwargs: dict[str, Any] | None = None) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             formula = flop_registry.get(func._overloadpacket)
@@ -62,7 +64,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
                 type(self).total += int(formula(*args, **kwargs, out_val=out))
             return out
 
-    with _Counter():
+    with _Counter():  # type: ignore[no-untyped-call]  # the inherited TorchDispatchMode.__init__ is unannotated
         fn()
     return _Counter.total
 

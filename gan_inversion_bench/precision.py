@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -159,7 +160,8 @@ class ExecutionOptions:
     def non_defaults(self) -> dict[str, Any]:
         """The settings that differ from the defaults (they enter a result's method key)."""
         d = ExecutionOptions()
-        return {k: getattr(self, k) for k in ("precision", "compile", "channels_last") if getattr(self, k) != getattr(d, k)}
+        return {k: getattr(self, k) for k in ("precision", "compile", "channels_last")
+                if getattr(self, k) != getattr(d, k)}
 
     def describe(self) -> str:
         parts = [self.precision]

@@ -13,10 +13,12 @@ A wrong name fails with the list of valid names and a "did you mean" suggestion.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+from collections.abc import Callable, Iterator
 from importlib import metadata
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 class UnknownNameError(KeyError):
@@ -60,7 +62,7 @@ class Registry:
         self._loaded.pop(name, None)
 
     def _read_entry_points(self) -> None:
-        if self._entry_points_read:
+        if self._entry_points_read or self.entry_point_group is None:  # None: set read in __init__
             return
         self._entry_points_read = True
         for ep in metadata.entry_points(group=self.entry_point_group):
@@ -101,10 +103,8 @@ class Registry:
         """
         obj = self.get(name)(**kwargs)
         if hasattr(obj, "name") and not isinstance(obj, type):
-            try:
+            with contextlib.suppress(AttributeError):  # a read-only name (e.g. a method class attribute)
                 obj.name = name
-            except AttributeError:  # a read-only name (e.g. a method class attribute)
-                pass
         return obj
 
 

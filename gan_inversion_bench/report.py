@@ -27,9 +27,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import jinja2
@@ -40,8 +41,11 @@ from . import __version__, tables
 from .method import Artifact
 
 REPORT_DIR = "report"
+#: one stored result as ``DataFrame.to_dict("records")`` gives it (keys: the column names)
+Record = dict[Hashable, Any]
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"})  #: shown inline; others linked
 
+# ruff: disable[E501] - the stylesheet and the page template are markup kept one rule / element per line
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;
        padding: 1em 2em; color: #1d1d1f; background: #fff; line-height: 1.4; }
@@ -142,6 +146,7 @@ _PAGE = """{% macro plot(f) -%}
 </body>
 </html>
 """
+# ruff: enable[E501]
 
 _ENV = jinja2.Environment(loader=jinja2.DictLoader({"page": _PAGE}), autoescape=True,
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -240,7 +245,7 @@ def _comparison(df: pd.DataFrame) -> dict[str, Any] | None:
     s = tables.summary(df)
     if s.empty:
         return None
-    header, rows = tables._display(s, " ± ", ("↑", "↓"))
+    header, rows = tables._display(s, ("↑", "↓"))
     return {"header": header, "rows": rows, "footer": tables.footer(df), "settings": _settings(df),
             "conventions": df.iloc[0]["metric_conventions"] or {}}
 
@@ -288,7 +293,7 @@ def _grids(df: pd.DataFrame, run_dir: Path, root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _result_cell(row: dict[str, Any] | None, run_dir: Path, root: Path) -> Cell:
+def _result_cell(row: Record | None, run_dir: Path, root: Path) -> Cell:
     if row is None:
         return Cell("not run")
     if row["status"] != "ok":
@@ -320,7 +325,7 @@ def _save(fig: Any, root: Path, name: str, alt: str, caption: str) -> Plot:
     return Plot(f"plots/{quote(name)}", alt, caption)
 
 
-def _curves(rows: Iterable[dict[str, Any]], key: str = "loss") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _curves(rows: Iterable[Record], key: str = "loss") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (iteration, time in s, values) from the stored history summary."""
     out = []
     for r in rows:
@@ -404,7 +409,8 @@ def _time_quality(df: pd.DataFrame, root: Path) -> Plot | None:
             v = pd.to_numeric(g[metric], errors="coerce")
             color = _method_color(df, str(label))
             ax.scatter(t, v, s=14, alpha=0.45, color=color)
-            ax.scatter([t.mean()], [v.mean()], s=110, marker="D", edgecolor="black", color=color, label=f"{label} (mean)")
+            ax.scatter([t.mean()], [v.mean()], s=110, marker="D", edgecolor="black", color=color,
+                       label=f"{label} (mean)")
         ax.set_xlabel("time per image (s)")
         ax.set_ylabel(f"{metric.upper()} {arrow}")
         ax.grid(alpha=0.3)
@@ -455,7 +461,8 @@ def _show_artifacts(name: str, folder: str, artifacts: list[Any], run_dir: Path,
         except OSError as e:  # e.g. replaced by a symlink since the check (ELOOP)
             group.refused.append((shown_path, f"could not be copied ({e.strerror or e})"))
             continue
-        group.shown.append(Shown(quote(f"{folder}/{posix}"), posix, str(a.caption), src.suffix.lower() in IMAGE_SUFFIXES))
+        image = src.suffix.lower() in IMAGE_SUFFIXES
+        group.shown.append(Shown(quote(f"{folder}/{posix}"), posix, str(a.caption), image))
     return group
 
 

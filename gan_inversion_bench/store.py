@@ -17,8 +17,9 @@ import datetime as _dt
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SCHEMA_VERSION = 3
 
@@ -35,6 +36,18 @@ CREATE TABLE IF NOT EXISTS sessions (
     argv TEXT,
     host TEXT,
     pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS timings (
+    method_key TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('prepare', 'latency', 'calibration')),
+    seconds REAL NOT NULL,
+    images INTEGER,
+    batch_size INTEGER,
+    device TEXT,
+    timer TEXT,
+    note TEXT,
+    session INTEGER,
+    created TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS results (
     method_key TEXT NOT NULL,
@@ -80,6 +93,10 @@ ADDED_COLUMNS = {
     "perceptual": "TEXT",           # JSON: the perceptual networks' weight sources and hashes (v3)
     "condition": "TEXT",            # JSON: the image's class for a conditional generator, else null (v3)
     "ms_ssim": "REAL",              # MS-SSIM (metrics.CONVENTIONS["ms_ssim"]: scales by resolution) (v3)
+    "capacity": "TEXT",             # JSON: the method's codes per image (InversionMethod.capacity) (v3)
+    "trace": "TEXT",                # JSON: MSE/PSNR (LPIPS at a few points), time, FLOPs at log-spaced iterations (v3)
+    "restarts": "TEXT",             # JSON: K, the best restart (lowest final loss), every restart's metrics (v3)
+    "budget": "TEXT",               # JSON: a compute budget (seconds/FLOPs), its limits and the binding one (v3)
 }
 
 RESULT_COLUMNS = (
@@ -87,9 +104,11 @@ RESULT_COLUMNS = (
     "lpips", "mse", "final_loss", "time_s", "timer", "peak_mem_mb", "mem_kind", "iterations", "seed",
     "batch_size", "precision", "device", "generator", "split", "method_settings", "prepared", "loss_history",
     "metric_conventions", "versions", "code_revision", "recon_path", "session", "created",
-) + tuple(ADDED_COLUMNS)
+    *ADDED_COLUMNS,
+)
 JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "metric_conventions", "versions", "split",
-                "perceptual", "condition"}
+                "perceptual", "condition", "capacity", "trace", "restarts",
+                "budget"}
 
 
 def now() -> str:
@@ -158,7 +177,7 @@ class ResultStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> ResultStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -180,12 +199,35 @@ class ResultStore:
     def start_session(self, argv: list[str], host: str, pid: int) -> int:
         cur = self.conn.execute("INSERT INTO sessions(started, status, argv, host, pid) VALUES (?, 'running', ?, ?, ?)",
                                 (now(), json.dumps(argv), host, pid))
+        assert cur.lastrowid is not None  # an INSERT sets it
         return int(cur.lastrowid)
 
     def finish_session(self, session: int, status: str) -> None:
         self.conn.execute("UPDATE sessions SET finished = ?, status = ? WHERE id = ?", (now(), status, session))
 
     # ---- results -------------------------------------------------------------------------------
+    # ---- one-off and per-image costs (not per result) ----------------------------------------------
+    TIMING_COLUMNS = ("method_key", "kind", "seconds", "images", "batch_size", "device", "timer", "note", "session",
+                      "created")
+
+    def add_timing(self, row: dict[str, Any]) -> None:
+        """One measurement: ``prepare`` (a method's one-off stage), ``latency`` (one image alone) or
+        ``calibration`` (the per-iteration time behind a ``--budget-seconds`` budget)."""
+        unknown = set(row) - set(self.TIMING_COLUMNS)
+        if unknown:
+            raise StoreError(f"unknown timing columns {sorted(unknown)}")
+        cols = ", ".join(self.TIMING_COLUMNS)
+        self.conn.execute(f"INSERT INTO timings({cols}) VALUES ({', '.join('?' for _ in self.TIMING_COLUMNS)})",
+                          tuple(row.get(c) if c != "created" else row.get(c) or now() for c in self.TIMING_COLUMNS))
+
+    def timings(self) -> list[dict[str, Any]]:
+        """Every timing row (an older database without the table: none)."""
+        try:
+            cur = self.conn.execute(f"SELECT {', '.join(self.TIMING_COLUMNS)} FROM timings ORDER BY rowid")
+        except sqlite3.OperationalError:
+            return []
+        return [dict(zip(self.TIMING_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+
     def done_images(self, key: str) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT image_id FROM results WHERE method_key = ?", (key,))}
 
@@ -216,7 +258,7 @@ class ResultStore:
         out = []
         for r in cur.fetchall():
             d = dict.fromkeys(RESULT_COLUMNS)
-            d.update(zip(present, r))
+            d.update(zip(present, r, strict=True))
             for c in JSON_COLUMNS:
                 if d[c] is not None:
                     d[c] = _loads(d[c])

@@ -1,18 +1,30 @@
 """Comparison tables rendered from the stored records (never computed from live objects).
 
-``summary(records)`` groups per method (and method settings) and image subset and gives
-mean ± std of every metric and of the time per image; renderers write Markdown (terminal),
-CSV (numbers only, one column per statistic) and LaTeX (booktabs). Every rendering carries a
-footer with the metric conventions and the timer, taken from the records themselves.
+``summary(records)`` groups per configuration and image subset. A quality cell is the mean
+over images with, in brackets, the 95 % bootstrap confidence interval of that mean
+(:mod:`gan_inversion_bench.stats`: BCa, seeded, so the tables are reproducible), e.g.
+``27.41 [26.12, 28.55]``; n (images) has its own column, and a row of one image shows the
+value alone: a quantity measured once gets no interval. Time per image is the batch time
+divided by the batch size, so the images of a batch share one measurement: the time cell is
+the mean over timed batches, with an interval over batches only when there are at least 2
+(the footer gives the number of batches of every row). Renderers write Markdown (terminal),
+CSV (numbers only: ``psnr_mean, psnr_ci_low, psnr_ci_high, psnr_std, …``) and LaTeX
+(booktabs, special characters escaped). Every rendering carries a footer with the metric
+conventions, how the intervals were computed and the timer, taken from the records themselves.
+``comparison_text`` renders ``gib compare``: paired per-image differences of two configurations.
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from . import stats
 from .store import ResultStore
 
 #: (column, label, higher is better, format)
@@ -20,93 +32,197 @@ COLUMNS = [
     ("psnr", "PSNR (dB)", True, "{:.2f}"),
     ("ssim", "SSIM", True, "{:.4f}"),
     ("lpips", "LPIPS", False, "{:.4f}"),
-    ("time_s", "time/img (s)", False, "{:.3g}"),
+    ("time_s", "batched s/img", False, "{:.3g}"),
+    ("latency_s", "alone s/img", False, "{:.3g}"),
 ]
+#: the quality columns: a mean and an interval over images
+QUALITY = ("psnr", "ssim", "lpips")
 #: the optional throughput column, shown when any record has it (records since schema version 2)
 THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
+#: the metrics ``gib compare`` offers: name → (label, format of a difference)
+COMPARE_METRICS = {"psnr": ("PSNR (dB)", "{:+.2f}"), "ssim": ("SSIM", "{:+.4f}"), "lpips": ("LPIPS", "{:+.4f}"),
+                   "ms_ssim": ("MS-SSIM", "{:+.4f}")}
+NAN = math.nan
 
 
 def load_records(run_dir: str | Path) -> pd.DataFrame:
+    """Every result row, with ``subset`` (the image set part of the id) and, per configuration, the
+    one-off costs from the ``timings`` table: ``latency_s`` (one image alone) and ``prepare_s``
+    (with ``prepare_note``)."""
     with ResultStore(run_dir, create=False) as store:
-        rows = store.results()
+        rows, times = store.results(), store.timings()
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df["subset"] = df["image_id"].str.split("/").str[0]
+    latest = {(t["method_key"], t["kind"]): t for t in times}  # the last measurement of each kind
+    for kind in ("latency", "prepare"):
+        df[f"{kind}_s"] = [latest[(k, kind)]["seconds"] if (k, kind) in latest else NAN for k in df["method_key"]]
+    df["prepare_note"] = [latest[(k, "prepare")]["note"] if (k, "prepare") in latest else None
+                          for k in df["method_key"]]
     return df
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
     """Method label; a method run with several settings gets its settings hash appended."""
-    keys_per_method = df.groupby("method")["method_key"].nunique()
-    return df.apply(lambda r: r["method"] if keys_per_method[r["method"]] == 1 else r["method_key"], axis=1)
+    return stats.config_labels(df)
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, subset): counts and mean/std of each metric (numbers, not strings)."""
+def _finite(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
+    """The finite values of a column (a metric the store kept empty, i.e. missing, is left out)."""
+    if col not in frame:
+        return np.empty(0)
+    values: npt.NDArray[np.float64] = np.asarray(pd.to_numeric(frame[col], errors="coerce"), dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def _ci(values: npt.NDArray[np.float64], settings: stats.BootstrapSettings) -> tuple[float, float, float]:
+    if not len(values):
+        return NAN, NAN, NAN
+    return stats.bootstrap_ci(values, confidence=settings.confidence, n_resamples=settings.n_resamples,
+                              seed=settings.seed, method=settings.method)
+
+
+def _image_stats(ok: pd.DataFrame, col: str, settings: stats.BootstrapSettings) -> dict[str, float]:
+    values = _finite(ok, col)
+    mean, low, high = _ci(values, settings)
+    return {f"{col}_mean": mean, f"{col}_ci_low": low, f"{col}_ci_high": high,
+            f"{col}_std": float(values.std()) if len(values) else NAN}  # spread over images (ddof 0)
+
+
+def batches(ok: pd.DataFrame) -> pd.DataFrame:
+    """One record per timed batch: the images of a batch share its time per image (the batch time
+    divided by its size), its session and its size, which identify it (two batches of one
+    session timed to the same bit would count once)."""
+    timed = ok.assign(time_s=pd.to_numeric(ok["time_s"], errors="coerce")).dropna(subset=["time_s"])
+    return timed.drop_duplicates(subset=[c for c in ("method_key", "session", "batch_size", "time_s") if c in timed])
+
+
+def _batch_stats(ok: pd.DataFrame, settings: stats.BootstrapSettings) -> dict[str, Any]:
+    timed = batches(ok)
+    times = _finite(timed, "time_s")
+    if len(times) >= 2:
+        mean, low, high = _ci(times, settings)
+    else:  # measured once (or never): the value alone
+        mean, low, high = (float(times[0]) if len(times) else NAN), NAN, NAN
+    tflops, peak = _finite(timed, "tflops"), _finite(timed, "peak_fraction")
+    latency = np.unique(_finite(ok, "latency_s"))
+    return {"time_s_mean": mean, "time_s_ci_low": low, "time_s_ci_high": high, "time_s_batches": len(times),
+            "latency_s_mean": float(latency.mean()) if len(latency) else NAN,
+            "tflops_mean": float(tflops.mean()) if len(tflops) else NAN,
+            "peak_fraction_mean": float(peak.mean()) if len(peak) else NAN}
+
+
+def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) -> pd.DataFrame:
+    """One row per (configuration, subset), numbers only: counts; per quality metric the mean over
+    images, its bootstrap interval (``_ci_low``, ``_ci_high``; NaN for one image) and the spread
+    over images (``_std``); time per image as the mean over batches (``time_s_batches``), with an
+    interval from 2 batches on; achieved TFLOP/s and fraction of peak as means over batches."""
     if df.empty:
         return pd.DataFrame()
     df = df.assign(label=_label(df))
     out = []
     for (label, subset), g in df.groupby(["label", "subset"], sort=False):
         ok = g[g["status"] == "ok"]
-        row: dict[str, Any] = {"method": label, "images": subset, "n": len(ok), "failed": int((g["status"] != "ok").sum()),
-                               "iterations": int(g["iterations"].dropna().iloc[0]) if g["iterations"].notna().any() else None,
+        row: dict[str, Any] = {"method": label, "images": subset, "n": len(ok), "codes": _codes(g),
+                               "failed": int((g["status"] != "ok").sum()),
+                               "iterations": (int(g["iterations"].dropna().iloc[0]) if g["iterations"].notna().any()
+                                              else None),
                                "device": g["device"].iloc[0]}
-        for col in [c[0] for c in COLUMNS] + ["tflops", "peak_fraction"]:
-            vals = pd.to_numeric(ok[col], errors="coerce").dropna() if col in ok else pd.Series([], dtype=float)
-            row[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
-            row[f"{col}_std"] = float(vals.std(ddof=0)) if len(vals) else math.nan
+        for col in QUALITY:
+            row.update(_image_stats(ok, col, settings))
+        row.update(_batch_stats(ok, settings))
         out.append(row)
     return pd.DataFrame(out)
 
 
-def _cell(mean: float, std: float, fmt: str, pm: str) -> str:
+def _codes(g: pd.DataFrame) -> str:
+    """The capacity of a configuration: its codes per image (and how they are organised)."""
+    caps = [c for c in g.get("capacity", pd.Series(dtype=object)).dropna() if isinstance(c, dict)]
+    if not caps:
+        return ""
+    c = caps[0]
+    if "subspaces" in c:
+        return f"{c['codes']} (R={c['subspaces']}×K={c['codes_per_subspace']})"
+    return str(c.get("codes", ""))
+
+
+def _cell(r: pd.Series, col: str, fmt: str) -> str:
+    """``mean [low, high]``; the mean alone when there is no interval (one image, one batch)."""
+    mean, low, high = (float(r.get(f"{col}_{k}", NAN)) for k in ("mean", "ci_low", "ci_high"))
     if math.isnan(mean):
         return "–"
-    return f"{fmt.format(mean)}{pm}{fmt.format(std)}"
+    if math.isnan(low) or math.isnan(high):
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} [{fmt.format(low)}, {fmt.format(high)}]"
 
 
 def _throughput_cell(r: pd.Series, fmt: str) -> str:
     """Mean achieved TFLOP/s, with the fraction of the device's peak when it is known."""
     if math.isnan(r["tflops_mean"]):
         return "–"
-    peak = r.get("peak_fraction_mean", math.nan)
+    peak = r.get("peak_fraction_mean", NAN)
     return fmt.format(r["tflops_mean"]) + ("" if math.isnan(peak) else f" ({peak * 100:.1f} % of peak)")
 
 
-def _display(s: pd.DataFrame, pm: str, arrows: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
+def _display(s: pd.DataFrame, arrows: tuple[str, str] = ("↑", "↓")) -> tuple[list[str], list[list[str]]]:
     throughput = "tflops_mean" in s and s["tflops_mean"].notna().any()
     columns = COLUMNS + ([THROUGHPUT] if throughput else [])
-    header = ["method", "images", "n"] + [f"{label} {arrows[0] if hib else arrows[1]}" for _, label, hib, _ in columns] \
-        + ["failed", "iters"]
+    header = (["method", "images", "n", "codes"]
+              + [f"{label} {arrows[0] if hib else arrows[1]}" for _, label, hib, _ in columns]
+              + ["failed", "iters"])
     rows = []
     for _, r in s.iterrows():
-        rows.append([str(r["method"]), str(r["images"]), str(r["n"])]
-                    + [_cell(r[f"{c}_mean"], r[f"{c}_std"], fmt, pm) for c, _, _, fmt in COLUMNS]
+        rows.append([str(r["method"]), str(r["images"]), str(r["n"]), str(r.get("codes", ""))]
+                    + [_cell(r, c, fmt) for c, _, _, fmt in COLUMNS]
                     + ([_throughput_cell(r, THROUGHPUT[3])] if throughput else [])
                     + [str(r["failed"]), "" if r["iterations"] is None else str(r["iterations"])])
     return header, rows
 
 
-def footer(df: pd.DataFrame) -> list[str]:
+def _batch_counts(df: pd.DataFrame) -> str:
+    df = df.assign(label=_label(df))
+    parts = []
+    for (label, subset), g in df.groupby(["label", "subset"], sort=False):
+        k = len(batches(g[g["status"] == "ok"]))
+        parts.append(f"{label}/{subset} ({k} batch{'' if k == 1 else 'es'})")
+    return ", ".join(parts)
+
+
+def _missing_values(df: pd.DataFrame) -> list[str]:
+    ok = df[df["status"] == "ok"]
+    lines = []
+    for col, label, _, _ in COLUMNS[:len(QUALITY)]:
+        missing = int(pd.to_numeric(ok[col], errors="coerce").isna().sum()) if col in ok else 0
+        if missing:
+            lines.append(f"{missing} ok result(s) have no {label} value (non-finite, stored empty) and are left "
+                         "out of that column's mean and interval.")
+    return lines
+
+
+def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) -> list[str]:
     """Conventions and provenance lines, from the records."""
     if df.empty:
         return []
     first = df.iloc[0]
     conv = first["metric_conventions"] or {}
-    lines = ["Values are mean ± std over images (per-image metrics, then averaged). ↑ higher is better, ↓ lower is better."]
+    lines = [f"Quality cells: mean over images, then in brackets the {settings.describe('images')}; n: images "
+             "per row (a value without an interval comes from one image). ↑ higher is better, ↓ lower is better."]
     for name in ("psnr", "ssim", "lpips"):
         if name in conv:
             lines.append(conv[name])
+    lines += _missing_values(df)
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
-    lines.append(f"Time per image: inversion of a batch divided by its size; timer: {', '.join(timers)}. "
+    lines.append("Time per image: inversion of a batch divided by its size, so the images of a batch share one "
+                 "measurement: mean over timed batches, with the bootstrap interval over batches (as above) only "
+                 f"from 2 batches on; timed batches: {_batch_counts(df)}. Timer: {', '.join(timers)}. "
                  f"Device: {'; '.join(sorted(set(df['device'].dropna())))}.")
+    lines += _cost_lines(df)
     if "tflops" in df and pd.to_numeric(df["tflops"], errors="coerce").notna().any():
         precisions = ", ".join(sorted(set(df["precision"].dropna()))) or "fp32"
         lines.append("TFLOP/s: FLOPs of one iteration (counted with torch's formulas) × iterations × images / batch "
-                     f"time; % of peak against the device's dense datasheet peak at the precision used "
-                     f"({precisions}).")
+                     f"time, averaged over batches; % of peak against the device's dense datasheet peak at the "
+                     f"precision used ({precisions}).")
     gen = first["generator"] or {}
     lines.append(f"Generator: {gen.get('name')} ({gen.get('resolution')}², weights: {gen.get('weights')}). "
                  f"Image set: {first['image_set']}.")
@@ -116,50 +232,138 @@ def footer(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    s = summary(df)
+def _cost_lines(df: pd.DataFrame) -> list[str]:
+    """How latency was measured, and each configuration's one-off preparation (not per image)."""
+    lines = ["Alone s/img (latency): the first image inverted again on its own (a batch of one, as the original "
+             "code inverts), timed once per configuration; batched s/img is the throughput figure."]
+    prep = df.drop_duplicates("method_key")
+    prep = prep[pd.to_numeric(prep["prepare_s"], errors="coerce") > 0] if "prepare_s" in prep else prep.iloc[0:0]
+    labels = _label(df).loc[prep.index]
+    parts = [f"{lab}: {sec:.3g} s ({note})" if note else f"{lab}: {sec:.3g} s"
+             for lab, sec, note in zip(labels, prep["prepare_s"], prep["prepare_note"], strict=True)]
+    if parts:
+        lines.append("Preparation, once per configuration and run, not included in the per-image times: "
+                     + "; ".join(parts) + ".")
+    caps = df.get("capacity")
+    if caps is not None and caps.notna().any():
+        lines.append("codes: latent codes per image as each method states its capacity (R×K: R channel subspaces "
+                     "of K codes each); multi-code methods are compared at equal codes.")
+    return lines
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in rows])
+
+
+def _markdown(df: pd.DataFrame, s: pd.DataFrame) -> str:
     if s.empty:
         return "(no results yet)"
-    header, rows = _display(s, " ± ", ("↑", "↓"))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    lines = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in rows]
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {x}" for x in footer(df))
+    return _markdown_table(*_display(s)) + "\n\n" + "\n".join(f"- {x}" for x in footer(df))
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    return _markdown(df, summary(df))
 
 
 def to_csv(df: pd.DataFrame) -> str:
     return summary(df).to_csv(index=False)
 
 
+#: LaTeX for every character that is special to it, and for the symbols the tables use
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "↑": r"$\uparrow$",
+        "↓": r"$\downarrow$", "²": r"$^2$", "–": "--", "−": "$-$", "×": r"$\times$", "·": r"$\cdot$",
+        "≥": r"$\geq$", "≤": r"$\leq$", "σ": r"$\sigma$", "…": r"\dots{}"}
+_TEX_RE = re.compile("|".join(re.escape(k) for k in _TEX))
+
+
 def _tex(s: str) -> str:
-    for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("²", r"$^2$"), ("–", "--")]:
-        s = s.replace(a, b)
-    return s
+    """``s`` as LaTeX text: one pass, so a replacement is never escaped again."""
+    return _TEX_RE.sub(lambda m: _TEX[m.group()], s)
 
 
-def to_latex(df: pd.DataFrame) -> str:
-    s = summary(df)
+def _tex_row(cells: list[str]) -> str:
+    row = " & ".join(_tex(c) for c in cells)
+    return ("{}" if row.startswith("[") else "") + row + r" \\"  # `\\ [` would read as `\\[<length>]`
+
+
+def _latex(df: pd.DataFrame, s: pd.DataFrame) -> str:
     if s.empty:
         return "% no results yet\n"
-    header, rows = _display(s, " ± ", ("↑", "↓"))
+    header, rows = _display(s)
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}",
-             r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex(c) for c in r) + r" \\" for r in rows]
+             r"\toprule", _tex_row(header), r"\midrule"]
+    lines += [_tex_row(r) for r in rows]
     lines += [r"\bottomrule", r"\end{tabular}",
               r"\caption{" + _tex(" ".join(footer(df))) + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def to_latex(df: pd.DataFrame) -> str:
+    return _latex(df, summary(df))
 
 
 def write_tables(run_dir: str | Path) -> dict[str, Path]:
     """Write ``table.md``, ``table.csv`` and ``table.tex`` into the run folder."""
     run_dir = Path(run_dir)
     df = load_records(run_dir)
+    s = summary(df)  # once: the intervals are the costly part
     out = {}
-    for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
+    for ext, text in (("md", _markdown(df, s)), ("csv", s.to_csv(index=False)), ("tex", _latex(df, s))):
         path = run_dir / f"table.{ext}"
         tmp = path.with_suffix(f".{ext}.tmp")
-        tmp.write_text(render(df), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
         out[ext] = path
     return out
+
+
+# ---- gib compare ---------------------------------------------------------------------------------
+def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
+               settings: stats.BootstrapSettings = stats.DEFAULT) -> list[stats.PairedDifference]:
+    """The paired comparisons A − B that ``gib compare`` prints, per subset then metric.
+
+    ``metric``: one of :data:`COMPARE_METRICS` or ``"all"`` (those the records have values of);
+    ``subset``: one image subset, or ``"all"``: every subset, then all images pooled (when there
+    are several subsets). Unknown labels, metrics or subsets raise ValueError listing the valid ones.
+    """
+    if df.empty:
+        raise ValueError("no results in this run folder yet")
+    if metric != "all" and metric not in COMPARE_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join([*COMPARE_METRICS, 'all'])}")
+    metrics = [metric] if metric != "all" else [
+        m for m in COMPARE_METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
+    subsets = sorted(set(df["subset"]))
+    if subset != "all" and subset not in subsets:
+        raise ValueError(f"no images of subset {subset!r} in this run; valid: {', '.join([*subsets, 'all'])}")
+    keys = [subset] if subset != "all" else subsets + ([stats.OVERALL] if len(subsets) > 1 else [])
+    results = {m: stats.paired_differences(df, a, b, m, settings) for m in metrics}
+    return [results[m][k] for k in keys for m in metrics if k in results[m]]
+
+
+def _comparison_row(d: stats.PairedDifference) -> list[str]:
+    label, fmt = COMPARE_METRICS[d.metric]
+    interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"
+    return [d.subset, label, str(d.n), "–" if math.isnan(d.mean) else fmt.format(d.mean), interval,
+            f"{d.wins} / {d.ties} / {d.losses}"]
+
+
+def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
+                    settings: stats.BootstrapSettings = stats.DEFAULT) -> str:
+    """``gib compare``'s output: a Markdown table of :func:`comparison` and what it means."""
+    found = comparison(df, a, b, metric=metric, subset=subset, settings=settings)
+    if not found:
+        return f"nothing to compare: no {metric} values in this run"
+    a, b = found[0].a, found[0].b
+    header = ["images", "metric", "n", "mean A − B", f"{settings.confidence * 100:g} % CI", "wins / ties / losses"]
+    notes = [f"A = {a}, B = {b}: per-image differences A − B on the images both have (status ok in both).",
+             "win: A better (PSNR, SSIM, MS-SSIM higher; LPIPS lower); tie: exactly equal; loss: B better.",
+             f"CI: {settings.describe('images')}; – : fewer than 2 images, no interval."]
+    if any(d.subset == stats.OVERALL for d in found):
+        notes.append(f"images '{stats.OVERALL}': every subset pooled.")
+    return _markdown_table(header, [_comparison_row(d) for d in found]) + "\n\n" + "\n".join(f"- {x}" for x in notes)

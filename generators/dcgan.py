@@ -39,15 +39,21 @@ after the first ReLU) reuse :class:`DCGAN` with ``input_channels = nz + n_classe
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from gan_inversion_bench.generator import SplitGenerator
-from gan_inversion_bench.weights import (CheckpointError, WEIGHT_PACKAGES, check_state_dict, package_file,
-                                         torch_load_safe)
+from gan_inversion_bench.weights import (
+    WEIGHT_PACKAGES,
+    CheckpointError,
+    check_state_dict,
+    package_file,
+    torch_load_safe,
+)
 
 DIGIFACE_DIST = "gan-face-generate"
 DIGIFACE_FILE = "gan_face_generate/weights.tar"
@@ -103,7 +109,7 @@ class DCGAN(SplitGenerator):
         self.main = nn.Sequential(*dcgan_layers(self.input_channels, ngf, resolution, nc, dropout_after_first))
         self.main.eval()
 
-    def train(self, mode: bool = True) -> "DCGAN":
+    def train(self, mode: bool = True) -> DCGAN:
         """Set the mode of everything except ``main``, which stays in eval mode (module docstring)."""
         super().train(mode)
         self.main.eval()
@@ -120,7 +126,7 @@ class DCGAN(SplitGenerator):
 
     def stages(self) -> Sequence[tuple[str, Callable[[Tensor], Tensor]]]:
         names = self.stage_names()
-        return list(zip(names, self.main))
+        return list(zip(names, self.main, strict=True))
 
     def stage_names(self) -> list[str]:
         """``"<res>x<res>.<kind>"`` for each module of ``main`` (the name of the split after it)."""
@@ -141,7 +147,10 @@ class DCGAN(SplitGenerator):
         self.load_state_dict(state, strict=True)
 
 
-def init_random(g: DCGAN, seed: int = 0, calibration_batch: int = 64) -> DCGAN:
+_DCGAN = TypeVar("_DCGAN", bound="DCGAN")
+
+
+def init_random(g: _DCGAN, seed: int = 0, calibration_batch: int = 64) -> _DCGAN:
     """Seeded random weights in the DCGAN paper's initialisation, BN statistics calibrated.
 
     Conv weights ~ N(0, 0.02), BN weight ~ N(1, 0.02), BN bias 0; the running statistics are then

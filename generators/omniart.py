@@ -52,8 +52,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gan_inversion_bench.generators.dcgan import DCGAN, _check_kwargs, init_random
-from gan_inversion_bench.weights import CheckpointError, WEIGHT_PACKAGES, package_file, torch_load_safe
+from gan_inversion_bench.weights import WEIGHT_PACKAGES, CheckpointError, package_file, torch_load_safe
+
+from .dcgan import DCGAN, _check_kwargs, init_random
 
 OMNIART_DIST = "omniart-eye-generator"
 OMNIART_FILE = "omniart_eye_generator/generator_model_state.pth"

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,8 @@ class WScale(nn.Module):
 class PGGANBlock(nn.Module):
     """PixelNorm → [nearest ×2] → conv (no bias) → WScale → LeakyReLU(0.2) or linear."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int, *,
+    # PLR0913: the options of the official PGGAN conv layer (genforce/mganprior), which this block reproduces
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int, *,  # noqa: PLR0913
                  upsample: bool = False, gain: float = math.sqrt(2.0), linear: bool = False):
         super().__init__()
         self.norm = PixelNorm()
@@ -166,7 +168,7 @@ class PGGAN(SplitGenerator):
                                   f"checkpoint is a snapshot taken during progressive growing")
         self.load_state_dict(state, strict=True)
 
-    def init_random(self, seed: int = 0) -> "PGGAN":
+    def init_random(self, seed: int = 0) -> PGGAN:
         """Seeded PGGAN initialisation: weights N(0, 1) (equalized lr), biases 0, lod 0."""
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -205,7 +207,8 @@ def _missing_weights_message(resolution: int | None) -> str:
     return (f"PGGAN needs pretrained weights: a file pggan_<dataset><res>_generator.pth (e.g. {example}), the "
             "PyTorch state_dict that the mGANprior / PmSFC release code (genforce/mganprior "
             "models/pggan_generator.py, convert_tf_weights) writes into models/pretrain/pytorch/ from the "
-            "official TensorFlow pickle karras2018iclr-<dataset>-<res>x<res>.pkl of tkarras/progressive_growing_of_gans. "
+            "official TensorFlow pickle karras2018iclr-<dataset>-<res>x<res>.pkl of "
+            "tkarras/progressive_growing_of_gans. "
             "Download links for both are in genforce/mganprior models/README.md. Pass the file with "
             "--weights PATH (or pggan(weights=PATH)); for tests without weights use pggan-tiny or tiny=True.")
 

@@ -83,9 +83,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +139,8 @@ def fused_leaky_relu(x: Tensor, bias: Tensor, negative_slope: float = 0.2, gain:
     return F.leaky_relu(x + bias.reshape(shape), negative_slope) * gain
 
 
-def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: bool = True,
+# PLR0913: a public function whose keywords mirror the reference implementation's options
+def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: bool = True,  # noqa: PLR0913
                      upsample: bool = False, blur: Tensor | None = None, blur_pad: tuple[int, int] = (1, 1),
                      eps: float = 1e-8) -> Tensor:
     """StyleGAN2's modulated convolution.
@@ -197,6 +199,8 @@ class EqualLinear(nn.Module):
 
 
 class Blur(nn.Module):
+    kernel: Tensor  # a buffer
+
     def __init__(self, pad: tuple[int, int], gain: float = 1.0, taps: Sequence[float] = BLUR_TAPS):
         super().__init__()
         self.register_buffer("kernel", fir_kernel(taps, gain))
@@ -208,6 +212,8 @@ class Blur(nn.Module):
 
 class Upsample(nn.Module):
     """FIR upsampling ×2 of the skip image (zero insertion, kernel × 4, pad (2, 1))."""
+
+    kernel: Tensor  # a buffer
 
     def __init__(self, factor: int = 2, taps: Sequence[float] = BLUR_TAPS):
         super().__init__()
@@ -221,7 +227,10 @@ class Upsample(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, *, demodulate: bool = True,
+    blur: Blur  # set when upsampling
+
+    # PLR0913: the arguments of rosinality's ModulatedConv2d, which this layer reproduces
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, *, demodulate: bool = True,  # noqa: PLR0913
                  upsample: bool = False, taps: Sequence[float] = BLUR_TAPS):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1, out_ch, in_ch, kernel_size, kernel_size))
@@ -317,11 +326,14 @@ def _require_state(x: Any, g: SplitGenerator) -> None:
 class StyleGAN2Generator(SplitGenerator):
     """StyleGAN2 synthesis + mapping with the rosinality module layout. See the module docstring."""
 
-    def __init__(self, resolution: int = 1024, *, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
+    latent_avg: Tensor  # a buffer
+
+    # PLR0913: a public constructor; its keywords are the generator's documented options
+    def __init__(self, resolution: int = 1024, *, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,  # noqa: PLR0913
                  channels: Mapping[int, int] | None = None, lr_mlp: float = 0.01, latent_space: str = "w+",
                  truncation: float = 1.0, latent_avg: Tensor | None = None, noise_seed: int = 0):
         super().__init__()
-        log_size = int(round(math.log2(resolution))) if resolution > 0 else 0
+        log_size = round(math.log2(resolution)) if resolution > 0 else 0
         if resolution < 8 or 2 ** log_size != resolution:
             raise ValueError(f"StyleGAN2 resolution must be a power of two >= 8, got {resolution}")
         if latent_space not in LATENT_SPACES:
@@ -611,21 +623,21 @@ def _summarise_missing(names: list[str], noise_seed: int) -> str:
     return "; ".join(parts)
 
 
-def _build_from_checkpoint(path: Path, *, resolution: int | None, latent_space: str, truncation: float,
-                           noise_seed: int, n_avg: int, avg_seed: int, arch_kw: dict[str, Any]) -> StyleGAN2Generator:
+def _build_from_checkpoint(path: Path, common: dict[str, Any], *, resolution: int | None, n_avg: int,
+                           avg_seed: int) -> StyleGAN2Generator:
+    """``common``: the generator's ``latent_space``, ``truncation`` and ``noise_seed``."""
     sd, avg = load_rosinality_checkpoint(path)
     arch = _infer_architecture(sd)
     if resolution is not None and "resolution" in arch and arch["resolution"] != resolution:
         raise CheckpointError(f"{path}: the checkpoint is a {arch['resolution']}x{arch['resolution']} generator, "
                               f"but resolution={resolution} was requested")
-    arch.update(arch_kw)
     res = resolution or arch.pop("resolution", 1024)
     arch.pop("resolution", None)
     if "channels" not in arch:
         arch["channels"] = config_f_channels(arch.pop("channel_multiplier", 2))
     arch.pop("channel_multiplier", None)
     try:
-        g = StyleGAN2Generator(res, latent_space=latent_space, truncation=truncation, noise_seed=noise_seed, **arch)
+        g = StyleGAN2Generator(res, **common, **arch)
     except ValueError as e:
         if "latent_space" in str(e):
             raise
@@ -637,7 +649,7 @@ def _build_from_checkpoint(path: Path, *, resolution: int | None, latent_space: 
     g.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     notes = [f"{path} (g_ema)"]
     if missing:
-        notes.append(_summarise_missing(missing, noise_seed))
+        notes.append(_summarise_missing(missing, common["noise_seed"]))
     if avg is not None:
         if avg.numel() != g.style_dim:
             raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(avg.shape)}, expected [{g.style_dim}]")
@@ -652,6 +664,8 @@ def _build_from_checkpoint(path: Path, *, resolution: int | None, latent_space: 
 
 
 _DEFAULT_ZOO = {1024: "stylegan2_ffhq1024", 256: "stylegan2_church256"}
+#: the architecture keywords of stylegan2() (random weights only)
+_ARCH_KEYS = ("style_dim", "n_mlp", "channel_multiplier", "channels")
 
 
 def stylegan2(*, weights: str | Path | None = None, resolution: int | None = None, latent_space: str = "w+",
@@ -674,18 +688,18 @@ def stylegan2(*, weights: str | Path | None = None, resolution: int | None = Non
     noise_seed = int(kw.pop("noise_seed", 0))
     n_avg = int(kw.pop("latent_avg_samples", 10_000))
     avg_seed = int(kw.pop("latent_avg_seed", 0))
-    arch_kw = {k: kw.pop(k) for k in ("style_dim", "n_mlp", "channel_multiplier", "channels") if k in kw}
+    arch_kw: dict[str, Any] = {k: kw.pop(k) for k in _ARCH_KEYS if k in kw}
     if kw:
         raise TypeError(f"stylegan2() got unexpected keyword arguments: {', '.join(sorted(kw))}")
     if latent_space not in LATENT_SPACES:
         raise ValueError(f"latent_space must be one of {', '.join(LATENT_SPACES)}; got {latent_space!r}")
-    common = dict(latent_space=latent_space, truncation=truncation, noise_seed=noise_seed)
+    common: dict[str, Any] = dict(latent_space=latent_space, truncation=truncation, noise_seed=noise_seed)
 
     if tiny or (isinstance(weights, str) and weights == "random"):
         if tiny and weights not in (None, "random"):
             raise ValueError("tiny=True builds random weights; do not pass weights")
         if tiny:
-            arch = {"style_dim": 32, "n_mlp": 2, "channels": tiny_channels()}
+            arch: dict[str, Any] = {"style_dim": 32, "n_mlp": 2, "channels": tiny_channels()}
             arch.update(arch_kw)
             res = resolution or 16
         else:
@@ -701,8 +715,7 @@ def stylegan2(*, weights: str | Path | None = None, resolution: int | None = Non
             raise TypeError(f"{', '.join(sorted(arch_kw))} only apply to random weights; "
                             "a checkpoint's architecture is read from the file")
         path = _resolve_weights(weights, resolution)
-        g = _build_from_checkpoint(path, resolution=resolution, n_avg=n_avg, avg_seed=avg_seed,
-                                   arch_kw={}, **common)
+        g = _build_from_checkpoint(path, common, resolution=resolution, n_avg=n_avg, avg_seed=avg_seed)
     g.name = "stylegan2"
     return g.to(device).eval()
 

@@ -36,8 +36,9 @@ parameters trainable, target features recomputed every iteration. Same optimisat
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -45,9 +46,21 @@ from torch import Tensor
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
 from gan_inversion_bench.method import InversionMethod, InversionResult, MethodTags, ProgressFn
-from gan_inversion_bench.method_tools import (SeedStyleLoss, as_seed_list, check_execution, check_split_setting,
-                                              check_targets, code_seeds, default_split, invert_each, make_optimizer,
-                                              optimise, positive_float, positive_int, unfreeze)
+from gan_inversion_bench.method_tools import (
+    SeedStyleLoss,
+    as_seed_list,
+    check_execution,
+    check_split_setting,
+    check_targets,
+    code_seeds,
+    default_split,
+    invert_each,
+    make_optimizer,
+    optimise,
+    positive_float,
+    positive_int,
+    unfreeze,
+)
 from gan_inversion_bench.precision import full_precision
 
 #: generator name (or class name) → default split point ℓ (see docs/methods.md for dcgan-digiface64)
@@ -60,13 +73,14 @@ def sample_codes(G: SplitGenerator, image_seeds: Sequence[int], n: int, stream: 
     return z.view(len(image_seeds), n, -1)
 
 
-def compose(features: Tensor, alpha: Tensor) -> Tensor:
-    """mGANprior's fused feature ``Σ_n F_n ⊙ α_n / N``.
+def compose(features: Tensor, alpha: Tensor, divide_by_n: bool = True) -> Tensor:
+    """mGANprior's fused feature ``Σ_n F_n ⊙ α_n / N`` (the official code; without the /N, the
+    paper's eq. (2)).
 
     ``features``: ``[B, N, C, H, W]``; ``alpha``: ``[B, N, C]`` → ``[B, C, H, W]``.
     """
-    n = features.shape[1]
-    return (features * alpha[..., None, None]).sum(dim=1) / n  # [B, C, H, W]
+    fused = (features * alpha[..., None, None]).sum(dim=1)  # [B, C, H, W]
+    return fused / features.shape[1] if divide_by_n else fused
 
 
 def g1_codes(G: SplitGenerator, z: Tensor, split: int) -> tuple[Any, Tensor]:
@@ -94,9 +108,15 @@ class MGANPriorSettings:
     perceptual_weight: float = 0.001
     perceptual_size: int | None = 256  # None: the generator's resolution
     execution: str = "batched"       # "batched" or "reference" (the seeds' pattern; for timing)
+    divide_by_n: bool = True         # the official extra /N (module docstring); False: the paper's eq. (2)
+    alpha_lr: float | None = None    # learning rate of the α (None: lr, as the official single optimiser)
 
     def __post_init__(self) -> None:
         positive_int(self.n_codes, "n_codes")
+        if not isinstance(self.divide_by_n, bool):
+            raise ValueError(f"divide_by_n must be true or false, got {self.divide_by_n!r}")
+        if self.alpha_lr is not None:
+            positive_float(self.alpha_lr, "alpha_lr")
         check_execution(self.execution)
         check_split_setting(self.split)
         positive_int(self.iterations, "iterations")
@@ -115,26 +135,43 @@ class MGANPrior(InversionMethod):
     name = "mganprior"
     version = "1"
     Settings = MGANPriorSettings
-    PROFILES = {
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # The embedded default run's budget (docs/methods.md, "quick profiles"): 10 codes, 100
-        # steps of the official plain SGD with lr 10, perceptual term at the generator's resolution.
-        "quick": {"n_codes": 10, "iterations": 100, "lr": 10.0, "perceptual_size": None},
+        # The embedded default run's budget (docs/methods.md, "quick profiles"): 30 codes (the paper's N,
+        # and PmSFC's R·K = 6·5: equal capacity), 100 steps of the official plain SGD with lr 10,
+        # perceptual term at the generator's resolution. `gib tune` tunes the optimiser on top of it.
+        "quick": {"n_codes": 30, "iterations": 100, "lr": 10.0, "perceptual_size": None},
+        # The conformance suite's (gan_inversion_bench.testing): fewer codes, to keep it fast.
+        "test": {"n_codes": 10, "iterations": 8, "lr": 10.0, "perceptual_size": None},
     }
     tags = MethodTags(uses_split=True)
+    #: settings added after results were first stored: left out of result keys at these values
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "divide_by_n": True, "alpha_lr": None}
 
     def get_tags(self) -> MethodTags:
         return replace(self.tags, per_image_execution=self.settings.execution == "reference")
 
-    def reference_execution(self) -> "MGANPrior":
-        return self._replaced(execution="reference")
+    def capacity(self) -> dict[str, int]:
+        return {"codes": self.settings.n_codes}
+
+    def tuning_space(self, trial: Any) -> dict[str, Any]:
+        """The optimiser and its two learning rates (codes, α) and whether to keep the official /N."""
+        optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        low, high = (0.1, 100.0) if optimizer == "sgd" else (1e-3, 0.5)
+        return {"optimizer": optimizer, "lr": trial.suggest_float(f"{optimizer}_lr", low, high, log=True),
+                "alpha_lr": trial.suggest_float(f"{optimizer}_alpha_lr", low / 10, high, log=True),
+                "divide_by_n": trial.suggest_categorical("divide_by_n", [True, False])}
+
+    def reference_execution(self) -> MGANPrior:
+        return self.with_settings(execution="reference")
 
     def resolved_split(self, generator: SplitGenerator) -> int:
         """The split index this method uses on ``generator``."""
         split = self.settings.split
         return generator.resolve_split(default_split(generator, DEFAULT_SPLITS) if split is None else split)
 
-    def prepare(self, generator: SplitGenerator, *, seed: int = 0, cache_dir: Any = None) -> "MGANPrior":
+    def prepare(self, generator: SplitGenerator, *, seed: int = 0, cache_dir: Any = None,
+                progress: ProgressFn | None = None) -> MGANPrior:
         """Nothing is learned; records the resolved split point for the result records."""
         index = self.resolved_split(generator)
         point = generator.split_points[index]
@@ -143,6 +180,25 @@ class MGANPrior(InversionMethod):
 
     def prepared_state(self) -> dict[str, Any]:
         return {"split": self.split_} if hasattr(self, "split_") else {}
+
+    def _synthesizer(self, G: SplitGenerator, split: int, z: Tensor, alpha: Tensor) -> Callable[[], Tensor]:
+        """The images of the current codes: G1 once on all codes of all images, or (reference
+        execution) the seeds' loop, one G1 call per code, fused as it goes."""
+        b, n = z.shape[:2]
+        divide = self.settings.divide_by_n
+        first_rows = torch.arange(b, device=z.device) * n  # context of each image's first code
+
+        def synthesize() -> Tensor:
+            if self.settings.execution == "reference":
+                first = G.g1(z[:, 0], split)
+                fused = G.features_of(first) * alpha[:, 0, :, None, None]
+                for j in range(1, n):
+                    fused = fused + G.features_of(G.g1(z[:, j], split)) * alpha[:, j, :, None, None]
+                return G.g2(G.with_features(first, fused / n if divide else fused), split)
+            inter, feats = g1_codes(G, z, split)  # feats [B, N, C, H, W]
+            return G.g2(G.with_features(inter, compose(feats, alpha, divide), rows=first_rows), split)
+
+        return synthesize
 
     def invert(self, generator: SplitGenerator, targets: Tensor, *, seeds: int | Sequence[int] = 0,
                progress: ProgressFn | None = None) -> InversionResult:
@@ -167,24 +223,15 @@ class MGANPrior(InversionMethod):
         channels = G.split_points[split].shape[0]
         z = sample_codes(G, seed_list, n).to(device).clone().requires_grad_(True)  # [B, N, latent], prior
         alpha = torch.full((b, n, channels), 1.0 / n, device=device, requires_grad=True)  # [B, N, C]
-        first_rows = torch.arange(b, device=device) * n  # context of each image's first code
         with full_precision(device):  # cached target features in fp32
             loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
                                          perceptual_size=s.perceptual_size or G.resolution)
         loss = SeedStyleLoss(loss_fn) if reference else loss_fn
-
-        def synthesize() -> Tensor:
-            if reference:  # the seeds' loop: one G1 call per code, fused as it goes
-                first = G.g1(z[:, 0], split)
-                fused = G.features_of(first) * alpha[:, 0, :, None, None]
-                for j in range(1, n):
-                    fused = fused + G.features_of(G.g1(z[:, j], split)) * alpha[:, j, :, None, None]
-                return G.g2(G.with_features(first, fused / n), split)
-            inter, feats = g1_codes(G, z, split)  # feats [B, N, C, H, W]
-            return G.g2(G.with_features(inter, compose(feats, alpha), rows=first_rows), split)
-
+        synthesize = self._synthesizer(G, split, z, alpha)
         history, failures = optimise([z, alpha], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
-                                     iterations=s.iterations, progress=progress)
+                                     iterations=s.iterations, progress=progress,
+                                     lrs=None if s.alpha_lr is None else [None, s.alpha_lr],
+                                     snapshot=lambda: synthesize().float())
         with torch.no_grad():
             recon = synthesize().float()
         point = G.split_points[split]

@@ -46,14 +46,13 @@ generator and VGG parameters trainable, target features recomputed every iterati
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -61,17 +60,24 @@ from torch import Tensor
 from gan_inversion_bench.generator import SplitGenerator, conditioned, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
 from gan_inversion_bench.method import Artifact, InversionMethod, InversionResult, MethodTags, ProgressFn
-from gan_inversion_bench.method_tools import (SeedStyleLoss, as_seed_list, check_execution, check_split_setting,
-                                              check_targets, invert_each, make_optimizer, optimise, positive_float,
-                                              positive_int, unfreeze)
+from gan_inversion_bench.method_tools import (
+    SeedStyleLoss,
+    as_seed_list,
+    check_execution,
+    check_split_setting,
+    check_targets,
+    invert_each,
+    make_optimizer,
+    optimise,
+    positive_float,
+    positive_int,
+    unfreeze,
+)
 from gan_inversion_bench.method_tools import code_seeds as _code_seeds
 from gan_inversion_bench.method_tools import default_split as _default_split
 from gan_inversion_bench.precision import full_precision
 
-from .pmsfc_subspaces import (AFFINITIES, ORIENTATIONS, DiscoveryConfig, digest, discovery_losses, load_cached,
-                              load_s_matrix, masked, masks_from_labels, official_affinity, official_threshold,
-                              paper_affinity, save_atomic, self_expression, spectral_labels, subspace_affinity,
-                              threshold_columns, train_self_expressive)
+from .pmsfc_subspaces import AFFINITIES, ORIENTATIONS, cluster_channels, digest, masks_from_labels, obtain_s
 
 #: generator name (or class name) → default split point ℓ (docs/methods.md for dcgan-digiface64)
 DEFAULT_SPLITS: dict[str, int] = {"pggan": 3, "pggan-tiny": 3, "PGGAN": 3, "dcgan-digiface64": 3}
@@ -135,6 +141,7 @@ def zero_init_problem(G: SplitGenerator, split: int) -> str | None:
     with torch.enable_grad(), conditioned(G, first):
         (G.g2(G.g1(z, split), split).float() - 0.5).pow(2).mean().backward()
     grad = z.grad
+    assert grad is not None  # backward() filled it
     if not bool(torch.isfinite(grad).all()) or float(grad.abs().max()) > 1e18:
         return "non-finite"
     return "stuck" if bool(grad.abs().max() == 0) else None
@@ -165,7 +172,8 @@ class PmSFCSettings:
     optimizer: str | None = None           # paper "sgd", released "adam"
     lr: float | None = None                # paper 1.0, released 1e-4
     init: str | None = None                # codes: "normal" (prior) or "zero"; paper normal, released zero
-    weight_init: float = 1.0               # paper: every w starts here (docs/methods.md: sweep 0.1 … 2)
+    weight_init: float = 1.0               # paper: every w starts here, w0 (docs/methods.md: sweep 0.1 … 2)
+    weight_lr: float | None = None         # paper: the learning rate of the w (None: lr, one optimiser)
     denominator_eps: float = 1e-3          # paper: |Σ_k tanh(w_k)| ≥ eps
     mse_weight: float = 1.0                # paper loss (9)
     perceptual_weight: float = 0.001
@@ -201,6 +209,8 @@ class PmSFCSettings:
             positive_int(getattr(self, name), name)
         for name in ("lr", "discovery_lr", "denominator_eps", "threshold_ratio", "affinity_power", "s_init"):
             positive_float(getattr(self, name), name)
+        if self.weight_lr is not None:
+            positive_float(self.weight_lr, "weight_lr")
         if self.threshold_ratio > 1:
             raise ValueError(f"threshold_ratio must be in (0, 1], got {self.threshold_ratio}")
         for name in ("optimizer", "discovery_optimizer"):
@@ -236,19 +246,13 @@ class PmSFCSettings:
             raise ValueError(f"s_matrix must be a path string or None, got {self.s_matrix!r}")
 
 
-DISCOVERY_FIELDS = ("discovery_iterations", "discovery_batch", "discovery_optimizer", "discovery_lr", "data_weight",
-                    "sparsity_weight", "s_init")
-CLUSTERING_FIELDS = ("n_subspaces", "affinity", "official_orientation", "threshold_ratio", "subspace_dim",
-                     "affinity_power")
-
-
 class PmSFC(InversionMethod):
     """Subspace discovery with a self-expressive layer, then per-subspace multi-code composition."""
 
     name = "pmsfc"
     version = "1"
     Settings = PmSFCSettings
-    PROFILES = {
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         # The embedded default run's budget (docs/methods.md, "quick profiles"): 100 steps of
         # SGD lr 10, perceptual term at the generator's resolution, 500 discovery steps at lr 1e-3.
@@ -262,7 +266,28 @@ class PmSFC(InversionMethod):
     }
     tags = MethodTags(uses_split=True, needs_prepare=True)
     #: ``gib discover``: stage 1 alone, with figures (methods/pmsfc_discover.py)
-    commands = {"discover": "gan_inversion_bench.methods.pmsfc_discover:discover_command"}
+    commands: ClassVar[dict[str, str]] = {"discover": "gan_inversion_bench.methods.pmsfc_discover:discover_command"}
+
+    #: settings added after results were first stored: left out of result keys at these values
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "weight_lr": None}
+
+    def capacity(self) -> dict[str, int]:
+        """R·K codes (paper) or R·P + 1 (released: one base code besides the subspace codes)."""
+        s = self.settings
+        r, k = s.n_subspaces, s.codes_per_subspace
+        codes = r * k if s.variant == "paper" else r * k + 1
+        return {"codes": codes, "subspaces": r, "codes_per_subspace": k}
+
+    def tuning_space(self, trial: Any) -> dict[str, Any]:
+        """Paper variant: the optimiser, its learning rates (codes, mixing weights w) and the initial
+        weight w0 the paper does not give. Released variant: Adam's learning rate."""
+        if self.settings.variant == "released":
+            return {"lr": trial.suggest_float("adam_lr", 1e-4, 0.5, log=True)}
+        optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        low, high = (0.1, 100.0) if optimizer == "sgd" else (1e-3, 0.5)
+        return {"optimizer": optimizer, "lr": trial.suggest_float(f"{optimizer}_lr", low, high, log=True),
+                "weight_lr": trial.suggest_float(f"{optimizer}_weight_lr", low / 10, high, log=True),
+                "weight_init": trial.suggest_float("weight_init", 0.1, 2.0, log=True)}
 
     def get_tags(self) -> MethodTags:
         """The released variant's zero initialisation makes the result independent of the seed;
@@ -270,8 +295,8 @@ class PmSFC(InversionMethod):
         return replace(self.tags, deterministic=self.settings.init == "zero",
                        per_image_execution=self.settings.execution == "reference")
 
-    def reference_execution(self) -> "PmSFC":
-        return self._replaced(execution="reference")
+    def reference_execution(self) -> PmSFC:
+        return self.with_settings(execution="reference")
 
     @classmethod
     def report_artifacts(cls, run_dir: Path) -> list[Artifact]:
@@ -288,7 +313,7 @@ class PmSFC(InversionMethod):
         return generator.resolve_split(default_split(generator) if split is None else split)
 
     def prepare(self, generator: SplitGenerator, *, seed: int = 0, cache_dir: Any = None,
-                progress: ProgressFn | None = None) -> "PmSFC":
+                progress: ProgressFn | None = None) -> PmSFC:
         """Discover (or import, or load from the cache) S and the R channel masks for ``generator``.
 
         Sets ``S_`` (raw ``[C, C]``), ``labels_`` ``[C]``, ``masks_`` ``[R, C]`` bool,
@@ -306,69 +331,15 @@ class PmSFC(InversionMethod):
         if cache_dir is None and os.environ.get("GIB_CACHE"):
             cache_dir = os.environ["GIB_CACHE"]
         cache = Path(cache_dir) if cache_dir is not None else None
-        S, curves, s_key = self._obtain_s(G, split, seed, cache, progress)
-        self._cluster(S, s_key, seed, cache)
-        self.S_, self.loss_curves_, self.split_ = S, curves, {"index": split, "name": point.name,
-                                                              "shape": list(point.shape)}
-        self.cache_key_ = s_key
+        found = obtain_s(G, split, s, seed=seed, cache=cache, progress=progress)
+        clusters = cluster_channels(found.S, found.key, s, seed=seed, cache=cache)
+        self.S_, self.loss_curves_, self.cache_key_, self.from_cache_ = found.S, found.curves, found.key, found.cached
+        self.labels_, self.clustering_notes_, self.masks_key_ = clusters.labels, clusters.notes, clusters.key
+        self.masks_ = masks_from_labels(self.labels_, s.n_subspaces)
+        self.split_: dict[str, Any] = {"index": split, "name": point.name, "shape": list(point.shape)}
         self.s_source_ = f"imported {Path(s.s_matrix).resolve()}" if s.s_matrix is not None else "trained"
         self.prepared_for_ = digest({"generator": generator.describe(), "split": split})
         return self
-
-    def _obtain_s(self, G: SplitGenerator, split: int, seed: int, cache: Path | None,
-                  progress: ProgressFn | None) -> tuple[Tensor, dict[str, list[float]], str]:
-        """S from the imported file, the cache, or training (then cached); with its curves and key."""
-        s = self.settings
-        channels = G.split_points[split].shape[0]
-        if s.s_matrix is not None:
-            where = f"split {split} ({G.split_points[split].name}) of {G.name or type(G).__name__}"
-            S = load_s_matrix(s.s_matrix, channels, where)
-            source: dict[str, Any] = {"s_matrix": str(Path(s.s_matrix).resolve()),
-                                      "sha256": hashlib.sha256(Path(s.s_matrix).read_bytes()).hexdigest()}
-            self.from_cache_ = False
-            return S, {}, digest({"generator": G.describe(), "split": split, "source": source})
-        source = {"discovery": {k: getattr(s, k) for k in DISCOVERY_FIELDS}, "seed": seed}
-        key_material = {"generator": G.describe(), "split": split, "source": source}
-        s_key = digest(key_material)
-        path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
-        entry = load_cached(path) if path is not None else None
-        self.from_cache_ = entry is not None
-        if entry is not None:
-            return entry["S"], {k: v.tolist() for k, v in entry["curves"].items()}, s_key
-        config = DiscoveryConfig(s.discovery_iterations, s.discovery_batch, s.discovery_lr, s.discovery_optimizer,
-                                 s.data_weight, s.sparsity_weight, s.s_init)
-        S, curves = train_self_expressive(G, split, config, seed=seed, progress=progress)
-        if path is not None:
-            save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
-                          "key": json.dumps(key_material, default=str)}, path)
-        return S, curves, s_key
-
-    def _cluster(self, S: Tensor, s_key: str, seed: int, cache: Path | None) -> None:
-        s = self.settings
-        spec = {k: getattr(s, k) for k in CLUSTERING_FIELDS}
-        if s.affinity == "paper":
-            spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
-        m_key = digest({"S": s_key, "clustering": spec, "seed": seed})
-        entry = load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
-        if entry is not None:
-            labels, notes = entry["labels"], list(entry["warnings"])
-        else:
-            if s.affinity == "paper":
-                A, assign = paper_affinity(S), "kmeans"  # Ng-Jordan-Weiss: k-means on the embedding
-            else:
-                A = official_affinity(S, n_subspaces=s.n_subspaces, subspace_dim=s.subspace_dim,
-                                      power=s.affinity_power, ratio=s.threshold_ratio,
-                                      orientation=s.official_orientation)
-                assign = "discretize"  # as the official code
-            raw, notes = spectral_labels(A, s.n_subspaces, seed, assign)
-            labels = torch.from_numpy(raw)
-            if cache is not None:
-                save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)},
-                             cache / f"pmsfc-masks-{m_key}.pt")
-        self.labels_ = labels.long()
-        self.masks_ = masks_from_labels(self.labels_, s.n_subspaces)
-        self.clustering_notes_ = notes
-        self.masks_key_ = m_key
 
     def affinity_name(self) -> str:
         s = self.settings
@@ -426,54 +397,87 @@ class PmSFC(InversionMethod):
                       progress: ProgressFn | None) -> InversionResult:
         s = self.settings
         b, r, k = targets.shape[0], s.n_subspaces, s.codes_per_subspace
-        channels = masks.shape[1]
         z = self._leaf(self._codes(G, seed_list, r * k, "codes").view(b, r, k, -1))  # [B, R, K, latent]
-        w = torch.full((b, r, k, channels), float(s.weight_init), device=G.device, requires_grad=True)
-        first_rows = torch.arange(b, device=G.device) * (r * k)
-        reference = s.execution == "reference"
+        w = torch.full((b, r, k, masks.shape[1]), float(s.weight_init), device=G.device, requires_grad=True)
         with full_precision(G.device):  # cached target features in fp32
             loss_fn = ReconstructionLoss(targets, mse_weight=s.mse_weight, perceptual_weight=s.perceptual_weight,
                                          perceptual_size=s.perceptual_size or G.resolution)
-        loss = SeedStyleLoss(loss_fn) if reference else loss_fn
+        loss = SeedStyleLoss(loss_fn) if s.execution == "reference" else loss_fn
+        synthesize = self._paper_synthesizer(G, split, z, w, masks)
+        history, failures = optimise([z, w], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
+                                     iterations=s.iterations, progress=progress,
+                                     lrs=None if s.weight_lr is None else [None, s.weight_lr],
+                                     snapshot=lambda: synthesize().float())
+        with torch.no_grad():
+            recon = synthesize().float()
+        return InversionResult(recon.detach(), {"z": z.detach(), "w": w.detach()}, history, s.iterations, failures,
+                               info=self._info(split))
+
+    def _paper_synthesizer(self, G: SplitGenerator, split: int, z: Tensor, w: Tensor,
+                           masks: Tensor) -> Callable[[], Tensor]:
+        """Eqs. (7)-(8): G1 once on all codes of all images (or, reference execution, once per code)."""
+        b, r, k = z.shape[:3]
+        eps, reference = self.settings.denominator_eps, self.settings.execution == "reference"
+        first_rows = torch.arange(b, device=z.device) * (r * k)
 
         def synthesize() -> Tensor:
             if reference:  # the seeds' pattern: one G1 call per code
                 inters = [G.g1(z[:, i // k, i % k], split) for i in range(r * k)]
                 feats = torch.stack([G.features_of(x) for x in inters], 1)  # [B, R·K, C, H, W]
                 feats = feats.view(b, r, k, *feats.shape[2:])
-                return G.g2(G.with_features(inters[0], compose_paper(feats, w, masks, s.denominator_eps)), split)
+                return G.g2(G.with_features(inters[0], compose_paper(feats, w, masks, eps)), split)
             inter = G.g1(z.reshape(b * r * k, -1), split)  # all codes of all images in one call
             feats = G.features_of(inter)
             feats = feats.view(b, r, k, *feats.shape[1:])  # [B, R, K, C, H, W]
-            f = compose_paper(feats, w, masks, s.denominator_eps)  # [B, C, H, W]
-            return G.g2(G.with_features(inter, f, rows=first_rows), split)
+            return G.g2(G.with_features(inter, compose_paper(feats, w, masks, eps), rows=first_rows), split)
 
-        history, failures = optimise([z, w], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
-                                     iterations=s.iterations, progress=progress)
-        with torch.no_grad():
-            recon = synthesize().float()
-        return InversionResult(recon.detach(), {"z": z.detach(), "w": w.detach()}, history, s.iterations, failures,
-                               info=self._info(split))
+        return synthesize
+
+    def _check_zero_init(self, G: SplitGenerator, split: int) -> None:
+        problem = zero_init_problem(G, split) if self.settings.init == "zero" else None
+        name = G.name or type(G).__name__
+        if problem == "non-finite":
+            raise ValueError(f"pmsfc (released): the gradient at z = 0 is not finite (or overflows the optimiser) on "
+                             f"{name} at split {split} (G1(0) is all zeros, e.g. a randomly initialised PGGAN with "
+                             f"zero biases, where PixelNorm's gradient overflows), so init='zero' cannot optimise; "
+                             f"use init='normal' for this generator")
+        if problem == "stuck":
+            warnings.warn(f"pmsfc (released): z = 0 gets no gradient on {name} at split {split} "
+                          f"(G1(0) is a dead point, e.g. every ReLU off), so zero-initialised codes never move; "
+                          f"the zero init relies on PGGAN's PixelNorm. Use init='normal' for this generator.",
+                          stacklevel=1)
 
     def _invert_released(self, G: SplitGenerator, split: int, targets: Tensor, seed_list: list[int],
                          masks: Tensor, progress: ProgressFn | None) -> InversionResult:
         s = self.settings
         b, r, p = targets.shape[0], s.n_subspaces, s.codes_per_subspace
-        n = r * p + 1  # the subspace codes, then the base code
-        problem = zero_init_problem(G, split) if s.init == "zero" else None
-        if problem == "non-finite":
-            raise ValueError(f"pmsfc (released): the gradient at z = 0 is not finite (or overflows the optimiser) on {G.name or type(G).__name__} "
-                             f"at split {split} (G1(0) is all zeros, e.g. a randomly initialised PGGAN with zero "
-                             f"biases, where PixelNorm's gradient overflows), so init='zero' cannot optimise; "
-                             f"use init='normal' for this generator")
-        if problem == "stuck":
-            warnings.warn(f"pmsfc (released): z = 0 gets no gradient on {G.name or type(G).__name__} at split {split} "
-                          f"(G1(0) is a dead point, e.g. every ReLU off), so zero-initialised codes never move; "
-                          f"the zero init relies on PGGAN's PixelNorm. Use init='normal' for this generator.")
+        self._check_zero_init(G, split)
         z = self._leaf(self._codes(G, seed_list, r * p, "codes").view(b, r, p, -1))  # [B, R, P, latent]
         z_base = self._leaf(self._codes(G, seed_list, 1, "base")[:, 0])  # [B, latent]
-        rows = torch.cat([torch.arange(b, device=G.device) * n, torch.arange(b, device=G.device) * n + n - 1])
-        reference = s.execution == "reference"
+        synthesize = self._released_synthesizer(G, split, z, z_base, masks)
+
+        def per_image_loss() -> Tensor:
+            images = synthesize()
+            err = (images - torch.cat([targets, targets])).pow(2).flatten(1).mean(1)  # [2B]
+            return s.composite_weight * err[:b] + s.base_weight * err[b:]
+
+        history, failures = optimise([z, z_base], per_image_loss, optimizer=s.optimizer, lr=s.lr,
+                                     iterations=s.iterations, progress=progress,
+                                     snapshot=lambda: synthesize()[:b])
+        with torch.no_grad():
+            images = synthesize()
+        info = self._info(split)
+        info["base_reconstructions"] = images[b:].detach()
+        return InversionResult(images[:b].detach(), {"z": z.detach(), "z_base": z_base.detach()}, history,
+                               s.iterations, failures, info=info)
+
+    def _released_synthesizer(self, G: SplitGenerator, split: int, z: Tensor, z_base: Tensor,
+                              masks: Tensor) -> Callable[[], Tensor]:
+        """``PmSFC.py``: ``[G2(Σ_r Σ_p G1(z_rp) ⊙ m_r + G1(z_base)); G2(G1(z_base))]``, ``[2B, 3, R, R]``."""
+        b, r, p = z.shape[:3]
+        n = r * p + 1  # the subspace codes, then the base code
+        rows = torch.cat([torch.arange(b, device=z.device) * n, torch.arange(b, device=z.device) * n + n - 1])
+        reference = self.settings.execution == "reference"
 
         def synthesize() -> Tensor:
             if reference:  # PmSFC.py: one G1 call per code, G2 once for the composite and once for the base
@@ -491,26 +495,12 @@ class PmSFC(InversionMethod):
             f = compose_released(feats[:, :-1].reshape(b, r, p, *base.shape[1:]), base, masks)
             return G.g2(G.with_features(inter, torch.cat([f, base]), rows=rows), split).float()  # [2B, 3, R, R]
 
-        def per_image_loss() -> Tensor:
-            images = synthesize()
-            err = (images - torch.cat([targets, targets])).pow(2).flatten(1).mean(1)  # [2B]
-            return s.composite_weight * err[:b] + s.base_weight * err[b:]
-
-        history, failures = optimise([z, z_base], per_image_loss, optimizer=s.optimizer, lr=s.lr,
-                                     iterations=s.iterations, progress=progress)
-        with torch.no_grad():
-            images = synthesize()
-        info = self._info(split)
-        info["base_reconstructions"] = images[b:].detach()
-        return InversionResult(images[:b].detach(), {"z": z.detach(), "z_base": z_base.detach()}, history,
-                               s.iterations, failures, info=info)
+        return synthesize
 
     def _info(self, split: int) -> dict[str, Any]:
         return {"split": split, "variant": self.settings.variant, "cluster_sizes": self.masks_.sum(1).tolist(),
                 "affinity": self.affinity_name()}
 
 
-__all__ = ["PmSFC", "PmSFCSettings", "compose_paper", "compose_released", "official_affinity", "paper_affinity",
-           "official_threshold", "subspace_affinity",
-           "threshold_columns", "spectral_labels", "masks_from_labels", "train_self_expressive", "load_s_matrix",
-           "safe_denominator", "self_expression", "masked", "DEFAULT_SPLITS", "VARIANT_DEFAULTS"]
+__all__ = ["DEFAULT_SPLITS", "VARIANT_DEFAULTS", "PmSFC", "PmSFCSettings", "compose_paper", "compose_released",
+           "safe_denominator", "zero_codes_are_stuck", "zero_init_problem"]

@@ -154,7 +154,7 @@ def loss_figure(curves: dict[str, list[float]], path: str | Path) -> None:
     names = [k for k in ("total", "feature", "data", "sparse") if curves.get(k)]
     fig = Figure(figsize=(3.2 * len(names), 3))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=True):
         values = np.asarray(curves[name])
         ax.plot(np.arange(1, len(values) + 1), values, lw=0.8)
         if (values > 0).all():
@@ -171,7 +171,7 @@ def write_curves_csv(curves: dict[str, list[float]], path: str | Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["iteration", *names])
-        for i, row in enumerate(zip(*(curves[k] for k in names)), start=1):
+        for i, row in enumerate(zip(*(curves[k] for k in names), strict=True), start=1):
             writer.writerow([i, *(repr(float(v)) for v in row)])
 
 
@@ -180,10 +180,14 @@ def _discover_options(fn: Any) -> Any:
     import click
 
     options = [
-        click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name."),
-        click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator."),
-        click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable), e.g. tiny=true."),
-        click.option("--split", default=None, help="Split point, index or name (default: PmSFC's per-generator default)."),
+        click.option("--generator", "-g", default="dcgan-digiface64", show_default=True,
+                     help="Registered generator name."),
+        click.option("--weights", type=click.Path(dir_okay=True), default=None,
+                     help="Local checkpoint for the generator."),
+        click.option("--gen-opt", multiple=True, metavar="KEY=VALUE",
+                     help="Generator option (repeatable), e.g. tiny=true."),
+        click.option("--split", default=None,
+                     help="Split point, index or name (default: PmSFC's per-generator default)."),
         click.option("--subspaces", type=int, default=6, show_default=True, help="Number of subspaces R."),
         click.option("--iterations", type=int, default=None, help="Discovery iterations (default: PmSFC's)."),
         click.option("--affinity", type=click.Choice(["paper", "official", "official-inversion", "official-discovery"]),
@@ -207,7 +211,7 @@ def _discover_cli(**o: Any) -> None:
     """PmSFC stage 1 alone: learn S, cluster the channels, draw the subspace-swap figure."""
     import click
 
-    from gan_inversion_bench.cli import build_generator, slug
+    from gan_inversion_bench.cli_common import build_generator, slug
 
     for name in ("subspaces", "iterations"):
         if o[name] is not None and o[name] < 1:
@@ -236,7 +240,7 @@ def _discover_cli(**o: Any) -> None:
 def _make_command() -> Any:
     import click
 
-    from gan_inversion_bench.cli import friendly_errors
+    from gan_inversion_bench.cli_common import friendly_errors
 
     return click.command("discover", help=_discover_cli.__doc__)(_discover_options(friendly_errors(_discover_cli)))
 

@@ -210,8 +210,8 @@ def load_cached(path: Path) -> Any | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt cache entry is recomputed, never trusted
-        warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - a corrupt cache entry is recomputed, never trusted
+        warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}", stacklevel=1)
         return None
 
 
@@ -225,3 +225,81 @@ def load_s_matrix(path: str | Path, channels: int, where: str) -> Tensor:
     if not np.isfinite(arr).all():
         raise CheckpointError(f"s_matrix {path}: contains non-finite values")
     return torch.from_numpy(np.array(arr, dtype=np.float32))
+
+
+# ---- stage 1 as PmSFC.prepare runs it: S (imported, cached or trained), then the clusters ----------------
+DISCOVERY_FIELDS = ("discovery_iterations", "discovery_batch", "discovery_optimizer", "discovery_lr", "data_weight",
+                    "sparsity_weight", "s_init")
+CLUSTERING_FIELDS = ("n_subspaces", "affinity", "official_orientation", "threshold_ratio", "subspace_dim",
+                     "affinity_power")
+
+
+@dataclass
+class FoundS:
+    """S ``[C, C]`` with its loss curves (empty when imported), cache key and whether it came from the cache."""
+
+    S: Tensor
+    curves: dict[str, list[float]]
+    key: str
+    cached: bool
+
+
+@dataclass
+class Clusters:
+    """Channel labels ``[C]`` (long), scikit-learn's warnings and the cache key of the clustering."""
+
+    labels: Tensor
+    notes: list[str]
+    key: str
+
+
+def obtain_s(G: SplitGenerator, split: int, settings: Any, *, seed: int, cache: Path | None,
+             progress: ProgressFn | None) -> FoundS:
+    """S from ``settings.s_matrix`` (an imported file), the cache, or training (then cached).
+
+    The cache key is the generator's ``describe()``, the split, the discovery settings
+    (:data:`DISCOVERY_FIELDS`) and the seed (or the imported file's path and sha256)."""
+    s, channels = settings, G.split_points[split].shape[0]
+    if s.s_matrix is not None:
+        where = f"split {split} ({G.split_points[split].name}) of {G.name or type(G).__name__}"
+        S = load_s_matrix(s.s_matrix, channels, where)
+        source: dict[str, Any] = {"s_matrix": str(Path(s.s_matrix).resolve()),
+                                  "sha256": hashlib.sha256(Path(s.s_matrix).read_bytes()).hexdigest()}
+        return FoundS(S, {}, digest({"generator": G.describe(), "split": split, "source": source}), False)
+    source = {"discovery": {k: getattr(s, k) for k in DISCOVERY_FIELDS}, "seed": seed}
+    key_material = {"generator": G.describe(), "split": split, "source": source}
+    s_key = digest(key_material)
+    path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
+    entry = load_cached(path) if path is not None else None
+    if entry is not None:
+        return FoundS(entry["S"], {k: v.tolist() for k, v in entry["curves"].items()}, s_key, True)
+    config = DiscoveryConfig(s.discovery_iterations, s.discovery_batch, s.discovery_lr, s.discovery_optimizer,
+                             s.data_weight, s.sparsity_weight, s.s_init)
+    S, curves = train_self_expressive(G, split, config, seed=seed, progress=progress)
+    if path is not None:
+        save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
+                     "key": json.dumps(key_material, default=str)}, path)
+    return FoundS(S, curves, s_key, False)
+
+
+def cluster_channels(S: Tensor, s_key: str, settings: Any, *, seed: int, cache: Path | None) -> Clusters:
+    """Spectral clustering of S's affinity (paper or official post-processing) into R subspaces, cached."""
+    s = settings
+    spec = {k: getattr(s, k) for k in CLUSTERING_FIELDS}
+    if s.affinity == "paper":
+        spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
+    m_key = digest({"S": s_key, "clustering": spec, "seed": seed})
+    entry = load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
+    if entry is not None:
+        return Clusters(entry["labels"].long(), list(entry["warnings"]), m_key)
+    if s.affinity == "paper":
+        A, assign = paper_affinity(S), "kmeans"  # Ng-Jordan-Weiss: k-means on the embedding
+    else:
+        A = official_affinity(S, n_subspaces=s.n_subspaces, subspace_dim=s.subspace_dim, power=s.affinity_power,
+                              ratio=s.threshold_ratio, orientation=s.official_orientation)
+        assign = "discretize"  # as the official code
+    raw, notes = spectral_labels(A, s.n_subspaces, seed, assign)
+    labels = torch.from_numpy(raw)
+    if cache is not None:
+        save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)}, cache / f"pmsfc-masks-{m_key}.pt")
+    return Clusters(labels.long(), notes, m_key)

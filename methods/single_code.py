@@ -10,8 +10,9 @@ iteration. The result is the same optimisation; only the cost differs.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -19,9 +20,19 @@ from torch import Tensor
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.losses import ReconstructionLoss
 from gan_inversion_bench.method import InversionMethod, InversionResult, MethodTags, ProgressFn
-from gan_inversion_bench.method_tools import (SeedStyleLoss, as_seed_list, check_execution, check_targets, invert_each,
-                                              make_optimizer, optimise, per_image_normal, positive_float, positive_int,
-                                              unfreeze)
+from gan_inversion_bench.method_tools import (
+    SeedStyleLoss,
+    as_seed_list,
+    check_execution,
+    check_targets,
+    invert_each,
+    make_optimizer,
+    optimise,
+    per_image_normal,
+    positive_float,
+    positive_int,
+    unfreeze,
+)
 from gan_inversion_bench.precision import full_precision
 
 
@@ -58,12 +69,21 @@ class SingleCode(InversionMethod):
     name = "single-code"
     version = "1"
     Settings = SingleCodeSettings
-    PROFILES = {
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         # A short budget for the embedded default run: perceptual term at the generator's own
         # resolution instead of 256² (16× cheaper on 64² images), fewer iterations.
         "quick": {"iterations": 100, "perceptual_size": None},
     }
+
+    #: settings added after results were first stored: left out of result keys at these values
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched"}
+
+    def tuning_space(self, trial: Any) -> dict[str, Any]:
+        """The optimiser and its learning rate."""
+        optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        low, high = (0.1, 100.0) if optimizer == "sgd" else (1e-3, 0.5)
+        return {"optimizer": optimizer, "lr": trial.suggest_float(f"{optimizer}_lr", low, high, log=True)}
 
     def get_tags(self) -> MethodTags:
         """Zero initialisation makes the result independent of the seed; reference execution runs
@@ -71,8 +91,8 @@ class SingleCode(InversionMethod):
         return replace(self.tags, deterministic=self.settings.init == "zero",
                        per_image_execution=self.settings.execution == "reference")
 
-    def reference_execution(self) -> "SingleCode":
-        return self._replaced(execution="reference")
+    def reference_execution(self) -> SingleCode:
+        return self.with_settings(execution="reference")
 
     def invert(self, generator: SplitGenerator, targets: Tensor, *, seeds: int | Sequence[int] = 0,
                progress: ProgressFn | None = None) -> InversionResult:
@@ -98,7 +118,7 @@ class SingleCode(InversionMethod):
                                          perceptual_size=s.perceptual_size or G.resolution)
         loss = SeedStyleLoss(loss_fn) if reference else loss_fn
         history, failures = optimise([z], lambda: loss(G(z).float()), optimizer=s.optimizer, lr=s.lr,
-                                     iterations=s.iterations, progress=progress)
+                                     iterations=s.iterations, progress=progress, snapshot=lambda: G(z).float())
         with torch.no_grad():
             recon = G(z).float()
         return InversionResult(reconstructions=recon.detach(), latents={"z": z.detach()}, loss_history=history,

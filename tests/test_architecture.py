@@ -93,9 +93,9 @@ def test_no_import_cycles():
         state[m] = 1
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                pytest.fail(f"import cycle: {' -> '.join(path + [m, d])}")
+                pytest.fail(f"import cycle: {' -> '.join([*path, m, d])}")
             if d not in state:
-                visit(d, path + [m])
+                visit(d, [*path, m])
         state[m] = 2
 
     for m in sorted(graph):

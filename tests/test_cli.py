@@ -27,12 +27,12 @@ def test_list_commands(cli):
 
 def test_list_generators_says_which_weights_are_here(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("GIB_CACHE", str(tmp_path))
-    lines = {l.split()[0]: l for l in cli("list", "generators").output.splitlines()}
+    lines = {line.split()[0]: line for line in cli("list", "generators").output.splitlines()}
     assert "real weights: gan-face-generate==1.1.1" in lines["dcgan-digiface64"]
     assert "random weights" in lines["pggan-tiny"]
     assert "0 of 3 zoo checkpoints present" in lines["biggan-deep"]
     (tmp_path / "stylegan2-ffhq-config-f.pt").write_bytes(b"x")  # present by name (not loaded by the listing)
-    lines = {l.split()[0]: l for l in cli("list", "generators").output.splitlines()}
+    lines = {line.split()[0]: line for line in cli("list", "generators").output.splitlines()}
     assert "1 of 4 zoo checkpoints present: stylegan2_ffhq1024" in lines["stylegan2"]
 
 
@@ -73,7 +73,7 @@ def test_run_then_table(cli, tmp_path):
 ])
 def test_clear_errors(cli, tmp_path, args, message):
     if args[0] == "run":
-        args = args + ["--out", str(tmp_path / "o"), "--no-progress"]
+        args = [*args, "--out", str(tmp_path / "o"), "--no-progress"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code != 0
     assert message in r.output, r.output

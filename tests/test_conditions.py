@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gan_inversion_bench.generator import (SplitGenerator, conditioned, describe_condition, frozen_copy,
-                                           validate_conditions)
+from gan_inversion_bench.generator import (
+    SplitGenerator,
+    conditioned,
+    describe_condition,
+    frozen_copy,
+    validate_conditions,
+)
 from gan_inversion_bench.generators.biggan import BigGANDeepGenerator
 from gan_inversion_bench.generators.omniart import OmniartEyeDCGAN
-from gan_inversion_bench.imagesets import (CLASS_SEED_OFFSET, ImageItem, ImageSetError, PHOTOS, load_image_set,
-                                           stack_conditions)
+from gan_inversion_bench.imagesets import (
+    CLASS_SEED_OFFSET,
+    PHOTOS,
+    ImageItem,
+    ImageSetError,
+    load_image_set,
+    stack_conditions,
+)
 from gan_inversion_bench.registry import GENERATORS
 
 CONDITIONAL = ["biggan-deep", "dcgan-omniart-eyes128"]
@@ -216,10 +227,9 @@ def test_conditioned_restores_previous(gen: SplitGenerator) -> None:
         with conditioned(gen, one_hot([2, 3], gen.condition_dim)):
             assert gen.conditions is not None and gen.conditions.shape[0] == 2
         assert gen.conditions is not None and torch.equal(gen.conditions, outer)
-        with pytest.raises(RuntimeError):
-            with conditioned(gen, None):
-                assert gen.conditions is None
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), conditioned(gen, None):
+            assert gen.conditions is None
+            raise RuntimeError("boom")
         assert gen.conditions is not None and torch.equal(gen.conditions, outer)
     assert gen.conditions is None
 
@@ -315,7 +325,7 @@ def test_generated_mixed_image_set(gen: SplitGenerator) -> None:
     classes = [it.meta["class"] for it in a.items]
     assert classes == [it.meta["class"] for it in b.items] and len(set(classes)) > 1
     assert gen.conditions is None  # the set leaves the generator as it found it
-    for x, y in zip(a.items, b.items):
+    for x, y in zip(a.items, b.items, strict=True):
         assert x.condition is not None and y.condition is not None
         assert torch.equal(x.image, y.image) and torch.equal(x.condition, y.condition)
         assert x.condition.shape == (gen.condition_dim,) and int(x.condition.argmax()) == x.meta["class"]

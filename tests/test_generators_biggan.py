@@ -17,11 +17,20 @@ import torch
 import torch.nn.functional as F
 
 from gan_inversion_bench.generator import SplitState
+from gan_inversion_bench.generators.biggan import (
+    BIGGAN_DEEP_CONFIGS,
+    BigGANDeepGenerator,
+    GenBlock,
+    SelfAttn,
+    SNConv2d,
+    SNLinear,
+    StatsBatchNorm,
+    biggan_deep,
+    interpolated_stats,
+    sn_weight,
+)
 from gan_inversion_bench.registry import GENERATORS
 from gan_inversion_bench.weights import CheckpointError, WeightsNotFound
-from gan_inversion_bench.generators.biggan import (
-    BIGGAN_DEEP_CONFIGS, BigGANDeepGenerator, GenBlock, SelfAttn, SNConv2d, SNLinear, StatsBatchNorm, biggan_deep,
-    interpolated_stats, sn_weight)
 
 MANIFESTS = Path(__file__).parent / "data" / "checkpoints"
 
@@ -50,7 +59,7 @@ def tiny() -> BigGANDeepGenerator:
 def test_architecture_matches_manifest(res: int) -> None:
     m = manifest(res)
     cfg = m["container"]["config_json"]
-    assert {k: v for k, v in BIGGAN_DEEP_CONFIGS[res].items()} == {**cfg, "output_dim": res}
+    assert dict(BIGGAN_DEEP_CONFIGS[res].items()) == {**cfg, "output_dim": res}
     g = BigGANDeepGenerator(cfg)
     sd = g.state_dict()
     assert list(sd) == list(m["keys"])
@@ -100,7 +109,7 @@ def _tiny_files(tmp_path: Path) -> tuple[Path, dict, dict]:
 
 
 def test_tiny_roundtrip_and_config_lookup(tmp_path: Path) -> None:
-    d, sd, cfg = _tiny_files(tmp_path)
+    d, _sd, _cfg = _tiny_files(tmp_path)
     ref = biggan_deep(tiny=True, seed=2, class_index=1)
     g = biggan_deep(weights=d, class_index=1)
     z = g.sample_latents(2, seed=0)
@@ -108,7 +117,7 @@ def test_tiny_roundtrip_and_config_lookup(tmp_path: Path) -> None:
         torch.testing.assert_close(g(z), ref(z), rtol=0, atol=0)
     # no config.json: tiny is not a released resolution, so it must be given explicitly
     (d / "config.json").rename(tmp_path / "cfg.json")
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config.json"):
         biggan_deep(weights=d / "pytorch_model.bin")
     g2 = biggan_deep(weights=d / "pytorch_model.bin", config=tmp_path / "cfg.json")
     assert g2.resolution == 32
@@ -145,7 +154,7 @@ def test_wrong_checkpoints_fail_readably(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="found list"):
         biggan_deep(weights=d)
     (d / "pytorch_model.bin").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="pytorch_model.bin: (refused|not a readable)"):
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin: (refused|not a readable)"):
         biggan_deep(weights=d)
     # broken configs
     (d / "config.json").write_text(json.dumps({**cfg, "output_dim": 64}))
@@ -257,7 +266,8 @@ def test_genblock_matches_explicit_bottleneck() -> None:
         mean, var = m.running_means[25], m.running_vars[25]
         g = 1 + cond @ sn_weight(m.scale.weight_orig, m.scale.weight_u, m.scale.weight_v).t()
         b = cond @ sn_weight(m.offset.weight_orig, m.offset.weight_u, m.offset.weight_v).t()
-        return (h - mean[:, None, None]) / (var[:, None, None] + 1e-4).sqrt() * g[:, :, None, None] + b[:, :, None, None]
+        return ((h - mean[:, None, None]) / (var[:, None, None] + 1e-4).sqrt() * g[:, :, None, None]
+                + b[:, :, None, None])
 
     def conv(m, h, pad):
         return F.conv2d(h, sn_weight(m.weight_orig, m.weight_u, m.weight_v), m.bias, padding=pad)

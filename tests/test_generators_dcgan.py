@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gan_inversion_bench import weights as weights_mod
-from gan_inversion_bench.generators.dcgan import DIGIFACE_DIST, DIGIFACE_FILE, DCGAN, digiface64
+from gan_inversion_bench.generators.dcgan import DCGAN, DIGIFACE_DIST, DIGIFACE_FILE, digiface64
 from gan_inversion_bench.weights import CheckpointError, WeightsNotFound
 
 MANIFEST = json.loads((Path(__file__).parent / "data/checkpoints/dcgan_digiface64.json").read_text())

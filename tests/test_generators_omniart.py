@@ -18,8 +18,13 @@ import pytest
 import torch
 
 from gan_inversion_bench import weights as weights_mod
-from gan_inversion_bench.generators.omniart import (EYE_COLOURS, OMNIART_DIST, OMNIART_FILE, OmniartEyeDCGAN,
-                                                    omniart_eyes128)
+from gan_inversion_bench.generators.omniart import (
+    EYE_COLOURS,
+    OMNIART_DIST,
+    OMNIART_FILE,
+    OmniartEyeDCGAN,
+    omniart_eyes128,
+)
 from gan_inversion_bench.registry import GENERATORS
 from gan_inversion_bench.weights import CheckpointError, WeightsNotFound
 

@@ -149,7 +149,9 @@ def test_no_weights_says_which_file(tmp_path: Path) -> None:
     for needle in ("pggan_<dataset><res>_generator.pth", "pggan_bedroom256_generator.pth", "mganprior",
                    "--weights PATH", "models/README.md", "pggan-tiny"):
         assert needle in msg
-    assert "pggan_celebahq1024_generator.pth" in str(pytest.raises(WeightsNotFound, pggan, resolution=1024).value)
+    with pytest.raises(WeightsNotFound) as info:
+        pggan(resolution=1024)
+    assert "pggan_celebahq1024_generator.pth" in str(info.value)
     with pytest.raises(WeightsNotFound, match="does not exist"):
         pggan(weights=tmp_path / "missing.pth")
 
@@ -164,8 +166,9 @@ def _pixel_norm(x: torch.Tensor) -> torch.Tensor:
     return x / torch.sqrt((x * x).mean(dim=1, keepdim=True) + 1e-8)
 
 
-def _block(sd: dict, name: str, x: torch.Tensor, *, up: bool, pad: int, gain: float = math.sqrt(2),
-           act: bool = True) -> torch.Tensor:
+def _block(sd: dict, name: str, x: torch.Tensor, *, up: bool, pad: int, act: bool = True) -> torch.Tensor:
+    """A conv block; ``act=False``: the linear output block (WScale gain 1 instead of sqrt(2))."""
+    gain = math.sqrt(2) if act else 1.0
     w, b = sd[f"{name}.conv.weight"], sd[f"{name}.wscale.bias"]
     x = _pixel_norm(x)
     if up:
@@ -180,7 +183,7 @@ def reference_forward(sd: dict, z: torch.Tensor, blocks: int) -> torch.Tensor:
     for k in range(1, blocks):
         x = _block(sd, f"layer{2 * k}", x, up=True, pad=1)
         x = _block(sd, f"layer{2 * k + 1}", x, up=False, pad=1)
-    return _block(sd, f"output{blocks - 1}", x, up=False, pad=0, gain=1.0, act=False)
+    return _block(sd, f"output{blocks - 1}", x, up=False, pad=0, act=False)
 
 
 def test_layer0_by_hand(tiny: PGGAN) -> None:

@@ -16,10 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from gan_inversion_bench.generator import SplitState
+from gan_inversion_bench.generators.stylegan2 import (
+    StyleGAN2Generator,
+    fir_kernel,
+    fused_leaky_relu,
+    modulated_conv2d,
+    stylegan2,
+    upfirdn2d,
+)
 from gan_inversion_bench.registry import GENERATORS
 from gan_inversion_bench.weights import CheckpointError, WeightsNotFound
-from gan_inversion_bench.generators.stylegan2 import (
-    StyleGAN2Generator, fir_kernel, fused_leaky_relu, modulated_conv2d, stylegan2, upfirdn2d)
 
 MANIFESTS = Path(__file__).parent / "data" / "checkpoints"
 
@@ -62,7 +68,7 @@ def test_architecture_matches_manifest(res: int) -> None:
     assert shapes[f"to_rgbs.{len(g.to_rgbs) - 1}"] == (3, res, res)
     # the style index each module reads, as listed in the manifest
     n = len(g.to_rgbs)
-    assert m["latent_index_per_module"]["to_rgbs.%d" % (n - 1)] == 2 * (n - 1) + 3 == g.n_latent - 1
+    assert m["latent_index_per_module"][f"to_rgbs.{n - 1}"] == 2 * (n - 1) + 3 == g.n_latent - 1
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -278,7 +284,7 @@ def _reference_forward(g: StyleGAN2Generator, ws: torch.Tensor) -> torch.Tensor:
     out = g.conv1(out, ws[:, 0], noise[0])
     skip = g.to_rgb1(out, ws[:, 1])
     i = 1
-    for c1, c2, n1, n2, rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2], g.to_rgbs):
+    for c1, c2, n1, n2, rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2], g.to_rgbs, strict=True):
         out = c1(out, ws[:, i], n1)
         out = c2(out, ws[:, i + 1], n2)
         skip = rgb(out, ws[:, i + 2], skip)

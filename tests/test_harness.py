@@ -15,7 +15,7 @@ from gan_inversion_bench.store import ResultStore, StoreError
 
 def config(**kw) -> RunConfig:
     base = dict(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=3,
-                overrides={"*": {"iterations": 3}}, device="cpu", batch_size=2)
+                overrides={"*": {"iterations": 3}}, device="cpu", batch_size=2, latency=False)
     base.update(kw)
     return RunConfig(**base)
 
@@ -76,7 +76,7 @@ def test_resume_does_not_recompute(tmp_path, monkeypatch):
 
 
 def test_interrupted_run_keeps_results_and_resumes(tmp_path, monkeypatch):
-    counter = CountingInverts(monkeypatch, interrupt_at=2)
+    CountingInverts(monkeypatch, interrupt_at=2)
     messages = []
     with pytest.raises(KeyboardInterrupt):
         run(config(batch_size=1), tmp_path / "r", progress=False, echo=messages.append)
@@ -119,7 +119,7 @@ def _try_lock(path):
 def test_bad_run_settings(tmp_path):
     with pytest.raises(RunError, match="batch size"):
         run(config(batch_size=0), tmp_path / "a", progress=False, echo=lambda s: None)
-    with pytest.raises(Exception, match="did you mean|Did you mean"):
+    with pytest.raises(Exception, match=r"did you mean|Did you mean"):
         run(config(methods=["single-cod"]), tmp_path / "b", progress=False, echo=lambda s: None)
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -144,12 +144,15 @@ def test_tables_render_from_records(tmp_path):
     assert s["psnr_mean"].iloc[0] == pytest.approx(psnr.mean())
     assert s["psnr_std"].iloc[0] == pytest.approx(psnr.std(ddof=0))
     md = tables.to_markdown(df)
-    assert "PSNR (dB) ↑" in md and "LPIPS ↓" in md and "±" in md
+    assert "PSNR (dB) ↑" in md and "LPIPS ↓" in md and "±" not in md
+    m, lo, hi = (s[f"psnr_{k}"].iloc[0] for k in ("mean", "ci_low", "ci_high"))
+    assert lo <= m <= hi and f"{m:.2f} [{lo:.2f}, {hi:.2f}]" in md  # mean [95 % CI]
+    assert "bootstrap" in md and "(2 batches)" in md  # 3 images in batches of 2: time over 2 batches
     assert "data range 1" in md and "AlexNet" in md and "cpu-wall-clock" in md
     csv = tables.to_csv(df)
-    assert csv.splitlines()[0].startswith("method,images,n,failed")
+    assert csv.splitlines()[0].startswith("method,images,n,codes,failed")
     tex = tables.to_latex(df)
-    assert r"\begin{tabular}" in tex and r"$\pm$" in tex
+    assert r"\begin{tabular}" in tex and r"$\pm$" not in tex and f"{m:.2f} [{lo:.2f}, {hi:.2f}]" in tex
     paths = tables.write_tables(out)
     assert all(p.is_file() for p in paths.values())
 
@@ -175,8 +178,8 @@ def test_failed_images_are_counted(tmp_path, monkeypatch):
 def test_save_png_round_trip(tmp_path):
     img = torch.linspace(-1, 1, 3 * 4 * 5).view(3, 4, 5)
     harness.save_png(img, tmp_path / "a" / "b.png")
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     back = torch.from_numpy(np.array(Image.open(tmp_path / "a" / "b.png"))).permute(2, 0, 1).float() / 127.5 - 1
     assert (back - img).abs().max() <= 1 / 127.5 + 1e-6

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from gan_inversion_bench import GENERATORS
-from gan_inversion_bench.imagesets import ImageSetError, PHOTOS, load_image_file, load_image_set, prepare_image
+from gan_inversion_bench.imagesets import PHOTOS, ImageSetError, load_image_file, load_image_set, prepare_image
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_photos_are_real_and_normalised(tiny):
 def test_generated_set_reproducible_with_latents(tiny):
     a = load_image_set("generated", tiny, n=3, seed=4)
     b = load_image_set("generated", tiny, n=3, seed=4)
-    for x, y in zip(a.items, b.items):
+    for x, y in zip(a.items, b.items, strict=True):
         assert torch.equal(x.image, y.image) and torch.equal(x.latent, y.latent)
     with torch.no_grad():
         again = tiny(a.items[1].latent[None]).clamp(-1, 1)[0]

@@ -2,6 +2,7 @@
 implementation of Wang et al.'s formula, LPIPS is the official one."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,14 +11,25 @@ import torch
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from gan_inversion_bench.metrics import (CONVENTIONS, DEFAULT_METRICS, METRICS, MS_SSIM_BETAS, Metric, compute_metrics,
-                                         ms_ssim, ms_ssim_betas, mse, psnr, ssim)
+from gan_inversion_bench.metrics import (
+    CONVENTIONS,
+    DEFAULT_METRICS,
+    METRICS,
+    MS_SSIM_BETAS,
+    Metric,
+    compute_metrics,
+    ms_ssim,
+    ms_ssim_betas,
+    mse,
+    psnr,
+    ssim,
+)
 
 
 def _sk(rec: torch.Tensor, tgt: torch.Tensor):
     """scikit-image's per-image PSNR and SSIM on the clamped [0,1] images."""
     out_psnr, out_ssim = [], []
-    for r, t in zip(rec, tgt):
+    for r, t in zip(rec, tgt, strict=True):
         a = (t.double().clamp(-1, 1).permute(1, 2, 0).numpy() + 1) / 2
         b = (r.double().clamp(-1, 1).permute(1, 2, 0).numpy() + 1) / 2
         out_psnr.append(peak_signal_noise_ratio(a, b, data_range=1))
@@ -107,9 +119,8 @@ def test_lpips_on_images_too_small_for_alexnet_upsamples_to_32():
     rec, tgt = _astronaut_pairs(n=2, size=16, noise=0.2)
     from gan_inversion_bench.perceptual import get_lpips
 
-    with pytest.raises(RuntimeError):  # what AlexNet does with 16x16 inputs on its own
-        with torch.no_grad():
-            get_lpips("cpu")(rec.float().clamp(-1, 1), tgt.float())
+    with pytest.raises(RuntimeError), torch.no_grad():  # what AlexNet does with 16x16 inputs on its own
+        get_lpips("cpu")(rec.float().clamp(-1, 1), tgt.float())
     got = compute_metrics(rec.float(), tgt.float(), names="lpips")["lpips"]
     up = [torch.nn.functional.interpolate(t.float().clamp(-1, 1), size=(32, 32), mode="bilinear", align_corners=False)
           for t in (rec, tgt)]
@@ -129,7 +140,7 @@ def test_metric_table_and_directions():
     for name, m in METRICS.items():
         assert isinstance(m, Metric) and m.name == name and m.description and callable(m.fn)
         assert name in CONVENTIONS
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         METRICS["psnr"].name = "x"  # frozen
     assert "clamp" in CONVENTIONS["clamping"] and "[-1,1]" in CONVENTIONS["inputs"]
     assert "11x11" in CONVENTIONS["ssim"] and "1.5" in CONVENTIONS["ssim"]
@@ -166,9 +177,9 @@ def test_bad_inputs_raise_value_error(rec, tgt, match):
 
 def test_bad_arguments():
     x = torch.zeros(1, 3, 32, 32)
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         compute_metrics(np.zeros((1, 3, 32, 32)), x)
-    with pytest.raises(ValueError, match="unknown metric.*psnr"):
+    with pytest.raises(ValueError, match=r"unknown metric.*psnr"):
         compute_metrics(x, x, names=["psnrr"])
     for name in ("ssim", "ms_ssim"):
         with pytest.raises(ValueError, match=f"{name}: images must be at least 11x11.*found 8x32"):
@@ -264,7 +275,8 @@ def test_ms_ssim_matches_numpy_reference(h, w):
                             data_range=1.0, betas=MS_SSIM_BETAS, normalize="relu")
         torch.testing.assert_close(got, theirs, rtol=0, atol=5e-3)
     betas = _first({16: 1, 32: 2, 45: 3, 90: 4}[min(h, w)]) if min(h, w) < 176 else MS_SSIM_BETAS
-    want = [_np_ms_ssim((t.numpy() + 1) / 2, (r.clamp(-1, 1).numpy() + 1) / 2, betas) for r, t in zip(rec, tgt)]
+    want = [_np_ms_ssim((t.numpy() + 1) / 2, (r.clamp(-1, 1).numpy() + 1) / 2, betas)
+            for r, t in zip(rec, tgt, strict=True)]
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-10)
     assert (got > 0).all() and (got < 1).all()
     if min(h, w) < 22:  # one scale: MS-SSIM is SSIM
@@ -275,7 +287,8 @@ def test_ms_ssim_matches_numpy_reference(h, w):
 def test_ms_ssim_of_identical_images_is_one(size):
     tgt = torch.cat([_structured(size, size, 0), torch.rand(1, 3, size, size, dtype=torch.float64) * 2 - 1])
     torch.testing.assert_close(ms_ssim(tgt, tgt.clone()), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(ms_ssim(tgt.float(), tgt.float()), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ms_ssim(tgt.float(), tgt.float()), torch.ones(2, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
 
 
 def test_ms_ssim_of_anticorrelated_images_is_zero_not_nan():

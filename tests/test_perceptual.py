@@ -45,7 +45,8 @@ def fresh_cache():
 # ---------------------------------------------------------------------------------------------
 
 def test_lpips_reproduces_published_tid2013_values():
-    rows = list(csv.DictReader(open(DATA / "values.csv")))
+    with open(DATA / "values.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 5
     model = perceptual.get_lpips("cpu")
     refs = torch.cat([_png(DATA / "ref" / f"{r['image']}.png") for r in rows])
@@ -54,7 +55,7 @@ def test_lpips_reproduces_published_tid2013_values():
     with torch.no_grad():
         got = model(refs, dists).double()
     assert got.shape == (5,)
-    for r, value in zip(rows, got.tolist()):
+    for r, value in zip(rows, got.tolist(), strict=True):
         published = float(r["lpips"])
         assert abs(value - published) < 5e-5, (r["image"], value, published)
         # and it rounds to the published digits
@@ -220,7 +221,8 @@ def test_restricted_unpickler_refuses_truncated_file(tmp_path):
     data = pickle.dumps(good)
     path = tmp_path / "good.ckpt"
     path.write_bytes(data)
-    assert np.array_equal(load_numpy_pickle(path)["AlexNet_0"]["Conv_0"]["kernel"], good["AlexNet_0"]["Conv_0"]["kernel"])
+    kernel = good["AlexNet_0"]["Conv_0"]["kernel"]
+    assert np.array_equal(load_numpy_pickle(path)["AlexNet_0"]["Conv_0"]["kernel"], kernel)
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated") as info:
@@ -263,7 +265,7 @@ def test_torchvision_cache_fallback(monkeypatch, tmp_path, fresh_cache):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     features, source = perceptual.backbone_features("alexnet")
     assert "torch hub cache" in source
-    for a, b in zip(features.state_dict().values(), real.state_dict().values()):
+    for a, b in zip(features.state_dict().values(), real.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert perceptual.provenance()["backbones"]["alexnet"]["source"] == "torchvision-hub-cache"
 

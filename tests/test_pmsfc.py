@@ -14,6 +14,7 @@ import torch
 
 from gan_inversion_bench import GENERATORS, METHODS
 from gan_inversion_bench.methods import pmsfc as P
+from gan_inversion_bench.methods import pmsfc_subspaces as S1
 from gan_inversion_bench.weights import CheckpointError
 
 FAST = {"discovery_iterations": 20, "codes_per_subspace": 2, "iterations": 3}
@@ -52,7 +53,7 @@ def test_compose_paper_matches_explicit_loop():
     feats = torch.randn(B, R, K, C, H, W, generator=g, dtype=torch.float64)
     w = torch.randn(B, R, K, C, generator=g, dtype=torch.float64) + 1.0
     labels = torch.tensor([2, 0, 1, 0, 2])
-    masks = P.masks_from_labels(labels, R)
+    masks = S1.masks_from_labels(labels, R)
     got = P.compose_paper(feats, w, masks, eps=1e-3)
     want = torch.zeros(B, C, H, W, dtype=torch.float64)
     for b in range(B):
@@ -73,7 +74,7 @@ def test_compose_released_matches_explicit_loop():
     B, R, Pc, C, H, W = 2, 3, 2, 6, 2, 2
     feats = torch.randn(B, R, Pc, C, H, W, generator=g, dtype=torch.float64)
     base = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
-    masks = P.masks_from_labels(torch.tensor([0, 1, 2, 2, 1, 0]), R)
+    masks = S1.masks_from_labels(torch.tensor([0, 1, 2, 2, 1, 0]), R)
     want = base.clone()
     for b in range(B):
         for t in range(R * Pc):  # the official flat code index t, subspace t // P
@@ -185,7 +186,7 @@ def test_zero_init_dead_point_on_dcgan_is_reported(pggan, tmp_path):
     assert not P.zero_codes_are_stuck(pggan_with_biases(pggan), 3)
     try:
         G = GENERATORS.create("dcgan-digiface64")
-    except Exception as e:  # weights package missing
+    except Exception as e:  # noqa: BLE001 - weights package missing (whatever it raises)
         pytest.skip(str(e))
     assert P.zero_codes_are_stuck(G, 3)
     m = P.PmSFC(**{**FAST, "iterations": 1}, variant="released").prepare(G, seed=0, cache_dir=tmp_path)
@@ -239,27 +240,27 @@ def test_diagonal_is_zero_in_every_use(prepared):
     S = prepared.S_
     assert torch.all(S.diag() == 1e-4), "the diagonal never receives a gradient, so it keeps its init"
     F = torch.randn(2, S.shape[0], 3, 3)
-    torch.testing.assert_close(P.self_expression(S, F), P.self_expression(P.masked(S), F))
+    torch.testing.assert_close(S1.self_expression(S, F), S1.self_expression(S1.masked(S), F))
     S_diag_only = torch.diag(torch.full((S.shape[0],), 5.0))
-    assert P.self_expression(S_diag_only, F).abs().max() == 0
-    assert np.all(np.diag(P.paper_affinity(S)) == 0)
+    assert S1.self_expression(S_diag_only, F).abs().max() == 0
+    assert np.all(np.diag(S1.paper_affinity(S)) == 0)
 
 
 def test_discovery_gradient_ignores_the_diagonal(pggan):
     G = pggan
     S = torch.full((32, 32), 1e-4, requires_grad=True)
-    terms = P.discovery_losses(G, 3, S, G.sample_latents(2, seed=0), data_weight=1.0)
+    terms = S1.discovery_losses(G, 3, S, G.sample_latents(2, seed=0), data_weight=1.0)
     (terms["feature"] + terms["data"] + terms["sparse"]).backward()
     assert torch.all(S.grad.diag() == 0) and S.grad.abs().sum() > 0
 
 
 def test_spectral_clustering_is_seeded(prepared):
-    A = P.paper_affinity(prepared.S_)
-    a, _ = P.spectral_labels(A, 6, seed=3, assign_labels="kmeans")
-    b, _ = P.spectral_labels(A, 6, seed=3, assign_labels="kmeans")
+    A = S1.paper_affinity(prepared.S_)
+    a, _ = S1.spectral_labels(A, 6, seed=3, assign_labels="kmeans")
+    b, _ = S1.spectral_labels(A, 6, seed=3, assign_labels="kmeans")
     assert np.array_equal(a, b)
-    c, _ = P.spectral_labels(A, 6, seed=3, assign_labels="discretize")
-    d, _ = P.spectral_labels(A, 6, seed=3, assign_labels="discretize")
+    c, _ = S1.spectral_labels(A, 6, seed=3, assign_labels="discretize")
+    d, _ = S1.spectral_labels(A, 6, seed=3, assign_labels="discretize")
     assert np.array_equal(c, d)
 
 
@@ -275,8 +276,8 @@ def test_threshold_columns_hand_example():
                      [-0.3, 0.0, 1.0, 0.0],
                      [0.0, 0.0, 1.0, 0.0],
                      [0.0, 0.0, 0.0, 0.7]])
-    np.testing.assert_array_equal(P.threshold_columns(C, 0.6), want)
-    np.testing.assert_array_equal(P.threshold_columns(C, 1.0), C)
+    np.testing.assert_array_equal(S1.threshold_columns(C, 0.6), want)
+    np.testing.assert_array_equal(S1.threshold_columns(C, 1.0), C)
 
 
 def test_official_threshold_orientations_hand_example():
@@ -284,10 +285,10 @@ def test_official_threshold_orientations_hand_example():
                   [0.2, 1e-4, 0.1],
                   [0.05, 0.6, 1e-4]])
     # PmSFC.py: signed, diagonal kept, per column, ratio 0.2
-    np.testing.assert_allclose(P.official_threshold(S, 0.2, "inversion"),
+    np.testing.assert_allclose(S1.official_threshold(S, 0.2, "inversion"),
                                [[0, 0, -0.9], [0.2, 0, 0], [0, 0.6, 0]])
     # discover_subspace.py: ReLU of the masked S, per row
-    np.testing.assert_allclose(P.official_threshold(S, 0.2, "discovery"),
+    np.testing.assert_allclose(S1.official_threshold(S, 0.2, "discovery"),
                                [[0, 0.5, 0], [0.2, 0, 0], [0, 0.6, 0]])
 
 
@@ -300,9 +301,9 @@ def test_official_affinity_hand_example():
     want = np.zeros((5, 5))
     want[:2, :2] = 1.0
     want[2:, 2:] = 1.0
-    L = P.official_affinity(C, n_subspaces=2, subspace_dim=1, power=2.0, ratio=1.0, orientation="inversion")
+    L = S1.official_affinity(C, n_subspaces=2, subspace_dim=1, power=2.0, ratio=1.0, orientation="inversion")
     np.testing.assert_allclose(L, want, atol=1e-12)
-    labels, _ = P.spectral_labels(L, 2, seed=0, assign_labels="discretize")
+    labels, _ = S1.spectral_labels(L, 2, seed=0, assign_labels="discretize")
     assert labels.tolist() == [1, 1, 0, 0, 0]  # the larger cluster is subspace 0
 
 
@@ -323,7 +324,9 @@ def test_second_prepare_reuses_the_cache(pggan, tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("prepare retrained S although it was cached")
 
-    monkeypatch.setattr(P, "train_self_expressive", no_training)
+    from gan_inversion_bench.methods import pmsfc_subspaces
+
+    monkeypatch.setattr(pmsfc_subspaces, "train_self_expressive", no_training)
     second = P.PmSFC(**FAST).prepare(pggan, seed=0, cache_dir=tmp_path)
     assert second.from_cache_
     assert torch.equal(first.S_, second.S_) and torch.equal(first.masks_, second.masks_)

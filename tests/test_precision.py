@@ -52,10 +52,9 @@ def test_tf32_switches_are_set_inside_and_restored_after(monkeypatch):
         with precision.precision_context("fp32", "cpu"):
             assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
         assert torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        with pytest.raises(RuntimeError, match="boom"):
-            with precision.precision_context("tf32", "cuda"):
-                assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"), precision.precision_context("tf32", "cuda"):
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+            raise RuntimeError("boom")
         assert torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -159,10 +158,13 @@ def test_reference_mode_solves_the_same_problem_at_a_higher_cost(gen, targets):
     assert torch.allclose(a.loss_history, b.loss_history, rtol=1e-4, atol=1e-6)
     assert b.latents["z"].shape == a.latents["z"].shape and b.loss_history.shape == (2, 2)
     assert all(not p.requires_grad and p.grad is None for p in gen.parameters()), "the caller's generator was touched"
-    for p, flag in zip(gen.parameters(), flags):
+    for p, flag in zip(gen.parameters(), flags, strict=True):
         p.requires_grad_(flag)
     one = targets[:1]
-    once = lambda m: m.with_budget(1).invert(gen, one, seeds=[1])
+
+    def once(m):
+        return m.with_budget(1).invert(gen, one, seeds=[1])
+
     f_batched, f_reference = perf.count_flops(lambda: once(batched)), perf.count_flops(lambda: once(reference))
     assert f_reference > 1.3 * f_batched  # parameter gradients and target features every iteration
     with pytest.raises(ValueError, match="execution must be one of"):
@@ -220,7 +222,10 @@ def test_run_records_precision_throughput_and_keeps_default_keys(tmp_path):
     # the recorded FLOPs are exactly one more iteration's worth: count(2 iterations) - count(1)
     G = GENERATORS.create("pggan-tiny").eval()
     t = torch.stack([G(G.sample_latents(1, seed=0))[0].clamp(-1, 1)])
-    m = lambda n: SingleCode.from_profile("quick", iterations=n)
+
+    def m(n):
+        return SingleCode.from_profile("quick", iterations=n)
+
     diff = perf.count_flops(lambda: m(2).invert(G, t)) - perf.count_flops(lambda: m(1).invert(G, t))
     assert r["flops_per_iteration"] == pytest.approx(diff)
     # keys made before the execution setting existed stay valid (old folders resume)
@@ -271,7 +276,8 @@ def test_old_databases_are_readable_and_migrated_on_write(tmp_path):
     with sqlite3.connect(db) as c:
         assert "tflops" not in {r[1] for r in c.execute("PRAGMA table_info(results)")}
     with ResultStore(out) as s:  # opening for writing adds the columns
-        assert json.loads(s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]) == SCHEMA_VERSION
+        version = s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert json.loads(version) == SCHEMA_VERSION
     with sqlite3.connect(db) as c:
         assert set(ADDED_COLUMNS) <= {r[1] for r in c.execute("PRAGMA table_info(results)")}
     assert rows(out) == old

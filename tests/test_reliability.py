@@ -124,8 +124,9 @@ ZYGOTE = textwrap.dedent("""
 class Zygote:
     def __init__(self, log: Path):
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(log, "ab"), text=True)
+        with open(log, "ab") as stderr:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=stderr, text=True)
 
     def request(self, **req) -> int:
         self.proc.stdin.write(json.dumps(req) + "\n")
@@ -172,7 +173,7 @@ CHAIN_BATCH_3 = [
 def test_sigkill_at_named_points_then_resume(tmp_path):
     zygote = Zygote(tmp_path / "zygote.log")
     try:
-        assert zygote.request(warm=True, argv=gib_args(1) + ["--out", str(tmp_path / "warm")]) == 0
+        assert zygote.request(warm=True, argv=[*gib_args(1), "--out", str(tmp_path / "warm")]) == 0
         out = tmp_path / "run"
         kills = 0
         for extra, chain in (([], CHAIN_BATCH_1), (["--batch-size", "3", "--iterations", "4"], CHAIN_BATCH_3)):
@@ -199,7 +200,7 @@ def gib_subprocess(args: list[str], env: dict[str, str] | None = None, **kw) -> 
 
 
 def test_sigkill_of_python_dash_m_run_then_same_command_resumes(tmp_path):
-    args = gib_args(3) + ["--out", str(tmp_path / "run")]
+    args = [*gib_args(3), "--out", str(tmp_path / "run")]
     p = gib_subprocess(args, {harness.KILL_ENV: "png_tmp:5"})  # 3 targets, then the second reconstruction
     out, _ = p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL, out
@@ -236,7 +237,7 @@ def frozen_run(args: list[str], stop_at: str) -> subprocess.Popen:
 
 
 def test_second_process_on_the_same_folder_is_refused(tmp_path):
-    args = gib_args(3) + ["--out", str(tmp_path / "run")]
+    args = [*gib_args(3), "--out", str(tmp_path / "run")]
     first = frozen_run(args, "batch_start:2")  # one image done; frozen while holding the lock
     try:
         second = gib_subprocess(args)
@@ -251,7 +252,7 @@ def test_second_process_on_the_same_folder_is_refused(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_results_and_says_how_to_resume(tmp_path):
-    args = gib_args(3) + ["--out", str(tmp_path / "run")]
+    args = [*gib_args(3), "--out", str(tmp_path / "run")]
     p = frozen_run(args, "committed:2")
     p.send_signal(signal.SIGINT)  # a real SIGINT, handled once the process continues
     p.send_signal(signal.SIGCONT)
@@ -271,7 +272,7 @@ def test_ctrl_c_keeps_finished_results_and_says_how_to_resume(tmp_path):
 # ---- NaN / Inf losses -------------------------------------------------------------------------------
 def config(**kw) -> RunConfig:
     base = dict(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=4,
-                overrides={"*": {"iterations": 4}}, device="cpu", batch_size=4)
+                overrides={"*": {"iterations": 4}}, device="cpu", batch_size=4, latency=False)
     base.update(kw)
     return RunConfig(**base)
 
@@ -365,7 +366,7 @@ def test_out_of_memory_with_one_image_stops_cleanly_and_keeps_results(tmp_path, 
     run(config(n_generated=2, batch_size=1), tmp_path / "r", progress=False, echo=lambda s: None)
     before = check_run_folder(tmp_path / "r")
     oom_above(monkeypatch, 0)
-    with pytest.raises(RunError, match="out of memory even with a batch of one image.*run the same command again"):
+    with pytest.raises(RunError, match=r"out of memory even with a batch of one image.*run the same command again"):
         run(config(n_generated=2, batch_size=1, overrides={"*": {"iterations": 5}}), tmp_path / "r",
             progress=False, echo=lambda s: None)
     assert check_run_folder(tmp_path / "r") == before

@@ -13,9 +13,9 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote
 
 import numpy as np
@@ -78,7 +78,7 @@ def test_report_is_self_contained(report):
     assert "script" not in parser.tags and "link" not in parser.tags and "iframe" not in parser.tags
     images = [v for t, v in parser.links if t == "img"]
     assert len(images) >= 2 * 10 + 10  # recon per (setting, image) minus the failure, targets, plots, figures
-    for tag, link in parser.links:
+    for _tag, link in parser.links:
         if link.startswith("#"):
             continue
         assert "://" not in link and not link.startswith("/") and ".." not in link, link
@@ -237,7 +237,8 @@ window.addEventListener("load", () => {
   const style = table ? getComputedStyle(table) : {display: "none", visibility: "hidden"};
   const out = document.createElement("pre");
   out.id = "gib-check";
-  out.textContent = JSON.stringify({images: images.length, broken: broken, rows: table ? table.tBodies[0].rows.length : 0,
+  out.textContent = JSON.stringify({images: images.length, broken: broken,
+    rows: table ? table.tBodies[0].rows.length : 0,
     visible: box.width > 0 && box.height > 0 && style.display !== "none" && style.visibility !== "hidden"});
   document.body.appendChild(out);
 });
@@ -250,8 +251,9 @@ def chromium() -> str | None:
 
 def browse(url: str, *args: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync",
                                f"--user-data-dir={profile}", *args, url], capture_output=True, text=True, timeout=120)
 
 

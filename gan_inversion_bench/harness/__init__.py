@@ -24,8 +24,18 @@ from .folder import FAULT_EVENTS, KILL_ENV, check_writable, fault_point, run_loc
 from .orchestrate import run, run_method_key
 from .provenance import VERSIONED, code_revision, device_name, image_seed, library_versions, resolve_device
 from .records import history_summary, resolved_split
-from .timing import (MEMORY_FRACTION, FlopCount, Timer, auto_batch_size, automatic_batch_size, batch_from_probe,
-                     count_invert_flops, is_out_of_memory, smaller_batch, warm_up)
+from .timing import (
+    MEMORY_FRACTION,
+    FlopCount,
+    Timer,
+    auto_batch_size,
+    automatic_batch_size,
+    batch_from_probe,
+    count_invert_flops,
+    is_out_of_memory,
+    smaller_batch,
+    warm_up,
+)
 
 __all__ = [
     "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError", "Timer",

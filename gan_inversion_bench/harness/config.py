@@ -8,6 +8,7 @@ harness assumes no setting name of its own.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 
 from ..method import InversionMethod
 from ..precision import ExecutionOptions, effective_precision
+from ..profiles import tuned_settings
 from ..registry import METHODS
 
 
@@ -29,7 +31,8 @@ class RunConfig:
     generator: str = "dcgan-digiface64"
     generator_options: dict[str, Any] = field(default_factory=dict)
     methods: list[str] | None = None           # None: every registered method
-    profile: str = "quick"                      # "quick" (short budget) or "paper" (the seeds' defaults)
+    profile: str = "quick"                      # "quick" (short budget), "tuned" (gib tune's profile of the
+                                                # generator) or "paper" (the seeds' defaults)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method (or "*") → settings
     images: str = "generated+photos"
     n_generated: int = 8
@@ -40,6 +43,10 @@ class RunConfig:
     compile: str = "off"                        # torch.compile mode: off, default, reduce-overhead, max-autotune
     channels_last: bool = False                 # generator weights in channels-last memory format
     budget: int | None = None                   # every method's compute budget (``--iterations``), via with_budget
+    restarts: int = 1                           # initialisations per image; the best (lowest final loss) is scored
+    budget_seconds: float | None = None         # compute budget per image inversion in seconds (harness.costs)
+    budget_flops: float | None = None           # compute budget per image inversion in FLOPs (harness.costs)
+    latency: bool = True                        # also time the first image inverted alone (harness.costs)
 
     IDENTITY = ("generator", "generator_options", "images", "n_generated", "seed")
 
@@ -59,7 +66,11 @@ def build_method(name: str, config: RunConfig) -> InversionMethod:
     cls = METHODS.get(name)
     fields = set(cls.setting_names())
     general = {k: v for k, v in config.overrides.get("*", {}).items() if k in fields}
-    method: InversionMethod = cls.from_profile(config.profile, **{**general, **config.overrides.get(name, {})})
+    tuned: dict[str, Any]
+    profile, tuned = config.profile, {}
+    if profile == "tuned":  # the generator's tuned profile on top of the base profile it was tuned from
+        profile, tuned = tuned_settings(config.generator, name)
+    method: InversionMethod = cls.from_profile(profile, **{**tuned, **general, **config.overrides.get(name, {})})
     if config.budget is not None and method.budget_setting is not None:
         method = method.with_budget(config.budget)
     return method
@@ -74,6 +85,13 @@ def validate(config: RunConfig) -> list[str]:
     _check_general_overrides(config, names)
     if config.batch_size is not None and config.batch_size < 1:
         raise RunError(f"batch size must be >= 1, got {config.batch_size}")
+    if isinstance(config.restarts, bool) or not isinstance(config.restarts, int) or config.restarts < 1:
+        raise RunError(f"restarts must be an integer >= 1, got {config.restarts!r}")
+    for name in ("budget_seconds", "budget_flops"):
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise RunError(f"{name.replace('_', '-')} must be a positive finite number, got {value!r}")
     if config.budget is not None and config.budget < 1:
         raise RunError(f"the budget (--iterations) must be >= 1, got {config.budget}")
     execution_options(config, torch.device("cpu"))

@@ -14,8 +14,8 @@ import os
 import signal
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from PIL import Image

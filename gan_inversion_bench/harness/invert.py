@@ -1,7 +1,9 @@
 """Inverting one batch (timed, at the run's precision and compile mode) and storing its rows."""
 from __future__ import annotations
 
+import contextlib
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import torch
 from ..generator import conditioned
 from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionResult
+from ..method_tools import tracing
 from ..metrics import DEFAULT_METRICS, compute_metrics
 from ..precision import execution_context
 from ..store import ResultStore
@@ -18,29 +21,43 @@ from .folder import fault_point, save_png, writing_into
 from .provenance import image_seed, perceptual_provenance
 from .records import BatchOutcome, MethodPlan, batch_rows
 from .timing import Timer, item_conditions
+from .trace import TraceRecorder
+
+
+def restart_seed(seed: int, k: int) -> int:
+    """Restart ``k`` of an image whose seed is ``seed``; restart 0 is the image's own seed, so a
+    run with one restart is exactly a run without restarts."""
+    return seed if k == 0 else zlib.crc32(f"{seed}:restart:{k}".encode()) & 0x7FFFFFFF
 
 
 def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[ImageItem],
                  note: str = "") -> list[dict[str, Any]]:
-    """Invert one batch; the rows carry their reconstruction (``_png``) until :func:`store_rows`."""
-    targets = torch.stack([it.image for it in batch]).to(rc.device)
-    seeds = [image_seed(rc.config.seed, it.id) for it in batch]
+    """Invert one batch (each image ``restarts`` times, as rows of one call); the rows carry their
+    reconstruction (``_png``) until :func:`store_rows`."""
+    k = rc.config.restarts
+    targets = torch.stack([it.image for it in batch]).to(rc.device).repeat_interleave(k, 0)  # [B·K, 3, R, R]
+    seeds = [restart_seed(image_seed(rc.config.seed, it.id), j) for it in batch for j in range(k)]
+    classes = item_conditions(setup.generator, batch, rc.device)  # per-image classes, conditional generators
+    classes = None if classes is None else classes.repeat_interleave(k, 0)
+    budget = plan.method.budget
+    recorder = TraceRecorder(targets, budget, plan.flops) if budget and not plan.per_image else None
     bar = _progress_bar(f"{plan.method.name} [{batch[0].id} … {batch[-1].id}]", rc.progress)
     result: InversionResult | None = None
     failure = None
-    classes = item_conditions(setup.generator, batch, rc.device)  # per-image classes, conditional generators
     try:
         with Timer(rc.device) as timer, execution_context(plan.options, rc.device), \
-                conditioned(setup.generator, classes):
-            result = plan.method.invert(setup.generator, targets, seeds=seeds,
-                                        progress=bar.update if bar else None)
+                conditioned(setup.generator, classes), tracing(recorder) if recorder else contextlib.nullcontext():
+            if recorder:
+                recorder.begin()
+            result = plan.method.invert(setup.generator, targets, seeds=seeds, progress=bar.update if bar else None)
     except InversionFailed as e:
         failure = f"every image of the batch failed: {e}"
     finally:
         if bar:
             bar.close()
     fault_point("inverted")
-    outcome = BatchOutcome(batch, seeds, result, failure, timer, note=note, conditions=classes)
+    outcome = BatchOutcome(batch, seeds, result, failure, timer, note=note, conditions=classes, restarts=k,
+                           trace=recorder)
     if result is not None:
         outcome.metrics = compute_metrics(result.reconstructions.float().clamp(-1, 1), targets,
                                           names=[*DEFAULT_METRICS, "ms_ssim"])

@@ -31,6 +31,7 @@ from ..registry import GENERATORS
 from ..store import ResultStore, method_key
 from .config import RunConfig, RunError, build_method, execution_options, validate
 from .context import Echo, RunContext, RunSetup
+from .costs import derive_budget, measure_latency, record_prepare, timed_prepare
 from .folder import (
     check_writable,
     fault_point,
@@ -61,6 +62,9 @@ def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: boo
         raise RunError(str(e)) from None
     if not dist.enabled:
         return _run_main(RunContext(config, run_dir, resolve_device(config.device), dist, echo, progress), argv)
+    if config.budget_seconds is not None or config.budget_flops is not None:
+        raise RunError("--budget-seconds/--budget-flops are not supported under torchrun yet (each rank would "
+                       "calibrate its own iteration count); run them in one process")
     try:
         device = distributed.device_for(dist, config.device)
     except ValueError as e:
@@ -191,10 +195,13 @@ def _run_method(rc: RunContext, setup: RunSetup, name: str) -> None:
             f"({rc.config.profile} profile, device {setup.prov.device}{how})")
     batch_size = _prepare_timing(rc, setup, plan, mine) if mine else 1
     _invert_rounds(rc, setup, plan, mine, batch_size)
+    if rc.dist.is_main and not rc.dist.enabled and not plan.per_image:
+        with writing_into(rc.run_dir):
+            measure_latency(rc, setup, plan, setup.prov.device)
 
 
 def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
-    method = _prepared_method(rc, setup.generator, name)
+    method, prepare_s = _prepared_method(rc, setup.generator, name)
     per_image = method.get_tags().per_image_execution
     options = setup.options
     if per_image and not options.is_default():
@@ -203,30 +210,39 @@ def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
         options = ExecutionOptions()
     if per_image and rc.config.batch_size not in (None, 1):
         rc.echo(f"{name}: reference execution inverts one image at a time (batch size 1)")
-    return MethodPlan(method, run_method_key(method, rc.config, options), options,
+    plan = MethodPlan(method, run_method_key(method, rc.config, options), options,
                       resolved_split(method, setup.generator), per_image=per_image)
+    if rc.dist.is_main:
+        with writing_into(rc.run_dir):
+            record_prepare(rc, plan, prepare_s, setup.prov.device)
+    return plan
 
 
 def run_method_key(method: InversionMethod, config: RunConfig, options: ExecutionOptions) -> str:
-    """The key under which a method's results are stored. The default execution settings
-    (``execution="batched"``, fp32, no compile) are left out, so keys made before those settings
-    existed stay valid and old run folders resume without recomputation."""
-    settings = method.get_settings()
-    if settings.get("execution") == "batched":
-        settings = {k: v for k, v in settings.items() if k != "execution"}
-    return method_key(method.name, method.version, settings,
-                      {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()})
+    """The key under which a method's results are stored. Settings a method added after results
+    were first stored are left out while at the defaults it declares (``KEY_OMITS_DEFAULTS``),
+    and so are the default execution options (fp32, no compile), so old run folders resume
+    without recomputation."""
+    omit = method.KEY_OMITS_DEFAULTS
+    settings = {k: v for k, v in method.get_settings().items() if not (k in omit and omit[k] == v)}
+    extra = {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()}
+    if config.restarts > 1:
+        extra["restarts"] = config.restarts
+    for name in ("budget_seconds", "budget_flops"):  # the derived iteration count is not the key
+        if getattr(config, name) is not None:
+            extra[name] = getattr(config, name)
+    return method_key(method.name, method.version, settings, extra)
 
 
-def _prepared_method(rc: RunContext, generator: SplitGenerator, name: str) -> InversionMethod:
-    """Build and prepare a method; with several ranks, rank 0 prepares and sends it to the others."""
+def _prepared_method(rc: RunContext, generator: SplitGenerator, name: str) -> tuple[InversionMethod, float]:
+    """Build and prepare a method (and time its preparation); with several ranks, rank 0 prepares
+    and sends it to the others."""
     method = build_method(name, rc.config)
-    if rc.dist.is_main:
-        method.prepare(generator, seed=rc.config.seed, cache_dir=rc.run_dir / "cache")
+    seconds = timed_prepare(method, generator, rc) if rc.dist.is_main else 0.0
     if not rc.dist.enabled:
-        return method
+        return method, seconds
     shipped = rc.dist.broadcast(_with_tensors_on(method, torch.device("cpu")) if rc.dist.is_main else None)
-    return method if rc.dist.is_main else _with_tensors_on(shipped, rc.device)
+    return (method if rc.dist.is_main else _with_tensors_on(shipped, rc.device)), seconds
 
 
 def _with_tensors_on(method: InversionMethod, device: torch.device) -> InversionMethod:
@@ -248,15 +264,19 @@ def _pending(rc: RunContext, setup: RunSetup, plan: MethodPlan) -> tuple[list[Im
 
 
 def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: list[ImageItem]) -> int:
-    """Count FLOPs (which also warms up), choose the batch size and warm up at the timed batch shape."""
-    G, options = setup.generator, plan.options
+    """Count FLOPs (which also warms up), choose the batch size (images; each brings ``restarts``
+    rows) and warm up at the timed batch shape."""
+    G, options, k = setup.generator, plan.options, rc.config.restarts
     plan.flops = count_invert_flops(plan.method, G, mine[:1], rc.device, options)
     if plan.per_image:
+        plan.budget_info = derive_budget(rc, setup, plan, mine[:1])
         return 1
-    bs = rc.config.batch_size or automatic_batch_size(plan.method, G, mine, rc.device, options, rc.echo)
+    bs = rc.config.batch_size or max(1, automatic_batch_size(plan.method, G, mine, rc.device, options, rc.echo) // k)
+    plan.budget_info = derive_budget(rc, setup, plan, [it for it in mine[:bs] for _ in range(k)])
     if options.compile != "off" or (rc.device.type == "cuda" and bs > 1):
         # compile, and on CUDA select kernels and grow the allocator, for the timed batch shape
-        warm_up(plan.method, G, mine[:bs], rc.device, options, iterations=2 if options.compile != "off" else 1)
+        rows = [it for it in mine[:bs] for _ in range(k)]
+        warm_up(plan.method, G, rows, rc.device, options, iterations=2 if options.compile != "off" else 1)
     return bs
 
 

@@ -22,6 +22,7 @@ from ..perf import achieved
 from ..precision import ExecutionOptions
 from ..store import now
 from .timing import FlopCount, Timer
+from .trace import TraceRecorder
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class MethodPlan:
     split: dict[str, Any] | None
     flops: FlopCount | None = None
     per_image: bool = False   # the seeds' per-image pattern: batches of one, fp32, uncompiled
+    budget_info: dict[str, Any] | None = None  # a compute budget: the limits and which one was binding
 
 
 @dataclass
@@ -60,7 +62,9 @@ class BatchOutcome:
     timer: Timer
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     note: str = ""
-    conditions: torch.Tensor | None = None  # [B, C] per-image class vectors (conditional generators)
+    conditions: torch.Tensor | None = None  # [B·K, C] per-row class vectors (conditional generators)
+    restarts: int = 1                       # K: rows i·K … i·K+K-1 are image i's restarts
+    trace: TraceRecorder | None = None      # quality along the way (None: not traced)
 
 
 def resolved_split(method: InversionMethod, generator: Any) -> dict[str, Any] | None:
@@ -84,13 +88,16 @@ def finite(v: float) -> float | None:
 
 
 def _timing(plan: MethodPlan, outcome: BatchOutcome, device: str) -> dict[str, Any]:
-    n, timer, options = len(outcome.items), outcome.timer, plan.options
+    """Time per image (all its restarts; trace snapshots subtracted), memory, throughput."""
+    n, rows, timer, options = len(outcome.items), len(outcome.seeds), outcome.timer, plan.options
+    seconds = timer.seconds - (outcome.trace.overhead if outcome.trace is not None else 0.0)
     flops = plan.flops
     work, iters = (None, 0) if flops is None else (
         (flops.per_iteration, plan.method.budget or 0) if flops.per_iteration is not None else (flops.fixed, 1))
-    tflops, fraction = achieved(work, iters, n, timer.seconds, device, options.precision)
+    tflops, fraction = achieved(work, iters, rows, seconds, device, options.precision)
     how = "" if options.is_default() else f", {options.describe()}"
-    return {"time_s": timer.seconds / n, "peak_mem_mb": timer.peak_mb, "mem_kind": timer.mem_kind,
+    how += f", {outcome.restarts} restarts per image" if outcome.restarts > 1 else ""
+    return {"time_s": seconds / n, "peak_mem_mb": timer.peak_mb, "mem_kind": timer.mem_kind,
             "timer": f"{timer.kind}, batch of {n}{how}" + (f" ({outcome.note})" if outcome.note else ""),
             "precision": options.precision, "tflops": tflops, "peak_fraction": fraction,
             "flops_per_iteration": None if flops is None else flops.per_iteration,
@@ -104,26 +111,61 @@ def batch_rows(plan: MethodPlan, outcome: BatchOutcome, prov: Provenance, percep
     return [_row(plan, outcome, i, prov, {**timing, "perceptual": perceptual}) for i in range(len(outcome.items))]
 
 
+def _final_loss(outcome: BatchOutcome, r: int) -> float | None:
+    result = outcome.result
+    if result is None or not result.loss_history.shape[0]:
+        return None
+    return finite(result.loss_history[-1, r].item())
+
+
+def best_restart(outcome: BatchOutcome, i: int) -> tuple[int, str | None]:
+    """(row of image ``i``'s best restart, or of its first; the failure reason if every restart
+    failed). Best = lowest final loss, the method's own objective (never the metrics)."""
+    k, result = outcome.restarts, outcome.result
+    rows = range(i * k, i * k + k)
+    if outcome.failure or result is None:
+        return rows[0], outcome.failure or "no result"
+    ok = [r for r in rows if r not in result.failures]
+    if not ok:
+        if k == 1:
+            return rows[0], result.failures[rows[0]]
+        return rows[0], "; ".join(f"restart {r - i * k}: {result.failures[r]}" for r in rows)
+    losses = {r: _final_loss(outcome, r) for r in ok}
+    return min(ok, key=lambda r: (losses[r] is None, losses[r] or 0.0, r)), None
+
+
+def _restart_summary(outcome: BatchOutcome, i: int, best: int) -> dict[str, Any]:
+    k = outcome.restarts
+    rows = list(range(i * k, i * k + k))
+    out: dict[str, Any] = {"k": k, "best": best - i * k, "seeds": [outcome.seeds[r] for r in rows],
+                           "final_loss": [_final_loss(outcome, r) for r in rows]}
+    for name, v in outcome.metrics.items():
+        out[name] = [finite(v[r].item()) for r in rows]
+    return out
+
+
 def _row(plan: MethodPlan, outcome: BatchOutcome, i: int, prov: Provenance, extra: dict[str, Any]) -> dict[str, Any]:
     m, item, result = plan.method, outcome.items[i], outcome.result
+    r, reason = best_restart(outcome, i)
     row: dict[str, Any] = {
         "method_key": plan.key, "image_id": item.id, "method": m.name, "method_version": m.version,
-        "image_set": prov.image_set, "iterations": m.budget, "seed": outcome.seeds[i],
+        "image_set": prov.image_set, "iterations": m.budget, "seed": outcome.seeds[i * outcome.restarts],
         "batch_size": len(outcome.items), "device": prov.device, "generator": prov.generator, "split": plan.split,
         "method_settings": m.get_settings(), "prepared": m.prepared_state(),
         "metric_conventions": prov.metric_conventions, "versions": prov.versions,
         "code_revision": prov.code_revision, "session": prov.session, "created": now(), **extra,
-        "condition": None if outcome.conditions is None else describe_condition(outcome.conditions[i]),
+        "condition": None if outcome.conditions is None else describe_condition(outcome.conditions[r]),
+        "capacity": m.capacity(), "trace": outcome.trace.for_row(r) if outcome.trace is not None else None,
+        "restarts": _restart_summary(outcome, i, r) if outcome.restarts > 1 else None,
+        "budget": plan.budget_info,
     }
-    reason = outcome.failure or (result.failures.get(i) if result is not None else None)
     history = result.loss_history if result is not None and result.loss_history.shape[0] else None
     if history is not None:  # a method without a loop (an encoder) has no history
-        row["loss_history"] = history_summary(history, i)
+        row["loss_history"] = history_summary(history, r)
     if result is not None and reason is None:
         row.update(status="ok", recon_path=str(Path("recon") / plan.key / f"{item.id}.png"),
-                   _png=result.reconstructions[i].detach().float().cpu(),
-                   final_loss=None if history is None else finite(history[-1, i].item()),
-                   **{k: finite(v[i].item()) for k, v in outcome.metrics.items()})
+                   _png=result.reconstructions[r].detach().float().cpu(), final_loss=_final_loss(outcome, r),
+                   **{k: finite(v[r].item()) for k, v in outcome.metrics.items()})
     else:
         row.update(status="failed", reason=reason)
     return row

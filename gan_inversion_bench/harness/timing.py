@@ -20,8 +20,8 @@ from __future__ import annotations
 import resource
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

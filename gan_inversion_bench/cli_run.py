@@ -1,0 +1,233 @@
+"""``gib run`` (the benchmark, also from a TOML/JSON ``--config`` file) and ``gib tune``."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli_common import build_generator, friendly_errors, parse_assignments, slug
+from .registry import GENERATORS, METHODS
+
+
+# ---- gib run ----------------------------------------------------------------------------------
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML (Python 3.11+) or JSON file holding one table of ``gib run`` options."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint="--config") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise click.BadParameter(f"{path}: TOML config files need Python 3.11 or newer; write the same options "
+                                     f"as a JSON object instead", param_hint="--config") from None
+        try:
+            data: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise click.BadParameter(f"{path}: invalid TOML ({e})", param_hint="--config") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise click.BadParameter(f"{path}: invalid JSON ({e}); expected a JSON object of `gib run` options "
+                                     f"(or a .toml file)", param_hint="--config") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path}: expected a table of `gib run` options (e.g. {{\"n\": 4}}), found "
+                                 f"{type(data).__name__}", param_hint="--config")
+    return data
+
+
+def _config_defaults(ctx: click.Context, data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Map option names (``batch-size``, ``batch_size``, ``set``, ...) to parameter defaults, checking types."""
+    options: dict[str | None, click.Option] = {}
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and param.name != "config":
+            options.update({o[2:]: param for o in param.opts if o.startswith("--")})
+            options.update({o[2:].replace("-", "_"): param for o in param.opts if o.startswith("--")})
+            options[param.name] = param
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        p = options.get(key)
+        if p is None:
+            valid = sorted({o[2:] for q in set(options.values()) for o in q.opts if o.startswith("--")})
+            raise click.BadParameter(f"{path}: unknown option {key!r}; valid: {', '.join(valid)}",
+                                     param_hint="--config")
+        if p.multiple and isinstance(value, dict):  # e.g. set = {"single-code.lr" = 0.5}
+            value = [f"{k}={json.dumps(v)}" for k, v in value.items()]
+        elif p.multiple and not isinstance(value, list):
+            value = [value]
+        elif not p.multiple and isinstance(value, (list, dict)):
+            raise click.BadParameter(f"{path}: {key!r} takes one value, found {json.dumps(value)}",
+                                     param_hint="--config")
+        try:
+            p.type_cast_value(ctx, value)
+        except (click.BadParameter, TypeError, ValueError) as e:
+            why = e.format_message() if isinstance(e, click.BadParameter) else str(e)
+            raise click.BadParameter(f"{path}: {key!r}: {why}", param_hint="--config") from None
+        out[p.name] = value
+    return out
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        defaults = _config_defaults(ctx, read_config_file(Path(value)), Path(value))
+        ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+@click.command("run")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config, help="TOML (Python 3.11+) or JSON file of options, e.g. n = 4; "
+                                          "options given on the command line win.")
+@click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name.")
+@click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator.")
+@click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable).")
+@click.option("--method", "-m", "methods", multiple=True, help="Method name (repeatable; default: all registered).")
+@click.option("--images", default="generated+photos", show_default=True,
+              help="Image set: generated, photos, generated+photos, folder:PATH or a directory.")
+@click.option("--n", "n_generated", type=int, default=8, show_default=True, help="Images in the generated set.")
+@click.option("--n-images", "n_images", type=int, default=None,
+              help="Same as --n; use this one under torchrun, whose own parser takes --n for its options.")
+@click.option("--profile", type=click.Choice(["auto", "tuned", "quick", "paper"]), default="auto", show_default=True,
+              help="tuned: gib tune's profile of the generator (gan_inversion_bench/profiles/); quick: short budget, "
+                   "untuned; paper: the seeds' defaults; auto: tuned where every method has one, else quick.")
+@click.option("--iterations", type=int, default=None, help="Override the iteration count of every method.")
+@click.option("--budget-seconds", type=float, default=None,
+              help="Compute budget per image inversion in seconds: each method's iteration count is calibrated "
+                   "from its measured time per iteration (instead of, or capped by, --iterations).")
+@click.option("--budget-flops", type=float, default=None,
+              help="Compute budget per image inversion in FLOPs (from the FLOP count of each method).")
+@click.option("--restarts", type=int, default=1, show_default=True,
+              help="Initialisations per image; the one with the lowest final loss is scored (all are stored).")
+@click.option("--no-latency", is_flag=True, help="Do not time one image inverted alone after each method.")
+@click.option("--set", "settings", multiple=True, metavar="[METHOD.]KEY=VALUE",
+              help="Override a method setting (repeatable), e.g. --set mganprior.n_codes=10.")
+@click.option("--batch-size", type=int, default=None, help="Images inverted jointly (default: automatic).")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
+              help="fp32 (TF32 off), tf32 (CUDA tensor cores) or bf16 (autocast; allowed but slow on most CPUs).")
+@click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead", "max-autotune"]),
+              default="off", show_default=True,
+              help="torch.compile the per-iteration step (reduce-overhead: with CUDA graphs).")
+@click.option("--channels-last", is_flag=True, help="Generator weights in channels-last memory format.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default: runs/<generator>_<images>_<profile>). Re-running resumes.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--download", is_flag=True,
+              help="Download a missing zoo checkpoint that has a direct URL into the cache "
+                   "(GIB_DOWNLOAD=1 does the same).")
+@friendly_errors
+def run_cmd(**o: Any) -> None:
+    """Invert an image set with every method and print the comparison table."""
+    if o["download"]:
+        os.environ["GIB_DOWNLOAD"] = "1"
+    from .harness import run
+    from .tables import load_records, to_markdown, write_tables
+
+    config = run_config(o)
+    out_dir = Path(o["out"]).expanduser() if o["out"] else Path("runs") / slug(
+        f"{config.generator}_{config.images}_{config.profile}")
+    try:
+        run(config, out_dir, echo=click.echo, progress=not o["no_progress"], argv=sys.argv)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 alone stores results and prints the table
+        return
+    paths = write_tables(out_dir)
+    click.echo("")
+    click.echo(to_markdown(load_records(out_dir)))
+    click.echo(f"\nResults: {out_dir / 'results.sqlite'}; tables: {', '.join(str(p) for p in paths.values())}")
+
+
+def run_config(o: dict[str, Any]) -> Any:
+    """The :class:`~gan_inversion_bench.harness.RunConfig` of ``gib run``'s parsed options."""
+    from .harness import RunConfig
+
+    GENERATORS.get(o["generator"])
+    for m in o["methods"]:
+        METHODS.get(m)
+    for opt, hint in (("iterations", "--iterations"), ("batch_size", "--batch-size")):
+        if o[opt] is not None and o[opt] < 1:
+            raise click.BadParameter(f"must be >= 1, got {o[opt]}", param_hint=hint)
+    if o["restarts"] < 1:
+        raise click.BadParameter(f"must be >= 1, got {o['restarts']}", param_hint="--restarts")
+    n_generated = o["n_images"] if o["n_images"] is not None else o["n_generated"]
+    if n_generated < 1:
+        raise click.BadParameter(f"must be >= 1, got {n_generated}", param_hint="--n")
+    gen_options = parse_assignments(o["gen_opt"], "--gen-opt")
+    if o["weights"]:
+        gen_options["weights"] = str(Path(o["weights"]).expanduser().resolve())
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in parse_assignments(o["settings"], "--set").items():
+        method, _, field = key.rpartition(".")
+        if method and method not in METHODS:
+            METHODS.get(method)  # raises with suggestions
+        overrides.setdefault(method or "*", {})[field] = value
+    methods = list(o["methods"]) or None
+    return RunConfig(generator=o["generator"], generator_options=gen_options, methods=methods,
+                     profile=_profile(o["profile"], o["generator"], methods), overrides=overrides,
+                     images=o["images"], n_generated=n_generated, seed=o["seed"], batch_size=o["batch_size"],
+                     device=o["device"], precision=o["precision"], compile=o["compile_mode"],
+                     channels_last=o["channels_last"], budget=o["iterations"], restarts=o["restarts"],
+                     budget_seconds=o["budget_seconds"], budget_flops=o["budget_flops"], latency=not o["no_latency"])
+
+
+def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
+    """``auto``: the tuned profile where every method of the run has one for the generator, else quick."""
+    from .profiles import has_tuned
+
+    if choice != "auto":
+        return choice
+    tuned = has_tuned(generator, methods or METHODS.names())
+    click.echo(f"profile: {'tuned (gan_inversion_bench/profiles/' + generator + '.json)' if tuned else 'quick'}")
+    return "tuned" if tuned else "quick"
+
+
+# ---- gib tune ---------------------------------------------------------------------------------
+@click.command("tune")
+@click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name.")
+@click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator.")
+@click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable).")
+@click.option("--method", "-m", "methods", multiple=True, help="Method name (repeatable; default: all registered).")
+@click.option("--trials", type=int, default=24, show_default=True, help="optuna trials per method.")
+@click.option("--budget", type=int, default=100, show_default=True,
+              help="Iterations of every trial: the budget the tuned profile is for.")
+@click.option("--images", "n_images", type=int, default=4, show_default=True,
+              help="Tuning images (generated, disjoint from the evaluation images).")
+@click.option("--image-seed", type=int, default=1, show_default=True,
+              help="Run seed of the tuning images (the evaluation set uses 0).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of optuna's TPE sampler.")
+@click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@friendly_errors
+def tune_cmd(**o: Any) -> None:
+    """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
+    from .profiles import profile_path, write_entry
+    from .tuning import TuneConfig, tune
+
+    tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
+                    seed=o["seed"], base_profile=o["base_profile"])
+    G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
+    out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
+    for name in list(o["methods"]) or METHODS.names():
+        METHODS.get(name)
+        click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
+        entry = tune(G, name, tc)
+        entry["provenance"]["command"] = (
+            f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
+            f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
+            + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
+        write_entry(out, o["generator"], name, entry)
+        t = entry["tuning"]
+        click.echo(f"{name}: best mean PSNR {t['best_value']:.2f} dB (trial {t['best_trial']}, "
+                   f"{t['complete_trials']} complete, {t['pruned_trials']} pruned): {entry['settings']}")
+    click.echo(f"profile: {out}")

@@ -1,0 +1,126 @@
+"""What a method costs besides its per-image time: its one-off preparation, the latency of one
+image alone, and budgets given in compute instead of iterations.
+
+* **Preparation** (``prepare``: PmSFC's subspace discovery, any training) is timed once per
+  method and run and stored in the ``timings`` table (``kind = 'prepare'``), noting whether the
+  state came from the cache (``from_cache_``).
+* **Latency**: after a method's batches, the first image is inverted again alone (batch of one,
+  the way the original code inverts) and timed (``kind = 'latency'``); the batched rows give the
+  throughput. Not repeated on resume once stored.
+* **Compute budgets** (``RunConfig.budget_seconds`` / ``budget_flops``): the iteration count is
+  derived per method. FLOPs: ``(budget_flops − fixed) / per_iteration`` from the FLOP count.
+  Seconds: the per-iteration time is calibrated on the first timed batch shape (a budget of
+  ``CALIBRATION[1]`` minus one of ``CALIBRATION[0]``, so the fixed cost cancels) and stored
+  (``kind = 'calibration'``). With several limits (``--iterations`` too) the smallest binds;
+  every record says which (``budget`` column). The derived count is stored in the run's meta
+  data and reused on resume, so one configuration never mixes different iteration counts.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from ..generator import SplitGenerator, conditioned
+from ..imagesets import ImageItem
+from ..method import InversionFailed, InversionMethod
+from ..precision import execution_context
+from .context import RunContext, RunSetup
+from .records import MethodPlan
+from .timing import Timer, item_conditions
+
+#: the two budgets whose time difference calibrates the per-iteration time of --budget-seconds
+CALIBRATION = (2, 7)
+
+
+def timed_prepare(method: InversionMethod, generator: SplitGenerator, rc: RunContext) -> float:
+    """Run ``method.prepare`` (its cache in the run folder) and return the seconds it took."""
+    if rc.device.type == "cuda":
+        torch.cuda.synchronize(rc.device)
+    t0 = time.perf_counter()
+    method.prepare(generator, seed=rc.config.seed, cache_dir=rc.run_dir / "cache")
+    if rc.device.type == "cuda":
+        torch.cuda.synchronize(rc.device)
+    return time.perf_counter() - t0
+
+
+def record_prepare(rc: RunContext, plan: MethodPlan, seconds: float, device: str) -> None:
+    if rc.store is None:
+        return
+    cached: Any = getattr(plan.method, "from_cache_", None)
+    note = {True: "loaded from the cache", False: "computed"}.get(cached, "")
+    rc.store.add_timing({"method_key": plan.key, "kind": "prepare", "seconds": seconds, "device": device,
+                         "timer": "wall clock", "note": note, "session": rc.session})
+
+
+def _time_invert(method: InversionMethod, setup: RunSetup, items: list[ImageItem], rc: RunContext,
+                 plan: MethodPlan) -> float:
+    targets = torch.stack([it.image for it in items]).to(rc.device)
+    seeds = list(range(len(items)))
+    with Timer(rc.device) as timer, execution_context(plan.options, rc.device), \
+            conditioned(setup.generator, item_conditions(setup.generator, items, rc.device)):
+        method.invert(setup.generator, targets, seeds=seeds)
+    return timer.seconds
+
+
+def measure_latency(rc: RunContext, setup: RunSetup, plan: MethodPlan, device: str) -> None:
+    """Time the first image inverted alone (once per method key; main process only)."""
+    if rc.store is None or not rc.config.latency or not setup.images.items:
+        return
+    if any(t["method_key"] == plan.key and t["kind"] == "latency" for t in rc.store.timings()):
+        return
+    item = setup.images.items[0]
+    try:
+        seconds = _time_invert(plan.method, setup, [item], rc, plan)
+    except (InversionFailed, torch.cuda.OutOfMemoryError) as e:  # the batched results stand; say why
+        rc.echo(f"{plan.method.name}: latency not measured ({item.id} alone failed: {str(e).splitlines()[0]})")
+        return
+    rc.store.add_timing({"method_key": plan.key, "kind": "latency", "seconds": seconds, "images": 1, "batch_size": 1,
+                         "device": device, "timer": "cuda-events" if rc.device.type == "cuda" else "cpu-wall-clock",
+                         "note": f"{item.id} alone, {plan.method.budget} iterations", "session": rc.session})
+
+
+def derive_budget(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageItem]) -> dict[str, Any] | None:
+    """Set ``plan.method``'s budget from ``--budget-seconds`` / ``--budget-flops``; the record's
+    ``budget`` column (None when no compute budget was given)."""
+    c, m = rc.config, plan.method
+    if c.budget_seconds is None and c.budget_flops is None:
+        return None
+    if m.budget_setting is None:
+        rc.echo(f"{m.name}: has no compute budget setting; --budget-seconds/--budget-flops do not apply")
+        return None
+    stored = rc.store.get_meta(f"budget:{plan.key}") if rc.store is not None else None
+    info = stored if isinstance(stored, dict) else _limits(rc, setup, plan, rows)
+    if rc.store is not None and stored is None:
+        rc.store.set_meta(f"budget:{plan.key}", info)
+    plan.method = m.with_budget(int(info["iterations"]))
+    rc.echo(f"{m.name}: {info['iterations']} iterations ({info['binding']} budget binding: {info['limits']})")
+    return dict(info)
+
+
+def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageItem]) -> dict[str, Any]:
+    c, m = rc.config, plan.method
+    limits: dict[str, int] = {}
+    if c.budget is not None:
+        limits["iterations"] = c.budget
+    info: dict[str, Any] = {"seconds": c.budget_seconds, "flops": c.budget_flops}
+    if c.budget_flops is not None:
+        if plan.flops is None or not plan.flops.per_iteration:
+            raise ValueError(f"{m.name}: its FLOPs could not be counted, so --budget-flops cannot be applied")
+        limits["flops"] = math.floor((c.budget_flops - plan.flops.fixed) / plan.flops.per_iteration)
+    if c.budget_seconds is not None:
+        a, b = (_time_invert(m.with_budget(n), setup, rows, rc, plan) for n in CALIBRATION)
+        per_iteration = max(b - a, 1e-9) / (CALIBRATION[1] - CALIBRATION[0]) / len(rows)
+        info["seconds_per_iteration"] = per_iteration
+        limits["seconds"] = math.floor(c.budget_seconds / per_iteration)
+        if rc.store is not None:
+            rc.store.add_timing({"method_key": plan.key, "kind": "calibration", "seconds": per_iteration,
+                                 "images": len(rows), "batch_size": len(rows), "session": rc.session,
+                                 "note": f"per iteration and image: (t({CALIBRATION[1]}) - t({CALIBRATION[0]})) / "
+                                         f"{CALIBRATION[1] - CALIBRATION[0]} / {len(rows)}"})
+    binding = min(limits, key=lambda k: (limits[k], k))
+    if limits[binding] < 1:
+        raise ValueError(f"{m.name}: the compute budget allows less than one iteration ({limits})")
+    return {**info, "iterations": limits[binding], "binding": binding, "limits": limits}

@@ -1,0 +1,238 @@
+"""Statistics over images: bootstrap confidence intervals and paired comparisons.
+
+**The interval.** :func:`bootstrap_ci` gives the mean over images with a 95 % bootstrap
+confidence interval of that mean (``scipy.stats.bootstrap``, 9999 resamples, seeded, so a table
+rendered twice is identical). The method is **BCa** (bias-corrected and accelerated), chosen on
+purpose over the plain percentile interval: per-image metrics are skewed (LPIPS and MSE are
+bounded below with a long right tail; PSNR has a long left tail of poor reconstructions), and
+BCa corrects the interval for the bias and the skewness of the bootstrap distribution, with a
+coverage error of order 1/n instead of 1/√n for the percentile interval. No bootstrap fixes
+tiny samples: every bootstrap interval is too narrow for a handful of images, which is why the
+tables always show n next to the interval.
+
+**Edge cases.**
+
+* n = 1: no interval; the bounds are NaN (never a made-up ± 0).
+* constant data (every value equal): degenerate, the interval is the point ``(v, v, v)``
+  (BCa is undefined there: its acceleration is 0/0).
+* NaN or ±inf among the values: refused with a ValueError naming how many and where, never
+  silently dropped. Callers drop missing values *before*, with their own stated rule (the tables
+  and :func:`paired_differences` leave out a result whose metric is missing; the store keeps a
+  non-finite metric as an empty value).
+* should BCa still come out undefined on non-constant data (values equal up to rounding), the
+  percentile interval of the same resamples is returned instead, with a RuntimeWarning.
+
+**Paired comparisons.** :func:`paired_differences` compares two configurations on the images
+both have (status ok in both): per image A − B, the mean difference with its bootstrap interval,
+and wins / ties / losses, where a win means A is better in the metric's direction
+(:data:`HIGHER_IS_BETTER`) and a tie means exactly equal values; per image subset and overall.
+Pairing removes the image-to-image variation that both configurations share, so the paired
+interval is much narrower than the two tables' intervals suggest.
+
+This module depends on numpy, pandas and scipy only (layer 0 of docs/architecture.md).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["BootstrapSettings", "DEFAULT", "CI_METHODS", "HIGHER_IS_BETTER", "OVERALL", "PairedDifference",
+           "bootstrap_ci", "config_labels", "resolve_label", "paired_differences"]
+
+#: the interval methods offered (case-insensitive); BCa is the default, see the module docstring
+CI_METHODS = ("BCa", "percentile")
+#: the direction of each metric: True when higher is better
+HIGHER_IS_BETTER: dict[str, bool] = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "mse": False}
+#: the key of the pooled result over every subset in :func:`paired_differences`
+OVERALL = "all"
+#: at most this many resampled values are held in memory at once (resamples are drawn in batches above it)
+_MAX_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How every interval of a table or a comparison is computed (stated in its footer)."""
+
+    confidence: float = 0.95
+    n_resamples: int = 9999
+    seed: int = 0
+    method: str = "BCa"
+
+    def describe(self, over: str = "images") -> str:
+        return (f"{self.confidence * 100:g} % bootstrap confidence interval of the mean over {over} "
+                f"(scipy.stats.bootstrap, {self.method}, {self.n_resamples} resamples, seed {self.seed})")
+
+
+DEFAULT = BootstrapSettings()
+
+
+def _finite_1d(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    try:
+        x = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bootstrap_ci needs numbers: {e}") from None
+    if x.ndim != 1:
+        raise ValueError(f"bootstrap_ci needs a 1-D sequence of values, got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value (the mean of nothing is undefined)")
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(f"bootstrap_ci needs finite values: {bad.size} of {x.size} are NaN or ±inf (at positions "
+                         f"{bad[:10].tolist()}{' …' if bad.size > 10 else ''}); drop missing values first, "
+                         f"stating the rule (e.g. values[np.isfinite(values)])")
+    return x
+
+
+def _method_name(method: str) -> str:
+    for name in CI_METHODS:
+        if method.lower() == name.lower():
+            return name
+    raise ValueError(f"unknown bootstrap interval method {method!r}; valid: {', '.join(CI_METHODS)}")
+
+
+def bootstrap_ci(values: npt.ArrayLike, *, confidence: float = DEFAULT.confidence,
+                 n_resamples: int = DEFAULT.n_resamples, seed: int = DEFAULT.seed,
+                 method: str = DEFAULT.method) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` and its bootstrap confidence interval.
+
+    ``method`` is ``"BCa"`` (default: corrects for the bias and skewness of per-image metrics)
+    or ``"percentile"``. The resamples come from ``numpy.random.default_rng(seed)``, so the same
+    values give the same interval. One value gives NaN bounds (no interval); constant values
+    give the point ``(v, v, v)``; NaN or ±inf values raise ValueError (drop them first).
+    """
+    name = _method_name(method)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    if int(n_resamples) != n_resamples or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
+    x = _finite_1d(values)
+    if x.size == 1:
+        return float(x[0]), math.nan, math.nan
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0]), float(x[0])
+    low, high = _interval(x, confidence, int(n_resamples), seed, name)
+    if not (math.isfinite(low) and math.isfinite(high)) and name == "BCa":
+        warnings.warn("the BCa interval is undefined for these values (equal up to rounding); "
+                      "the percentile interval of the same resamples is given instead", RuntimeWarning, stacklevel=2)
+        low, high = _interval(x, confidence, int(n_resamples), seed, "percentile")
+    return float(np.mean(x)), low, high
+
+
+def _interval(x: npt.NDArray[np.float64], confidence: float, n_resamples: int, seed: int,
+              method: str) -> tuple[float, float]:
+    from scipy import stats  # type: ignore[import-untyped]  # lazy: scipy is slow to import
+
+    # scipy >= 1.15 calls the generator `rng`; before, `random_state` (a Generator is used as is by both)
+    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    batch = None if x.size * n_resamples <= _MAX_ELEMENTS else max(1, _MAX_ELEMENTS // x.size)
+    options: dict[str, Any] = {key: np.random.default_rng(seed), "batch": batch}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: handled by the caller
+        res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                              method=method, vectorized=True, **options)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+# ---- configurations and paired comparisons ---------------------------------------------------------
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """The label of each record's configuration: the method name, or its ``method_key`` (name and
+    settings hash) when that method was run with several settings."""
+    configs_per_method = df.groupby("method")["method_key"].transform("nunique")
+    return df["method"].where(configs_per_method == 1, df["method_key"]).astype(str)
+
+
+def resolve_label(df: pd.DataFrame, name: str) -> str:
+    """The configuration label ``name`` stands for: a label itself, or a method name with a single
+    configuration. ``df`` needs a ``label`` column; anything else raises ValueError listing the labels."""
+    labels = sorted({str(x) for x in df["label"]})
+    if name in labels:
+        return name
+    of_method = sorted({str(x) for x in df.loc[df["method"] == name, "label"]})
+    if len(of_method) == 1:
+        return of_method[0]
+    if of_method:
+        raise ValueError(f"{name!r} is ambiguous: method {name} ran with {len(of_method)} configurations; "
+                         f"pick one of: {', '.join(of_method)}")
+    raise ValueError(f"unknown configuration {name!r}; valid: {', '.join(labels) or '(none: no results)'}")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A − B of one metric on one subset of images (``OVERALL`` for every subset together)."""
+
+    a: str
+    b: str
+    metric: str
+    subset: str
+    differences: pd.Series  # A − B per image_id, on the images both have (ok and with a value)
+    mean: float
+    ci_low: float
+    ci_high: float
+    wins: int  # A better in the metric's direction
+    ties: int  # exactly equal
+    losses: int  # B better
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+
+def _subset(image_id: object) -> str:
+    return str(image_id).split("/")[0]
+
+
+def _values(df: pd.DataFrame, label: str, metric: str) -> pd.Series:
+    ok = df[(df["label"] == label) & (df["status"] == "ok")]
+    return pd.Series(pd.to_numeric(ok[metric], errors="coerce").to_numpy(dtype=float), index=ok["image_id"])
+
+
+def _paired(diff: pd.Series, key: tuple[str, str, str, str], higher: bool,
+            settings: BootstrapSettings) -> PairedDifference:
+    if len(diff):
+        mean, low, high = bootstrap_ci(diff.to_numpy(), confidence=settings.confidence,
+                                       n_resamples=settings.n_resamples, seed=settings.seed, method=settings.method)
+    else:
+        mean = low = high = math.nan
+    better, worse = int((diff > 0).sum()), int((diff < 0).sum())
+    return PairedDifference(*key, differences=diff, mean=mean, ci_low=low, ci_high=high,
+                            wins=better if higher else worse, ties=int((diff == 0).sum()),
+                            losses=worse if higher else better)
+
+
+def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,
+                       settings: BootstrapSettings = DEFAULT) -> dict[str, PairedDifference]:
+    """Per-image differences A − B of ``metric`` between two configurations, per subset and overall.
+
+    ``df`` holds the records (``tables.load_records``); ``a`` and ``b`` are configuration labels
+    (``label`` column if present, else :func:`config_labels`) or unambiguous method names. An
+    image counts when both have it with status ok and a value of the metric (a missing value,
+    e.g. a non-finite metric the store kept empty, leaves the pair out). Returns one
+    :class:`PairedDifference` per subset either configuration has images of (sorted by name; n = 0
+    when no image of it has a pair), then ``OVERALL`` (every pair).
+    """
+    if metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(HIGHER_IS_BETTER)}")
+    if df.empty:
+        raise ValueError("no results to compare")
+    if "label" not in df:
+        df = df.assign(label=config_labels(df))
+    a, b = resolve_label(df, a), resolve_label(df, b)
+    if a == b:
+        raise ValueError(f"both sides are the configuration {a!r}; compare two different configurations")
+    if metric not in df:
+        df = df.assign(**{metric: math.nan})  # an older database without this column
+    both = pd.concat({"a": _values(df, a, metric), "b": _values(df, b, metric)}, axis=1, join="inner").dropna()
+    diff = (both["a"] - both["b"]).sort_index()
+    subsets = pd.Series([_subset(i) for i in diff.index], index=diff.index, dtype=object)
+    higher = HIGHER_IS_BETTER[metric]
+    names = sorted({_subset(i) for i in df.loc[df["label"].isin([a, b]), "image_id"]})  # also those without a pair
+    out = {s: _paired(diff[subsets == s], (a, b, metric, s), higher, settings) for s in names}
+    out[OVERALL] = _paired(diff, (a, b, metric, OVERALL), higher, settings)
+    return out

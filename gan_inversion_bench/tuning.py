@@ -1,0 +1,152 @@
+"""``gib tune``: search each method's open settings per generator, so that methods are compared
+at their best rather than at one untuned default.
+
+Protocol (:class:`TuneConfig`):
+
+* **what is searched** is declared by the method (:meth:`InversionMethod.tuning_space`): the
+  optimiser, its learning rate(s) (a separate one for mixing weights where a method has them) and
+  initialisation choices the paper leaves open (mGANprior's /N, PmSFC's w0). Budget and capacity
+  are not searched;
+* **tuning images** are generated faces from a latent seed range disjoint from the evaluation
+  set's (evaluation: ``generated`` with run seed 0, latent seeds 0 … n−1; tuning: run seed
+  ``image_seed`` = 1, latent seeds 1000 …), so no evaluated image is seen while tuning;
+* **objective**: mean PSNR over the tuning images after ``budget`` iterations (the budget the
+  profile is for);
+* **search**: optuna's TPE sampler (seeded) with asynchronous successive halving
+  (``SuccessiveHalvingPruner``) on the mean PSNR reported at the trace points (log-spaced
+  iterations), so poor settings stop early. The inversion itself is deterministic, so the same
+  seed reproduces the same study and the same best settings;
+* **result**: an entry of the generator's profile file (:mod:`gan_inversion_bench.profiles`)
+  with the settings, the protocol, every trial and the provenance.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .generator import SplitGenerator, conditioned
+from .imagesets import load_image_set, stack_conditions
+from .method import InversionFailed, InversionMethod
+from .method_tools import tracing
+from .metrics import psnr
+from .registry import METHODS
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The tuning protocol (module docstring)."""
+
+    trials: int = 24
+    budget: int = 100
+    n_images: int = 4
+    image_seed: int = 1
+    seed: int = 0
+    base_profile: str = "quick"
+    reduction_factor: int = 3
+    min_resource: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "budget", "n_images", "image_seed", "reduction_factor", "min_resource"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+class _PruningSink:
+    """Reports the mean PSNR at each trace point to the trial and stops a trial the pruner rejects."""
+
+    def __init__(self, trial: Any, targets: Tensor, points: set[int]):
+        self.trial, self.targets, self.points = trial, targets, points
+
+    def __call__(self, iteration: int, snapshot: Callable[[], Tensor]) -> None:
+        import optuna
+
+        if iteration not in self.points or iteration == 0:
+            return
+        with torch.no_grad():
+            value = float(psnr(snapshot().float().clamp(-1, 1), self.targets).mean())
+        self.trial.report(value, iteration)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"mean PSNR {value:.2f} dB at iteration {iteration}")
+
+
+def tuning_images(generator: SplitGenerator, tc: TuneConfig, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The tuning targets ``[n, 3, R, R]`` (and their classes for a conditional generator)."""
+    images = load_image_set("generated", generator, n=tc.n_images, seed=tc.image_seed)
+    targets = torch.stack([it.image for it in images.items]).to(device)
+    classes = stack_conditions(generator, images.items)
+    return targets, None if classes is None else classes.to(device)
+
+
+def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tensor, tc: TuneConfig) -> Any:
+    from .harness.trace import trace_points
+
+    points = set(trace_points(tc.budget))
+
+    def objective(trial: Any) -> float:
+        m = method.with_settings(**method.tuning_space(trial))
+        try:
+            with tracing(_PruningSink(trial, targets, points)):
+                result = m.invert(generator, targets, seeds=list(range(targets.shape[0])))
+        except InversionFailed as e:
+            trial.set_user_attr("failed", str(e)[:300])
+            return 0.0
+        rec = torch.nan_to_num(result.reconstructions.float(), nan=0.0).clamp(-1, 1)
+        return float(psnr(rec, targets).mean())
+
+    return objective
+
+
+def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: bool = False) -> dict[str, Any]:
+    """Tune ``method_name`` on ``generator``; returns its profile entry (module docstring)."""
+    import optuna
+
+    method = METHODS.get(method_name).from_profile(tc.base_profile)
+    if method.budget_setting is None:
+        raise ValueError(f"{method_name} has no compute budget, so there is nothing to tune at a budget")
+    method = method.with_budget(tc.budget)
+    with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
+        method.prepare(generator, seed=0, cache_dir=cache)
+    targets, classes = tuning_images(generator, tc, generator.device)
+    optuna.logging.set_verbosity(optuna.logging.INFO if progress else optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(
+                                    min_resource=tc.min_resource, reduction_factor=tc.reduction_factor))
+    with conditioned(generator, classes):
+        study.optimize(_objective(method, generator, targets, tc), n_trials=tc.trials)
+    return _entry(method, study, tc, generator)
+
+
+def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator) -> dict[str, Any]:
+    import optuna
+
+    from .harness.provenance import code_revision, device_name, library_versions
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"{method.name}: no tuning trial completed")
+    best = study.best_trial
+    settings = method.tuning_space(optuna.trial.FixedTrial(best.params))
+    trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+               "last_step": t.last_step, **({"failed": t.user_attrs["failed"]} if "failed" in t.user_attrs else {})}
+              for t in study.trials]
+    return {"base_profile": tc.base_profile, "settings": settings,
+            "tuning": {**asdict(tc), "objective": f"mean PSNR (dB, [0, 1] range) of {tc.n_images} tuning images "
+                                                  f"after {tc.budget} iterations",
+                       "best_value": best.value, "best_trial": best.number, "sampler": "optuna TPESampler",
+                       "pruner": "optuna SuccessiveHalvingPruner on the mean PSNR at log-spaced iterations",
+                       "complete_trials": len(complete), "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
+                       "tuning_images": f"generated, run seed {tc.image_seed} (latent seeds {tc.image_seed * 1000} …)"},
+            "provenance": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                           "code_revision": code_revision(), "device": device_name(generator.device),
+                           "generator": generator.describe(), "method_version": method.version,
+                           "versions": {**library_versions(), "optuna": optuna.__version__},
+                           "python": platform.python_version()},
+            "trials": trials}

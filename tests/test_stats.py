@@ -1,0 +1,294 @@
+"""Bootstrap intervals, paired differences, the tables' interval cells and ``gib compare``."""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import warnings
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from click.testing import CliRunner
+
+from gan_inversion_bench import stats, tables
+from gan_inversion_bench.cli import main
+from gan_inversion_bench.harness import RunConfig, run
+
+_RNG = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"
+
+
+# ---- bootstrap_ci against independent computations ------------------------------------------------
+def _resampled_means(x: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Our own resampling: the rows of indices scipy draws from the same seeded generator."""
+    idx = np.random.default_rng(seed).integers(0, len(x), (n_resamples, len(x)))
+    return x[idx].mean(axis=1)
+
+
+def _bca_by_hand(x: np.ndarray, n_resamples: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Efron & Tibshirani (1993), eqs. 14.10–14.15, written out with numpy and the standard library."""
+    theta_b, theta = _resampled_means(x, n_resamples, seed), x.mean()
+    normal = NormalDist()
+    z0 = normal.inv_cdf(((theta_b < theta).sum() + (theta_b <= theta).sum()) / (2 * n_resamples))
+    jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
+    u = jack.mean() - jack
+    a = (u ** 3).sum() / (6 * (u ** 2).sum() ** 1.5)
+    bounds = []
+    for alpha in ((1 - confidence) / 2, (1 + confidence) / 2):
+        z = z0 + normal.inv_cdf(alpha)
+        bounds.append(np.percentile(theta_b, 100 * normal.cdf(z0 + z / (1 - a * z))))
+    return bounds[0], bounds[1]
+
+
+@pytest.fixture(scope="module")
+def skewed() -> np.ndarray:
+    return np.random.default_rng(7).lognormal(mean=-2.0, sigma=0.8, size=25)  # LPIPS-like: skewed right
+
+
+def test_percentile_interval_equals_our_own_numpy_bootstrap(skewed):
+    mean, low, high = stats.bootstrap_ci(skewed, n_resamples=2000, seed=3, method="percentile")
+    means = _resampled_means(skewed, 2000, 3)
+    assert mean == pytest.approx(skewed.mean(), rel=1e-15)
+    assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])), rel=1e-12)
+
+
+def test_bca_interval_equals_a_hand_written_bca(skewed):
+    _, low, high = stats.bootstrap_ci(skewed, n_resamples=2000, seed=3)  # BCa is the default
+    assert (low, high) == pytest.approx(_bca_by_hand(skewed, 2000, 3), rel=1e-12)
+    _, plow, phigh = stats.bootstrap_ci(skewed, n_resamples=2000, seed=3, method="percentile")
+    assert high > phigh and low > plow  # right skew: BCa shifts the interval up
+
+
+def test_default_equals_scipy_called_directly(skewed):
+    res = scipy.stats.bootstrap((skewed,), np.mean, confidence_level=0.95, n_resamples=9999, method="BCa",
+                                **{_RNG: np.random.default_rng(0)})
+    mean, low, high = stats.bootstrap_ci(skewed)
+    assert (mean, low, high) == (pytest.approx(skewed.mean()), res.confidence_interval.low,
+                                 res.confidence_interval.high)
+    assert stats.bootstrap_ci(skewed) == (mean, low, high)  # seeded: reproducible
+    assert stats.bootstrap_ci(skewed, seed=1) != (mean, low, high)
+    assert stats.bootstrap_ci(list(skewed)) == (mean, low, high)  # any sequence of numbers
+
+
+def test_confidence_level_widens_the_interval(skewed):
+    _, l90, h90 = stats.bootstrap_ci(skewed, confidence=0.90, n_resamples=2000)
+    _, l99, h99 = stats.bootstrap_ci(skewed, confidence=0.99, n_resamples=2000)
+    assert l99 < l90 < h90 < h99
+
+
+@pytest.mark.parametrize("method", ["BCa", "percentile"])
+def test_coverage_of_the_true_mean(method):
+    """Normal data of known mean: the 95 % interval covers it in about 95 % of seeded repetitions."""
+    rng, reps, covered = np.random.default_rng(2024), 300, 0
+    for rep in range(reps):
+        x = rng.normal(5.0, 2.0, size=30)
+        _, low, high = stats.bootstrap_ci(x, n_resamples=999, seed=rep, method=method)
+        covered += low <= 5.0 <= high
+    assert 0.88 <= covered / reps <= 0.99, covered / reps
+
+
+# ---- edge cases -----------------------------------------------------------------------------------------
+def test_one_value_has_no_interval():
+    mean, low, high = stats.bootstrap_ci([27.5])
+    assert mean == 27.5 and math.isnan(low) and math.isnan(high)
+
+
+@pytest.mark.parametrize("method", ["BCa", "percentile"])
+def test_constant_values_give_the_point(method):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DegenerateDataWarning, no division warnings
+        assert stats.bootstrap_ci([0.1] * 10, method=method) == (0.1, 0.1, 0.1)
+        assert stats.bootstrap_ci([3.0, 3.0]) == (3.0, 3.0, 3.0)
+
+
+@pytest.mark.parametrize("values", [[1.0, float("nan"), 2.0], [1.0, float("inf")], [-np.inf, 0.0, 1.0]])
+def test_non_finite_values_are_refused(values):
+    with pytest.raises(ValueError, match=r"1 of \d are NaN or ±inf .*drop missing values first"):
+        stats.bootstrap_ci(values)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"values": []}, "at least one value"),
+    ({"values": [[1.0, 2.0]]}, "1-D"),
+    ({"values": ["a", "b"]}, "needs numbers"),
+    ({"values": [1.0, 2.0], "method": "bootstrap-t"}, "valid: BCa, percentile"),
+    ({"values": [1.0, 2.0], "confidence": 95}, "strictly between 0 and 1"),
+    ({"values": [1.0, 2.0], "n_resamples": 0}, "positive integer"),
+])
+def test_bad_arguments(kwargs, message):
+    values = kwargs.pop("values")
+    with pytest.raises(ValueError, match=message):
+        stats.bootstrap_ci(values, **kwargs)
+
+
+def test_undefined_bca_falls_back_to_percentile_with_a_warning(monkeypatch):
+    original = stats._interval
+
+    def undefined_bca(x, confidence, n_resamples, seed, method):
+        return (math.nan, math.nan) if method == "BCa" else original(x, confidence, n_resamples, seed, method)
+
+    monkeypatch.setattr(stats, "_interval", undefined_bca)
+    with pytest.warns(RuntimeWarning, match="percentile interval"):
+        got = stats.bootstrap_ci([1.0, 2.0, 4.0], n_resamples=500)
+    assert got == stats.bootstrap_ci([1.0, 2.0, 4.0], n_resamples=500, method="percentile")
+
+
+# ---- paired differences -------------------------------------------------------------------------------
+def _records(rows: list[tuple[str, str, str, str, float | None, float | None]]) -> pd.DataFrame:
+    """(method, method_key, image_id, status, psnr, lpips) → a records frame like tables.load_records."""
+    df = pd.DataFrame(rows, columns=["method", "method_key", "image_id", "status", "psnr", "lpips"])
+    return df.assign(subset=df["image_id"].str.split("/").str[0])
+
+
+@pytest.fixture
+def pair() -> pd.DataFrame:
+    a = [("g/0", 20.0, 0.1), ("g/1", 22.0, 0.2), ("g/2", 25.0, 0.3), ("p/x", 30.0, 0.4), ("p/y", 18.0, 0.5)]
+    b = [("g/0", 21.0, 0.2), ("g/1", 22.0, 0.2), ("g/2", 24.0, 0.1), ("p/x", 28.0, 0.5), ("p/z", 10.0, 0.9)]
+    rows = [("a", "a@1", i, "ok", p, lp) for i, p, lp in a] + [("b", "b@1", i, "ok", p, lp) for i, p, lp in b]
+    rows.append(("b", "b@1", "p/y", "failed", None, None))
+    return _records(rows)
+
+
+def test_paired_psnr_by_hand(pair):
+    out = stats.paired_differences(pair, "a", "b", "psnr", stats.BootstrapSettings(n_resamples=500))
+    assert list(out) == ["g", "p", "all"]
+    g, p, overall = out["g"], out["p"], out["all"]
+    assert g.differences.to_dict() == {"g/0": -1.0, "g/1": 0.0, "g/2": 1.0}
+    assert (g.n, g.mean, g.wins, g.ties, g.losses) == (3, 0.0, 1, 1, 1)
+    assert (g.mean, g.ci_low, g.ci_high) == stats.bootstrap_ci([-1.0, 0.0, 1.0], n_resamples=500)
+    # p/y failed for b and p/z is b's only: one pair, a single difference has no interval
+    assert (p.n, p.mean, p.wins, p.ties, p.losses) == (1, 2.0, 1, 0, 0) and math.isnan(p.ci_low)
+    assert (overall.n, overall.mean, overall.wins, overall.ties, overall.losses) == (4, 0.5, 2, 1, 1)
+    assert overall.a == "a" and overall.b == "b" and overall.metric == "psnr" and overall.subset == "all"
+
+
+def test_paired_direction_lower_is_better_for_lpips(pair):
+    out = stats.paired_differences(pair, "a", "b", "lpips", stats.BootstrapSettings(n_resamples=500))
+    g = out["g"]  # a − b: −0.1 (a better), 0 (tie), +0.2 (b better)
+    assert g.differences.round(12).to_dict() == {"g/0": -0.1, "g/1": 0.0, "g/2": 0.2}
+    assert (g.wins, g.ties, g.losses) == (1, 1, 1)
+    assert (out["all"].wins, out["all"].ties, out["all"].losses) == (2, 1, 1)
+    swapped = stats.paired_differences(pair, "b", "a", "lpips", stats.BootstrapSettings(n_resamples=500))["all"]
+    assert (swapped.wins, swapped.losses) == (1, 2) and swapped.mean == pytest.approx(-out["all"].mean)
+
+
+def test_missing_metric_values_leave_the_pair_out(pair):
+    pair.loc[(pair["method"] == "a") & (pair["image_id"] == "g/2"), "psnr"] = None  # stored empty (non-finite)
+    g = stats.paired_differences(pair, "a", "b", "psnr", stats.BootstrapSettings(n_resamples=200))["g"]
+    assert g.differences.to_dict() == {"g/0": -1.0, "g/1": 0.0}
+
+
+def test_labels_and_method_names(pair):
+    two = pd.concat([pair, _records([("a", "a@2", "g/0", "ok", 19.0, 0.3)])], ignore_index=True)
+    assert set(stats.config_labels(two)) == {"a@1", "a@2", "b"}
+    assert list(tables._label(two)) == list(stats.config_labels(two))
+    assert stats.paired_differences(two, "a@2", "b", "psnr")["all"].differences.to_dict() == {"g/0": -2.0}
+    with pytest.raises(ValueError, match="'a' is ambiguous: method a ran with 2 configurations; pick one of: a@1, a@2"):
+        stats.paired_differences(two, "a", "b", "psnr")
+    with pytest.raises(ValueError, match="unknown configuration 'c'; valid: a@1, a@2, b"):
+        stats.paired_differences(two, "c", "b", "psnr")
+    with pytest.raises(ValueError, match="compare two different configurations"):
+        stats.paired_differences(pair, "a", "a", "psnr")
+    with pytest.raises(ValueError, match="unknown metric 'fid'; valid: psnr, ssim, ms_ssim, lpips, mse"):
+        stats.paired_differences(pair, "a", "b", "fid")
+
+
+# ---- the tables' cells ---------------------------------------------------------------------------------
+def _timed(times_and_sizes: list[tuple[float, int]], psnr: list[float]) -> pd.DataFrame:
+    """Records of one configuration whose images come in batches (time per image, batch size)."""
+    rows, i = [], 0
+    for batch, (t, size) in enumerate(times_and_sizes):
+        for _ in range(size):
+            rows.append({"method": "m", "method_key": "m@1", "image_id": f"generated/{i:03d}", "status": "ok",
+                         "psnr": psnr[i], "ssim": 0.5, "lpips": 0.2, "time_s": t, "batch_size": size,
+                         "session": 1 + batch // 2, "iterations": 3, "device": "CPU", "subset": "generated"})
+            i += 1
+    return pd.DataFrame(rows)
+
+
+def test_time_is_averaged_over_batches_with_an_interval_from_two_on():
+    df = _timed([(1.0, 2), (4.0, 1), (2.0, 2)], [20.0, 21.0, 23.0, 22.0, 24.0])
+    r = tables.summary(df).iloc[0]
+    assert r["time_s_batches"] == 3 and r["time_s_mean"] == pytest.approx(7 / 3)  # over batches, not images (2.0)
+    assert (r["time_s_ci_low"], r["time_s_ci_high"]) == stats.bootstrap_ci([1.0, 4.0, 2.0])[1:]
+    assert (r["psnr_mean"], r["psnr_ci_low"], r["psnr_ci_high"]) == stats.bootstrap_ci([20.0, 21, 23, 22, 24])
+    header, rows = tables._display(tables.summary(df))
+    cells = dict(zip(header, rows[0], strict=True))
+    assert cells["PSNR (dB) ↑"] == f"22.00 [{r['psnr_ci_low']:.2f}, {r['psnr_ci_high']:.2f}]"
+    assert cells["SSIM ↑"] == "0.5000 [0.5000, 0.5000]"  # constant: the interval is the point
+    assert re.fullmatch(r"2\.33 \[[\d.]+, [\d.]+\]", cells["batched s/img ↓"])
+
+
+def test_one_batch_and_one_image_show_the_value_alone():
+    df = _timed([(1.5, 1)], [20.0])
+    s = tables.summary(df)
+    assert math.isnan(s["time_s_ci_low"].iloc[0]) and s["time_s_batches"].iloc[0] == 1
+    header, rows = tables._display(s)
+    cells = dict(zip(header, rows[0], strict=True))
+    assert (cells["PSNR (dB) ↑"], cells["batched s/img ↓"], cells["n"]) == ("20.00", "1.5", "1")
+    assert "±" not in " ".join(rows[0])
+
+
+def test_latex_escapes_every_special_character():
+    text = "a_b%c&d#e$f{g}h~i^j\\k ↑ – 32²"
+    assert tables._tex(text) == (r"a\_b\%c\&d\#e\$f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k "
+                                 r"$\uparrow$ -- 32$^2$")
+    assert tables._tex_row(["[x]", "y"]) == r"{}[x] & y \\"
+
+
+# ---- gib compare on a real run folder -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    config = RunConfig(generator="pggan-tiny", methods=["single-code", "mganprior"], images="generated",
+                       n_generated=3, budget=3, device="cpu", batch_size=3)
+    return run(config, tmp_path_factory.mktemp("cmp") / "run", progress=False, echo=lambda s: None)
+
+
+def test_gib_compare_prints_the_paired_differences(run_dir):
+    r = CliRunner().invoke(main, ["compare", str(run_dir), "single-code", "mganprior"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["images", "metric", "n", "mean A − B", "95 % CI",
+                                                           "wins / ties / losses"]
+    df = tables.load_records(run_dir)
+    for metric, label, fmt in (("psnr", "PSNR (dB)", "{:+.2f}"), ("lpips", "LPIPS", "{:+.4f}"),
+                               ("ssim", "SSIM", "{:+.4f}"), ("ms_ssim", "MS-SSIM", "{:+.4f}")):
+        d = stats.paired_differences(df, "single-code", "mganprior", metric)["generated"]
+        cells = ["generated", label, "3", fmt.format(d.mean), f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]",
+                 f"{d.wins} / {d.ties} / {d.losses}"]
+        assert any([c.strip() for c in line.split("|")[1:-1]] == cells for line in lines), (cells, r.output)
+        assert d.wins + d.ties + d.losses == 3
+    assert "A = single-code, B = mganprior" in r.output and "BCa, 9999 resamples, seed 0" in r.output
+    assert "LPIPS lower" in r.output and "±" not in r.output
+
+
+def test_gib_compare_one_metric_and_subset(run_dir):
+    r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "single-code", "--metric", "lpips",
+                                  "--subset", "generated"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if line.startswith("| generated")]
+    assert len(rows) == 1 and "LPIPS" in rows[0] and "| 3 |" in rows[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nope", "mganprior"], "unknown configuration 'nope'; valid: mganprior, single-code"),
+    (["single-code", "single-code"], "compare two different configurations"),
+    (["single-code", "mganprior", "--subset", "photos"], "no images of subset 'photos' in this run; valid: generated"),
+    (["single-code", "mganprior", "--metric", "fid"], "Invalid value for '--metric'"),
+])
+def test_gib_compare_clear_errors(run_dir, args, message):
+    r = CliRunner().invoke(main, ["compare", str(run_dir), *args])
+    assert r.exit_code != 0 and message in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_tables_of_the_run_escape_labels_in_latex(run_dir):
+    df = tables.load_records(run_dir)
+    df["method"] = df["method"].replace({"mganprior": "m_g & 50% #1"})
+    tex = tables.to_latex(df)
+    assert r"m\_g \& 50\% \#1 & generated & 3 & " in tex
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    unescaped = re.sub(r"\\[_%&#$]", "", body).replace(" & ", " ").replace(" \\\\\n", " ")
+    assert not re.search(r"[_%&#${}~^\\]", unescaped), unescaped

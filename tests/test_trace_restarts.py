@@ -1,0 +1,154 @@
+"""Quality along the way (traces) and restarts, checked against independent computations:
+the PSNR recorded at iteration t equals that of a separate inversion stopped at t, and the best
+of K restarts is the restart with the lowest final loss, restart 0 being the run without restarts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gan_inversion_bench import GENERATORS, tables
+from gan_inversion_bench.harness import RunConfig, run
+from gan_inversion_bench.harness.invert import restart_seed
+from gan_inversion_bench.harness.provenance import image_seed
+from gan_inversion_bench.harness.trace import trace_points
+from gan_inversion_bench.methods.single_code import SingleCode
+from gan_inversion_bench.metrics import compute_metrics
+from gan_inversion_bench.store import ResultStore
+
+
+def config(**kw) -> RunConfig:
+    base = dict(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=2, budget=8,
+                device="cpu", batch_size=2)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def rows(out):
+    with ResultStore(out, create=False) as s:
+        return {r["image_id"]: r for r in s.results()}
+
+
+def test_trace_points_are_log_spaced():
+    assert trace_points(100) == [0, 1, 2, 4, 8, 16, 32, 64, 100]
+    assert trace_points(1) == [0, 1] and trace_points(2) == [0, 1, 2] and trace_points(8) == [0, 1, 2, 4, 8]
+
+
+def test_trace_matches_separate_inversions_stopped_early(tmp_path):
+    out = run(config(), tmp_path / "r", progress=False, echo=lambda s: None)
+    recs = rows(out)
+    G = GENERATORS.create("pggan-tiny")
+    for image_id, r in recs.items():
+        tr = r["trace"]
+        assert tr["iteration"] == [0, 1, 2, 4, 8]
+        assert tr["psnr"][-1] == pytest.approx(r["psnr"], abs=1e-9) and tr["mse"][-1] == pytest.approx(r["mse"])
+        assert set(tr["lpips"]) == {"2", "4", "8"} and tr["lpips"]["8"] == pytest.approx(r["lpips"], abs=1e-6)
+        assert tr["seconds"] == sorted(tr["seconds"]) and tr["seconds"][0] >= 0
+        assert tr["flops"] == pytest.approx([r["flops_fixed"] + t * r["flops_per_iteration"] for t in tr["iteration"]])
+        # independent: the same image and seed inverted with a budget of t gives the PSNR traced at t
+        target = torch.stack([G(G.sample_latents(1, seed=[int(image_id[-3:])]))[0].clamp(-1, 1)])
+        for t in (1, 4):
+            alone = SingleCode.from_profile("quick", iterations=t).invert(G, target, seeds=[r["seed"]])
+            want = compute_metrics(alone.reconstructions.clamp(-1, 1), target, names=["psnr"])["psnr"].item()
+            assert tr["psnr"][tr["iteration"].index(t)] == pytest.approx(want, abs=1e-4)
+
+
+def test_restarts_score_the_lowest_final_loss_and_restart_0_is_the_plain_run(tmp_path):
+    plain = rows(run(config(), tmp_path / "one", progress=False, echo=lambda s: None))
+    three = rows(run(config(restarts=3), tmp_path / "three", progress=False, echo=lambda s: None))
+    for image_id, r in three.items():
+        info = r["restarts"]
+        assert info["k"] == 3 and len(info["psnr"]) == len(info["final_loss"]) == 3
+        best = min(range(3), key=lambda j: info["final_loss"][j])
+        assert info["best"] == best
+        assert r["psnr"] == info["psnr"][best] and r["final_loss"] == info["final_loss"][best]
+        assert info["seeds"] == [restart_seed(image_seed(0, image_id), j) for j in range(3)]
+        assert info["seeds"][0] == plain[image_id]["seed"]
+        assert info["psnr"][0] == pytest.approx(plain[image_id]["psnr"], abs=1e-6)  # restart 0 = no restarts
+        assert len(set(info["psnr"])) == 3  # the restarts really start elsewhere
+        assert r["method_key"] != plain[image_id]["method_key"] and "3 restarts per image" in r["timer"]
+    assert plain[image_id]["restarts"] is None
+    assert not tables.load_records(tmp_path / "three").empty
+
+
+def test_capacity_is_recorded(tmp_path):
+    out = run(config(methods=["mganprior"], overrides={"mganprior": {"n_codes": 4}}), tmp_path / "m",
+              progress=False, echo=lambda s: None)
+    assert all(r["capacity"] == {"codes": 4} for r in rows(out).values())
+
+
+def test_bad_restarts_are_refused(tmp_path):
+    from gan_inversion_bench.harness import RunError
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(RunError, match="restarts"):
+            run(config(restarts=bad), tmp_path / "bad", progress=False, echo=lambda s: None)
+    assert not (tmp_path / "bad").exists()  # refused before anything is created
+
+
+# ---- compute budgets, latency, preparation ------------------------------------------------------------
+def timings(out):
+    with ResultStore(out, create=False) as s:
+        return s.timings()
+
+
+def test_flop_budget_gives_the_iterations_the_flop_count_allows(tmp_path):
+    probe = rows(run(config(budget=2), tmp_path / "probe", progress=False, echo=lambda s: None))
+    r0 = next(iter(probe.values()))
+    per, fixed = r0["flops_per_iteration"], r0["flops_fixed"]
+    budget = fixed + 5.5 * per  # room for 5 iterations, not 6
+    out = run(config(budget=None, budget_flops=budget), tmp_path / "f", progress=False, echo=lambda s: None)
+    for r in rows(out).values():
+        assert r["iterations"] == 5 and r["method_settings"]["iterations"] == 5
+        assert r["budget"]["binding"] == "flops" and r["budget"]["limits"] == {"flops": 5}
+    both = rows(run(config(budget=3, budget_flops=budget), tmp_path / "b", progress=False, echo=lambda s: None))
+    assert {r["iterations"] for r in both.values()} == {3}
+    assert next(iter(both.values()))["budget"]["binding"] == "iterations"
+
+
+def test_seconds_budget_is_calibrated_recorded_and_reused_on_resume(tmp_path):
+    out = run(config(budget=None, budget_seconds=0.05, n_generated=3), tmp_path / "s", progress=False,
+              echo=lambda s: None)
+    recs = rows(out)
+    info = next(iter(recs.values()))["budget"]
+    assert info["binding"] == "seconds" and info["iterations"] == info["limits"]["seconds"] >= 1
+    assert info["iterations"] == int(0.05 // info["seconds_per_iteration"])
+    cal = [t for t in timings(out) if t["kind"] == "calibration"]
+    assert len(cal) == 1 and cal[0]["seconds"] == pytest.approx(info["seconds_per_iteration"])
+    with ResultStore(out) as s:  # one image more on resume: the same iteration count, no new calibration
+        s.conn.execute("DELETE FROM results WHERE image_id = 'generated/002'")
+    run(config(budget=None, budget_seconds=0.05, n_generated=3), out, progress=False, echo=lambda s: None)
+    again = rows(out)
+    assert {r["iterations"] for r in again.values()} == {info["iterations"]}
+    assert len([t for t in timings(out) if t["kind"] == "calibration"]) == 1
+
+
+def test_latency_and_preparation_are_timed_once(tmp_path):
+    out = run(config(methods=["single-code", "pmsfc"], overrides={"pmsfc": {"discovery_iterations": 3}}),
+              tmp_path / "l", progress=False, echo=lambda s: None)
+    t = timings(out)
+    keys = {r["method"]: r["method_key"] for r in rows_all(out)}
+    latency = {x["method_key"]: x for x in t if x["kind"] == "latency"}
+    assert set(latency) == set(keys.values()) and all(x["images"] == 1 and x["seconds"] > 0 for x in latency.values())
+    prepare = [x for x in t if x["kind"] == "prepare" and x["method_key"] == keys["pmsfc"]]
+    assert len(prepare) == 1 and prepare[0]["note"] == "computed" and prepare[0]["seconds"] > 0
+    run(config(methods=["single-code", "pmsfc"], overrides={"pmsfc": {"discovery_iterations": 3}}), out,
+        progress=False, echo=lambda s: None)  # resume: nothing to invert, latency not measured again
+    t2 = timings(out)
+    assert len([x for x in t2 if x["kind"] == "latency"]) == len(latency)
+    assert [x["note"] for x in t2 if x["kind"] == "prepare" and x["method_key"] == keys["pmsfc"]][-1] == \
+        "loaded from the cache"
+
+
+def rows_all(out):
+    with ResultStore(out, create=False) as s:
+        return s.results()
+
+
+def test_bad_compute_budgets_are_refused(tmp_path):
+    from gan_inversion_bench.harness import RunError
+
+    for kw in ({"budget_seconds": 0}, {"budget_flops": -1.0}, {"budget_seconds": float("nan")}):
+        with pytest.raises(RunError, match="budget"):
+            run(config(**kw), tmp_path / "bad", progress=False, echo=lambda s: None)
+    with pytest.raises(ValueError, match="less than one iteration"):
+        run(config(budget=None, budget_flops=1.0), tmp_path / "tiny", progress=False, echo=lambda s: None)

@@ -1,0 +1,75 @@
+"""gib tune: the search is reproducible from its seed, uses held-out images and the method's declared
+space, its result is a versioned profile that ``--profile tuned`` applies."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gan_inversion_bench import GENERATORS, METHODS
+from gan_inversion_bench.cli import main
+from gan_inversion_bench.harness import RunConfig, run
+from gan_inversion_bench.imagesets import load_image_set
+from gan_inversion_bench.profiles import ProfileError, read_profile, tuned_settings
+from gan_inversion_bench.store import ResultStore
+from gan_inversion_bench.tuning import TuneConfig, tune, tuning_images
+
+TC = TuneConfig(trials=5, budget=8, n_images=2, min_resource=2)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return GENERATORS.create("pggan-tiny")
+
+
+def test_same_seed_same_study_and_profile(G):
+    a, b = tune(G, "mganprior", TC), tune(G, "mganprior", TC)
+    assert a["settings"] == b["settings"]
+    assert [(t["params"], t["value"], t["state"]) for t in a["trials"]] == \
+        [(t["params"], t["value"], t["state"]) for t in b["trials"]]
+    c = tune(G, "mganprior", TuneConfig(**{**TC.__dict__, "seed": 1}))
+    assert [t["params"] for t in c["trials"]] != [t["params"] for t in a["trials"]]
+
+
+def test_search_uses_the_declared_space_and_records_the_protocol(G):
+    entry = tune(G, "pmsfc", TuneConfig(**{**TC.__dict__, "trials": 3}))
+    names = set(METHODS.get("pmsfc").setting_names())
+    assert set(entry["settings"]) <= names and set(entry["settings"]) == {"optimizer", "lr", "weight_lr", "weight_init"}
+    assert 0.1 <= entry["settings"]["weight_init"] <= 2.0
+    t = entry["tuning"]
+    assert t["budget"] == 8 and t["n_images"] == 2 and t["image_seed"] == 1 and len(entry["trials"]) == 3
+    assert max(tr["value"] for tr in entry["trials"] if tr["state"] == "COMPLETE") == t["best_value"]
+    assert entry["provenance"]["generator"]["name"] == "pggan-tiny" and "optuna" in entry["provenance"]["versions"]
+
+
+def test_tuning_images_are_disjoint_from_the_evaluation_images(G):
+    tuning, _ = tuning_images(G, TuneConfig(n_images=8), G.device)
+    evaluation = load_image_set("generated", G, n=8, seed=0)
+    for it in evaluation.items:
+        assert not any(bool((it.image.to(tuning.device) - t).abs().max() < 1e-6) for t in tuning)
+
+
+def test_profile_tuned_applies_the_profile_and_a_missing_one_says_what_to_do(G, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "profiles"))
+    with pytest.raises(ProfileError, match="gib tune -g pggan-tiny -m single-code"):
+        tuned_settings("pggan-tiny", "single-code")
+    result = CliRunner().invoke(main, ["tune", "-g", "pggan-tiny", "-m", "single-code", "--trials", "3", "--budget",
+                                       "4", "--images", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    profile = read_profile(tmp_path / "profiles" / "pggan-tiny.json")
+    entry = profile["methods"]["single-code"]
+    assert entry["provenance"]["command"].startswith("gib tune -g pggan-tiny -m single-code --trials 3 --budget 4")
+    out = run(RunConfig(generator="pggan-tiny", methods=["single-code"], profile="tuned", images="generated",
+                        n_generated=2, budget=3, device="cpu", latency=False), tmp_path / "r", progress=False,
+              echo=lambda s: None)
+    with ResultStore(out, create=False) as s:
+        settings = s.results()[0]["method_settings"]
+    assert settings["optimizer"] == entry["settings"]["optimizer"] and settings["lr"] == entry["settings"]["lr"]
+    json.dumps(profile)
+
+
+def test_bad_tuning_settings_are_refused():
+    for bad in ({"trials": 0}, {"budget": -1}, {"n_images": 1.5}):
+        with pytest.raises(ValueError):
+            TuneConfig(**bad)
