@@ -27,18 +27,18 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 import jinja2
-import numpy as np
 import pandas as pd
 
 from . import __version__, tables
 from .method import Artifact
+from .report_plots import convergence, quality_vs_compute, time_quality
 
 REPORT_DIR = "report"
 #: one stored result as ``DataFrame.to_dict("records")`` gives it (keys: the column names)
@@ -71,7 +71,8 @@ footer { margin-top: 3em; color: #777; font-size: 0.8em; }
 """
 
 NAV = (("comparison", "Table"), ("grids", "Reconstructions"), ("convergence", "Convergence"),
-       ("time-quality", "Time vs quality"), ("figures", "Method figures"), ("failures", "Failures"))
+       ("quality-compute", "Quality vs compute"), ("time-quality", "Time vs quality"), ("figures", "Method figures"),
+       ("failures", "Failures"))
 
 # ---- the template (autoescaped: only the template text itself is markup) ------------------------------
 _PAGE = """{% macro plot(f) -%}
@@ -125,6 +126,9 @@ _PAGE = """{% macro plot(f) -%}
 {% if not convergence.has_psnr %}<p class="note">Only the loss is recorded per iteration in this run, so PSNR against iteration is not plotted; final PSNR is in the table and the grids.</p>
 {% endif %}{% for f in convergence.plots %}{{ plot(f) }}
 {% endfor %}{% endif %}</section>
+<section id="quality-compute"><h2>Quality versus compute</h2>
+{% if quality_compute %}{{ plot(quality_compute) }}{% else %}<p>No traced results in this run (quality along the way is recorded for methods that report trace points).</p>{% endif %}
+</section>
 <section id="time-quality"><h2>Time versus quality</h2>
 {% if time_quality %}{{ plot(time_quality) }}{% else %}<p>No successful results yet.</p>{% endif %}
 </section>
@@ -153,14 +157,6 @@ _ENV = jinja2.Environment(loader=jinja2.DictLoader({"page": _PAGE}), autoescape=
 
 
 # ---- what the templates show --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Plot:
-    """A figure of the report folder: relative (URL-quoted) link, alt text, caption (plain text)."""
-    link: str
-    alt: str
-    caption: str
-
-
 @dataclass(frozen=True)
 class Cell:
     """One cell of a reconstruction grid."""
@@ -224,7 +220,8 @@ def _context(df: pd.DataFrame, run_dir: Path, root: Path) -> dict[str, Any]:
     return {"name": run_dir.resolve().name, "nav": NAV, "version": __version__,
             "when": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "header": _header(df, run_dir), "comparison": _comparison(df), "grids": _grids(df, run_dir, root),
-            "convergence": _convergence(df, root), "time_quality": _time_quality(df, root),
+            "convergence": convergence(df, root), "time_quality": time_quality(df, root),
+            "quality_compute": quality_vs_compute(df, root),
             "method_figures": figures, "not_installed": not_installed, "failures": _failures(df)}
 
 
@@ -301,124 +298,6 @@ def _result_cell(row: Record | None, run_dir: Path, root: Path) -> Cell:
     link = _copy(run_dir / row["recon_path"], root, f"images/{row['recon_path']}")
     lines = (f"PSNR {fmt(row['psnr'], '.2f', ' dB')}", f"LPIPS {fmt(row['lpips'], '.4f')}")
     return Cell("image", link, f"{row['label']} reconstruction of {row['image_id']}", lines)
-
-
-# ---- plots --------------------------------------------------------------------------------------------
-def _figure(ncols: int, width: float = 11.0, height: float = 4.0) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg when saving
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
-
-
-SUBSET_COLORS = ("#7b3294", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-
-
-def _method_color(df: pd.DataFrame, label: str) -> str:
-    """The same colour for a method in every plot (matplotlib's cycle, in the order of the table)."""
-    return f"C{list(dict.fromkeys(df['label'])).index(label) % 10}"
-
-
-def _save(fig: Any, root: Path, name: str, alt: str, caption: str) -> Plot:
-    (root / "plots").mkdir(exist_ok=True)
-    fig.savefig(root / "plots" / name, format="png")
-    return Plot(f"plots/{quote(name)}", alt, caption)
-
-
-def _curves(rows: Iterable[Record], key: str = "loss") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per image: (iteration, time in s, values) from the stored history summary."""
-    out = []
-    for r in rows:
-        h = r.get("loss_history") or {}
-        if key not in h or not h.get("iteration"):
-            continue
-        it = np.asarray(h["iteration"], dtype=float)
-        total = float(r["iterations"] or it[-1] + 1)
-        time = (r["time_s"] or math.nan) * (it + 1) / total
-        out.append((it, time, np.array([math.nan if v is None else v for v in h[key]], dtype=float)))
-    return out
-
-
-def _convergence(df: pd.DataFrame, root: Path) -> dict[str, Any] | None:
-    if df.empty:
-        return None
-    has_psnr = any(isinstance(h, dict) and "psnr" in h for h in df["loss_history"])
-    plots = []
-    for key in ["loss"] + (["psnr"] if has_psnr else []):
-        plots.append(_plot_medians(df, key, root))
-        for i, (label, g) in enumerate(df.groupby("label", sort=False)):
-            plots.append(_plot_method(str(label), g, key, root, f"{key}-{i}.png"))
-    return {"has_psnr": has_psnr, "plots": plots}
-
-
-def _plot_medians(df: pd.DataFrame, key: str, root: Path) -> Plot:
-    fig, (a, b) = _figure(2)
-    for label, g in df.groupby("label", sort=False):
-        curves = _curves(g.to_dict("records"), key)
-        if not curves:
-            continue
-        n = min(len(c[2]) for c in curves)
-        vals = np.stack([c[2][:n] for c in curves])
-        med = np.nanmedian(vals, axis=0) if np.isfinite(vals).any() else vals[0]
-        style = {"lw": 2, "marker": "o" if n <= 30 else None, "markersize": 4}
-        color = _method_color(df, str(label))
-        a.plot(curves[0][0][:n], med, label=str(label), color=color, **style)
-        b.plot(np.nanmedian(np.stack([c[1][:n] for c in curves]), axis=0), med, color=color, **style)
-    _axes(a, "iteration", key)
-    _axes(b, "time (s)", key)
-    a.legend(fontsize=8)
-    fig.suptitle(f"{key}: median over images, per method")
-    return _save(fig, root, f"{key}-median.png", f"{key} against iteration and time, median per method",
-                 f"{key} against iteration (left) and time (right), median over each method's images.")
-
-
-def _plot_method(label: str, g: pd.DataFrame, key: str, root: Path, name: str) -> Plot:
-    fig, (a, b) = _figure(2, height=3.2)
-    for j, (subset, sg) in enumerate(g.groupby("subset", sort=False)):
-        color = SUBSET_COLORS[j % len(SUBSET_COLORS)]
-        for k, (it, time, vals) in enumerate(_curves(sg.to_dict("records"), key)):
-            a.plot(it, vals, lw=0.8, alpha=0.6, color=color, label=None if k else str(subset))
-            b.plot(time, vals, lw=0.8, alpha=0.6, color=color)
-    _axes(a, "iteration", key)
-    _axes(b, "time (s)", key)
-    if a.get_legend_handles_labels()[0]:
-        a.legend(fontsize=8, title="images")
-    fig.suptitle(f"{label}: {key} per image")
-    return _save(fig, root, name, f"{label}: {key} per image", f"{label}: {key} of every image, coloured by image "
-                 "subset, against iteration (left) and time (right).")
-
-
-def _axes(ax: Any, xlabel: str, key: str) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(key)
-    ax.grid(alpha=0.3)
-    values = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.get_lines()] or [np.zeros(0)])
-    values = values[np.isfinite(values)]
-    if key == "loss" and values.size and values.min() > 0 and values.max() / values.min() > 20:
-        ax.set_yscale("log")  # only when the loss spans more than a decade or so
-
-
-def _time_quality(df: pd.DataFrame, root: Path) -> Plot | None:
-    ok = df[df["status"] == "ok"] if not df.empty else df
-    if ok.empty:
-        return None
-    fig, axes = _figure(2)
-    for metric, ax, arrow in (("psnr", axes[0], "↑"), ("lpips", axes[1], "↓")):
-        for label, g in ok.groupby("label", sort=False):
-            t = pd.to_numeric(g["time_s"], errors="coerce")
-            v = pd.to_numeric(g[metric], errors="coerce")
-            color = _method_color(df, str(label))
-            ax.scatter(t, v, s=14, alpha=0.45, color=color)
-            ax.scatter([t.mean()], [v.mean()], s=110, marker="D", edgecolor="black", color=color,
-                       label=f"{label} (mean)")
-        ax.set_xlabel("time per image (s)")
-        ax.set_ylabel(f"{metric.upper()} {arrow}")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("time per image against PSNR and LPIPS (small: images, diamond: method mean)")
-    return _save(fig, root, "time-quality.png", "time per image against PSNR and LPIPS per method",
-                 "Each small point is one image; each diamond a method's mean. Up-left is better for PSNR, "
-                 "down-left for LPIPS.")
 
 
 # ---- figures contributed by methods (InversionMethod.report_artifacts) ---------------------------------

@@ -1,0 +1,37 @@
+"""The quality-against-compute plot's numbers: median traces and the Pareto front, against brute force."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gan_inversion_bench.report_plots import median_trace, pareto_front
+
+
+def dominated(p, points):
+    return any(q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1]) for q in points)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 100), st.floats(0, 50), st.sampled_from("abc")), max_size=30))
+def test_pareto_front_is_exactly_the_non_dominated_points(points):
+    front = pareto_front(points)
+    assert [p[0] for p in front] == sorted(p[0] for p in front)
+    for p in front:
+        assert not dominated(p, points)
+    for p in points:  # every non-dominated (cost, quality) pair is on the front
+        if not dominated(p, points):
+            assert any(f[0] == p[0] and f[1] == p[1] for f in front)
+    assert all(a[1] < b[1] for a, b in itertools.pairwise(front))
+
+
+def test_median_trace_is_the_median_over_images_at_common_points():
+    rows = [{"trace": {"seconds": [0, 1, 2], "psnr": [10, 20, 30]}},
+            {"trace": {"seconds": [0, 3, 4], "psnr": [12, 22, None]}},
+            {"trace": {"seconds": [0, 2, 6, 8], "psnr": [11, 21, 31, 35]}},
+            {"trace": None}]
+    xs, ys = median_trace(rows, "seconds")
+    assert xs.tolist() == [0, 2, 4] and ys.tolist() == [11, 21, 30.5]  # a missing value is left out
+    assert median_trace([{"trace": None}], "seconds")[0].size == 0
