@@ -237,7 +237,8 @@ def _cost_lines(df: pd.DataFrame) -> list[str]:
     lines = ["Alone s/img (latency): the first image inverted again on its own (a batch of one, as the original "
              "code inverts), timed once per configuration; batched s/img is the throughput figure."]
     prep = df.drop_duplicates("method_key")
-    prep = prep[pd.to_numeric(prep["prepare_s"], errors="coerce") > 0] if "prepare_s" in prep else prep.iloc[0:0]
+    # a preparation shorter than 50 ms (a method with nothing to learn) is not worth a line
+    prep = prep[pd.to_numeric(prep["prepare_s"], errors="coerce") >= 0.05] if "prepare_s" in prep else prep.iloc[0:0]
     labels = _label(df).loc[prep.index]
     parts = [f"{lab}: {sec:.3g} s ({note})" if note else f"{lab}: {sec:.3g} s"
              for lab, sec, note in zip(labels, prep["prepare_s"], prep["prepare_note"], strict=True)]

@@ -195,6 +195,8 @@ class PmSFCSettings:
     threshold_ratio: float = 0.2           # official only
     subspace_dim: int = 6                  # official only: d, SVD rank d·R + 1
     affinity_power: float = 2.0            # official only (README 2; argparse default 3)
+    partition: str = "discovered"          # "random": channels shuffled into subspaces of the discovered sizes
+                                           # (seeded), the control that tests whether the subspaces matter
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANT_DEFAULTS:
@@ -222,6 +224,8 @@ class PmSFCSettings:
             raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
         if self.affinity not in AFFINITIES:
             raise ValueError(f"affinity must be one of {AFFINITIES}, got {self.affinity!r}")
+        if self.partition not in ("discovered", "random"):
+            raise ValueError(f"partition must be 'discovered' or 'random', got {self.partition!r}")
         if self.official_orientation not in ORIENTATIONS:
             raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {self.official_orientation!r}")
         for name in ("weight_init",):
@@ -269,7 +273,8 @@ class PmSFC(InversionMethod):
     commands: ClassVar[dict[str, str]] = {"discover": "gan_inversion_bench.methods.pmsfc_discover:discover_command"}
 
     #: settings added after results were first stored: left out of result keys at these values
-    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "weight_lr": None}
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "weight_lr": None,
+                                                    "partition": "discovered"}
 
     def capacity(self) -> dict[str, int]:
         """R·K codes (paper) or R·P + 1 (released: one base code besides the subspace codes)."""
@@ -335,6 +340,9 @@ class PmSFC(InversionMethod):
         clusters = cluster_channels(found.S, found.key, s, seed=seed, cache=cache)
         self.S_, self.loss_curves_, self.cache_key_, self.from_cache_ = found.S, found.curves, found.key, found.cached
         self.labels_, self.clustering_notes_, self.masks_key_ = clusters.labels, clusters.notes, clusters.key
+        if s.partition == "random":  # the same subspace sizes, channels assigned at random (seeded)
+            shuffle = torch.randperm(len(self.labels_), generator=torch.Generator().manual_seed(seed))
+            self.labels_ = self.labels_[shuffle]
         self.masks_ = masks_from_labels(self.labels_, s.n_subspaces)
         self.split_: dict[str, Any] = {"index": split, "name": point.name, "shape": list(point.shape)}
         self.s_source_ = f"imported {Path(s.s_matrix).resolve()}" if s.s_matrix is not None else "trained"

@@ -409,3 +409,15 @@ def test_invalid_against_the_generator(pggan):
 def test_default_split_per_generator(pggan, dcgan):
     assert P.default_split(pggan) == 3
     assert P.default_split(dcgan) == P.DEFAULT_SPLITS["dcgan-digiface64"]
+
+
+def test_random_partition_keeps_the_subspace_sizes_and_moves_the_channels(pggan, tmp_path):
+    discovered = P.PmSFC(**FAST).prepare(pggan, seed=0, cache_dir=tmp_path)
+    shuffled = P.PmSFC(**FAST, partition="random").prepare(pggan, seed=0, cache_dir=tmp_path)
+    again = P.PmSFC(**FAST, partition="random").prepare(pggan, seed=0, cache_dir=tmp_path)
+    assert shuffled.masks_.sum(1).tolist() == discovered.masks_.sum(1).tolist()
+    assert (shuffled.masks_.sum(0) == 1).all()  # still a partition of the channels
+    assert not torch.equal(shuffled.masks_, discovered.masks_) and torch.equal(shuffled.masks_, again.masks_)
+    assert torch.equal(shuffled.S_, discovered.S_)  # the same stage 1, only the assignment differs
+    with pytest.raises(ValueError, match="partition"):
+        P.PmSFC(partition="shuffled")

@@ -73,3 +73,19 @@ def test_bad_tuning_settings_are_refused():
     for bad in ({"trials": 0}, {"budget": -1}, {"n_images": 1.5}):
         with pytest.raises(ValueError):
             TuneConfig(**bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["single-code", "mganprior", "pmsfc"])
+def test_the_committed_profile_is_reproduced_from_its_seed(method):
+    """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow)."""
+    from gan_inversion_bench.profiles import PACKAGE_DIR
+
+    entry = read_profile(PACKAGE_DIR / "dcgan-digiface64.json")["methods"][method]
+    t = entry["tuning"]
+    tc = TuneConfig(trials=t["trials"], budget=t["budget"], n_images=t["n_images"], image_seed=t["image_seed"],
+                    seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
+                    min_resource=t["min_resource"])
+    again = tune(GENERATORS.create("dcgan-digiface64"), method, tc)
+    assert again["settings"] == entry["settings"]
+    assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6)
