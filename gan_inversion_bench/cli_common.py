@@ -1,8 +1,11 @@
 """What every ``gib`` command shares: friendly errors, ``KEY=VALUE`` options, building a generator."""
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -47,12 +50,63 @@ def parse_value(text: str) -> Any:
 
 
 def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items, values read as JSON where they parse (else strings)."""
+    return {key: parse_value(value) for key, value in pairs(items, what)}
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def coerce(text: str, default: Any, what: str) -> Any:
+    """``text`` parsed by the type of ``default`` (a parameter's default value): booleans accept
+    true/false/yes/no/on/off/1/0 in any case (so ``tiny=False`` is False, never the truthy string
+    "False"), numbers must parse and be finite, anything else is read as JSON where it parses and
+    as a string otherwise. ``what`` names the option in the error."""
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise click.BadParameter(f"{what}: expected true or false, got {text!r}")
+    if isinstance(default, (int, float)):
+        try:
+            value: float = int(text) if isinstance(default, int) and text.strip().lstrip("+-").isdigit() \
+                else float(text)
+        except ValueError:
+            raise click.BadParameter(f"{what}: expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise click.BadParameter(f"{what}: expected a finite number, got {text!r}")
+        return value
+    return parse_value(text)
+
+
+def generator_options(name: str, items: tuple[str, ...]) -> dict[str, Any]:
+    """``--gen-opt KEY=VALUE`` for generator ``name``, each value parsed by the type of the factory
+    parameter's default; a key the factory does not take is refused with the valid ones."""
+    factory = GENERATORS.get(name)
+    try:
+        params = {k: p for k, p in inspect.signature(factory).parameters.items()
+                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    except (TypeError, ValueError):  # no signature to read (a C callable): values as JSON
+        return parse_assignments(items, "--gen-opt")
     out = {}
+    for key, text in pairs(items, "--gen-opt"):
+        if key not in params:
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise click.BadParameter(f"generator {name!r} takes no option {key!r}.{hint} Valid: "
+                                     f"{', '.join(sorted(params))}", param_hint="--gen-opt")
+        default = params[key].default
+        out[key] = coerce(text, None if default is inspect.Parameter.empty else default, f"--gen-opt {key}")
+    return out
+
+
+def pairs(items: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    out = []
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=what)
-        out[key.strip()] = parse_value(value.strip())
+        out.append((key.strip(), value.strip()))
     return out
 
 
@@ -65,8 +119,7 @@ def build_generator(name: str, weights: str | None, gen_opt: tuple[str, ...], de
     """The registered generator ``name`` with ``--weights`` and ``--gen-opt`` options, on ``device``."""
     from .harness import resolve_device
 
-    GENERATORS.get(name)
-    options = parse_assignments(gen_opt, "--gen-opt")
+    options = generator_options(name, gen_opt)
     if weights:
         options["weights"] = str(Path(weights).expanduser().resolve())
     return GENERATORS.create(name, **options).to(resolve_device(device)).eval()

@@ -1,6 +1,7 @@
 """``gib run`` (the benchmark, also from a TOML/JSON ``--config`` file) and ``gib tune``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -9,8 +10,19 @@ from typing import Any
 
 import click
 
-from .cli_common import build_generator, friendly_errors, parse_assignments, slug
+from .cli_common import build_generator, coerce, friendly_errors, generator_options, pairs, slug
 from .registry import GENERATORS, METHODS
+
+
+def echo(text: str) -> None:
+    """``click.echo`` that survives a closed pipe (``gib run | head``): the run goes on and stores
+    every result; what it would have printed is dropped (stdout is pointed at the null device)."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # ---- gib run ----------------------------------------------------------------------------------
@@ -133,7 +145,7 @@ def run_cmd(**o: Any) -> None:
     out_dir = Path(o["out"]).expanduser() if o["out"] else Path("runs") / slug(
         f"{config.generator}_{config.images}_{config.profile}")
     try:
-        run(config, out_dir, echo=click.echo, progress=not o["no_progress"], argv=sys.argv)
+        run(config, out_dir, echo=echo, progress=not o["no_progress"], argv=sys.argv)
     except KeyboardInterrupt:
         sys.exit(130)
     from .distributed import is_main_process
@@ -141,9 +153,9 @@ def run_cmd(**o: Any) -> None:
     if not is_main_process():  # under torchrun, rank 0 alone stores results and prints the table
         return
     paths = write_tables(out_dir)
-    click.echo("")
-    click.echo(to_markdown(load_records(out_dir)))
-    click.echo(f"\nResults: {out_dir / 'results.sqlite'}; tables: {', '.join(str(p) for p in paths.values())}")
+    echo("")
+    echo(to_markdown(load_records(out_dir)))
+    echo(f"\nResults: {out_dir / 'results.sqlite'}; tables: {', '.join(str(p) for p in paths.values())}")
 
 
 def run_config(o: dict[str, Any]) -> Any:
@@ -161,15 +173,10 @@ def run_config(o: dict[str, Any]) -> Any:
     n_generated = o["n_images"] if o["n_images"] is not None else o["n_generated"]
     if n_generated < 1:
         raise click.BadParameter(f"must be >= 1, got {n_generated}", param_hint="--n")
-    gen_options = parse_assignments(o["gen_opt"], "--gen-opt")
+    gen_options = generator_options(o["generator"], o["gen_opt"])
     if o["weights"]:
         gen_options["weights"] = str(Path(o["weights"]).expanduser().resolve())
-    overrides: dict[str, dict[str, Any]] = {}
-    for key, value in parse_assignments(o["settings"], "--set").items():
-        method, _, field = key.rpartition(".")
-        if method and method not in METHODS:
-            METHODS.get(method)  # raises with suggestions
-        overrides.setdefault(method or "*", {})[field] = value
+    overrides = method_overrides(o["settings"], list(o["methods"]) or METHODS.names())
     methods = list(o["methods"]) or None
     return RunConfig(generator=o["generator"], generator_options=gen_options, methods=methods,
                      profile=_profile(o["profile"], o["generator"], methods), overrides=overrides,
@@ -179,6 +186,21 @@ def run_config(o: dict[str, Any]) -> Any:
                      budget_seconds=o["budget_seconds"], budget_flops=o["budget_flops"], latency=not o["no_latency"])
 
 
+def method_overrides(items: tuple[str, ...], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set [METHOD.]KEY=VALUE`` by method (``"*"``: every method that has the setting), each
+    value parsed by the type of the setting's default (a boolean setting takes ``false``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, text in pairs(items, "--set"):
+        method, _, field = key.rpartition(".")
+        if method and method not in METHODS:
+            METHODS.get(method)  # raises with suggestions
+        owners = [method] if method else [m for m in methods if field in METHODS.get(m).setting_names()]
+        default = next((f.default for m in owners for f in dataclasses.fields(METHODS.get(m).Settings)
+                        if f.name == field), None)
+        out.setdefault(method or "*", {})[field] = coerce(text, default, f"--set {key}")
+    return out
+
+
 def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
     """``auto``: the tuned profile where every method of the run has one for the generator, else quick."""
     from .profiles import has_tuned
@@ -186,7 +208,7 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
     if choice != "auto":
         return choice
     tuned = has_tuned(generator, methods or METHODS.names())
-    click.echo(f"profile: {'tuned (gan_inversion_bench/profiles/' + generator + '.json)' if tuned else 'quick'}")
+    echo(f"profile: {'tuned (gan_inversion_bench/profiles/' + generator + '.json)' if tuned else 'quick'}")
     return "tuned" if tuned else "quick"
 
 

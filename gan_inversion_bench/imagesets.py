@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .generator import conditioned
 
-PREPROCESSING = ("RGB 8-bit (alpha composited on white, 16-bit scaled to 8-bit); centre crop to the largest "
+PREPROCESSING = ("EXIF orientation applied; RGB 8-bit (alpha composited on white, 16-bit scaled to 8-bit); "
+                 "centre crop to the largest "
                  "square; Pillow Lanczos (antialiased) resize to the generator resolution; v/127.5-1 -> [-1,1]")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 MAX_PIXELS = 100_000_000  # larger images are refused (decompression-bomb guard)
@@ -153,7 +154,8 @@ def load_image_file(path: Path, resolution: int) -> Tensor:
                     raise ImageSetError(f"{path}: {w}x{h} pixels is larger than the limit of {MAX_PIXELS:,} pixels "
                                         f"(decompression-bomb guard); expected a smaller image")
                 img.load()
-                return prepare_image(img, resolution, str(path))
+                # as an image viewer shows it: the EXIF orientation tag (camera photos) applied
+                return prepare_image(ImageOps.exif_transpose(img), resolution, str(path))
     except ImageSetError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -305,6 +305,15 @@ def positive_int(value: Any, what: str) -> int:
     return value
 
 
+def loss_weights(**weights: Any) -> None:
+    """Loss weights: finite numbers >= 0, not all 0 (NaN and inf refused by name)."""
+    for name, v in weights.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not any(weights.values()):
+        raise ValueError(f"loss weights must not all be 0, got {weights}")
+
+
 def positive_float(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{what} must be a positive finite number, got {value!r}")
@@ -352,4 +361,4 @@ def code_seeds(image_seeds: Sequence[int], n: int, stream: str = "") -> list[int
 
 __all__ = ["EXECUTIONS", "SeedStyleLoss", "TraceSink", "as_seed_list", "check_execution", "check_split_setting",
            "check_targets", "code_seeds", "default_split", "invert_each", "make_optimizer", "optimise",
-           "per_image_normal", "positive_float", "positive_int", "trace_point", "tracing", "unfreeze"]
+           "per_image_normal", "positive_float", "positive_int", "loss_weights", "trace_point", "tracing", "unfreeze"]

@@ -55,6 +55,7 @@ from gan_inversion_bench.method_tools import (
     code_seeds,
     default_split,
     invert_each,
+    loss_weights,
     make_optimizer,
     optimise,
     positive_float,
@@ -122,9 +123,7 @@ class MGANPriorSettings:
         positive_int(self.iterations, "iterations")
         positive_float(self.lr, "lr")
         make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
-        if self.mse_weight < 0 or self.perceptual_weight < 0 or self.mse_weight + self.perceptual_weight == 0:
-            raise ValueError("loss weights must be >= 0 and not both 0, got "
-                             f"mse_weight={self.mse_weight}, perceptual_weight={self.perceptual_weight}")
+        loss_weights(mse_weight=self.mse_weight, perceptual_weight=self.perceptual_weight)
         if self.perceptual_size is not None:
             positive_int(self.perceptual_size, "perceptual_size")
 

@@ -26,6 +26,7 @@ from gan_inversion_bench.method_tools import (
     check_execution,
     check_targets,
     invert_each,
+    loss_weights,
     make_optimizer,
     optimise,
     per_image_normal,
@@ -56,9 +57,7 @@ class SingleCodeSettings:
         make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
         if self.init not in ("normal", "zero"):
             raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
-        if self.mse_weight < 0 or self.perceptual_weight < 0 or self.mse_weight + self.perceptual_weight == 0:
-            raise ValueError("loss weights must be >= 0 and not both 0, got "
-                             f"mse_weight={self.mse_weight}, perceptual_weight={self.perceptual_weight}")
+        loss_weights(mse_weight=self.mse_weight, perceptual_weight=self.perceptual_weight)
         if self.perceptual_size is not None:
             positive_int(self.perceptual_size, "perceptual_size")
 

@@ -28,6 +28,7 @@ from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionMethod
 from ..precision import execution_context
 from .context import RunContext, RunSetup
+from .progress import progress_for
 from .records import MethodPlan
 from .timing import Timer, item_conditions
 
@@ -40,7 +41,13 @@ def timed_prepare(method: InversionMethod, generator: SplitGenerator, rc: RunCon
     if rc.device.type == "cuda":
         torch.cuda.synchronize(rc.device)
     t0 = time.perf_counter()
-    method.prepare(generator, seed=rc.config.seed, cache_dir=rc.run_dir / "cache")
+    bar = progress_for(f"{method.name}: preparing", rc.progress)  # e.g. PmSFC's subspace discovery
+    try:
+        method.prepare(generator, seed=rc.config.seed, cache_dir=rc.run_dir / "cache",
+                       progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
     if rc.device.type == "cuda":
         torch.cuda.synchronize(rc.device)
     return time.perf_counter() - t0
