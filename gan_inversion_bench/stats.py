@@ -142,10 +142,45 @@ def _interval(x: npt.NDArray[np.float64], confidence: float, n_resamples: int, s
 
 # ---- configurations and paired comparisons ---------------------------------------------------------
 def config_labels(df: pd.DataFrame) -> pd.Series:
-    """The label of each record's configuration: the method name, or its ``method_key`` (name and
-    settings hash) when that method was run with several settings."""
-    configs_per_method = df.groupby("method")["method_key"].transform("nunique")
-    return df["method"].where(configs_per_method == 1, df["method_key"]).astype(str)
+    """The label of each record's configuration: the method name, or, when that method was run
+    with several configurations, the name with what tells them apart, e.g. ``mganprior (n_codes=10)``
+    (the settings that differ, then precision or restarts; the settings hash as the last resort)."""
+    labels = {i: str(m) for i, m in df["method"].items()}
+    for _, g in df.groupby("method"):
+        keys = [str(k) for k in dict.fromkeys(g["method_key"])]
+        if len(keys) > 1:
+            named = _distinguish(g, keys)
+            labels.update({i: named[str(k)] for i, k in g["method_key"].items()})
+    return pd.Series(labels, index=df.index, dtype=object).astype(str)
+
+
+def _describe(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _distinguish(g: pd.DataFrame, keys: list[str]) -> dict[str, str]:
+    """A readable, unique label per configuration key of one method."""
+    first: dict[str, dict[Any, Any]] = {str(r["method_key"]): r for r in g.drop_duplicates("method_key")
+                                        .to_dict("records")}
+    settings = {k: _as_dict(first[k].get("method_settings")) for k in keys}
+    restarts = {k: _as_dict(first[k].get("restarts")).get("k", 1) for k in keys}
+    extra = {k: {"precision": first[k].get("precision"), "restarts": restarts[k]} for k in keys}
+    names = sorted({n for v in settings.values() for n in v})
+    differ = [n for n in names if len({repr(settings[k].get(n)) for k in keys}) > 1]
+    differ_extra = [n for n in ("precision", "restarts") if len({repr(extra[k][n]) for k in keys}) > 1]
+    method = str(g["method"].iloc[0])
+    out = {}
+    for k in keys:
+        parts = [f"{n}={_describe(settings[k].get(n))}" for n in differ]
+        parts += [f"{n}={_describe(extra[k][n])}" for n in differ_extra]
+        out[k] = f"{method} ({', '.join(parts)})" if parts else k
+    if len(set(out.values())) < len(keys):  # the same visible settings: fall back to the keys
+        out = {k: f"{v} [{k.rpartition('@')[2]}]" for k, v in out.items()}
+    return out
 
 
 def resolve_label(df: pd.DataFrame, name: str) -> str:

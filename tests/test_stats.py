@@ -292,3 +292,28 @@ def test_tables_of_the_run_escape_labels_in_latex(run_dir):
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
     unescaped = re.sub(r"\\[_%&#$]", "", body).replace(" & ", " ").replace(" \\\\\n", " ")
     assert not re.search(r"[_%&#${}~^\\]", unescaped), unescaped
+
+
+def test_configurations_of_one_method_get_readable_labels():
+    """Labels name what tells configurations apart (settings, then precision or restarts), not a hash."""
+    import pandas as pd
+
+    from gan_inversion_bench.stats import config_labels
+
+    def rec(key, settings, precision="fp32", restarts=None):
+        return {"method": "mganprior", "method_key": key, "method_settings": settings, "precision": precision,
+                "restarts": restarts}
+
+    df = pd.DataFrame([rec("mganprior@a", {"n_codes": 10, "lr": 0.5}), rec("mganprior@a", {"n_codes": 10, "lr": 0.5}),
+                       rec("mganprior@b", {"n_codes": 30, "lr": 0.5}),
+                       {"method": "pmsfc", "method_key": "pmsfc@c", "method_settings": {}, "precision": "fp32",
+                        "restarts": None}])
+    assert config_labels(df).tolist() == ["mganprior (n_codes=10)", "mganprior (n_codes=10)", "mganprior (n_codes=30)",
+                                          "pmsfc"]
+    df2 = pd.DataFrame([rec("mganprior@a", {"n_codes": 10}), rec("mganprior@d", {"n_codes": 10}, "bf16"),
+                        rec("mganprior@e", {"n_codes": 10}, "bf16", {"k": 3})])
+    assert config_labels(df2).tolist() == ["mganprior (precision=fp32, restarts=1)",
+                                           "mganprior (precision=bf16, restarts=1)",
+                                           "mganprior (precision=bf16, restarts=3)"]
+    df3 = pd.DataFrame([rec("mganprior@a", {"n_codes": 10}), rec("mganprior@f", {"n_codes": 10})])
+    assert config_labels(df3).tolist() == ["mganprior@a", "mganprior@f"]  # nothing visible differs: the keys
