@@ -179,11 +179,13 @@ def automatic_batch_size(method: InversionMethod, generator: SplitGenerator, ite
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """A CUDA (or other allocator) out-of-memory error raised by a method."""
+    """An out-of-memory error raised by a method: CUDA's, or the CPU allocator's (``RuntimeError:
+    [enforce fail at alloc_cpu.cpp] … DefaultCPUAllocator: can't allocate memory``, ``MemoryError``)."""
     if isinstance(error, (RunError, InversionFailed)):
         return False
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+    text = str(error).lower()
+    return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
 
 
 def smaller_batch(error: BaseException, size: int, method: str, device: torch.device, echo: Echo) -> int:
