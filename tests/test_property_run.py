@@ -74,28 +74,33 @@ def _no_traceback(result, args) -> None:
     assert "Traceback" not in result.output, (args, result.output)
 
 
+OPTIONS = st.fixed_dictionaries({
+    "sets": st.lists(st.tuples(st.sampled_from(["", "single-code."]), st.sampled_from(SETTING_NAMES), TEXT_VALUES),
+                     max_size=2),
+    "n": st.sampled_from(["1", "2"] * 6 + ["0", "-1", "x", "99999999999999999999"]),
+    "iterations": st.sampled_from(["1", "2"] * 6 + ["0", "-5", "1e3", "99999999999999999999"]),
+    "batch": st.sampled_from(["1", "2"] * 6 + ["0", "abc"]),
+    "restarts": st.sampled_from(["1"] * 8 + ["2", "0", "-1"]),
+    "device": st.sampled_from(["cpu"] * 10 + ["auto", "mps", "meta", "cuda:3", "xla", "cpu:0", ""]),
+    "files": st.lists(FILE_KINDS, min_size=1, max_size=3),
+    "seed": st.integers(0, 1000),
+})
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
-@given(sets=st.lists(st.tuples(st.sampled_from(["", "single-code."]), st.sampled_from(SETTING_NAMES), TEXT_VALUES),
-                     max_size=2),
-       n=st.sampled_from(["1", "2"] * 6 + ["0", "-1", "x", "99999999999999999999"]),
-       iterations=st.sampled_from(["1", "2"] * 6 + ["0", "-5", "1e3", "99999999999999999999"]),
-       batch=st.sampled_from(["1", "2"] * 6 + ["0", "abc"]),
-       restarts=st.sampled_from(["1"] * 8 + ["2", "0", "-1"]),
-       device=st.sampled_from(["cpu"] * 10 + ["auto", "mps", "meta", "cuda:3", "xla", "cpu:0", ""]),
-       files=st.lists(FILE_KINDS, min_size=1, max_size=3), seed=st.integers(0, 1000))
-def test_random_options_and_files_never_crash_or_write_outside(tmp_path_factory, sets, n, iterations, batch, restarts,
-                                                               device, files, seed):
+@given(o=OPTIONS)
+def test_random_options_and_files_never_crash_or_write_outside(tmp_path_factory, o):
     root = tmp_path_factory.mktemp("prop")
     victim = root / "victim.txt"
     victim.write_text("do not touch")
     images, out = root / "images", root / "run"
-    _write_files(images, files, victim, seed)
+    _write_files(images, o["files"], victim, o["seed"])
     before = _snapshot(root, out)
-    args = ["run", "-g", "pggan-tiny", "-m", "single-code", "--images", f"folder:{images}", "--n", n,
-            "--iterations", iterations, "--batch-size", batch, "--restarts", restarts, "--device", device,
-            "--no-progress", "--no-latency", "--out", str(out)]
-    for prefix, key, value in sets:
+    args = ["run", "-g", "pggan-tiny", "-m", "single-code", "--images", f"folder:{images}", "--n", o["n"],
+            "--iterations", o["iterations"], "--batch-size", o["batch"], "--restarts", o["restarts"],
+            "--device", o["device"], "--no-progress", "--no-latency", "--out", str(out)]
+    for prefix, key, value in o["sets"]:
         args += ["--set", f"{prefix}{key}={value}"]
     runner = CliRunner()
     _no_traceback(runner.invoke(main, args), args)
