@@ -90,7 +90,8 @@ class MethodTags:
         The method composes at an intermediate split point; :meth:`InversionMethod.resolved_split`
         returns it and every record stores it.
     ``trains_generator``
-        ``invert`` fine-tunes a private copy of the generator's weights (never the caller's).
+        ``invert`` fine-tunes a private copy of the generator's weights (never the caller's; the
+        suite's no-mutation check holds it to that).
     ``needs_prepare``
         :meth:`InversionMethod.prepare` must run (once per generator) before ``invert``.
     ``per_image_execution``
@@ -121,7 +122,8 @@ class InversionMethod:
     * ``name``, ``version``: stored with every result.
     * ``Settings``: a dataclass of keyword-only hyper-parameters whose defaults are the paper's,
       validated in ``__post_init__``; ``PROFILES`` maps profile names to overrides (``"paper"``
-      reproduces the paper, ``"quick"`` is a short budget for the default run and the tests).
+      reproduces the paper, ``"quick"`` is a short untuned budget, an optional ``"test"`` is what
+      the conformance suite runs; ``--profile tuned`` puts ``gib tune``'s settings on ``"quick"``).
     * ``budget_setting``: the name of the setting that sets the compute budget (``"iterations"``,
       ``"steps"``, ...), or ``None`` for a method without one (an encoder's single forward pass).
       The harness changes the budget only through :meth:`with_budget` and reads it through
