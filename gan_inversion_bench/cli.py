@@ -143,15 +143,27 @@ def list_checkpoints(cache_dir: str | None) -> None:
 @main.command("table")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
-              show_default=True, help="What to print; all three files are written into RUN_DIR.")
+              show_default=True, help="What to print; all three files are written into RUN_DIR (or --out).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write table.md/.csv/.tex into this folder instead of RUN_DIR (e.g. a read-only run folder).")
 @friendly_errors
-def table_cmd(run_dir: str, fmt: str) -> None:
-    """Render the comparison table of a run folder from its database."""
+def table_cmd(run_dir: str, fmt: str, out_dir: str | None) -> None:
+    """Render the comparison table of a run folder from its database.
+
+    The table is always printed; when the files cannot be written (a read-only folder, a
+    symbolic link in their place) a note on stderr says so and the command still succeeds."""
+    from .safe_paths import UnsafePathError
     from .tables import load_records, to_csv, to_latex, to_markdown, write_tables
 
     df = load_records(run_dir)
-    write_tables(run_dir)
     click.echo({"markdown": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](df))
+    where = out_dir or run_dir
+    try:
+        write_tables(run_dir, out_dir)
+    except (OSError, UnsafePathError) as e:
+        hint = "" if out_dir else "; use --out DIR to write them elsewhere"
+        click.echo(f"note: the table was printed only; table.md/.csv/.tex could not be written into {where} "
+                   f"({e}){hint}", err=True)
 
 
 # ---- gib compare ------------------------------------------------------------------------------
@@ -221,12 +233,18 @@ def fetch_cmd(name: str, cache_dir: str | None, timeout: float) -> None:
 # ---- gib report -------------------------------------------------------------------------------
 @main.command("report")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the report folder here instead of RUN_DIR/report (e.g. for a read-only run folder); "
+                   "it must be new, empty or an earlier report.")
 @friendly_errors
-def report_cmd(run_dir: str) -> None:
+def report_cmd(run_dir: str, out_dir: str | None) -> None:
     """Write a self-contained HTML report of a run folder into RUN_DIR/report/index.html."""
-    from .report import write_report
+    from .report import ReportError, write_report
 
-    path = write_report(run_dir)
+    try:
+        path = write_report(run_dir, out_dir)
+    except ReportError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"report: {path} (open it in a browser; the folder {path.parent} is self-contained)")
 
 

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .precision import current_compile_mode
+from .weights import state_dict_sha256
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,11 @@ class SplitGenerator(nn.Module):
         if mode == "off" or torch.compiler.is_compiling():
             return _synthesise(self, x, start, end, from_latent)
         return _compiled_synthesise(mode)(self, x, start, end, from_latent)
+
+    def content_hash(self) -> str:
+        """sha256 of the weights' content (:func:`~gan_inversion_bench.weights.state_dict_sha256`):
+        the same for the same weights from any source or device; any changed weight changes it."""
+        return state_dict_sha256(self)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description stored with every result."""

@@ -18,7 +18,11 @@ method is installed here, ``METHODS.get(name).report_artifacts(run_dir)`` lists
 :class:`~gan_inversion_bench.method.Artifact` s (a path relative to the run folder and a
 caption). A run folder may come from someone else, so an artifact is refused (and named in the
 page) when its path is absolute, contains ``..``, passes through a symlink, resolves outside the
-run folder or is not a regular file; the file is copied without following a final symlink.
+run folder or is not a regular file; the file is copied without following a final symlink. The
+same rule (:mod:`gan_inversion_bench.safe_paths`) applies to the target and reconstruction PNGs
+named by the database (``recon_path``, image ids): a crafted row is listed under the grids as not
+shown, never followed. The report folder replaces ``RUN_DIR/report`` (a symlink there is refused,
+never deleted through); ``gib report --out DIR`` writes it elsewhere, e.g. for a read-only run folder.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +44,11 @@ import pandas as pd
 from . import __version__, tables
 from .method import Artifact
 from .report_plots import convergence, quality_vs_compute, time_quality
+from .safe_paths import WHY, UnsafePathError, open_regular, problem, remove_tree
 
 REPORT_DIR = "report"
+#: the file that marks a folder as a report (``gib report --out`` replaces only such a folder)
+MARKER = ".gib-report"
 #: one stored result as ``DataFrame.to_dict("records")`` gives it (keys: the column names)
 Record = dict[Hashable, Any]
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"})  #: shown inline; others linked
@@ -119,7 +127,8 @@ _PAGE = """{% macro plot(f) -%}
 {% for g in grids %}<h3>{{ g.subset }}</h3><table class="grid"><thead><tr><th>target</th>{% for label in g.labels %}<th>{{ label }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in g.rows %}<tr>{% for c in row %}{{ cell(c) }}{% endfor %}</tr>
 {% endfor %}</tbody></table>
-{% endfor %}{% endif %}</section>
+{% endfor %}{% endif %}{% if refused_images %}<p class="note">Not shown (a report only copies regular files inside the run folder, and its database named these):</p><ul>{% for path, why in refused_images %}<li><code>{{ path }}</code>: {{ why }}</li>{% endfor %}</ul>
+{% endif %}</section>
 <section id="convergence"><h2>Convergence</h2>
 {% if not convergence %}<p>No results yet.</p>
 {% else %}<p>Per-iteration values are the stored history (up to 200 evenly spaced iterations per image). The time of iteration t is the image's inversion time × (t+1)/T (time per image is the batch time divided by the batch size).</p>
@@ -191,23 +200,54 @@ def fmt(value: Any, spec: str, unit: str = "") -> str:
     return format(float(value), spec) + unit
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``RUN_DIR/report/`` (replacing an earlier one) and return the path of ``index.html``."""
+class ReportError(RuntimeError):
+    """The report could not be written; the message names the folder and what to do."""
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``RUN_DIR/report/`` (replacing an earlier one), or the folder ``out``, and return the
+    path of ``index.html``.
+
+    The report is built in a new temporary folder next to its destination and renamed into place.
+    ``out`` (``gib report --out DIR``) is for a run folder that cannot (read-only) or should not be
+    written into; it must not exist, be empty, or hold an earlier report (:data:`MARKER`). A
+    symbolic link in the destination's place is refused, never deleted or written through."""
     run_dir = Path(run_dir)
     df = tables.load_records(run_dir)  # StoreError if this is not a run folder
-    tmp = run_dir / f".{REPORT_DIR}-{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    final = run_dir / REPORT_DIR if out is None else Path(out).expanduser()
+    _check_destination(final, own=out is None)
+    hint = "; use --out DIR to write it elsewhere" if out is None else ""
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent))
+    except OSError as e:
+        raise ReportError(f"cannot write the report into {final}: {e}{hint}") from None
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a report served from this folder
+        (tmp / MARKER).write_text("written by gib report; `gib report --out` may replace this folder\n")
         if not df.empty:
             df = df.assign(label=tables._label(df))
         (tmp / "index.html").write_text(render(_context(df, run_dir, tmp)), encoding="utf-8")
-        final = run_dir / REPORT_DIR
-        shutil.rmtree(final, ignore_errors=True)
+        remove_tree(final)  # a link there was refused above, and is refused again here
         os.replace(tmp, final)
+    except OSError as e:
+        raise ReportError(f"cannot write the report into {final}: {e}{hint}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a folder this call created (mkdtemp)
     return final / "index.html"
+
+
+def _check_destination(final: Path, own: bool) -> None:
+    """Refuse a link or a non-folder in the report's place and, for ``--out``, a folder that holds
+    something else than an earlier report (replacing it would delete it)."""
+    if final.is_symlink():
+        raise UnsafePathError(f"{final}: refused: a symlink (not followed: the report folder is replaced as a whole"
+                              f"); {WHY}; remove the link or use --out DIR")
+    if final.exists() and not final.is_dir():
+        raise ReportError(f"{final}: refused: not a folder; use --out DIR to write the report elsewhere")
+    if not own and final.is_dir() and not (final / MARKER).is_file() and any(final.iterdir()):
+        raise ReportError(f"{final} exists and holds something else than an earlier report (no {MARKER} file); "
+                          f"choose a new or empty folder for --out")
 
 
 def render(context: dict[str, Any]) -> str:
@@ -217,9 +257,11 @@ def render(context: dict[str, Any]) -> str:
 
 def _context(df: pd.DataFrame, run_dir: Path, root: Path) -> dict[str, Any]:
     figures, not_installed = _method_figures(df, run_dir, root)
+    refused: list[tuple[str, str]] = []  # image paths from the database that were not followed
     return {"name": run_dir.resolve().name, "nav": NAV, "version": __version__,
             "when": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "header": _header(df, run_dir), "comparison": _comparison(df), "grids": _grids(df, run_dir, root),
+            "header": _header(df, run_dir), "comparison": _comparison(df),
+            "grids": _grids(df, run_dir, root, refused), "refused_images": refused,
             "convergence": convergence(df, root), "time_quality": time_quality(df, root),
             "quality_compute": quality_vs_compute(df, root),
             "method_figures": figures, "not_installed": not_installed, "failures": _failures(df)}
@@ -263,17 +305,23 @@ def _settings(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 # ---- reconstruction grids ------------------------------------------------------------------------
-def _copy(src: Path, root: Path, rel: str) -> str | None:
-    """Copy ``src`` to ``root/rel``; the URL-quoted relative link, or None if ``src`` is missing."""
-    if not src.is_file():
-        return None
-    dst = root / rel
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return quote(rel)
+def _copy(run_dir: Path, rel: str, root: Path, dst: str, refused: list[tuple[str, str]]) -> str | None:
+    """Copy the run folder's file ``rel`` (a path from the database: checked, never followed through a
+    link) to ``root/dst``; the URL-quoted link, or None if missing or refused (then noted in ``refused``)."""
+    why = problem(run_dir, rel)
+    if not why:
+        if not (run_dir / rel).is_file():
+            return None
+        try:
+            _copy_no_follow(run_dir / rel, root / dst)
+            return quote(dst)
+        except (OSError, UnsafePathError) as e:
+            why = f"could not be copied ({e})"
+    refused.append((rel, why))
+    return None
 
 
-def _grids(df: pd.DataFrame, run_dir: Path, root: Path) -> list[dict[str, Any]]:
+def _grids(df: pd.DataFrame, run_dir: Path, root: Path, refused: list[tuple[str, str]]) -> list[dict[str, Any]]:
     if df.empty:
         return []
     labels = list(dict.fromkeys(df["label"]))
@@ -282,20 +330,22 @@ def _grids(df: pd.DataFrame, run_dir: Path, root: Path) -> list[dict[str, Any]]:
     for subset, g in df.groupby("subset", sort=False):
         rows = []
         for image_id in sorted(set(g["image_id"])):
-            target = _copy(run_dir / "targets" / f"{image_id}.png", root, f"images/targets/{image_id}.png")
+            rel = f"targets/{image_id}.png"
+            target = _copy(run_dir, rel, root, f"images/{rel}", refused)
             cells = [Cell("image", target, str(image_id), (str(image_id),))]
-            cells += [_result_cell(by_pair.get((label, image_id)), run_dir, root) for label in labels]
+            cells += [_result_cell(by_pair.get((label, image_id)), run_dir, root, refused) for label in labels]
             rows.append(cells)
         out.append({"subset": subset, "labels": labels, "rows": rows})
     return out
 
 
-def _result_cell(row: Record | None, run_dir: Path, root: Path) -> Cell:
+def _result_cell(row: Record | None, run_dir: Path, root: Path, refused: list[tuple[str, str]]) -> Cell:
     if row is None:
         return Cell("not run")
     if row["status"] != "ok":
         return Cell("failed", reason=str(row["reason"] or ""))
-    link = _copy(run_dir / row["recon_path"], root, f"images/{row['recon_path']}")
+    rel = str(row["recon_path"] or "")
+    link = _copy(run_dir, rel, root, f"images/{rel}", refused)
     lines = (f"PSNR {fmt(row['psnr'], '.2f', ' dB')}", f"LPIPS {fmt(row['lpips'], '.4f')}")
     return Cell("image", link, f"{row['label']} reconstruction of {row['image_id']}", lines)
 
@@ -337,8 +387,8 @@ def _show_artifacts(name: str, folder: str, artifacts: list[Any], run_dir: Path,
         posix = Path(a.path).as_posix()
         try:
             _copy_no_follow(src, root / folder / posix)
-        except OSError as e:  # e.g. replaced by a symlink since the check (ELOOP)
-            group.refused.append((shown_path, f"could not be copied ({e.strerror or e})"))
+        except (OSError, UnsafePathError) as e:  # e.g. replaced by a symlink since the check
+            group.refused.append((shown_path, f"could not be copied ({e})"))
             continue
         image = src.suffix.lower() in IMAGE_SUFFIXES
         group.shown.append(Shown(quote(f"{folder}/{posix}"), posix, str(a.caption), image))
@@ -347,36 +397,25 @@ def _show_artifacts(name: str, folder: str, artifacts: list[Any], run_dir: Path,
 
 def check_artifact(run_root: Path, artifact: Any) -> tuple[Path | None, str]:
     """``(real path, "")`` if ``artifact`` may be copied into the report, else ``(None, why not)``.
-    ``run_root`` is the resolved run folder. Refused: anything but an :class:`Artifact`, absolute
-    paths, ``..``, any symlink on the way (none is followed), a real path outside ``run_root``, and
-    anything but a regular file."""
+    ``run_root`` is the resolved run folder. Refused (:func:`~.safe_paths.problem`): anything but
+    an :class:`Artifact`, absolute paths, ``..``, any symlink on the way (none is followed), a real
+    path outside ``run_root``, and anything but a regular file."""
     if not isinstance(artifact, Artifact) or not isinstance(artifact.path, (str, os.PathLike)):
         return None, f"not an Artifact with a path ({type(artifact).__name__})"
-    rel = Path(artifact.path)
-    if rel.is_absolute():
-        return None, "refused: an absolute path (artifact paths are relative to the run folder)"
-    if ".." in rel.parts:
-        return None, "refused: the path contains '..'"
-    if not rel.parts:
-        return None, "refused: an empty path"
-    current = run_root
-    for part in rel.parts:
-        current = current / part
-        if current.is_symlink():
-            return None, f"refused: {current.relative_to(run_root).as_posix()} is a symlink (not followed)"
-    real = current.resolve()
-    if not real.is_relative_to(run_root):
-        return None, "refused: outside the run folder"
+    why = problem(run_root, artifact.path)
+    if why:
+        return None, f"refused: {why}"
+    real = (run_root / artifact.path).resolve()
     if not real.is_file():
         return None, "not found (or not a regular file)"
     return real, ""
 
 
 def _copy_no_follow(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst``, refusing (OSError) if ``src`` became a symlink since it was checked."""
+    """Copy the regular file ``src`` to ``dst`` (inside the report's new folder), refusing
+    (:class:`~.safe_paths.UnsafePathError`) if ``src`` became a symlink since it was checked."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
+    with open_regular(src) as f, open(dst, "wb") as out:
         shutil.copyfileobj(f, out)
 
 

@@ -16,10 +16,14 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .safe_paths import WHY
 
 SCHEMA_VERSION = 3
 
@@ -111,6 +115,25 @@ JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "met
                 "budget"}
 
 
+def _refuse_unsafe_files(path: Path, writing: bool) -> None:
+    """The database and its side files must be absent or regular files (never links); for writing,
+    also files with one name only (a hard link would change another file)."""
+    for p in (path, *(path.with_name(path.name + s) for s in ResultStore.SIDE_FILES)):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreError(f"{p}: cannot be checked ({e})") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise StoreError(f"{p}: refused: a symlink to {os.readlink(p)} (not followed); {WHY}")
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{p}: refused: not a regular file")
+        if writing and st.st_nlink != 1:
+            raise StoreError(f"{p}: refused: a hard link ({st.st_nlink} names): writing would also change the file "
+                             f"under its other name(s); replace it with a copy of its own to resume here")
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -134,28 +157,51 @@ class StoreError(RuntimeError):
 
 
 class ResultStore:
-    """Thin wrapper around the run's SQLite database."""
+    """Thin wrapper around the run's SQLite database.
+
+    ``create=False`` opens it read-only (a ``file:…?mode=ro`` URI), so tables and reports work on a
+    read-only run folder; where SQLite cannot set up its WAL index there (no ``-shm`` and no right
+    to create one), it opens the file as immutable. The database and its side files must be regular
+    files, never symbolic links (:mod:`gan_inversion_bench.safe_paths`)."""
 
     FILENAME = "results.sqlite"
+    #: SQLite's files next to the database
+    SIDE_FILES = ("-wal", "-shm", "-journal")
 
     def __init__(self, run_dir: str | Path, *, create: bool = True):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / self.FILENAME
+        self.immutable = False  # opened read-only as immutable (changes still in a -wal are not seen)
+        _refuse_unsafe_files(self.path, create)
         if not create and not self.path.is_file():
             raise StoreError(f"{self.run_dir} is not a run folder: {self.FILENAME} not found")
         try:
-            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn = self._connect(create)
             if create:
+                self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.executescript(SCHEMA)
                 self._set_default("schema_version", str(SCHEMA_VERSION))
                 self._migrate()
-            else:
-                self.conn.execute("SELECT 1 FROM results LIMIT 1")
             self._columns = [r[1] for r in self.conn.execute("PRAGMA table_info(results)")]
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable results database ({e})") from None
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if create:
+            return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            conn.execute("SELECT 1 FROM results LIMIT 1")
+            return conn
+        except sqlite3.OperationalError as e:
+            if "unable to open" not in str(e):  # e.g. no results table, or busy: not a read-only folder
+                raise
+        self.immutable = True  # e.g. a WAL database in a folder where the -shm cannot be created
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        conn.execute("SELECT 1 FROM results LIMIT 1")
+        return conn
 
     def _migrate(self) -> None:
         """Add the columns of later schema versions to an older database (``ALTER TABLE ADD COLUMN``)."""

@@ -7,7 +7,10 @@ over images with, in brackets, the 95 % bootstrap confidence interval of that me
 value alone: a quantity measured once gets no interval. Time per image is the batch time
 divided by the batch size, so the images of a batch share one measurement: the time cell is
 the mean over timed batches, with an interval over batches only when there are at least 2
-(the footer gives the number of batches of every row). Renderers write Markdown (terminal),
+(the footer gives the number of batches of every row). Times measured on different devices or
+at different batch sizes (a resume on another machine, another ``--batch-size``) are never
+averaged together: such a cell says ``not averaged`` and the footer gives each condition's time
+(:func:`timing_conditions`). Renderers write Markdown (terminal),
 CSV (numbers only: ``psnr_mean, psnr_ci_low, psnr_ci_high, psnr_std, …``) and LaTeX
 (booktabs, special characters escaped). Every rendering carries a footer with the metric
 conventions, how the intervals were computed and the timer, taken from the records themselves.
@@ -25,6 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from . import stats
+from .safe_paths import inside, write_atomic
 from .store import ResultStore
 
 #: (column, label, higher is better, format)
@@ -92,22 +96,54 @@ def _image_stats(ok: pd.DataFrame, col: str, settings: stats.BootstrapSettings) 
 
 def batches(ok: pd.DataFrame) -> pd.DataFrame:
     """One record per timed batch: the images of a batch share its time per image (the batch time
-    divided by its size), its session and its size, which identify it (two batches of one
+    divided by its size), its session, device and size, which identify it (two batches of one
     session timed to the same bit would count once)."""
     timed = ok.assign(time_s=pd.to_numeric(ok["time_s"], errors="coerce")).dropna(subset=["time_s"])
-    return timed.drop_duplicates(subset=[c for c in ("method_key", "session", "batch_size", "time_s") if c in timed])
+    key = [c for c in ("method_key", "session", "device", "batch_size", "time_s") if c in timed]
+    return timed.drop_duplicates(subset=key)
+
+
+def timing_conditions(df: pd.DataFrame) -> pd.Series:
+    """What each record's time was measured under: ``"DEVICE, batch size N"``. N is the largest batch
+    of the record's session for its configuration (the last batch of a session may be smaller, and
+    so may batches after running out of memory); a session that timed a single smaller batch (the
+    rest of an interrupted run) counts with the largest batch size on the same device. Times taken
+    under different conditions are not averaged (a resume on another device or with another
+    ``--batch-size`` keeps its quality rows, but its times are reported apart)."""
+    if df.empty:
+        return pd.Series(dtype=object, index=df.index)
+
+    def column(name: str, default: Any) -> pd.Series:
+        return df[name] if name in df else pd.Series(default, index=df.index)
+
+    sizes = pd.to_numeric(column("batch_size", None), errors="coerce").fillna(0).astype(int)
+    frame = pd.DataFrame({"key": column("method_key", "").astype(str),
+                          "device": column("device", None).fillna("unknown device").astype(str),
+                          "session": column("session", None).fillna(-1).astype(str), "size": sizes,
+                          "batch": sizes.astype(str) + "/" + column("time_s", None).astype(str)}, index=df.index)
+    per_session = frame.groupby(["key", "device", "session"])
+    nominal = per_session["size"].transform("max")
+    largest = nominal.groupby([frame["key"], frame["device"]]).transform("max")
+    nominal = nominal.where(~((per_session["batch"].transform("nunique") == 1) & (nominal < largest)), largest)
+    return frame["device"] + ", batch size " + nominal.astype(str)
 
 
 def _batch_stats(ok: pd.DataFrame, settings: stats.BootstrapSettings) -> dict[str, Any]:
     timed = batches(ok)
     times = _finite(timed, "time_s")
-    if len(times) >= 2:
+    conditions = int(timed["timing"].nunique()) if "timing" in timed else 1
+    if conditions > 1:  # different devices or batch sizes: no mean (the footer gives each one's)
+        mean, low, high = NAN, NAN, NAN
+    elif len(times) >= 2:
         mean, low, high = _ci(times, settings)
     else:  # measured once (or never): the value alone
         mean, low, high = (float(times[0]) if len(times) else NAN), NAN, NAN
     tflops, peak = _finite(timed, "tflops"), _finite(timed, "peak_fraction")
+    if conditions > 1:
+        tflops, peak = np.empty(0), np.empty(0)
     latency = np.unique(_finite(ok, "latency_s"))
     return {"time_s_mean": mean, "time_s_ci_low": low, "time_s_ci_high": high, "time_s_batches": len(times),
+            "timing_conditions": conditions,
             "latency_s_mean": float(latency.mean()) if len(latency) else NAN,
             "tflops_mean": float(tflops.mean()) if len(tflops) else NAN,
             "peak_fraction_mean": float(peak.mean()) if len(peak) else NAN}
@@ -117,10 +153,12 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
     """One row per (configuration, subset), numbers only: counts; per quality metric the mean over
     images, its bootstrap interval (``_ci_low``, ``_ci_high``; NaN for one image) and the spread
     over images (``_std``); time per image as the mean over batches (``time_s_batches``), with an
-    interval from 2 batches on; achieved TFLOP/s and fraction of peak as means over batches."""
+    interval from 2 batches on; achieved TFLOP/s and fraction of peak as means over batches. Times
+    taken under several conditions (``timing_conditions`` > 1: devices, batch sizes; see
+    :func:`timing_conditions`) are not averaged: their cells are NaN and the footer lists them."""
     if df.empty:
         return pd.DataFrame()
-    df = df.assign(label=_label(df))
+    df = df.assign(label=_label(df), timing=timing_conditions(df))
     out = []
     for (label, subset), g in df.groupby(["label", "subset"], sort=False):
         ok = g[g["status"] == "ok"]
@@ -134,6 +172,22 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
         row.update(_batch_stats(ok, settings))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _mixed_timing_lines(df: pd.DataFrame) -> list[str]:
+    """For each row timed under several conditions: each condition's mean time per image."""
+    df = df.assign(label=_label(df), timing=timing_conditions(df))
+    lines = []
+    for (label, subset), g in df.groupby(["label", "subset"], sort=False):
+        timed = batches(g[g["status"] == "ok"])
+        if timed["timing"].nunique() < 2:
+            continue
+        parts = [f"{condition}: {grp['time_s'].mean():.3g} s/img over {len(grp)} batch{'' if len(grp) == 1 else 'es'}"
+                 for condition, grp in timed.groupby("timing", sort=False)]
+        lines.append(f"{label}/{subset}: timed under {len(parts)} conditions (device, batch size), so its batched "
+                     f"s/img and TFLOP/s are not averaged: {'; '.join(parts)}. Time each condition in its own "
+                     "--out folder to compare them.")
+    return lines
 
 
 def _codes(g: pd.DataFrame) -> str:
@@ -157,6 +211,13 @@ def _cell(r: pd.Series, col: str, fmt: str) -> str:
     return f"{fmt.format(mean)} [{fmt.format(low)}, {fmt.format(high)}]"
 
 
+def _time_cell(r: pd.Series, col: str, fmt: str) -> str:
+    """:func:`_cell`, except for times taken under several conditions (see the footer)."""
+    if col == "time_s" and r.get("timing_conditions", 1) > 1:
+        return "not averaged"
+    return _cell(r, col, fmt)
+
+
 def _throughput_cell(r: pd.Series, fmt: str) -> str:
     """Mean achieved TFLOP/s, with the fraction of the device's peak when it is known."""
     if math.isnan(r["tflops_mean"]):
@@ -174,7 +235,7 @@ def _display(s: pd.DataFrame, arrows: tuple[str, str] = ("↑", "↓")) -> tuple
     rows = []
     for _, r in s.iterrows():
         rows.append([str(r["method"]), str(r["images"]), str(r["n"]), str(r.get("codes", ""))]
-                    + [_cell(r, c, fmt) for c, _, _, fmt in COLUMNS]
+                    + [_time_cell(r, c, fmt) for c, _, _, fmt in COLUMNS]
                     + ([_throughput_cell(r, THROUGHPUT[3])] if throughput else [])
                     + [str(r["failed"]), "" if r["iterations"] is None else str(r["iterations"])])
     return header, rows
@@ -217,6 +278,7 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
                  "measurement: mean over timed batches, with the bootstrap interval over batches (as above) only "
                  f"from 2 batches on; timed batches: {_batch_counts(df)}. Timer: {', '.join(timers)}. "
                  f"Device: {'; '.join(sorted(set(df['device'].dropna())))}.")
+    lines += _mixed_timing_lines(df)
     lines += _cost_lines(df)
     if "tflops" in df and pd.to_numeric(df["tflops"], errors="coerce").notna().any():
         precisions = ", ".join(sorted(set(df["precision"].dropna()))) or "fp32"
@@ -309,17 +371,23 @@ def to_latex(df: pd.DataFrame) -> str:
     return _latex(df, summary(df))
 
 
-def write_tables(run_dir: str | Path) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv`` and ``table.tex`` into the run folder."""
+def write_tables(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write ``table.md``, ``table.csv`` and ``table.tex`` into the run folder (or ``out_dir``).
+
+    Each file is written to a new temporary file and renamed into place; a symbolic link (or
+    anything but a regular file) in its place is refused (:class:`~.safe_paths.UnsafePathError`),
+    never written through. A read-only folder raises the ``OSError``; ``gib table`` then prints
+    the table only and says so."""
     run_dir = Path(run_dir)
+    target = Path(out_dir) if out_dir is not None else run_dir
     df = load_records(run_dir)
     s = summary(df)  # once: the intervals are the costly part
+    if out_dir is not None:
+        target.mkdir(parents=True, exist_ok=True)
     out = {}
     for ext, text in (("md", _markdown(df, s)), ("csv", s.to_csv(index=False)), ("tex", _latex(df, s))):
-        path = run_dir / f"table.{ext}"
-        tmp = path.with_suffix(f".{ext}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        path = inside(target, f"table.{ext}")
+        write_atomic(path, text.encode("utf-8"))
         out[ext] = path
     return out
 

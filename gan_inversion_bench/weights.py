@@ -7,6 +7,7 @@ unpickler that admits only numpy's array-reconstruction names.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from importlib import metadata
@@ -166,3 +167,29 @@ def check_state_dict(state: Any, expected: dict[str, tuple[int, ...]], *, source
     block("wrong shapes (key: expected vs found)", [f"{k}: {e} vs {f}" for k, e, f in wrong])
     block("not tensors", not_tensor)
     raise CheckpointError("\n".join(lines))
+
+
+# ---- content hashes (what a run folder's results were computed from) --------------------------------
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """sha256 over ``module.state_dict()`` in its order: every entry's name, dtype, shape and bytes
+    (contiguous, on the CPU). It names the weights by content, whatever file, package or device
+    they came from, so any change of a weight is caught (resume checks, PmSFC's cache keys)."""
+    h = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        if not isinstance(value, torch.Tensor):  # a module's extra state
+            h.update(f"{name}:{type(value).__name__}:{value!r}\0".encode())
+            continue
+        t = value.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(value.shape)}\0".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

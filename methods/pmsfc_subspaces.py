@@ -6,6 +6,7 @@ draws them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from torch import Tensor
 from gan_inversion_bench.generator import SplitGenerator
 from gan_inversion_bench.method import ProgressFn
 from gan_inversion_bench.method_tools import make_optimizer
+from gan_inversion_bench.safe_paths import create_new, open_regular, temp_name
 from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
 
 AFFINITIES = ("paper", "official")
@@ -199,18 +201,29 @@ def digest(obj: Any) -> str:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a new temporary file (``O_EXCL | O_NOFOLLOW``, an unpredictable name), then
+    renamed onto ``path``: a link planted there is replaced, never written through. (The harness
+    refuses a run folder whose ``cache`` folder is a link before any method runs.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    tmp = temp_name(path)
+    try:
+        with os.fdopen(create_new(tmp), "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def load_cached(path: Path) -> Any | None:
-    if not path.is_file():
+    """A cache entry, or None (then recomputed): a missing, unreadable or corrupt file, and a symbolic
+    link or anything but a regular file (never opened through), are not trusted."""
+    if not os.path.lexists(path):
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a corrupt cache entry is recomputed, never trusted
+        with open_regular(path) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a corrupt or planted cache entry is recomputed, never trusted
         warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}", stacklevel=1)
         return None
 
@@ -253,21 +266,34 @@ class Clusters:
     key: str
 
 
+#: the version of stage 1's code (discovery and clustering); part of every cache key, so a change
+#: of that code is never served an S or masks the old code computed
+STAGE1_VERSION = "2"
+
+
+def code_version() -> dict[str, str]:
+    """The code behind a cached S or clustering: PmSFC's ``version`` and :data:`STAGE1_VERSION`."""
+    from .pmsfc import PmSFC  # lazily: pmsfc imports this module
+
+    return {"method": str(PmSFC.version), "stage1": STAGE1_VERSION}
+
+
 def obtain_s(G: SplitGenerator, split: int, settings: Any, *, seed: int, cache: Path | None,
              progress: ProgressFn | None) -> FoundS:
     """S from ``settings.s_matrix`` (an imported file), the cache, or training (then cached).
 
-    The cache key is the generator's ``describe()``, the split, the discovery settings
-    (:data:`DISCOVERY_FIELDS`) and the seed (or the imported file's path and sha256)."""
+    The cache key is the content of the generator's weights (:meth:`SplitGenerator.content_hash`),
+    the code version (:func:`code_version`), the split, the discovery settings
+    (:data:`DISCOVERY_FIELDS`) and the seed (or the imported file's sha256): never a path or a name."""
     s, channels = settings, G.split_points[split].shape[0]
+    generator = {"weights_sha256": G.content_hash(), "code": code_version()}
     if s.s_matrix is not None:
         where = f"split {split} ({G.split_points[split].name}) of {G.name or type(G).__name__}"
         S = load_s_matrix(s.s_matrix, channels, where)
-        source: dict[str, Any] = {"s_matrix": str(Path(s.s_matrix).resolve()),
-                                  "sha256": hashlib.sha256(Path(s.s_matrix).read_bytes()).hexdigest()}
-        return FoundS(S, {}, digest({"generator": G.describe(), "split": split, "source": source}), False)
+        source: dict[str, Any] = {"s_matrix_sha256": hashlib.sha256(Path(s.s_matrix).read_bytes()).hexdigest()}
+        return FoundS(S, {}, digest({"generator": generator, "split": split, "source": source}), False)
     source = {"discovery": {k: getattr(s, k) for k in DISCOVERY_FIELDS}, "seed": seed}
-    key_material = {"generator": G.describe(), "split": split, "source": source}
+    key_material = {"generator": generator, "split": split, "source": source}
     s_key = digest(key_material)
     path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
     entry = load_cached(path) if path is not None else None
@@ -288,7 +314,7 @@ def cluster_channels(S: Tensor, s_key: str, settings: Any, *, seed: int, cache: 
     spec = {k: getattr(s, k) for k in CLUSTERING_FIELDS}
     if s.affinity == "paper":
         spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
-    m_key = digest({"S": s_key, "clustering": spec, "seed": seed})
+    m_key = digest({"S": s_key, "clustering": spec, "seed": seed, "code": code_version()})
     entry = load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
     if entry is not None:
         return Clusters(entry["labels"].long(), list(entry["warnings"]), m_key)

@@ -1,23 +1,30 @@
 """What defines a run, and how a method is built for it.
 
 :class:`RunConfig` holds every option of ``gib run``; the fields in ``RunConfig.IDENTITY`` must
-match when a run folder is resumed. :func:`build_method` turns a method name into a configured
-instance using only the method's declared contract (its settings' names, ``with_budget``): the
-harness assumes no setting name of its own.
+match when a run folder is resumed, and so must what they stand for (:func:`content_identity`:
+sha256 of the generator's weights, of a weights file and of every target).
+:func:`build_method` turns a method name into a configured instance using only the method's
+declared contract (its settings' names, ``with_budget``): the harness assumes no setting name of
+its own.
 """
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..generator import SplitGenerator
+from ..imagesets import ImageItem, ImageSet
 from ..method import InversionMethod
 from ..precision import ExecutionOptions, effective_precision
 from ..profiles import tuned_settings
 from ..registry import METHODS
+from ..weights import file_sha256
 
 
 class RunError(RuntimeError):
@@ -51,10 +58,42 @@ class RunConfig:
     IDENTITY = ("generator", "generator_options", "images", "n_generated", "seed")
 
     def identity(self) -> dict[str, Any]:
+        """The names that must match on resume; :func:`content_identity` adds what they stand for."""
         return {k: getattr(self, k) for k in self.IDENTITY}
 
     def method_names(self) -> list[str]:
         return list(self.methods) if self.methods else METHODS.names()
+
+
+def content_identity(config: RunConfig, generator: SplitGenerator, images: ImageSet) -> dict[str, Any]:
+    """What the run's names stand for, by content (stored in the run's meta data as ``content``):
+
+    * ``generator_state``: sha256 of the generator's state_dict (any change of a weight, whatever
+      its source: ``--weights`` file, packaged weights, a zoo checkpoint);
+    * ``weights_file``: path and sha256 of ``generator_options["weights"]`` when it is a file;
+    * ``images``: per image id, sha256 of the target: for an image read from a file (photos,
+      ``folder:``) its preprocessed ``[3, R, R]`` float32 pixels; for a generated image its latent
+      (and class), since its pixels are G(latent), fixed by ``generator_state``, and differ in the
+      last bits between devices.
+    """
+    weights = config.generator_options.get("weights")
+    path = Path(str(weights)).expanduser() if weights else None
+    return {"generator_state": generator.content_hash(),
+            "weights_file": ({"path": str(path), "sha256": file_sha256(path)} if path is not None and path.is_file()
+                             else None),
+            "images": {it.id: image_sha256(it) for it in images.items}}
+
+
+def image_sha256(item: ImageItem) -> str:
+    """sha256 of one target's content (see :func:`content_identity`)."""
+    h = hashlib.sha256()
+    parts = [("latent", item.latent), ("condition", item.condition)] if item.latent is not None else [
+        ("pixels", item.image)]
+    for name, t in parts:
+        if t is not None:
+            h.update(f"{name}:{list(t.shape)}\0".encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def build_method(name: str, config: RunConfig) -> InversionMethod:

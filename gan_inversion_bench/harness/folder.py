@@ -3,7 +3,9 @@ and the test-only fault-injection points.
 
 A PNG is written to a temporary name, fsynced and renamed before its row is committed, so a
 killed run never leaves a row without its image; temporary files left by a killed run are
-removed when the next run takes the lock. A failed write (full disk, read-only folder) becomes a
+removed when the next run takes the lock. A run folder may come from someone else: every path
+written under it is checked with :mod:`gan_inversion_bench.safe_paths` (no symbolic link is
+followed, nothing outside the folder is touched). A failed write (full disk, read-only folder) becomes a
 :class:`RunError` that says how to resume.
 """
 from __future__ import annotations
@@ -11,16 +13,30 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import signal
 import socket
 import sqlite3
+import stat
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import torch
 from PIL import Image
 
 from ..imagesets import ImageSet
+from ..safe_paths import (
+    CLOEXEC,
+    NOFOLLOW,
+    WHY,
+    UnsafePathError,
+    create_new,
+    inside,
+    make_dirs,
+    refuse_links,
+    refuse_non_regular,
+    temp_name,
+)
 from ..store import ResultStore
 from .config import RunError
 
@@ -56,13 +72,24 @@ def trace_commits(store: ResultStore) -> None:
 
 
 # ---- files ------------------------------------------------------------------------------------------
+#: the entries of a run folder that ``gib run`` writes; none may be a symbolic link (:mod:`..safe_paths`)
+RUN_ENTRIES = (".lock", ResultStore.FILENAME, *(f"{ResultStore.FILENAME}{s}" for s in ResultStore.SIDE_FILES),
+               "targets", "recon", "cache")
+#: where a killed run may have left ``*.tmp`` files
+TEMP_FOLDERS = ("targets", "recon", "cache")
+
+
 def save_png(image: torch.Tensor, path: Path) -> None:
-    """``[3, H, W]`` in [-1, 1] → 8-bit PNG, written to a temporary name, fsynced and renamed into place."""
+    """``[3, H, W]`` in [-1, 1] → 8-bit PNG, written to a new temporary file (``O_EXCL | O_NOFOLLOW``,
+    an unpredictable name), fsynced and renamed into place. ``path`` must be absent or a regular file
+    (a link there is refused); a caller writing into a run folder checks the path first
+    (:func:`prepare_file`)."""
     a = ((image.detach().float().clamp(-1, 1).cpu() + 1) * 127.5).round().to(torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    refuse_non_regular(path)
+    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(create_new(tmp), "wb") as f:
             Image.fromarray(a.permute(1, 2, 0).numpy()).save(f, format="PNG")
             f.flush()
             os.fsync(f.fileno())
@@ -76,6 +103,15 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     fault_point("png_renamed")
 
 
+def prepare_file(run_dir: Path, rel: str | PurePath) -> Path:
+    """The path of the file ``rel`` of the run folder, checked (no ``..``, no link on the way, not
+    outside the folder) and with its folders created safely; :class:`UnsafePathError` if refused."""
+    path = inside(run_dir, rel)
+    if PurePath(rel).parent.parts:
+        make_dirs(run_dir, PurePath(rel).parent)
+    return path
+
+
 def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system can fsync a directory
         fd = os.open(folder, os.O_RDONLY)
@@ -86,10 +122,13 @@ def fsync_dir(folder: Path) -> None:
 
 
 def check_writable(run_dir: Path) -> None:
-    """Create the run folder if needed and prove that a file can be written into it."""
+    """Create the run folder if needed, refuse symbolic links among the entries ``gib run`` writes
+    (:data:`RUN_ENTRIES`) and prove that a file can be written into it."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
+        refuse_links(run_dir, RUN_ENTRIES)
+        # an unpredictable new name: nothing can have been planted there (e.g. a link to another file)
+        probe = run_dir / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -97,11 +136,22 @@ def check_writable(run_dir: Path) -> None:
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the ``*.tmp`` files a killed run left behind (call only while holding the run lock)."""
-    stale = [p for sub in ("targets", "recon") for p in (run_dir / sub).glob("**/*.tmp") if p.is_file()]
-    for p in stale:
-        with contextlib.suppress(OSError):
-            p.unlink()
+    """Delete the ``*.tmp`` files a killed run left behind (call only while holding the run lock).
+
+    The walk never enters a linked folder; a ``*.tmp`` entry that is a link is removed as a link
+    (its target is untouched)."""
+    stale = []
+    for sub in TEMP_FOLDERS:
+        top = run_dir / sub
+        if top.is_symlink() or not top.is_dir():
+            continue
+        for folder, dirs, files in os.walk(top, followlinks=False):
+            for name in [*files, *dirs]:
+                p = Path(folder) / name
+                with contextlib.suppress(OSError):
+                    if name.endswith(".tmp") and (p.is_symlink() or stat.S_ISREG(os.lstat(p).st_mode)):
+                        p.unlink()  # unlinks the entry itself, never what a link points to
+                        stale.append(p)
     return stale
 
 
@@ -121,8 +171,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Exclusive lock on a run folder; a second process refuses with a clear message."""
     import fcntl
 
-    lock_path = run_dir / ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path = inside(run_dir, ".lock")
+    fd = _open_lock_file(lock_path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -139,15 +189,39 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _open_lock_file(lock_path: Path) -> int:
+    """The lock file, opened without following a link; only a regular file with one name is used
+    (writing the holder into a hard link would change the other file)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(f"{lock_path}: refused: a symlink (not followed); {WHY}") from None
+        raise RunError(f"cannot open the lock file {lock_path}: {e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        why = "not a regular file" if not stat.S_ISREG(st.st_mode) else (
+            f"a hard link ({st.st_nlink} names): writing the holder into it would change the other file")
+        raise UnsafePathError(f"{lock_path}: refused: {why}; remove it while no run uses this folder")
+    return fd
+
+
 def save_targets(images: ImageSet, run_dir: Path) -> None:
-    """The targets as PNGs (and the generated images' ground-truth latents), once."""
+    """The targets as PNGs (and the generated images' ground-truth latents), once; every path is
+    checked (:func:`prepare_file`), so a planted link is refused, never written through."""
     for it in images.items:
-        path = run_dir / "targets" / f"{it.id}.png"
-        if not path.exists():
+        path = prepare_file(run_dir, f"targets/{it.id}.png")
+        if not os.path.lexists(path):
             save_png(it.image, path)
     latents = {it.id: it.latent for it in images.items if it.latent is not None}
-    path = run_dir / "targets" / "generated_latents.pt"
-    if latents and not path.exists():
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(latents, tmp)
-        os.replace(tmp, path)
+    path = prepare_file(run_dir, "targets/generated_latents.pt")
+    if latents and not os.path.lexists(path):
+        tmp = temp_name(path)
+        try:
+            with os.fdopen(create_new(tmp), "wb") as f:
+                torch.save(latents, f)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from ..metrics import DEFAULT_METRICS, compute_metrics
 from ..precision import execution_context
 from ..store import ResultStore
 from .context import RunContext, RunSetup
-from .folder import fault_point, save_png, writing_into
+from .folder import fault_point, prepare_file, save_png, writing_into
+from .progress import progress_for
 from .provenance import image_seed, perceptual_provenance
 from .records import BatchOutcome, MethodPlan, batch_rows
 from .timing import Timer, item_conditions
@@ -41,7 +41,7 @@ def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[
     classes = None if classes is None else classes.repeat_interleave(k, 0)
     budget = plan.method.budget
     recorder = TraceRecorder(targets, budget, plan.flops) if budget and not plan.per_image else None
-    bar = _progress_bar(f"{plan.method.name} [{batch[0].id} … {batch[-1].id}]", rc.progress)
+    bar = progress_for(f"{plan.method.name} [{batch[0].id} … {batch[-1].id}]", rc.progress)
     result: InversionResult | None = None
     failure = None
     try:
@@ -65,38 +65,14 @@ def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[
 
 
 def store_rows(rows: list[dict[str, Any]], store: ResultStore, run_dir: Path) -> None:
-    """Write each ok row's reconstruction PNG, then commit the rows in one transaction."""
+    """Write each ok row's reconstruction PNG, then commit the rows in one transaction. The PNG's path
+    is checked first (:func:`~.folder.prepare_file`): a symbolic link on the way (e.g. a planted
+    ``recon/<key>`` folder or PNG) is refused, never written through."""
     for row in rows:
         image = row.pop("_png", None)
         if image is not None:
             with writing_into(run_dir):
-                save_png(image, run_dir / row["recon_path"])
+                save_png(image, prepare_file(run_dir, row["recon_path"]))
     with writing_into(run_dir):
         store.add_results(rows)
     fault_point("committed")
-
-
-class _Bar:
-    def __init__(self, desc: str):
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=None, desc=desc, unit="it", leave=False, file=sys.stderr, dynamic_ncols=True)
-        self._n = 0
-
-    def update(self, done: int, total: int) -> None:
-        if self._bar.total != total:
-            self._bar.total = total
-        self._bar.update(done - self._n)
-        self._n = done
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-def _progress_bar(desc: str, enabled: bool) -> _Bar | None:
-    if not enabled:
-        return None
-    try:
-        return _Bar(desc)
-    except ImportError:
-        return None

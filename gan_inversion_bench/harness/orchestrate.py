@@ -12,7 +12,6 @@ import contextlib
 import copy
 import json
 import os
-import shutil
 import socket
 import sqlite3
 import sys
@@ -23,13 +22,14 @@ import torch
 
 from .. import distributed
 from ..generator import SplitGenerator
-from ..imagesets import ImageItem, load_image_set
+from ..imagesets import ImageItem, ImageSet, load_image_set
 from ..method import InversionMethod
 from ..metrics import CONVENTIONS
 from ..precision import ExecutionOptions, precision_note
 from ..registry import GENERATORS
+from ..safe_paths import remove_tree
 from ..store import ResultStore, method_key
-from .config import RunConfig, RunError, build_method, execution_options, validate
+from .config import RunConfig, RunError, build_method, content_identity, execution_options, validate
 from .context import Echo, RunContext, RunSetup
 from .costs import derive_budget, measure_latency, record_prepare, timed_prepare
 from .folder import (
@@ -137,11 +137,57 @@ def _check_identity(config: RunConfig, run_dir: Path, store: ResultStore, echo: 
         return
     if store.conn.execute("SELECT 1 FROM results LIMIT 1").fetchone() is None:
         for sub in ("targets", "recon"):
-            shutil.rmtree(run_dir / sub, ignore_errors=True)
+            remove_tree(run_dir / sub)  # a symlink there is refused, never deleted through
+        with writing_into(run_dir):
+            store.conn.execute("DELETE FROM meta WHERE key = 'content'")  # the new inputs' hashes come next
         echo(f"run folder {run_dir} holds no results yet; starting it with the new configuration")
         return
     raise RunError(f"run folder {run_dir} was made with a different configuration:\n  stored: {stored}\n"
                    f"  now:    {config.identity()}\nuse another --out folder for a new configuration")
+
+
+def _check_content(rc: RunContext, generator: SplitGenerator, images: ImageSet, device: str) -> None:
+    """Resuming also needs the same inputs by content (:func:`~.config.content_identity`): a changed
+    weight or target image is refused, naming it. A folder made before the hashes were stored gets
+    them now; one without results starts again with the new inputs; new image ids are added."""
+    assert rc.store is not None
+    now = content_identity(rc.config, generator, images)
+    stored = rc.store.get_meta("content") or {}
+    changes = _content_changes(stored, now)
+    has_results = rc.store.conn.execute("SELECT 1 FROM results LIMIT 1").fetchone() is not None
+    if changes and has_results:
+        raise RunError(f"run folder {rc.run_dir} was made from different inputs than this run's: "
+                       f"{'; '.join(changes)}. Its results would mix different work, so nothing was run; use "
+                       f"another --out folder for the new inputs (or restore the original ones to resume)")
+    if changes:
+        for sub in ("targets", "recon"):
+            remove_tree(rc.run_dir / sub)
+        rc.echo(f"run folder {rc.run_dir} holds no results yet; starting it with the new inputs")
+        stored = {}
+    with writing_into(rc.run_dir):
+        rc.store.set_meta("content", {**now, "images": {**(stored.get("images") or {}), **now["images"]}})
+    devices = sorted(r[0] for r in rc.store.conn.execute("SELECT DISTINCT device FROM results") if r[0])
+    if devices and device not in devices:
+        rc.echo(f"note: this run folder holds results timed on {'; '.join(devices)}; times on {device} are "
+                f"reported apart in the tables (not averaged with the others)")
+
+
+def _content_changes(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between the stored content hashes and the current ones (absent ones: nothing)."""
+    changes = []
+    old, new = stored.get("generator_state"), now["generator_state"]
+    if old and old != new:
+        changes.append(f"the generator's weights (sha256 of its state_dict {old[:12]}…, now {new[:12]}…)")
+    old_file, new_file = stored.get("weights_file") or {}, now["weights_file"] or {}
+    if old_file.get("sha256") and new_file.get("sha256") and old_file["sha256"] != new_file["sha256"]:
+        changes.append(f"the weights file {new_file['path']} (sha256 {old_file['sha256'][:12]}…, now "
+                       f"{new_file['sha256'][:12]}…)")
+    old_images = stored.get("images") or {}
+    changed = sorted(i for i, h in now["images"].items() if old_images.get(i) not in (None, h))
+    if changed:
+        listed = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        changes.append(f"target image(s) {listed} (their content differs from the images inverted before)")
+    return changes
 
 
 def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -> None:
@@ -173,6 +219,7 @@ def _set_up(rc: RunContext) -> RunSetup:
     for f, reason in images.skipped:
         rc.echo(f"skipped {f}: {reason}")
     if rc.dist.is_main and rc.store is not None:
+        _check_content(rc, generator, images, device_name(rc.device))
         with writing_into(rc.run_dir):
             save_targets(images, rc.run_dir)
             rc.store.set_meta("image_set", images.describe())

@@ -1,0 +1,167 @@
+"""Files under a run folder that may come from someone else.
+
+Run folders travel (a tarball, a CI artefact), so what is inside one is untrusted input: a planted
+symbolic link or a crafted database row must never make the toolkit read, write, rename or delete a
+file outside the folder. Every path under a run folder goes through this module:
+
+* :func:`problem` / :func:`inside`: a path relative to the run folder (from the toolkit or from a
+  database row) is refused when it is absolute, contains ``..`` or a NUL, passes through a symbolic
+  link (none is ever followed, not even one pointing back inside), or resolves outside the folder;
+* :func:`make_dirs` creates folders one level at a time, refusing links and non-folders;
+* :func:`create_new` creates a file with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (never an existing file,
+  never through a link), :func:`temp_name` gives it an unpredictable name and :func:`write_atomic`
+  writes, fsyncs and renames it into place (a rename replaces a link, it never writes through it);
+* :func:`open_regular` opens a file for reading with ``O_NOFOLLOW`` and only if it is a regular file
+  (a planted FIFO cannot block a reader);
+* :func:`remove_tree` never deletes through a link (``shutil.rmtree`` itself never follows links
+  inside the tree).
+
+A refusal is an :class:`UnsafePathError` (a ``ValueError``, so the command line prints one line)
+naming the path and the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterable
+from pathlib import Path, PurePath
+from typing import BinaryIO
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+#: why links are refused, appended to messages where the user has to act
+WHY = ("a run folder may come from someone else, so the toolkit never follows a symbolic link inside it "
+       "nor reads or writes outside it")
+
+
+class UnsafePathError(ValueError):
+    """A path under a run folder was refused; the message names it and says why."""
+
+
+def _link_text(path: Path) -> str:
+    try:
+        return f" to {os.readlink(path)}"
+    except OSError:
+        return ""
+
+
+def problem(root: Path, rel: str | PurePath) -> str:
+    """Why ``root / rel`` may not be used ('' when it may): ``rel`` absolute, with ``..`` or a NUL,
+    empty, through a symbolic link (checked on every component that exists), or resolving outside
+    ``root``. ``root`` itself is the user's choice and may be a link."""
+    text = os.fspath(rel)
+    if "\x00" in text:
+        return "the path contains a NUL character"
+    path = PurePath(text)
+    if path.is_absolute():
+        return "an absolute path (paths in a run folder are relative to it)"
+    if ".." in path.parts:
+        return "the path contains '..'"
+    if not path.parts:
+        return "an empty path"
+    current = root
+    try:
+        for part in path.parts:
+            current = current / part
+            if current.is_symlink():
+                return f"{current.relative_to(root).as_posix()} is a symlink{_link_text(current)} (not followed)"
+        if not (root / path).resolve().is_relative_to(root.resolve()):
+            return "outside the run folder"
+    except OSError as e:  # e.g. a name too long for the file system
+        return f"cannot be checked ({e.strerror or e})"
+    return ""
+
+
+def inside(root: Path, rel: str | PurePath) -> Path:
+    """``root / rel`` after :func:`problem` found nothing wrong; else :class:`UnsafePathError`."""
+    why = problem(root, rel)
+    if why:
+        raise UnsafePathError(f"{root / os.fspath(rel).replace(chr(0), '?')}: refused: {why}; {WHY}")
+    return root / rel
+
+
+def refuse_links(root: Path, names: Iterable[str]) -> None:
+    """Refuse when any of the entries ``names`` of ``root`` is a symbolic link (absent ones are fine)."""
+    for name in names:
+        inside(root, name)
+
+
+def make_dirs(root: Path, rel: str | PurePath) -> Path:
+    """Create ``root / rel`` one folder at a time; a link or a non-folder on the way is refused."""
+    current = root
+    for part in PurePath(inside(root, rel).relative_to(root)).parts:
+        current = current / part
+        with contextlib.suppress(FileExistsError):
+            current.mkdir()
+        if current.is_symlink() or not current.is_dir():
+            kind = "a symlink (not followed)" if current.is_symlink() else "not a folder"
+            raise UnsafePathError(f"{current}: refused: {kind}; {WHY}")
+    return current
+
+
+def temp_name(path: Path) -> Path:
+    """A fresh, unpredictable temporary name next to ``path`` (``.NAME.PID.RANDOM.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def create_new(path: Path, mode: int = 0o644) -> int:
+    """A file descriptor of a new file ``path`` (``O_EXCL | O_NOFOLLOW``: never an existing file or a link)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, mode)
+
+
+def refuse_non_regular(path: Path) -> None:
+    """Refuse ``path`` if it exists as anything but a regular file (a link, a folder, a FIFO, ...)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"{path}: refused: a symlink{_link_text(path)} (not followed); {WHY}")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(f"{path}: refused: not a regular file")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new temporary file, fsync it and rename it onto ``path`` (a regular file
+    or absent; a link or anything else there is refused)."""
+    refuse_non_regular(path)
+    tmp = temp_name(path)
+    try:
+        with os.fdopen(create_new(tmp), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading without following a final link, and only if it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC | NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(f"{path}: refused: a symlink (not followed); {WHY}") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{path}: refused: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete the folder ``path`` (absent: nothing to do); a link is refused, never followed."""
+    if path.is_symlink():
+        raise UnsafePathError(f"{path}: refused to delete: a symlink{_link_text(path)} (not followed); {WHY}")
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        raise UnsafePathError(f"{path}: refused to delete: not a folder")
