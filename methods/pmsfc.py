@@ -19,8 +19,8 @@ iteration, Adam, ``S`` initialised to the constant 1e-4. The affinity is the pap
 Spectral clustering (Ng-Jordan-Weiss, scikit-learn, seeded) splits the C channels into R
 subspaces; labels are renumbered by decreasing cluster size, and ``masks_[r]`` is the binary
 indicator ``m_r ∈ {0, 1}^C``. The masks partition the channels. ``S``, the loss curves and the
-masks are cached on disk (``cache_dir``, default ``$GIB_CACHE``), keyed by the generator's
-``describe()``, the split point, the discovery settings and the seed. Instead of training,
+masks are cached on disk (``cache_dir``, default ``$GIB_CACHE``), keyed by the content of the
+generator's weights, the code version, the split point, the discovery settings and the seed. Instead of training,
 ``s_matrix`` imports an official ``value50.pkl`` (a pickled float32 (C, C) numpy array).
 
 **Stage 2, inversion** (:meth:`PmSFC.invert`), ``variant``:
@@ -335,7 +335,10 @@ class PmSFC(InversionMethod):
                              f"({point.name}) of {G.name or type(G).__name__}")
         if cache_dir is None and os.environ.get("GIB_CACHE"):
             cache_dir = os.environ["GIB_CACHE"]
-        cache = Path(cache_dir) if cache_dir is not None else None
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+        if cache is not None and cache.exists() and not cache.is_dir():
+            raise ValueError(f"pmsfc: the cache folder {cache} (cache_dir or $GIB_CACHE) is a file; expected a folder "
+                             f"(or a path that does not exist yet)")
         found = obtain_s(G, split, s, seed=seed, cache=cache, progress=progress)
         clusters = cluster_channels(found.S, found.key, s, seed=seed, cache=cache)
         self.S_, self.loss_curves_, self.cache_key_, self.from_cache_ = found.S, found.curves, found.key, found.cached

@@ -95,3 +95,24 @@ def test_a_closed_pipe_does_not_stop_the_run(tmp_path):
     with ResultStore(out, create=False) as s:
         assert len(s.results()) == 3, p.stderr[-2000:]
     assert "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
+def test_a_failed_run_leaves_no_new_folder_behind(tmp_path):
+    from click.testing import CliRunner
+
+    from gan_inversion_bench.cli import main
+
+    out = tmp_path / "new-run"
+    r = CliRunner().invoke(main, ["run", "-g", "pggan", "--weights", str(tmp_path / "missing.pth"), "-m",
+                                  "single-code", "--iterations", "1", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 1 and "missing.pth" in r.output
+    assert not out.exists()
+
+
+def test_an_impossible_budget_is_refused_with_the_estimate(tmp_path):
+    from gan_inversion_bench.harness import RunConfig, run
+
+    with pytest.raises(RunError, match=r"need at least [0-9.e+]+ GiB; [0-9.e+]+ GiB are free"):
+        run(RunConfig(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=1,
+                      budget=10**15, device="cpu", latency=False), tmp_path / "huge", progress=False, echo=lambda s: None)
+    assert not (tmp_path / "huge").exists()

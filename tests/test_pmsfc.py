@@ -421,3 +421,14 @@ def test_random_partition_keeps_the_subspace_sizes_and_moves_the_channels(pggan,
     assert torch.equal(shuffled.S_, discovered.S_)  # the same stage 1, only the assignment differs
     with pytest.raises(ValueError, match="partition"):
         P.PmSFC(partition="shuffled")
+
+
+def test_a_cache_path_that_is_a_file_is_refused(pggan, tmp_path, monkeypatch):
+    f = tmp_path / "not-a-folder"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file; expected a folder"):
+        P.PmSFC(**FAST).prepare(pggan, seed=0, cache_dir=f)
+    monkeypatch.setenv("GIB_CACHE", str(f))
+    with pytest.raises(ValueError, match="GIB_CACHE"):
+        P.PmSFC(**FAST).prepare(pggan, seed=0)
+    assert f.read_text() == "x"

@@ -18,6 +18,7 @@ image alone, and budgets given in compute instead of iterations.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..generator import SplitGenerator, conditioned
 from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionMethod
 from ..precision import execution_context
+from .config import RunError
 from .context import RunContext, RunSetup
 from .progress import progress_for
 from .records import MethodPlan
@@ -131,3 +133,36 @@ def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageI
     if limits[binding] < 1:
         raise ValueError(f"{m.name}: the compute budget allows less than one iteration ({limits})")
     return {**info, "iterations": limits[binding], "binding": binding, "limits": limits}
+
+
+# ---- impossible settings, refused before anything is allocated -------------------------------------------
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (CUDA: the allocator's view; CPU: the system's available pages)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that tells
+        return None
+
+
+def memory_floor(plan: MethodPlan, generator: SplitGenerator, rows: int) -> int:
+    """A lower bound of what inverting ``rows`` images needs (bytes): every code with its gradient
+    and two optimiser states, each code's features at the split (forward and backward), and the
+    loss history (a tensor of ``rows`` values, about 100 bytes of overhead each, per iteration)."""
+    codes = int(plan.method.capacity().get("codes", 1))
+    split = plan.method.resolved_split(generator)
+    feature = math.prod(generator.split_points[split].shape) if split is not None else 0
+    per_row = codes * (generator.latent_dim * 4 * 4 + feature * 4 * 2)
+    budget = plan.method.budget or 0
+    return rows * per_row + budget * (rows * 4 + 100)
+
+
+def check_memory(plan: MethodPlan, generator: SplitGenerator, rows: int, device: torch.device) -> None:
+    """Refuse, with the estimate, a batch whose memory floor exceeds what the device has free."""
+    need, free = memory_floor(plan, generator, rows), available_bytes(device)
+    if free is not None and need > free:
+        raise RunError(f"{plan.method.name}: {rows} image(s) at budget {plan.method.budget} with "
+                       f"{plan.method.capacity().get('codes', 1)} code(s) each need at least {need / 2**30:.3g} GiB; "
+                       f"{free / 2**30:.3g} GiB are free on {device}. Lower the budget (--iterations), the codes or "
+                       f"the batch size (--batch-size)")

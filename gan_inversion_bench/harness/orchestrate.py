@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -31,7 +32,7 @@ from ..safe_paths import remove_tree
 from ..store import ResultStore, method_key
 from .config import RunConfig, RunError, build_method, content_identity, execution_options, validate
 from .context import Echo, RunContext, RunSetup
-from .costs import derive_budget, measure_latency, record_prepare, timed_prepare
+from .costs import check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
 from .folder import (
     check_writable,
     fault_point,
@@ -86,7 +87,7 @@ def run(config: RunConfig, out: str | Path, *, echo: Echo = print, progress: boo
 
 def _run_main(rc: RunContext, argv: list[str] | None) -> Path:
     """The single process, or rank 0: lock, database, session, then the work."""
-    started = False
+    started, fresh = False, not rc.run_dir.exists()
     try:
         names = validate(rc.config)  # before anything is created on disk
         check_writable(rc.run_dir)
@@ -99,8 +100,24 @@ def _run_main(rc: RunContext, argv: list[str] | None) -> Path:
     except Exception as e:
         if rc.dist.enabled and not started:
             rc.dist.broadcast(f"rank 0 could not start the run: {e}")
+        if fresh:
+            _remove_if_empty(rc.run_dir)
         raise
     return rc.run_dir
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A run folder this command created and that holds no result yet goes again on failure (a
+    wrong checkpoint path, an impossible setting), so a failed command leaves nothing behind."""
+    db = run_dir / ResultStore.FILENAME
+    if db.is_file() and not db.is_symlink():
+        try:
+            with ResultStore(run_dir, create=False) as store:
+                if store.results():
+                    return
+        except Exception:  # noqa: BLE001 - unreadable: keep it, never delete what we cannot inspect
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _open_session(rc: RunContext, store: ResultStore, argv: list[str] | None) -> None:
@@ -314,6 +331,7 @@ def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: lis
     """Count FLOPs (which also warms up), choose the batch size (images; each brings ``restarts``
     rows) and warm up at the timed batch shape."""
     G, options, k = setup.generator, plan.options, rc.config.restarts
+    check_memory(plan, G, k, rc.device)  # one image with its restarts must fit, before anything is allocated
     plan.flops = count_invert_flops(plan.method, G, mine[:1], rc.device, options)
     if plan.per_image:
         plan.budget_info = derive_budget(rc, setup, plan, mine[:1])
@@ -338,7 +356,7 @@ def _invert_rounds(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: list
             try:
                 payload["rows"] = invert_batch(rc, setup, plan, batch, note)
                 mine = mine[len(batch):]
-            except RuntimeError as e:
+            except (RuntimeError, MemoryError) as e:
                 try:
                     if not is_out_of_memory(e):
                         raise
