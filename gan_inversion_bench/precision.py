@@ -6,7 +6,7 @@ batch); methods need no precision-specific code beyond two rules (``docs/perform
 * the loss is computed in fp32: generator outputs are cast with ``.float()`` before the loss,
   and the loss object (which caches the target features) is built under :func:`full_precision`,
   so that the cached targets are fp32 and every reduction promotes to fp32;
-* :func:`gan_inversion_bench.method.optimise` casts the per-image losses to fp32 and, under a
+* :func:`gan_inversion_bench.method_tools.optimise` casts the per-image losses to fp32 and, under a
   compile setting other than ``"off"``, compiles the per-iteration closure with ``torch.compile``.
 
 Precisions:
@@ -113,7 +113,7 @@ def full_precision(device: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def compile_mode(mode: str) -> Iterator[None]:
-    """Make :func:`maybe_compile` (used by ``method.optimise``) compile with ``mode`` inside."""
+    """Make :func:`maybe_compile` (used by ``method_tools.optimise`` and the generators' stages) compile with ``mode`` inside."""
     token = _compile_mode.set(check_compile_mode(mode))
     try:
         yield
