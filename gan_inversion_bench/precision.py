@@ -113,7 +113,8 @@ def full_precision(device: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def compile_mode(mode: str) -> Iterator[None]:
-    """Make :func:`maybe_compile` (used by ``method_tools.optimise`` and the generators' stages) compile with ``mode`` inside."""
+    """Make :func:`maybe_compile` (used by ``method_tools.optimise`` and the generators' stages)
+    compile with ``mode`` inside."""
     token = _compile_mode.set(check_compile_mode(mode))
     try:
         yield

@@ -377,9 +377,23 @@ def test_a_folder_whose_run_failed_before_any_result_accepts_the_corrected_comma
     out = str(tmp_path / "o")
     assert_refused(gib("run", "-g", "pggan", "--weights", str(tmp_path / "typo.pth"), *BASE[3:], "--out", out),
                    "not a readable torch checkpoint")
-    r = gib(*BASE, "--out", out)  # another generator: a new identity, accepted because nothing was stored yet
-    assert r.exit_code == 0 and "holds no results yet; starting it with the new configuration" in r.output
+    assert not (tmp_path / "o").exists()  # the failed command removed the folder it had created
+    r = gib(*BASE, "--out", out)  # another generator: accepted, nothing of the failed command is left
+    assert r.exit_code == 0, r.output
     assert len(rows(tmp_path / "o")) == 2
+
+
+def test_a_folder_that_holds_no_result_accepts_another_configuration(tmp_path, existing):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("a user's file")  # the folder existed before: it is not removed
+    (tmp_path / "typo.pth").write_bytes(b"junk")
+    assert_refused(gib("run", "-g", "pggan", "--weights", str(tmp_path / "typo.pth"), *BASE[3:], "--out", str(out)),
+                   "not a readable torch checkpoint")
+    assert (out / "keep.txt").read_text() == "a user's file"
+    r = gib(*BASE, "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert len(rows(out)) == 2
 
 
 # ---- names and numbers ----------------------------------------------------------------------------

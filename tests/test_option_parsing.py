@@ -114,5 +114,6 @@ def test_an_impossible_budget_is_refused_with_the_estimate(tmp_path):
 
     with pytest.raises(RunError, match=r"need at least [0-9.e+]+ GiB; [0-9.e+]+ GiB are free"):
         run(RunConfig(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=1,
-                      budget=10**15, device="cpu", latency=False), tmp_path / "huge", progress=False, echo=lambda s: None)
+                      budget=10**15, device="cpu", latency=False),
+            tmp_path / "huge", progress=False, echo=lambda s: None)
     assert not (tmp_path / "huge").exists()
