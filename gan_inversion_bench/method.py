@@ -219,6 +219,12 @@ class InversionMethod:
         return None
 
     # ---- stages --------------------------------------------------------------------------------
+    def unsupported(self, generator: SplitGenerator) -> str | None:
+        """Why this method cannot run on ``generator`` (e.g. "needs a style space"), or None when it
+        can (the default). The harness skips the method on such a generator with this reason (and
+        refuses it when the user named it), and the conformance suite skips it with the reason."""
+        return None
+
     def resolved_split(self, generator: SplitGenerator) -> int | None:
         """The split index this method uses on ``generator`` (None for a method without a split)."""
         return None

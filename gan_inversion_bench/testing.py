@@ -251,9 +251,12 @@ def check_contract(method: str | type[InversionMethod]) -> None:
 
 def check_method(method: str | type[InversionMethod], generators: Iterable[str] | None = None,
                  budget: int = BUDGET) -> None:
-    """Run every method check on every generator in ``generators`` (default: every registered one)."""
+    """Run every method check on every generator in ``generators`` (default: every registered one),
+    except those the method declares it cannot run on (:meth:`InversionMethod.unsupported`)."""
     check_contract(method)
     for g in (generator_families() if generators is None else generators):
+        if unsupported_reason(method, g) is not None:
+            continue
         # mypy takes a class for unhashable (it checks the unbound instance __hash__): a false positive
         case = method_case(method, g, budget)  # type: ignore[arg-type]
         for fn in METHOD_CHECKS.values():
@@ -420,8 +423,21 @@ def _bind_generator(fn: Callable[[SplitGenerator], None], name: str) -> Callable
     return lambda: fn(tiny_generator(name))
 
 
+def unsupported_reason(method: str | type[InversionMethod], generator: str) -> str | None:
+    """Why ``method`` (its suite instance) cannot run on the tiny ``generator``, or None."""
+    return suite_method(method).unsupported(tiny_generator(generator))
+
+
 def _bind_method(fn: Callable[[MethodCase], None], method: str, generator: str) -> Callable[[], None]:
-    return lambda: fn(method_case(method, generator))
+    def run() -> None:
+        reason = unsupported_reason(method, generator)
+        if reason is not None:
+            import pytest
+
+            pytest.skip(f"{method} declares it cannot run on {generator}: {reason}")
+        fn(method_case(method, generator))
+
+    return run
 
 
 def parametrize_with_checks(methods: Iterable[str] | None = None, generators: Iterable[str] | None = None, *,
@@ -440,4 +456,4 @@ def parametrize_with_checks(methods: Iterable[str] | None = None, generators: It
 
 __all__ = ["BUDGET", "GENERATOR_CHECKS", "METHOD_CHECKS", "CheckCall", "MethodCase", "all_checks", "check_contract",
            "check_generator", "check_method", "check_tiny_is_reproducible", "generator_families", "method_case",
-           "parametrize_with_checks", "suite_method", "tiny_generator"]
+           "parametrize_with_checks", "suite_method", "tiny_generator", "unsupported_reason"]

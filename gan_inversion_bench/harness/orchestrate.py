@@ -218,8 +218,25 @@ def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -
 
 def _run_inner(rc: RunContext, names: list[str]) -> None:
     setup = _set_up(rc)
-    for name in names:
+    for name in _supported(rc, setup.generator, names):
         _run_method(rc, setup, name)
+
+
+def _supported(rc: RunContext, generator: SplitGenerator, names: list[str]) -> list[str]:
+    """The methods that can run on ``generator``: one the user named that cannot is refused, one
+    included by default (every registered method) is skipped with its reason."""
+    out = []
+    for name in names:
+        reason = build_method(name, rc.config).unsupported(generator)
+        if reason is None:
+            out.append(name)
+        elif rc.config.methods:
+            raise RunError(f"method {name!r} cannot run on generator {rc.config.generator!r}: {reason}")
+        else:
+            rc.echo(f"{name}: skipped on {rc.config.generator}: {reason}")
+    if not out:
+        raise RunError(f"none of the methods can run on generator {rc.config.generator!r}")
+    return out
 
 
 def _set_up(rc: RunContext) -> RunSetup:
