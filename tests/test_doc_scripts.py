@@ -20,33 +20,47 @@ def load(name: str):
 
 
 def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
+    """The three experiments on tiny budgets: a part of experiment a, the split scan and two
+    configurations of experiment b; c is skipped (no tuned profile). Then the page, a resume that
+    recomputes nothing, hand-written verdicts that survive, and a refused change of protocol."""
     cc = load("claim_check")
-    args = ["--out", str(tmp_path / "cc"), "--write", str(tmp_path / "docs" / "results.md"), "--iterations", "1",
-            "--ablation-iterations", "1", "--n-generated", "1", "--discovery-iterations", "2", "--n-values", "1",
-            "--r-values", "2", "--k-values", "1", "--lr-values", "5", "--device", "cpu"]
+    out, page = tmp_path / "cc", tmp_path / "docs" / "results.md"
+    args = ["--out", str(out), "--write", str(page), "--iterations", "2", "--n-generated", "1", "--images", "generated",
+            "--restarts", "1", "--discovery-iterations", "2", "--scan-splits", "2,3", "--split", "3", "--device", "cpu",
+            "--only", "a/single-code,a/pmsfc-RK10-w1,b/discovered,b/random"]
     assert cc.main(args) == 0
-    page = (tmp_path / "docs" / "results.md").read_text()
-    for heading in ("## Main table: 1 iterations", "number of codes N", "number of subspaces R", "codes per subspace K",
-                    "learning rate of the multi-code methods"):
-        assert heading in page
-    assert "| pmsfc − mganprior | generated |" in page and "(verdict to be written)" in page
-    assert (tmp_path / "docs" / "img" / "claim_check.png").stat().st_size > 1000
-    runs = json.loads((tmp_path / "cc" / "runs.json").read_text())
-    assert set(runs) == {"main", "single-code-lr10", "mganprior-N1", "pmsfc-R2-K5", "pmsfc-R6-K1", "mganprior-lr5",
-                         "pmsfc-lr5"}
-    assert "| mganprior, lr 5 | generated |" in page
-    # a hand-written verdict survives regeneration, and a second run resumes without recomputing
-    page = page.replace("(verdict to be written)", "PmSFC wins nothing here.")
-    (tmp_path / "docs" / "results.md").write_text(page)
+    text = page.read_text()
+    for heading in ("## Experiment a: best against best", "## Experiment b: subspace relevance",
+                    "## Experiment c: subspace relevance on dcgan-omniart-eyes128"):
+        assert heading in text
+    assert "| PmSFC R·K = 2·5, w0 = 1 − single-code | generated | 1 |" in text
+    assert "| discovered masks (R = 6, K = 5) − random partition, same sizes (R = 6, K = 5) | generated |" in text
+    assert "Not run in this session: mGANprior N = 10, " in text and "`dcgan-omniart-eyes128` has no tuned" in text
+    assert "| 2 | 4x4.bn | 512×4×4 |" in text and "| 3 ◀ | 4x4.relu | 512×4×4 |" in text
+    assert "**Split used: 3** (given with --split)" in text and "| it 1 | it 2 | gain 1→2 |" in text
+    assert text.count("(verdict to be written)") == 2
+    for key in ("a", "b"):
+        assert (page.parent / "img" / f"claim_check_{key}.png").stat().st_size > 1000
+    runs = json.loads((out / "runs.json").read_text())
+    assert set(runs) == {"a/single-code", "a/pmsfc-RK10-w1", "b/scan-2", "b/scan-3", "b/discovered", "b/random"}
+    # hand-written verdicts survive regeneration, and a second run resumes without recomputing
+    text = text.replace("(verdict to be written)", "PmSFC wins nothing here.", 1)
+    page.write_text(text.replace("(verdict to be written)", "The subspaces do not matter.", 1))
     from gan_inversion_bench.tables import load_records
 
-    before = load_records(tmp_path / "cc" / "main")[["method_key", "image_id", "created"]]
+    def records():
+        return {k: load_records(out / k)[["method_key", "image_id", "created"]] for k in runs if "scan" not in k}
+
+    before, scan = records(), (out / "b" / "scan.json").read_text()
     assert cc.main(args) == 0
-    again = (tmp_path / "docs" / "results.md").read_text()
-    assert "PmSFC wins nothing here." in again and "(verdict to be written)" not in again
-    after = load_records(tmp_path / "cc" / "main")[["method_key", "image_id", "created"]]
-    assert len(after) == 3 * 9  # 3 methods × (1 generated + 8 photos), once each
-    assert after.equals(before)  # resumed: nothing recomputed or rewritten
+    again = page.read_text()
+    assert "PmSFC wins nothing here." in again and "The subspaces do not matter." in again
+    assert "(verdict to be written)" not in again
+    after = records()
+    assert all(len(after[k]) == 1 and after[k].equals(before[k]) for k in before)  # nothing recomputed or rewritten
+    assert (out / "b" / "scan.json").read_text() == scan
+    with pytest.raises(SystemExit, match="iterations"):  # one protocol per folder
+        cc.main(["--out", str(out), "--iterations", "3", "--no-run"])
 
 
 def test_perf_summary_picks_the_fastest_variant_per_method(tmp_path, capsys):
