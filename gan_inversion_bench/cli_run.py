@@ -12,6 +12,7 @@ import click
 
 from .cli_common import build_generator, coerce, friendly_errors, generator_options, pairs, slug
 from .registry import GENERATORS, METHODS
+from .tasks import TASKS
 
 
 def echo(text: str) -> None:
@@ -117,7 +118,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Initialisations per image; the one with the lowest final loss is scored (all are stored).")
 @click.option("--no-latency", is_flag=True, help="Do not time one image inverted alone after each method.")
 @click.option("--set", "settings", multiple=True, metavar="[METHOD.]KEY=VALUE",
-              help="Override a method setting (repeatable), e.g. --set mganprior.n_codes=10.")
+              help="Override a method setting (repeatable), e.g. --set mganprior.n_codes=10; "
+                   "task.KEY=VALUE sets the task's, e.g. --set task.ratio=0.25.")
+@click.option("--task", type=click.Choice(list(TASKS)), default="reconstruct", show_default=True,
+              help="Restoration task: the targets are degraded (y = D(x)), every method compares D(G(·)) with y, "
+                   "and the metrics compare G(·) with the clean x. Settings: inpaint mask=centre|boxes|strokes, "
+                   "ratio=0.25; super-resolve factor=4|8; denoise sigma=0.1 (on [0, 1]).")
 @click.option("--batch-size", type=int, default=None, help="Images inverted jointly (default: automatic).")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
               help="fp32 (TF32 off), tf32 (CUDA tensor cores) or bf16 (autocast; allowed but slow on most CPUs).")
@@ -176,14 +182,17 @@ def run_config(o: dict[str, Any]) -> Any:
     gen_options = generator_options(o["generator"], o["gen_opt"])
     if o["weights"]:
         gen_options["weights"] = str(Path(o["weights"]).expanduser().resolve())
-    overrides = method_overrides(o["settings"], list(o["methods"]) or METHODS.names())
+    task_items = tuple(s for s in o["settings"] if s.startswith("task."))
+    overrides = method_overrides(tuple(s for s in o["settings"] if not s.startswith("task.")),
+                                 list(o["methods"]) or METHODS.names())
     methods = list(o["methods"]) or None
     return RunConfig(generator=o["generator"], generator_options=gen_options, methods=methods,
                      profile=_profile(o["profile"], o["generator"], methods), overrides=overrides,
                      images=o["images"], n_generated=n_generated, seed=o["seed"], batch_size=o["batch_size"],
                      device=o["device"], precision=o["precision"], compile=o["compile_mode"],
                      channels_last=o["channels_last"], budget=o["iterations"], restarts=o["restarts"],
-                     budget_seconds=o["budget_seconds"], budget_flops=o["budget_flops"], latency=not o["no_latency"])
+                     budget_seconds=o["budget_seconds"], budget_flops=o["budget_flops"], latency=not o["no_latency"],
+                     task=o["task"], task_settings=task_settings(task_items, o["task"]))
 
 
 def method_overrides(items: tuple[str, ...], methods: list[str]) -> dict[str, dict[str, Any]]:
@@ -198,6 +207,20 @@ def method_overrides(items: tuple[str, ...], methods: list[str]) -> dict[str, di
         default = next((f.default for m in owners for f in dataclasses.fields(METHODS.get(m).Settings)
                         if f.name == field), None)
         out.setdefault(method or "*", {})[field] = coerce(text, default, f"--set {key}")
+    return out
+
+
+def task_settings(items: tuple[str, ...], task: str) -> dict[str, Any]:
+    """``--set task.KEY=VALUE`` parsed by the type of the task's setting; an unknown key is refused
+    with the task's settings."""
+    fields = {f.name: f.default for f in dataclasses.fields(TASKS[task])}
+    out = {}
+    for key, text in pairs(items, "--set"):
+        name = key.partition(".")[2]
+        if name not in fields:
+            raise click.BadParameter(f"task {task!r} has no setting {name!r}; its settings: "
+                                     f"{', '.join(fields) or 'none'}", param_hint=f"--set {key}")
+        out[name] = coerce(text, fields[name], f"--set {key}")
     return out
 
 

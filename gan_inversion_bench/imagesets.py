@@ -55,6 +55,8 @@ class ImageItem:
     latent: Tensor | None = None  # ground truth, for generated images
     #: per-image class vector ``[condition_dim]`` for a conditional generator; None = the generator's own class
     condition: Tensor | None = None
+    #: under a restoration task ``image`` is the observation and ``clean`` the target (None: no task)
+    clean: Tensor | None = None
 
 
 @dataclass

@@ -4,11 +4,17 @@
 with φ = VGG16 up to relu3_3 on inputs nearest-resized to ``perceptual_size`` (mGANprior's
 ``CombinationLoss``: weights 1 and 0.001, size 256). The target features are computed once.
 Returns one loss per image so that a batch is a sum of independent problems.
+
+Inside a restoration task (:mod:`gan_inversion_bench.tasks`) the targets are observations y = D(x)
+and the loss compares D(G(·)) with them: the operator D is looked up from the targets when the loss
+is built, so a method never needs to know the task.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from .tasks import degradation_for
 
 
 class ReconstructionLoss(nn.Module):
@@ -27,6 +33,7 @@ class ReconstructionLoss(nn.Module):
         self.mse_weight = float(mse_weight)
         self.perceptual_weight = float(perceptual_weight)
         self.register_buffer("targets", targets.detach().clone(), persistent=False)
+        self.degrade = degradation_for(self.targets)  # the active task's D for these rows (None: identity)
         self.vgg = None
         if self.perceptual_weight:
             from .perceptual import get_vgg_features
@@ -36,6 +43,8 @@ class ReconstructionLoss(nn.Module):
                 self.register_buffer("target_features", self.vgg(self.targets), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.degrade is not None:
+            x = self.degrade(x)
         loss = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
         if self.vgg is not None:
             diff = (self.vgg(x) - self.target_features).abs().flatten(1).mean(1)  # [B]

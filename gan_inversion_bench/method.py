@@ -102,6 +102,12 @@ class MethodTags:
         Image i of a batch gets the result it gets alone (to float tolerance). The suite checks it.
     ``improves_in_domain``
         A short budget lowers the loss on a target the generator can produce. The suite checks it.
+    ``supports_tasks``
+        The method compares its images with the targets through
+        :class:`~gan_inversion_bench.losses.ReconstructionLoss`, so a restoration task
+        (:mod:`gan_inversion_bench.tasks`) can put its degradation operator there. False for a
+        method that maps the observation directly (an encoder used alone): the harness then runs
+        it only on ``reconstruct``. The suite checks that a method tagged True builds that loss.
     """
 
     deterministic: bool = False
@@ -111,6 +117,7 @@ class MethodTags:
     per_image_execution: bool = False
     batch_independent: bool = True
     improves_in_domain: bool = True
+    supports_tasks: bool = True
 
 
 class InversionMethod:

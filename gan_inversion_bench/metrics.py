@@ -163,6 +163,20 @@ def psnr(reconstructions: Tensor, targets: Tensor) -> Tensor:
     return 10.0 * torch.log10(1.0 / err)  # 1/0 = inf → inf
 
 
+def region_metrics(reconstructions: Tensor, targets: Tensor, region: Tensor) -> dict[str, Tensor]:
+    """MSE and PSNR inside a region only (the inpainting hole): ``region`` ``[B, 1, H, W]`` bool;
+    the mean over the region's pixels and the 3 channels, on [0, 1] images (float64 CPU ``[B]``,
+    NaN where a region is empty). The conventions of :func:`mse` and :func:`psnr` otherwise."""
+    rec, tgt = prepare(reconstructions, targets)
+    if region.shape != (rec.shape[0], 1, *rec.shape[-2:]):
+        raise ValueError(f"region must be [B, 1, H, W] = {[rec.shape[0], 1, *rec.shape[-2:]]}, "
+                         f"got {list(region.shape)}")
+    w = region.to(device=rec.device, dtype=torch.float64)
+    sq = (_to_unit(rec) - _to_unit(tgt)).pow(2) * w
+    err = sq.flatten(1).sum(1) / (3 * w.flatten(1).sum(1))
+    return {"mse_hole": err.cpu(), "psnr_hole": (10.0 * torch.log10(1.0 / err)).cpu()}
+
+
 def _check_ssim_size(x: Tensor, what: str) -> None:
     h, w = x.shape[-2:]
     if h < SSIM_WINDOW or w < SSIM_WINDOW:

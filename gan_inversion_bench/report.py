@@ -45,6 +45,7 @@ from . import __version__, tables
 from .method import Artifact
 from .report_plots import convergence, quality_vs_compute, time_quality
 from .safe_paths import WHY, UnsafePathError, open_regular, problem, remove_tree
+from .tasks import TaskError, make_task
 
 REPORT_DIR = "report"
 #: the file that marks a folder as a report (``gib report --out`` replaces only such a folder)
@@ -324,19 +325,35 @@ def _copy(run_dir: Path, rel: str, root: Path, dst: str, refused: list[tuple[str
 def _grids(df: pd.DataFrame, run_dir: Path, root: Path, refused: list[tuple[str, str]]) -> list[dict[str, Any]]:
     if df.empty:
         return []
-    labels = list(dict.fromkeys(df["label"]))
-    by_pair = {(r["label"], r["image_id"]): r for r in df.to_dict("records")}
+    by_pair = {(r["task_label"], r["label"], r["image_id"]): r for r in df.to_dict("records")}
     out = []
-    for subset, g in df.groupby("subset", sort=False):
+    for (task, subset), g in df.groupby(["task_label", "subset"], sort=False):
+        labels = list(dict.fromkeys(g["label"]))
+        observations = _observation_folder(g)
         rows = []
         for image_id in sorted(set(g["image_id"])):
             rel = f"targets/{image_id}.png"
             target = _copy(run_dir, rel, root, f"images/{rel}", refused)
             cells = [Cell("image", target, str(image_id), (str(image_id),))]
-            cells += [_result_cell(by_pair.get((label, image_id)), run_dir, root, refused) for label in labels]
+            if observations:
+                rel = f"{observations}/{image_id}.png"
+                cells.append(Cell("image", _copy(run_dir, rel, root, f"images/{rel}", refused), "observation"))
+            cells += [_result_cell(by_pair.get((task, label, image_id)), run_dir, root, refused) for label in labels]
             rows.append(cells)
-        out.append({"subset": subset, "labels": labels, "rows": rows})
+        title = subset if task == "reconstruct" else f"{task}: {subset}"
+        out.append({"subset": title, "labels": ["observation y = D(x)"] * bool(observations) + labels, "rows": rows})
     return out
+
+
+def _observation_folder(g: pd.DataFrame) -> str | None:
+    """``observations/<task key>`` of a restoration task's records (None: plain reconstruction)."""
+    task = g["task"].iloc[0] if "task" in g else None
+    if not isinstance(task, dict):
+        return None
+    try:
+        return f"observations/{make_task(str(task.get('name')), task.get('settings') or {}).key()}"
+    except (TaskError, TypeError):  # a task of a newer version or a crafted row: no observation column
+        return None
 
 
 def _result_cell(row: Record | None, run_dir: Path, root: Path, refused: list[tuple[str, str]]) -> Cell:

@@ -146,7 +146,7 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
     with several configurations, the name with what tells them apart, e.g. ``mganprior (n_codes=10)``
     (the settings that differ, then precision or restarts; the settings hash as the last resort)."""
     labels = {i: str(m) for i, m in df["method"].items()}
-    for _, g in df.groupby("method"):
+    for _, g in df.groupby(["method", "task_label"] if "task_label" in df else "method"):  # tables group by task
         keys = [str(k) for k in dict.fromkeys(g["method_key"])]
         if len(keys) > 1:
             named = _distinguish(g, keys)

@@ -25,7 +25,7 @@ from typing import Any
 
 from .safe_paths import WHY
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 #: columns added after schema version 1: name → SQL type (version 2: throughput accounting;
-#: version 3: self-describing records of the method contract v2)
+#: version 3: self-describing records of the method contract v2; version 4: restoration tasks)
 ADDED_COLUMNS = {
     "flops_per_iteration": "REAL",  # FLOPs of one iteration for one image (perf.count_flops)
     "tflops": "REAL",               # achieved TFLOP/s of the timed batch
@@ -101,6 +101,9 @@ ADDED_COLUMNS = {
     "trace": "TEXT",                # JSON: MSE/PSNR (LPIPS at a few points), time, FLOPs at log-spaced iterations (v3)
     "restarts": "TEXT",             # JSON: K, the best restart (lowest final loss), every restart's metrics (v3)
     "budget": "TEXT",               # JSON: a compute budget (seconds/FLOPs), its limits and the binding one (v3)
+    "task": "TEXT",                 # JSON: the restoration task, its settings and operator (tasks.py) (v4)
+    "psnr_hole": "REAL",            # inpainting: PSNR inside the hole only (metrics.region_metrics) (v4)
+    "mse_hole": "REAL",             # inpainting: MSE inside the hole only (v4)
 }
 
 RESULT_COLUMNS = (
@@ -112,7 +115,7 @@ RESULT_COLUMNS = (
 )
 JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "metric_conventions", "versions", "split",
                 "perceptual", "condition", "capacity", "trace", "restarts",
-                "budget"}
+                "budget", "task"}
 
 
 def _refuse_unsafe_files(path: Path, writing: bool) -> None:

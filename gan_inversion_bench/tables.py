@@ -41,6 +41,8 @@ COLUMNS = [
 ]
 #: the quality columns: a mean and an interval over images
 QUALITY = ("psnr", "ssim", "lpips")
+#: the inpainting column, shown when any record has it
+HOLE = ("psnr_hole", "PSNR hole (dB)", True, "{:.2f}")
 #: the optional throughput column, shown when any record has it (records since schema version 2)
 THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
 #: the metrics ``gib compare`` offers: name → (label, format of a difference)
@@ -59,12 +61,29 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
     if df.empty:
         return df
     df["subset"] = df["image_id"].str.split("/").str[0]
+    df["task_label"] = [task_label(t) for t in df.get("task", pd.Series([None] * len(df)))]
     latest = {(t["method_key"], t["kind"]): t for t in times}  # the last measurement of each kind
     for kind in ("latency", "prepare"):
         df[f"{kind}_s"] = [latest[(k, kind)]["seconds"] if (k, kind) in latest else NAN for k in df["method_key"]]
     df["prepare_note"] = [latest[(k, "prepare")]["note"] if (k, "prepare") in latest else None
                           for k in df["method_key"]]
     return df
+
+
+def task_label(task: Any) -> str:
+    """``reconstruct`` for a record without a task (every record before tasks existed), else the
+    task's name and settings, e.g. ``inpaint (mask=centre, ratio=0.25)``."""
+    if not isinstance(task, dict):
+        return "reconstruct"
+    settings = task.get("settings") or {}
+    inner = ", ".join(f"{k}={v}" for k, v in settings.items())
+    return f"{task.get('name')} ({inner})" if inner else str(task.get("name"))
+
+
+def _tasks(df: pd.DataFrame) -> bool:
+    """Whether the task column is shown: a task other than plain reconstruction, or several tasks."""
+    labels = set(df.get("task_label", pd.Series(["reconstruct"])))
+    return labels != {"reconstruct"}
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
@@ -160,18 +179,22 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
         return pd.DataFrame()
     df = df.assign(label=_label(df), timing=timing_conditions(df))
     out = []
-    for (label, subset), g in df.groupby(["label", "subset"], sort=False):
+    for (task, label, subset), g in df.groupby(["task_label", "label", "subset"], sort=False):
         ok = g[g["status"] == "ok"]
-        row: dict[str, Any] = {"method": label, "images": subset, "n": len(ok), "codes": _codes(g),
+        row: dict[str, Any] = {"task": task, "method": label, "images": subset, "n": len(ok), "codes": _codes(g),
                                "failed": int((g["status"] != "ok").sum()),
                                "iterations": (int(g["iterations"].dropna().iloc[0]) if g["iterations"].notna().any()
                                               else None),
                                "device": g["device"].iloc[0]}
-        for col in QUALITY:
+        for col in QUALITY + (("psnr_hole",) if _has(df, "psnr_hole") else ()):
             row.update(_image_stats(ok, col, settings))
         row.update(_batch_stats(ok, settings))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _has(df: pd.DataFrame, col: str) -> bool:
+    return col in df and bool(pd.to_numeric(df[col], errors="coerce").notna().any())
 
 
 def _mixed_timing_lines(df: pd.DataFrame) -> list[str]:
@@ -228,14 +251,17 @@ def _throughput_cell(r: pd.Series, fmt: str) -> str:
 
 def _display(s: pd.DataFrame, arrows: tuple[str, str] = ("↑", "↓")) -> tuple[list[str], list[list[str]]]:
     throughput = "tflops_mean" in s and s["tflops_mean"].notna().any()
-    columns = COLUMNS + ([THROUGHPUT] if throughput else [])
-    header = (["method", "images", "n", "codes"]
+    hole = [HOLE] if "psnr_hole_mean" in s and s["psnr_hole_mean"].notna().any() else []
+    quality = COLUMNS[:3] + hole + COLUMNS[3:]
+    columns = quality + ([THROUGHPUT] if throughput else [])
+    task = "task" in s and set(s["task"]) != {"reconstruct"}
+    header = (["task"] * task + ["method", "images", "n", "codes"]
               + [f"{label} {arrows[0] if hib else arrows[1]}" for _, label, hib, _ in columns]
               + ["failed", "iters"])
     rows = []
     for _, r in s.iterrows():
-        rows.append([str(r["method"]), str(r["images"]), str(r["n"]), str(r.get("codes", ""))]
-                    + [_time_cell(r, c, fmt) for c, _, _, fmt in COLUMNS]
+        rows.append([str(r["task"])] * task + [str(r["method"]), str(r["images"]), str(r["n"]), str(r.get("codes", ""))]
+                    + [_time_cell(r, c, fmt) for c, _, _, fmt in quality]
                     + ([_throughput_cell(r, THROUGHPUT[3])] if throughput else [])
                     + [str(r["failed"]), "" if r["iterations"] is None else str(r["iterations"])])
     return header, rows
@@ -272,7 +298,7 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
     for name in ("psnr", "ssim", "lpips"):
         if name in conv:
             lines.append(conv[name])
-    lines += _missing_values(df)
+    lines += _missing_values(df) + _task_lines(df)
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append("Time per image: inversion of a batch divided by its size, so the images of a batch share one "
                  "measurement: mean over timed batches, with the bootstrap interval over batches (as above) only "
@@ -291,6 +317,22 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
     failed = int((df["status"] != "ok").sum())
     if failed:
         lines.append(f"{failed} (method, image) results failed and are excluded from the means; see the database.")
+    return lines
+
+
+def _task_lines(df: pd.DataFrame) -> list[str]:
+    """How a restoration task was scored (nothing for plain reconstruction)."""
+    if not _tasks(df):
+        return []
+    lines = []
+    for _, r in df.drop_duplicates("task_label").iterrows():
+        task = r.get("task")
+        if isinstance(task, dict):
+            lines.append(f"Task {r['task_label']}: {task.get('operator')}.")
+    lines.append("Restoration: every method received the observation y = D(x) and compared D(G(·)) with y in its "
+                 "loss; PSNR, SSIM and LPIPS compare the restoration G(·) with the clean target x"
+                 + ("; PSNR hole: the PSNR convention above over the hole's pixels only" if _has(df, "psnr_hole")
+                    else "") + ".")
     return lines
 
 

@@ -39,6 +39,7 @@ from torch import Tensor
 from .generator import SplitGenerator
 from .method import InversionMethod, InversionResult
 from .registry import GENERATORS, METHODS
+from .tasks import ActiveTask, Inpaint, activated
 
 #: budget (iterations) of every inversion in the method checks
 BUDGET = 8
@@ -213,6 +214,35 @@ def check_prepare_and_split(case: MethodCase) -> None:
             m.clone().invert(G, case.targets, seeds=0)
 
 
+def check_task_operator_reaches_the_loss(case: MethodCase) -> None:
+    """Inside a restoration task (a centre hole) a method tagged ``supports_tasks`` builds its
+    ReconstructionLoss on the observations it was given, so the task's operator reaches its loss;
+    the result is finite and of the targets' shape."""
+    m = case.method
+    if not m.get_tags().supports_tasks:
+        return
+    task, lookups = Inpaint(), []
+    active = ActiveTask(task, {})
+    observations = []
+    for i, target in enumerate(case.targets):
+        params = task.params(target, i)
+        observations.append(task.observe(target, params))
+        active.add(observations[-1], params)
+    find = active.operator
+
+    def counted(targets: Tensor) -> Callable[[Tensor], Tensor]:
+        lookups.append(targets.shape[0])
+        return find(targets)
+
+    active.operator = counted  # type: ignore[method-assign]
+    with activated(active):
+        result = m.invert(case.generator, torch.stack(observations), seeds=[1, 2])
+    assert lookups, (f"{case.label}: inside a task the method never built a ReconstructionLoss on its targets, so the "
+                     f"task's degradation would not reach its loss; compare through "
+                     f"gan_inversion_bench.losses.ReconstructionLoss, or tag supports_tasks=False")
+    assert torch.isfinite(result.reconstructions).all(), f"{case.label}: non-finite reconstructions under a task"
+
+
 METHOD_CHECKS: dict[str, Callable[[MethodCase], None]] = {
     "result_and_no_mutation": check_result_and_no_mutation,
     "seeds": check_seeds,
@@ -220,6 +250,7 @@ METHOD_CHECKS: dict[str, Callable[[MethodCase], None]] = {
     "improves_in_domain": check_improves_in_domain,
     "bad_targets_refused": check_bad_targets_refused,
     "prepare_and_split": check_prepare_and_split,
+    "task_operator": check_task_operator_reaches_the_loss,
 }
 
 

@@ -24,6 +24,7 @@ from ..method import InversionMethod
 from ..precision import ExecutionOptions, effective_precision
 from ..profiles import tuned_settings
 from ..registry import METHODS
+from ..tasks import Task, TaskError, make_task
 from ..weights import file_sha256
 
 
@@ -54,12 +55,21 @@ class RunConfig:
     budget_seconds: float | None = None         # compute budget per image inversion in seconds (harness.costs)
     budget_flops: float | None = None           # compute budget per image inversion in FLOPs (harness.costs)
     latency: bool = True                        # also time the first image inverted alone (harness.costs)
+    task: str = "reconstruct"                   # restoration task (tasks.TASKS): reconstruct, inpaint, ...
+    task_settings: dict[str, Any] = field(default_factory=dict)  # its settings (``--set task.KEY=VALUE``)
 
     IDENTITY = ("generator", "generator_options", "images", "n_generated", "seed")
 
     def identity(self) -> dict[str, Any]:
         """The names that must match on resume; :func:`content_identity` adds what they stand for."""
         return {k: getattr(self, k) for k in self.IDENTITY}
+
+    def make_task(self) -> Task:
+        """The restoration task (a RunError names a wrong task or setting)."""
+        try:
+            return make_task(self.task, self.task_settings)
+        except (TaskError, TypeError) as e:
+            raise RunError(str(e)) from None
 
     def method_names(self) -> list[str]:
         return list(self.methods) if self.methods else METHODS.names()
@@ -88,7 +98,7 @@ def image_sha256(item: ImageItem) -> str:
     """sha256 of one target's content (see :func:`content_identity`)."""
     h = hashlib.sha256()
     parts = [("latent", item.latent), ("condition", item.condition)] if item.latent is not None else [
-        ("pixels", item.image)]
+        ("pixels", item.image if item.clean is None else item.clean)]
     for name, t in parts:
         if t is not None:
             h.update(f"{name}:{list(t.shape)}\0".encode())
@@ -119,6 +129,7 @@ def validate(config: RunConfig) -> list[str]:
     """The method names; unknown names, settings no method accepts and invalid settings of any
     method fail before any work (and before the run folder is created)."""
     names = config.method_names()
+    config.make_task()
     for name in names:
         build_method(name, config)  # an invalid setting raises the method's own ValueError/TypeError
     _check_general_overrides(config, names)

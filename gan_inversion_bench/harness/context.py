@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,7 +12,9 @@ from ..generator import SplitGenerator
 from ..imagesets import ImageSet
 from ..precision import ExecutionOptions
 from ..store import ResultStore
+from ..tasks import Reconstruct
 from .config import RunConfig
+from .observe import TaskSetup
 from .records import Provenance
 
 Echo = Callable[[str], None]
@@ -40,3 +42,4 @@ class RunSetup:
     images: ImageSet
     options: ExecutionOptions
     prov: Provenance
+    task: TaskSetup = field(default_factory=lambda: TaskSetup(Reconstruct()))

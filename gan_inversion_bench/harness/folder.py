@@ -74,9 +74,9 @@ def trace_commits(store: ResultStore) -> None:
 # ---- files ------------------------------------------------------------------------------------------
 #: the entries of a run folder that ``gib run`` writes; none may be a symbolic link (:mod:`..safe_paths`)
 RUN_ENTRIES = (".lock", ResultStore.FILENAME, *(f"{ResultStore.FILENAME}{s}" for s in ResultStore.SIDE_FILES),
-               "targets", "recon", "cache")
+               "targets", "recon", "cache", "observations")
 #: where a killed run may have left ``*.tmp`` files
-TEMP_FOLDERS = ("targets", "recon", "cache")
+TEMP_FOLDERS = ("targets", "recon", "cache", "observations")
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:

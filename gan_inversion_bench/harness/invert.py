@@ -12,7 +12,7 @@ from ..generator import conditioned
 from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionResult
 from ..method_tools import tracing
-from ..metrics import DEFAULT_METRICS, compute_metrics
+from ..metrics import DEFAULT_METRICS, compute_metrics, region_metrics
 from ..precision import execution_context
 from ..store import ResultStore
 from .context import RunContext, RunSetup
@@ -36,11 +36,12 @@ def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[
     reconstruction (``_png``) until :func:`store_rows`."""
     k = rc.config.restarts
     targets = torch.stack([it.image for it in batch]).to(rc.device).repeat_interleave(k, 0)  # [B·K, 3, R, R]
+    clean = _clean_targets(batch, rc.device).repeat_interleave(k, 0)  # what the metrics compare with
     seeds = [restart_seed(image_seed(rc.config.seed, it.id), j) for it in batch for j in range(k)]
     classes = item_conditions(setup.generator, batch, rc.device)  # per-image classes, conditional generators
     classes = None if classes is None else classes.repeat_interleave(k, 0)
     budget = plan.method.budget
-    recorder = TraceRecorder(targets, budget, plan.flops) if budget and not plan.per_image else None
+    recorder = TraceRecorder(clean, budget, plan.flops) if budget and not plan.per_image else None
     bar = progress_for(f"{plan.method.name} [{batch[0].id} … {batch[-1].id}]", rc.progress)
     result: InversionResult | None = None
     failure = None
@@ -59,9 +60,17 @@ def invert_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan, batch: list[
     outcome = BatchOutcome(batch, seeds, result, failure, timer, note=note, conditions=classes, restarts=k,
                            trace=recorder)
     if result is not None:
-        outcome.metrics = compute_metrics(result.reconstructions.float().clamp(-1, 1), targets,
-                                          names=[*DEFAULT_METRICS, "ms_ssim"])
+        recon = result.reconstructions.float().clamp(-1, 1)
+        outcome.metrics = compute_metrics(recon, clean, names=[*DEFAULT_METRICS, "ms_ssim"])
+        if setup.task.regions:
+            region = torch.stack([setup.task.regions[it.id] for it in batch]).repeat_interleave(k, 0)
+            outcome.metrics.update(region_metrics(recon, clean, region))
     return batch_rows(plan, outcome, setup.prov, perceptual_provenance())
+
+
+def _clean_targets(batch: list[ImageItem], device: torch.device) -> torch.Tensor:
+    """The clean targets of a batch (under a task the items' ``image`` is the observation)."""
+    return torch.stack([it.image if it.clean is None else it.clean for it in batch]).to(device)
 
 
 def store_rows(rows: list[dict[str, Any]], store: ResultStore, run_dir: Path) -> None:

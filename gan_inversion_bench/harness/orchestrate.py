@@ -30,6 +30,7 @@ from ..precision import ExecutionOptions, precision_note
 from ..registry import GENERATORS
 from ..safe_paths import remove_tree
 from ..store import ResultStore, method_key
+from ..tasks import activated
 from .config import RunConfig, RunError, build_method, content_identity, execution_options, validate
 from .context import Echo, RunContext, RunSetup
 from .costs import check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
@@ -44,6 +45,7 @@ from .folder import (
     writing_into,
 )
 from .invert import invert_batch, store_rows
+from .observe import observe, save_observations
 from .provenance import code_revision, device_name, library_versions, resolve_device
 from .records import MethodPlan, Provenance, resolved_split
 from .timing import automatic_batch_size, count_invert_flops, is_out_of_memory, smaller_batch, warm_up
@@ -218,8 +220,9 @@ def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -
 
 def _run_inner(rc: RunContext, names: list[str]) -> None:
     setup = _set_up(rc)
-    for name in _supported(rc, setup.generator, names):
-        _run_method(rc, setup, name)
+    with activated(setup.task.active):  # every ReconstructionLoss built inside compares D(G(·)) with y
+        for name in _supported(rc, setup.generator, names):
+            _run_method(rc, setup, name)
 
 
 def _supported(rc: RunContext, generator: SplitGenerator, names: list[str]) -> list[str]:
@@ -227,7 +230,11 @@ def _supported(rc: RunContext, generator: SplitGenerator, names: list[str]) -> l
     included by default (every registered method) is skipped with its reason."""
     out = []
     for name in names:
-        reason = build_method(name, rc.config).unsupported(generator)
+        method = build_method(name, rc.config)
+        reason = method.unsupported(generator)
+        if reason is None and rc.config.task != "reconstruct" and not method.get_tags().supports_tasks:
+            reason = (f"it does not compare through the loss that carries a task's degradation operator, so it "
+                      f"cannot run the {rc.config.task!r} task (tag supports_tasks=False)")
         if reason is None:
             out.append(name)
         elif rc.config.methods:
@@ -258,10 +265,15 @@ def _set_up(rc: RunContext) -> RunSetup:
             save_targets(images, rc.run_dir)
             rc.store.set_meta("image_set", images.describe())
             rc.store.set_meta("generator", generator.describe())
+    task = config.make_task()
+    observed = observe(task, images, config.seed)
+    if rc.dist.is_main and rc.store is not None:
+        with writing_into(rc.run_dir):
+            save_observations(observed, images, rc.run_dir)
     prov = Provenance(generator=generator.describe(), device=device_name(rc.device), versions=library_versions(),
                       code_revision=code_revision(), metric_conventions=CONVENTIONS, image_set=images.spec,
-                      session=rc.session)
-    return RunSetup(generator, images, options, prov)
+                      session=rc.session, task=None if observed.active is None else task.describe())
+    return RunSetup(generator, images, options, prov, observed)
 
 
 # ---- one method ------------------------------------------------------------------------------------
@@ -309,6 +321,9 @@ def run_method_key(method: InversionMethod, config: RunConfig, options: Executio
     extra = {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()}
     if config.restarts > 1:
         extra["restarts"] = config.restarts
+    if config.task != "reconstruct":  # reconstruct keeps the keys it had before tasks existed
+        task = config.make_task()
+        extra["task"] = {"name": task.name, "settings": task.settings()}
     for name in ("budget_seconds", "budget_flops"):  # the derived iteration count is not the key
         if getattr(config, name) is not None:
             extra[name] = getattr(config, name)

@@ -36,6 +36,7 @@ class Provenance:
     metric_conventions: dict[str, str]
     image_set: str
     session: int
+    task: dict[str, Any] | None = None  # the restoration task (tasks.Task.describe); None: reconstruct
 
 
 @dataclass
@@ -157,7 +158,7 @@ def _row(plan: MethodPlan, outcome: BatchOutcome, i: int, prov: Provenance, extr
         "condition": None if outcome.conditions is None else describe_condition(outcome.conditions[r]),
         "capacity": m.capacity(), "trace": outcome.trace.for_row(r) if outcome.trace is not None else None,
         "restarts": _restart_summary(outcome, i, r) if outcome.restarts > 1 else None,
-        "budget": plan.budget_info,
+        "budget": plan.budget_info, "task": prov.task,
     }
     history = result.loss_history if result is not None and result.loss_history.shape[0] else None
     if history is not None:  # a method without a loop (an encoder) has no history
