@@ -71,7 +71,7 @@ def build_method(name: str, iterations: int, execution: str, generator_name: str
 
 
 @pytest.mark.parametrize("execution", ["batched", "reference"])
-@pytest.mark.parametrize("method_name", sorted(METHODS.names()))
+@pytest.mark.parametrize("method_name", sorted(n for n in METHODS.names() if METHODS.get(n).in_default_run))
 def test_iteration_cost(benchmark, generator, method_name, execution, tmp_path):
     if execution == "reference" and generator.name not in REFERENCE_ON:
         pytest.skip(f"reference execution is timed on {', '.join(sorted(REFERENCE_ON))} only")

@@ -113,7 +113,8 @@ def list_methods() -> None:
     for name in METHODS.names():
         cls = METHODS.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        click.echo(f"{name} (v{cls.version}; profiles: {', '.join(cls.PROFILES)}): {doc}")
+        default = "; in the default run" if cls.in_default_run else ""
+        click.echo(f"{name} (v{cls.version}; profiles: {', '.join(cls.PROFILES)}{default}): {doc}")
 
 
 @list_.command("imagesets")

@@ -99,7 +99,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name.")
 @click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator.")
 @click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable).")
-@click.option("--method", "-m", "methods", multiple=True, help="Method name (repeatable; default: all registered).")
+@click.option("--method", "-m", "methods", multiple=True,
+              help="Method name (repeatable; default: the default-run methods, `gib list methods` marks them).")
 @click.option("--images", default="generated+photos", show_default=True,
               help="Image set: generated, photos, generated+photos, folder:PATH or a directory.")
 @click.option("--n", "n_generated", type=int, default=8, show_default=True, help="Images in the generated set.")
@@ -184,7 +185,7 @@ def run_config(o: dict[str, Any]) -> Any:
         gen_options["weights"] = str(Path(o["weights"]).expanduser().resolve())
     task_items = tuple(s for s in o["settings"] if s.startswith("task."))
     overrides = method_overrides(tuple(s for s in o["settings"] if not s.startswith("task.")),
-                                 list(o["methods"]) or METHODS.names())
+                                 list(o["methods"]) or default_methods())
     methods = list(o["methods"]) or None
     return RunConfig(generator=o["generator"], generator_options=gen_options, methods=methods,
                      profile=_profile(o["profile"], o["generator"], methods), overrides=overrides,
@@ -210,6 +211,13 @@ def method_overrides(items: tuple[str, ...], methods: list[str]) -> dict[str, di
     return out
 
 
+def default_methods() -> list[str]:
+    """The methods of a run without ``-m`` (:func:`~gan_inversion_bench.harness.default_methods`)."""
+    from .harness import default_methods as defaults
+
+    return defaults()
+
+
 def task_settings(items: tuple[str, ...], task: str) -> dict[str, Any]:
     """``--set task.KEY=VALUE`` parsed by the type of the task's setting; an unknown key is refused
     with the task's settings."""
@@ -230,7 +238,7 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 
     if choice != "auto":
         return choice
-    tuned = has_tuned(generator, methods or METHODS.names())
+    tuned = has_tuned(generator, methods or default_methods())
     echo(f"profile: {'tuned (gan_inversion_bench/profiles/' + generator + '.json)' if tuned else 'quick'}")
     return "tuned" if tuned else "quick"
 
@@ -240,7 +248,8 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--generator", "-g", default="dcgan-digiface64", show_default=True, help="Registered generator name.")
 @click.option("--weights", type=click.Path(dir_okay=True), default=None, help="Local checkpoint for the generator.")
 @click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable).")
-@click.option("--method", "-m", "methods", multiple=True, help="Method name (repeatable; default: all registered).")
+@click.option("--method", "-m", "methods", multiple=True,
+              help="Method name (repeatable; default: the default-run methods, `gib list methods` marks them).")
 @click.option("--trials", type=int, default=24, show_default=True, help="optuna trials per method.")
 @click.option("--budget", type=int, default=100, show_default=True,
               help="Iterations of every trial: the budget the tuned profile is for.")
@@ -263,7 +272,7 @@ def tune_cmd(**o: Any) -> None:
                     seed=o["seed"], base_profile=o["base_profile"])
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
-    for name in list(o["methods"]) or METHODS.names():
+    for name in list(o["methods"]) or default_methods():
         METHODS.get(name)
         click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
         entry = tune(G, name, tc)

@@ -149,6 +149,9 @@ class InversionMethod:
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
     budget_setting: ClassVar[str | None] = "iterations"
     tags: ClassVar[MethodTags] = MethodTags()
+    #: part of the default run (``gib run`` without ``-m``): only where its quick budget fits the
+    #: default run's few minutes on a CPU; every method still runs when named
+    in_default_run: ClassVar[bool] = True
     #: settings added after results were first stored, with their defaults: left out of result
     #: keys while at these values, so older run folders resume without recomputation
     KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {}

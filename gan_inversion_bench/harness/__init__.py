@@ -19,7 +19,7 @@ Faults, precision, compile, batch sizes and timing are described in ``docs/relia
 """
 from __future__ import annotations
 
-from .config import RunConfig, RunError, build_method, execution_options, validate
+from .config import RunConfig, RunError, build_method, default_methods, execution_options, validate
 from .folder import FAULT_EVENTS, KILL_ENV, check_writable, fault_point, run_lock, save_png
 from .orchestrate import run, run_method_key
 from .provenance import VERSIONED, code_revision, device_name, image_seed, library_versions, resolve_device
@@ -37,7 +37,7 @@ from .timing import (
     warm_up,
 )
 
-__all__ = [
+__all__ = ["default_methods",
     "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError", "Timer",
     "auto_batch_size", "automatic_batch_size", "batch_from_probe", "build_method", "check_writable",
     "code_revision", "count_invert_flops", "device_name", "execution_options", "fault_point", "history_summary",

@@ -38,7 +38,7 @@ class RunConfig:
 
     generator: str = "dcgan-digiface64"
     generator_options: dict[str, Any] = field(default_factory=dict)
-    methods: list[str] | None = None           # None: every registered method
+    methods: list[str] | None = None           # None: the default methods (default_methods)
     profile: str = "quick"                      # "quick" (short budget), "tuned" (gib tune's profile of the
                                                 # generator) or "paper" (the seeds' defaults)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method (or "*") → settings
@@ -72,7 +72,12 @@ class RunConfig:
             raise RunError(str(e)) from None
 
     def method_names(self) -> list[str]:
-        return list(self.methods) if self.methods else METHODS.names()
+        return list(self.methods) if self.methods else default_methods()
+
+
+def default_methods() -> list[str]:
+    """The methods of a run that names none: every registered method with ``in_default_run``."""
+    return [n for n in METHODS.names() if METHODS.get(n).in_default_run]
 
 
 def content_identity(config: RunConfig, generator: SplitGenerator, images: ImageSet) -> dict[str, Any]:
