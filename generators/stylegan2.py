@@ -72,7 +72,17 @@ and the last is the image. Every intermediate (except the image) is a
   replacing ``features`` at any split point changes every later RGB contribution too. Before
   ``to_rgb1`` has run (splits 0 and 1), ``skip`` is a zero 4×4 placeholder that is not used.
 
-The noise maps are generator buffers (shared by all samples), so they are not in the context.
+The noise maps are generator buffers (shared by all samples), so they are not in the context,
+unless per-image maps were given to :meth:`StyleGAN2Generator.synthesise_wplus`: then
+``context["noise_i"]`` ``[B, 1, r, r]`` replaces buffer ``noise_i`` in every later stage.
+
+Style space (W+ synthesis with explicit noise)
+----------------------------------------------
+Methods that optimise per-layer codes and noise maps (Image2StyleGAN) use, whatever the
+``latent_space``: ``n_latent`` and ``style_dim`` (the shape of W+), ``latent_avg`` (w̄),
+:meth:`StyleGAN2Generator.noise_maps` (copies of the fixed maps) and
+:meth:`StyleGAN2Generator.synthesise_wplus` ``(ws, noise=None)``. With ``ws`` the layer codes
+of ``z`` and ``noise`` None (or the generator's own maps) it is the same image as ``forward(z)``.
 
 Composition (mGANprior and the like): ``with_features(state, composed, rows)`` keeps the context
 of the selected rows. A method composing the features of N codes per image passes ``rows`` =
@@ -465,13 +475,47 @@ class StyleGAN2Generator(SplitGenerator):
         skip = torch.zeros(b, 3, 4, 4, device=const.device, dtype=const.dtype)
         return SplitState(const, {"styles": ws, "skip": skip})
 
-    def _noise(self, i: int) -> Tensor:
+    def _noise(self, i: int, context: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Noise map ``i``: per-image maps from the context (:meth:`synthesise_wplus`), else the buffer."""
+        if context is not None and f"noise_{i}" in context:
+            return context[f"noise_{i}"]
         return getattr(self.noises, f"noise_{i}")
+
+    # ---- style space (see "Style space" in the module docstring) ----
+    def noise_maps(self) -> list[Tensor]:
+        """Copies of the fixed noise maps, ``num_layers`` tensors ``[1, 1, r, r]`` (4, 8, 8, 16, 16, …)."""
+        return [self._noise(i).detach().clone() for i in range(self.num_layers)]
+
+    def synthesise_wplus(self, ws: Tensor, noise: Sequence[Tensor] | None = None) -> Tensor:
+        """Images ``[B, 3, R, R]`` from per-layer codes ``ws`` ``[B, n_latent, style_dim]`` (used as
+        given: no mapping, no truncation) and, optionally, ``num_layers`` noise maps, each
+        ``[B, 1, r, r]`` (one per image) or ``[1, 1, r, r]`` (shared) with the shapes of
+        :meth:`noise_maps`; None uses the generator's fixed maps.
+
+        >>> ws = G.layer_codes(z)                    # [B, n_latent, style_dim]: the image of forward(z)
+        >>> G.synthesise_wplus(ws, G.noise_maps())   # the same image
+        """
+        if ws.dim() != 3 or tuple(ws.shape[1:]) != (self.n_latent, self.style_dim):
+            raise ValueError(f"ws must have shape [B, {self.n_latent}, {self.style_dim}] (one code per layer), "
+                             f"got {list(ws.shape)}")
+        b = ws.shape[0]
+        context = {"styles": ws, "skip": torch.zeros(b, 3, 4, 4, device=ws.device, dtype=ws.dtype)}
+        if noise is not None:
+            shapes = [tuple(self._noise(i).shape[2:]) for i in range(self.num_layers)]
+            found = [tuple(n.shape) for n in noise]
+            if len(found) != len(shapes) or any(len(f) != 4 or f[0] not in (1, b) or f[1] != 1 or f[2:] != s
+                                                for f, s in zip(found, shapes, strict=False)):
+                raise ValueError(f"noise must be {len(shapes)} maps [B or 1, 1, r, r] with r×r = {shapes}, "
+                                 f"got {found}")
+            context.update({f"noise_{i}": n.expand(b, 1, *n.shape[2:]) for i, n in enumerate(noise)})
+        state = SplitState(self.input.input.repeat(b, 1, 1, 1), context)
+        out: Tensor = self._run(state, 0, None, False)
+        return out
 
     def _stage_conv1(self, x: SplitState) -> SplitState:
         _require_state(x, self)
         ws = x.context["styles"]
-        f = self.conv1(x.features, ws[:, 0], self._noise(0))
+        f = self.conv1(x.features, ws[:, 0], self._noise(0, x.context))
         return SplitState(f, dict(x.context))
 
     def _stage_conv(self, j: int, x: SplitState) -> SplitState:
@@ -480,7 +524,7 @@ class StyleGAN2Generator(SplitGenerator):
         if j % 2 == 0:  # entering a new resolution: first the pending ToRGB of the previous one
             k = j // 2
             skip = self.to_rgb1(f, ws[:, 1]) if k == 0 else self.to_rgbs[k - 1](f, ws[:, 2 * k + 1], skip)
-        f = self.convs[j](f, ws[:, j + 1], self._noise(j + 1))
+        f = self.convs[j](f, ws[:, j + 1], self._noise(j + 1, x.context))
         return SplitState(f, {**x.context, "skip": skip})
 
     def _stage_output(self, x: SplitState) -> Tensor:

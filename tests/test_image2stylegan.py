@@ -1,0 +1,166 @@
+"""Image2StyleGAN (methods/image2stylegan.py) and the StyleGAN2 style-space API it needs.
+
+Reference values are computed independently of the method: the W+ synthesis against the plain
+``forward`` (a generator in the "z" or "w+" latent space, noise from its own buffers), and one Adam
+step by hand (gradient by autograd through ``forward``, the loss written out, Adam's first step
+``lr · g / (|g| + ε)``) against the method at one iteration.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from gan_inversion_bench import testing
+from gan_inversion_bench.generators.stylegan2 import StyleGAN2Generator
+from gan_inversion_bench.methods.image2stylegan import MEAN_W_SAMPLES, MEAN_W_SEED, Image2StyleGAN, mean_w_start
+from gan_inversion_bench.perceptual import get_vgg_features
+from gan_inversion_bench.registry import GENERATORS
+
+
+def tiny(**kw):
+    """The tiny StyleGAN2 (latent space "w+" unless ``kw`` says otherwise; the suite's cached one then)."""
+    return GENERATORS.create("stylegan2", tiny=True, **kw) if kw else testing.tiny_generator("stylegan2")
+
+
+def repeated(w, n):
+    return w.unsqueeze(1).repeat(1, n, 1)  # [B, n, style_dim]
+
+
+# ---- the generator's style-space API ---------------------------------------------------------------
+def test_wplus_synthesis_reproduces_forward_from_z():
+    G = tiny(latent_space="z", truncation=0.7)
+    z = G.sample_latents(3, seed=4)
+    with torch.no_grad():
+        expected = G(z)
+        w = G.latent_avg + 0.7 * (G.mapping(z) - G.latent_avg)  # truncation written out
+        ws = repeated(w, G.n_latent)
+        own = [getattr(G.noises, f"noise_{i}") for i in range(G.num_layers)]
+        for noise in (None, G.noise_maps(), [n.repeat(3, 1, 1, 1) for n in own]):
+            torch.testing.assert_close(G.synthesise_wplus(ws, noise), expected, rtol=0, atol=1e-6)
+
+
+def test_wplus_synthesis_reproduces_forward_with_per_layer_codes():
+    G = tiny()  # latent space "w+": forward takes the flattened per-layer codes
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(G.synthesise_wplus(ws), G(ws.flatten(1)), rtol=0, atol=1e-6)
+
+
+def test_per_image_noise_is_each_images_own():
+    G = tiny()
+    ws = repeated(G.latent_avg.reshape(1, -1), G.n_latent).repeat(2, 1, 1)
+    gen = torch.Generator().manual_seed(3)
+    noise = [torch.randn(2, 1, *m.shape[2:], generator=gen) for m in G.noise_maps()]
+    with torch.no_grad():
+        batch = G.synthesise_wplus(ws, noise)
+        for i in range(2):
+            H = copy.deepcopy(G)
+            for k, n in enumerate(noise):
+                setattr(H.noises, f"noise_{k}", n[i:i + 1].clone())  # the buffer replaced: plain forward
+            torch.testing.assert_close(batch[i:i + 1], H(ws[i:i + 1].flatten(1)), rtol=0, atol=1e-5)
+        assert not torch.allclose(batch, G.synthesise_wplus(ws)), "the noise maps had no effect"
+
+
+def test_synthesise_wplus_refuses_bad_shapes():
+    G = tiny()
+    ws = repeated(G.latent_avg.reshape(1, -1), G.n_latent)
+    with pytest.raises(ValueError, match=rf"\[B, {G.n_latent}, {G.style_dim}\]"):
+        G.synthesise_wplus(ws[:, 1:])
+    with pytest.raises(ValueError, match="noise must be 5 maps"):
+        G.synthesise_wplus(ws, G.noise_maps()[1:])
+    with pytest.raises(ValueError, match="noise must be 5 maps"):
+        G.synthesise_wplus(ws, [torch.zeros(1, 1, 2, 2)] * G.num_layers)
+
+
+# ---- the method: one Adam step by hand ---------------------------------------------------------------
+def hand_loss(x, target, weight):
+    vgg = get_vgg_features(x.shape[-1])  # the perceptual network used directly, at the image size
+    return (x - target).pow(2).mean() + weight * (vgg(x) - vgg(target)).abs().mean()
+
+
+def adam_first_step(p, g, lr):
+    # m̂ = g and v̂ = g² after the bias corrections of step 1 (β1 = 0.9, β2 = 0.999, ε = 1e-8)
+    return p - lr * g / (g.abs() + 1e-8)
+
+
+@pytest.mark.parametrize("optimize_noise", [False, True])
+def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise):
+    G = tiny()
+    with torch.no_grad():
+        target = G(G.sample_latents(1, seed=11)).clamp(-1, 1)
+    lr, weight = 0.05, 0.5
+    H = copy.deepcopy(G)  # the plain forward, with the noise buffers as leaves that take a gradient
+    ws = repeated(G.latent_avg.reshape(1, -1), G.n_latent).requires_grad_(True)
+    noise = [getattr(H.noises, f"noise_{i}").clone().requires_grad_(optimize_noise) for i in range(G.num_layers)]
+    for i, n in enumerate(noise):
+        setattr(H.noises, f"noise_{i}", n)
+    loss0 = hand_loss(H(ws.flatten(1)), target, weight)
+    grads = torch.autograd.grad(loss0, [ws, *noise] if optimize_noise else [ws])
+    ws1 = adam_first_step(ws.detach(), grads[0], lr)
+    with torch.no_grad():
+        for i, n in enumerate(noise):
+            setattr(H.noises, f"noise_{i}", adam_first_step(n.detach(), grads[1 + i], lr) if optimize_noise else n)
+        image1 = H(ws1.flatten(1))
+
+    m = Image2StyleGAN(iterations=1, lr=lr, perceptual_weight=weight, perceptual_size=None,
+                       optimize_noise=optimize_noise)
+    r = m.invert(G, target, seeds=0)
+    torch.testing.assert_close(r.loss_history[0, 0], loss0.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r.latents["ws"], ws1, rtol=0, atol=1e-5)
+    torch.testing.assert_close(r.reconstructions, image1, rtol=0, atol=1e-5)
+    assert ("noise_0" in r.latents) == optimize_noise
+    if optimize_noise:
+        torch.testing.assert_close(r.latents["noise_4"], H.noises.noise_4, rtol=0, atol=1e-5)
+
+
+def test_the_start_is_the_mean_w_estimated_when_missing():
+    G = StyleGAN2Generator(16, style_dim=32, n_mlp=2)  # built directly: latent_avg never set
+    G.reset_parameters(0)
+    assert not G.latent_avg.any()
+    z = torch.randn(MEAN_W_SAMPLES, 32, generator=torch.Generator().manual_seed(MEAN_W_SEED))
+    with torch.no_grad():
+        expected = G.style(z).double().mean(0).float()
+    start = mean_w_start(copy.deepcopy(G), 2)
+    assert start.shape == (2, G.n_latent, 32)
+    torch.testing.assert_close(start, expected.expand(2, G.n_latent, 32), rtol=0, atol=1e-5)
+
+
+# ---- refusals ------------------------------------------------------------------------------------------
+def test_refuses_generators_without_a_style_space():
+    G = testing.tiny_generator("dcgan-digiface64")
+    m = Image2StyleGAN.from_profile("test")
+    reason = m.unsupported(G)
+    assert reason is not None and "dcgan-digiface64" in reason and "style space" in reason
+    with pytest.raises(ValueError, match=r"dcgan-digiface64.*no style space"):
+        m.invert(G, torch.zeros(1, 3, G.resolution, G.resolution), seeds=0)
+    assert m.unsupported(testing.tiny_generator("stylegan2")) is None
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("iterations", 0), ("lr", -0.01), ("lr", float("nan")), ("perceptual_size", 0), ("optimize_noise", "yes"),
+    ("mse_weight", -1.0),
+])
+def test_impossible_settings_are_refused_by_name(setting, value):
+    with pytest.raises(ValueError, match=setting):
+        Image2StyleGAN(**{setting: value})
+
+
+def test_both_loss_weights_zero_is_refused():
+    with pytest.raises(ValueError, match="must not all be 0"):
+        Image2StyleGAN(mse_weight=0.0, perceptual_weight=0.0)
+
+
+# ---- with the noise optimised, a batch still gives every image its own result -------------------------
+def test_noise_optimisation_batch_equals_alone_and_is_deterministic():
+    base = testing.method_case("image2stylegan", "stylegan2")  # the suite's test profile at budget 8
+    m, G, t = base.method.with_settings(optimize_noise=True), base.generator, base.targets
+    joint = m.invert(G, t, seeds=[3, 4])
+    for i in range(2):
+        alone = m.invert(G, t[i:i + 1], seeds=[9])  # another seed too: the method is deterministic
+        torch.testing.assert_close(joint.loss_history[:, i], alone.loss_history[:, 0], rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(joint.reconstructions[i], alone.reconstructions[0], rtol=1e-3, atol=2e-3)
+        torch.testing.assert_close(joint.latents["noise_4"][i], alone.latents["noise_4"][0], rtol=1e-3, atol=2e-3)
+    assert joint.loss_history[-1].lt(joint.loss_history[0]).all()
+    assert not torch.equal(joint.latents["noise_2"][0:1], G.noise_maps()[2]), "the noise maps were not optimised"
