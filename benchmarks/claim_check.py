@@ -661,6 +661,10 @@ def runs_lines(out: Path) -> list[str]:
             *_table(["configuration", "sessions", "wall (s)", "records", "load before → after"], rows), ""]
 
 
+#: the page may end with other results between two of these markers; regenerating keeps them
+KEPT = "<!-- kept: other results -->"
+
+
 def write_page(out: Path, page: Path, protocol: Protocol, out_arg: str) -> None:
     lines = intro_lines(out, protocol, out_arg)
     first = pd.DataFrame()
@@ -676,6 +680,8 @@ def write_page(out: Path, page: Path, protocol: Protocol, out_arg: str) -> None:
         marker = f"<!-- verdict {exp.key} -->"
         body = old.split(marker)[1] if old.count(marker) >= 2 else "\n(verdict to be written)\n"
         text = text.replace(_verdict(exp.key), f"{marker}{body}{marker}")
+    if old.count(KEPT) >= 2:  # other results on the same page (e.g. restoration tasks), kept as written
+        text += f"\n{KEPT}{old.split(KEPT)[1]}{KEPT}\n"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
     print(f"wrote {page}")

@@ -45,7 +45,8 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert set(runs) == {"a/single-code", "a/pmsfc-RK10-w1", "b/scan-2", "b/scan-3", "b/discovered", "b/random"}
     # hand-written verdicts survive regeneration, and a second run resumes without recomputing
     text = text.replace("(verdict to be written)", "PmSFC wins nothing here.", 1)
-    page.write_text(text.replace("(verdict to be written)", "The subspaces do not matter.", 1))
+    kept = "<!-- kept: other results -->\n## Restoration\n\nA table.\n<!-- kept: other results -->"
+    page.write_text(text.replace("(verdict to be written)", "The subspaces do not matter.", 1) + "\n" + kept + "\n")
     from gan_inversion_bench.tables import load_records
 
     def records():
@@ -55,7 +56,7 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert cc.main(args) == 0
     again = page.read_text()
     assert "PmSFC wins nothing here." in again and "The subspaces do not matter." in again
-    assert "(verdict to be written)" not in again
+    assert "(verdict to be written)" not in again and again.count("## Restoration\n\nA table.") == 1
     after = records()
     assert all(len(after[k]) == 1 and after[k].equals(before[k]) for k in before)  # nothing recomputed or rewritten
     assert (out / "b" / "scan.json").read_text() == scan
