@@ -325,6 +325,7 @@ def _copy(run_dir: Path, rel: str, root: Path, dst: str, refused: list[tuple[str
 def _grids(df: pd.DataFrame, run_dir: Path, root: Path, refused: list[tuple[str, str]]) -> list[dict[str, Any]]:
     if df.empty:
         return []
+    df = tables.with_task_label(df)
     by_pair = {(r["task_label"], r["label"], r["image_id"]): r for r in df.to_dict("records")}
     out = []
     for (task, subset), g in df.groupby(["task_label", "subset"], sort=False):

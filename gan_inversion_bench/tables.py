@@ -61,7 +61,7 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
     if df.empty:
         return df
     df["subset"] = df["image_id"].str.split("/").str[0]
-    df["task_label"] = [task_label(t) for t in df.get("task", pd.Series([None] * len(df)))]
+    df = with_task_label(df)
     latest = {(t["method_key"], t["kind"]): t for t in times}  # the last measurement of each kind
     for kind in ("latency", "prepare"):
         df[f"{kind}_s"] = [latest[(k, kind)]["seconds"] if (k, kind) in latest else NAN for k in df["method_key"]]
@@ -78,6 +78,13 @@ def task_label(task: Any) -> str:
     settings = task.get("settings") or {}
     inner = ", ".join(f"{k}={v}" for k, v in settings.items())
     return f"{task.get('name')} ({inner})" if inner else str(task.get("name"))
+
+
+def with_task_label(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``task_label`` column (records built without :func:`load_records` lack it)."""
+    if "task_label" in df:
+        return df
+    return df.assign(task_label=[task_label(t) for t in df.get("task", pd.Series([None] * len(df), index=df.index))])
 
 
 def _tasks(df: pd.DataFrame) -> bool:
@@ -177,6 +184,7 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
     :func:`timing_conditions`) are not averaged: their cells are NaN and the footer lists them."""
     if df.empty:
         return pd.DataFrame()
+    df = with_task_label(df)
     df = df.assign(label=_label(df), timing=timing_conditions(df))
     out = []
     for (task, label, subset), g in df.groupby(["task_label", "label", "subset"], sort=False):
@@ -376,7 +384,12 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def to_csv(df: pd.DataFrame) -> str:
-    return summary(df).to_csv(index=False)
+    """The summary's numbers; the ``task`` column only when a row has a restoration task (so files
+    of plain reconstruction keep the columns they always had)."""
+    s = summary(df)
+    if "task" in s and set(s["task"]) == {"reconstruct"}:
+        s = s.drop(columns="task")
+    return s.to_csv(index=False)
 
 
 #: LaTeX for every character that is special to it, and for the symbols the tables use
