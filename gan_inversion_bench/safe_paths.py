@@ -13,6 +13,9 @@ file outside the folder. Every path under a run folder goes through this module:
   writes, fsyncs and renames it into place (a rename replaces a link, it never writes through it);
 * :func:`open_regular` opens a file for reading with ``O_NOFOLLOW`` and only if it is a regular file
   (a planted FIFO cannot block a reader);
+* :func:`torch_save_atomic` / :func:`torch_load_cached`: a cache entry (a method's learned state,
+  the targets' latents) saved through a new temporary file and a rename, and read back only from a
+  regular file with ``weights_only=True``; an unreadable entry is ``None`` (recomputed), never trusted;
 * :func:`remove_tree` never deletes through a link (``shutil.rmtree`` itself never follows links
   inside the tree).
 
@@ -27,9 +30,10 @@ import os
 import secrets
 import shutil
 import stat
+import warnings
 from collections.abc import Iterable
 from pathlib import Path, PurePath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -155,6 +159,39 @@ def open_regular(path: Path) -> BinaryIO:
         os.close(fd)
         raise UnsafePathError(f"{path}: refused: not a regular file")
     return os.fdopen(fd, "rb")
+
+
+def torch_save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a new temporary file (``O_EXCL | O_NOFOLLOW``, an unpredictable name), then
+    renamed onto ``path`` (its folder is created): a link planted there is replaced, never written
+    through. (The harness refuses a run folder whose ``cache`` folder is a link before any method runs.)"""
+    import torch  # only the cache helpers need it
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with os.fdopen(create_new(tmp), "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def torch_load_cached(path: Path, what: str = "cache file", then: str = "recomputing") -> Any | None:
+    """The entry ``torch.save`` wrote at ``path`` (``weights_only=True``, on the CPU), or None: a
+    missing file silently; an unreadable or corrupt one, a symbolic link or anything but a regular
+    file (never opened through) with a warning "ignoring unreadable {what} {path}: ...; {then}"."""
+    import torch
+
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open_regular(path) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a corrupt or planted cache entry is recomputed, never trusted
+        warnings.warn(f"ignoring unreadable {what} {path}: {type(e).__name__}: {e}; {then}", stacklevel=2)
+        return None
 
 
 def remove_tree(path: Path) -> None:

@@ -6,10 +6,8 @@ draws them.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from torch import Tensor
 from gan_inversion_bench.generator import SplitGenerator
 from gan_inversion_bench.method import ProgressFn
 from gan_inversion_bench.method_tools import make_optimizer
-from gan_inversion_bench.safe_paths import create_new, open_regular, temp_name
+from gan_inversion_bench.safe_paths import torch_load_cached, torch_save_atomic
 from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
 
 AFFINITIES = ("paper", "official")
@@ -200,34 +198,6 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a new temporary file (``O_EXCL | O_NOFOLLOW``, an unpredictable name), then
-    renamed onto ``path``: a link planted there is replaced, never written through. (The harness
-    refuses a run folder whose ``cache`` folder is a link before any method runs.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        with os.fdopen(create_new(tmp), "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def load_cached(path: Path) -> Any | None:
-    """A cache entry, or None (then recomputed): a missing, unreadable or corrupt file, and a symbolic
-    link or anything but a regular file (never opened through), are not trusted."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        with open_regular(path) as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a corrupt or planted cache entry is recomputed, never trusted
-        warnings.warn(f"ignoring unreadable cache file {path}: {type(e).__name__}: {e}", stacklevel=1)
-        return None
-
-
 def load_s_matrix(path: str | Path, channels: int, where: str) -> Tensor:
     """An official ``value50.pkl`` (pickled float (C, C) numpy array) through the numpy-only unpickler."""
     arr = load_numpy_pickle(path)
@@ -296,14 +266,14 @@ def obtain_s(G: SplitGenerator, split: int, settings: Any, *, seed: int, cache: 
     key_material = {"generator": generator, "split": split, "source": source}
     s_key = digest(key_material)
     path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
-    entry = load_cached(path) if path is not None else None
+    entry = torch_load_cached(path) if path is not None else None
     if entry is not None:
         return FoundS(entry["S"], {k: v.tolist() for k, v in entry["curves"].items()}, s_key, True)
     config = DiscoveryConfig(s.discovery_iterations, s.discovery_batch, s.discovery_lr, s.discovery_optimizer,
                              s.data_weight, s.sparsity_weight, s.s_init)
     S, curves = train_self_expressive(G, split, config, seed=seed, progress=progress)
     if path is not None:
-        save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
+        torch_save_atomic({"S": S, "curves": {k: torch.tensor(v) for k, v in curves.items()},
                      "key": json.dumps(key_material, default=str)}, path)
     return FoundS(S, curves, s_key, False)
 
@@ -315,7 +285,7 @@ def cluster_channels(S: Tensor, s_key: str, settings: Any, *, seed: int, cache: 
     if s.affinity == "paper":
         spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
     m_key = digest({"S": s_key, "clustering": spec, "seed": seed, "code": code_version()})
-    entry = load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
+    entry = torch_load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
     if entry is not None:
         return Clusters(entry["labels"].long(), list(entry["warnings"]), m_key)
     if s.affinity == "paper":
@@ -327,5 +297,6 @@ def cluster_channels(S: Tensor, s_key: str, settings: Any, *, seed: int, cache: 
     raw, notes = spectral_labels(A, s.n_subspaces, seed, assign)
     labels = torch.from_numpy(raw)
     if cache is not None:
-        save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)}, cache / f"pmsfc-masks-{m_key}.pt")
+        torch_save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)},
+                          cache / f"pmsfc-masks-{m_key}.pt")
     return Clusters(labels.long(), notes, m_key)

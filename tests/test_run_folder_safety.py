@@ -32,7 +32,7 @@ from gan_inversion_bench.methods import pmsfc as P
 from gan_inversion_bench.methods import pmsfc_subspaces as S1
 from gan_inversion_bench.registry import GENERATORS
 from gan_inversion_bench.report import write_report
-from gan_inversion_bench.safe_paths import UnsafePathError
+from gan_inversion_bench.safe_paths import UnsafePathError, torch_load_cached
 from gan_inversion_bench.store import ResultStore, StoreError
 
 ROOT = os.geteuid() == 0
@@ -230,7 +230,7 @@ def test_symlinked_pmsfc_cache_file_is_not_read_nor_written_through(tmp_path):
     entry.unlink()
     entry.symlink_to(victim.path)
     with pytest.warns(UserWarning, match=r"ignoring unreadable cache file .*refused: a symlink"):
-        assert S1.load_cached(entry) is None
+        assert torch_load_cached(entry) is None
     with pytest.warns(UserWarning, match="refused: a symlink"):  # recomputed, and cached anew
         again = P.PmSFC(**fast).prepare(G, seed=0, cache_dir=tmp_path / "cache")
     assert not again.from_cache_ and entry.is_file() and not entry.is_symlink()

@@ -36,6 +36,7 @@ from ..safe_paths import (
     refuse_links,
     refuse_non_regular,
     temp_name,
+    torch_save_atomic,
 )
 from ..store import ResultStore
 from .config import RunError
@@ -217,11 +218,4 @@ def save_targets(images: ImageSet, run_dir: Path) -> None:
     latents = {it.id: it.latent for it in images.items if it.latent is not None}
     path = prepare_file(run_dir, "targets/generated_latents.pt")
     if latents and not os.path.lexists(path):
-        tmp = temp_name(path)
-        try:
-            with os.fdopen(create_new(tmp), "wb") as f:
-                torch.save(latents, f)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        torch_save_atomic(latents, path)
