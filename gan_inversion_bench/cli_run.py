@@ -233,12 +233,13 @@ def task_settings(items: tuple[str, ...], task: str) -> dict[str, Any]:
 
 
 def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
-    """``auto``: the tuned profile where every method of the run has one for the generator, else quick."""
+    """``auto``: the tuned profile where every tunable method of the run has one for the generator,
+    else quick (a method with nothing to tune runs at its quick profile either way)."""
     from .profiles import has_tuned
 
     if choice != "auto":
         return choice
-    tuned = has_tuned(generator, methods or default_methods())
+    tuned = has_tuned(generator, [m for m in methods or default_methods() if METHODS.get(m).tunable()])
     echo(f"profile: {'tuned (gan_inversion_bench/profiles/' + generator + '.json)' if tuned else 'quick'}")
     return "tuned" if tuned else "quick"
 

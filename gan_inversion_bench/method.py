@@ -267,6 +267,13 @@ class InversionMethod:
         the capacity do not. Default: nothing to tune."""
         return {}
 
+    @classmethod
+    def tunable(cls) -> bool:
+        """Whether ``gib tune`` has anything to search: a compute budget and a :meth:`tuning_space`
+        of its own. ``--profile tuned`` runs a method that is not tunable (an encoder's single
+        forward pass) at its ``quick`` profile."""
+        return cls.budget_setting is not None and cls.tuning_space is not InversionMethod.tuning_space
+
     # ---- extras ----------------------------------------------------------------------------------
     @classmethod
     def report_artifacts(cls, run_dir: Path) -> list[Artifact]:

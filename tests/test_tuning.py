@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from gan_inversion_bench import GENERATORS, METHODS
 from gan_inversion_bench.cli import main
-from gan_inversion_bench.harness import RunConfig, run
+from gan_inversion_bench.harness import RunConfig, build_method, run
 from gan_inversion_bench.imagesets import load_image_set
-from gan_inversion_bench.profiles import ProfileError, read_profile, tuned_settings
+from gan_inversion_bench.profiles import ProfileError, read_profile, tuned_settings, write_entry
 from gan_inversion_bench.store import ResultStore
 from gan_inversion_bench.tuning import TuneConfig, tune, tuning_images
 
@@ -67,6 +67,25 @@ def test_profile_tuned_applies_the_profile_and_a_missing_one_says_what_to_do(G, 
         settings = s.results()[0]["method_settings"]
     assert settings["optimizer"] == entry["settings"]["optimizer"] and settings["lr"] == entry["settings"]["lr"]
     json.dumps(profile)
+
+
+def test_a_method_with_nothing_to_tune_runs_at_quick_under_the_tuned_profile(tmp_path, monkeypatch):
+    """The encoder (one forward pass, no budget) has no tuned entry and needs none; `auto` still picks
+    the tuned profile when every tunable method has one; a tunable method without one is refused."""
+    from gan_inversion_bench.cli_run import _profile
+
+    assert not METHODS.get("encoder").tunable() and METHODS.get("idinvert").tunable()
+    assert METHODS.get("single-code").tunable() and METHODS.get("cma-es").tunable()
+    monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "profiles"))
+    write_entry(tmp_path / "profiles" / "pggan-tiny.json", "pggan-tiny", "single-code",
+                {"base_profile": "quick", "settings": {"optimizer": "adam", "lr": 0.05}})
+    config = RunConfig(generator="pggan-tiny", methods=["encoder", "single-code"], profile="tuned")
+    assert build_method("encoder", config).get_settings() == METHODS.get("encoder").from_profile("quick").get_settings()
+    assert build_method("single-code", config).settings.lr == 0.05
+    assert _profile("auto", "pggan-tiny", ["encoder", "single-code"]) == "tuned"
+    assert _profile("auto", "pggan-tiny", ["encoder", "single-code", "ilo"]) == "quick"
+    with pytest.raises(ProfileError, match="gib tune -g pggan-tiny -m ilo"):
+        build_method("ilo", RunConfig(generator="pggan-tiny", methods=["ilo"], profile="tuned"))
 
 
 def test_bad_tuning_settings_are_refused():

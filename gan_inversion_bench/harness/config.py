@@ -123,7 +123,7 @@ def build_method(name: str, config: RunConfig) -> InversionMethod:
     tuned: dict[str, Any]
     profile, tuned = config.profile, {}
     if profile == "tuned":  # the generator's tuned profile on top of the base profile it was tuned from
-        profile, tuned = tuned_settings(config.generator, name)
+        profile, tuned = tuned_settings(config.generator, name) if cls.tunable() else ("quick", {})
     method: InversionMethod = cls.from_profile(profile, **{**tuned, **general, **config.overrides.get(name, {})})
     if config.budget is not None and method.budget_setting is not None:
         method = method.with_budget(config.budget)
