@@ -187,8 +187,20 @@ class ResultStore:
                 self._set_default("schema_version", str(SCHEMA_VERSION))
                 self._migrate()
             self._columns = [r[1] for r in self.conn.execute("PRAGMA table_info(results)")]
+            self._check_integrity()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable results database ({e})") from None
+
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` on open (every page and row of every table is read; indexes are not
+        cross-checked): a damaged database is refused as a whole, so no row of it is counted as done
+        and no resume writes into it (milliseconds for a run's database)."""
+        problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            self.conn.close()
+            raise StoreError(f"{self.path}: the results database is damaged (SQLite quick_check: "
+                             f"{'; '.join(problems)}); none of its rows can be trusted: restore the folder "
+                             f"from a copy, or run into a new --out folder")
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if create:

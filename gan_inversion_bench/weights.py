@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -104,13 +106,52 @@ def load_numpy_pickle(path: str | Path) -> Any:
                               f"(truncated or corrupt?): {type(e).__name__}: {e}") from None
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (``MemAvailable`` of /proc/meminfo,
+    else the free physical pages), or None where neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def unpacked_size(path: Path) -> int:
+    """What loading ``path`` unpacks: the sum of the members' declared sizes for a zip checkpoint
+    (``torch.save``'s format since torch 1.6), else the file's size (the legacy format)."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                return sum(info.file_size for info in z.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            pass  # torch.load then says what is wrong with it
+    return path.stat().st_size
+
+
+def _refuse_oversized(path: Path) -> None:
+    """A checkpoint whose unpacked size exceeds the memory available now is refused before it is read."""
+    need, have = unpacked_size(path), available_memory()
+    if have is not None and need > have:
+        raise CheckpointError(f"checkpoint {path} would unpack to {need / 2**30:.2f} GiB, more than the "
+                              f"{have / 2**30:.2f} GiB of memory available; free memory, or check that this is "
+                              f"the intended file (a generator's weights are at most a few GiB)")
+
+
 def torch_load_safe(path: str | Path, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with readable errors naming the file."""
+    """``torch.load(path, weights_only=True)`` with readable errors naming the file; a checkpoint that
+    would not fit in the available memory is refused before it is unpacked."""
     path = Path(path)
     if not path.exists():
         raise WeightsNotFound(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
+    _refuse_oversized(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -324,6 +324,26 @@ def test_checkpoint_that_is_an_image(tmp_path, existing):
     assert "weights_only` set to `False`" not in str(info.value)
 
 
+def test_checkpoint_that_would_unpack_beyond_the_available_memory(tmp_path, existing, monkeypatch):
+    """A zip whose member declares 64 MiB (deflated zeros: 64 KB on disk) against 32 MiB available:
+    refused from the zip directory, before torch.load reads a byte of it."""
+    import zipfile
+
+    from gan_inversion_bench import weights
+
+    with zipfile.ZipFile(tmp_path / "g.pth", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data/0", bytes(64 << 20))
+    assert (tmp_path / "g.pth").stat().st_size < 1 << 20
+    assert weights.unpacked_size(tmp_path / "g.pth") == 64 << 20
+    assert 64 << 20 < weights.available_memory() < 1 << 50  # this machine's, in bytes
+    monkeypatch.setattr(weights, "available_memory", lambda: 32 << 20)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was reached"))
+    check_checkpoint(tmp_path, tmp_path / "g.pth", "would unpack to 0.06 GiB, more than the 0.03 GiB of memory "
+                     "available")
+    (tmp_path / "legacy.pth").write_bytes(b"x" * 1000)  # not a zip: its file size counts
+    assert weights.unpacked_size(tmp_path / "legacy.pth") == 1000
+
+
 def test_checkpoint_that_is_a_text_file(tmp_path, existing):
     (tmp_path / "g.pth").write_text("hello world")  # torch.load raises KeyError on it
     check_checkpoint(tmp_path, tmp_path / "g.pth", "not a readable torch checkpoint")
@@ -487,6 +507,25 @@ def test_existing_file_that_is_not_a_results_database(tmp_path, existing):
     (tmp_path / "o" / "results.sqlite").write_bytes(b"not sqlite " * 200)
     assert_refused(gib(*BASE, "--out", str(tmp_path / "o")), "results.sqlite: not a usable results database")
     assert (tmp_path / "o" / "results.sqlite").read_bytes() == b"not sqlite " * 200
+
+
+def test_a_damaged_database_page_is_refused_on_open(existing):
+    """The cell pointers of the results table's root page overwritten: SQLite's quick_check on open
+    finds it, and neither a resume nor a table counts any of the rows as done."""
+    db = existing.path / "results.sqlite"
+    with sqlite3.connect(db) as c:
+        page_size = c.execute("PRAGMA page_size").fetchone()[0]
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'results'").fetchone()[0]
+    c.close()
+    data = bytearray(db.read_bytes())
+    start = (root - 1) * page_size + 8  # a leaf page's header is 8 bytes, then the cell pointers
+    data[start:start + 8] = b"\xff" * 8
+    db.write_bytes(bytes(data))
+    existing.may_change = True
+    for args in (existing_args(existing), ["table", str(existing.path)]):
+        assert_refused(gib(*args), "results.sqlite: the results database is damaged (SQLite quick_check:",
+                       "none of its rows can be trusted")
+    assert db.read_bytes() == bytes(data)  # nothing was written into it
 
 
 def test_full_disk_while_writing_a_png(existing, monkeypatch):
