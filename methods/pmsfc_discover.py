@@ -21,6 +21,7 @@ appear in that run's HTML report (``PmSFC.report_artifacts``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 
 from gan_inversion_bench.generator import SplitGenerator, frozen_copy
 from gan_inversion_bench.method import ProgressFn
+from gan_inversion_bench.safe_paths import WHY, UnsafePathError, refuse_links, write_atomic
 
 from .pmsfc import PmSFC
 
@@ -48,8 +50,11 @@ def discover(generator: SplitGenerator, *, out_dir: str | Path, seed: int = 0, n
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
     method = PmSFC(**settings)
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
+    if out.is_symlink():  # e.g. RUN_DIR/discover inside a run folder from someone else
+        raise UnsafePathError(f"{out}: refused: the output folder is a symlink (not followed); {WHY}")
     out.mkdir(parents=True, exist_ok=True)
+    refuse_links(out, ["cache"])  # cache entries themselves are replaced, never written through
     method.prepare(generator, seed=seed, cache_dir=out / "cache", progress=progress)
     files = {"subspace_swap": out / "subspace_swap.png", "S_by_cluster": out / "S_by_cluster.png"}
     swap_figure(generator, method.split_["index"], method.masks_, seed=seed, n_pairs=n_pairs,
@@ -63,7 +68,7 @@ def discover(generator: SplitGenerator, *, out_dir: str | Path, seed: int = 0, n
     files["summary"] = out / "subspaces.json"
     summary = {"generator": generator.describe(), "seed": seed, "settings": method.get_settings(), "state": state,
                "labels": method.labels_.tolist()}
-    files["summary"].write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    write_atomic(files["summary"], (json.dumps(summary, indent=1, default=str) + "\n").encode())
     return {"files": {k: str(v) for k, v in files.items()}, "state": state, "labels": method.labels_.tolist()}
 
 
@@ -123,7 +128,7 @@ def swap_figure(generator: SplitGenerator, split: int, masks: torch.Tensor, *, s
         ax.set_yticks([])
     fig.suptitle(f"subspace swap at split {split}: row r replaces the features of subspace r", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
 
 
 def s_figure(S: torch.Tensor, labels: torch.Tensor, *, path: str | Path) -> None:
@@ -144,7 +149,7 @@ def s_figure(S: torch.Tensor, labels: torch.Tensor, *, path: str | Path) -> None
     ax.set_ylabel("channel (by subspace)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
 
 
 def loss_figure(curves: dict[str, list[float]], path: str | Path) -> None:
@@ -162,17 +167,25 @@ def loss_figure(curves: dict[str, list[float]], path: str | Path) -> None:
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("iteration")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
 
 
 def write_curves_csv(curves: dict[str, list[float]], path: str | Path) -> None:
     """``iteration,total,feature,data,sparse`` rows (iteration counted from 1)."""
     names = [k for k in ("total", "feature", "data", "sparse") if k in curves]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["iteration", *names])
-        for i, row in enumerate(zip(*(curves[k] for k in names), strict=True), start=1):
-            writer.writerow([i, *(repr(float(v)) for v in row)])
+    f = io.StringIO(newline="")
+    writer = csv.writer(f)
+    writer.writerow(["iteration", *names])
+    for i, row in enumerate(zip(*(curves[k] for k in names), strict=True), start=1):
+        writer.writerow([i, *(repr(float(v)) for v in row)])
+    write_atomic(Path(path), f.getvalue().encode())
+
+
+def _save_figure(fig: Any, path: str | Path) -> None:
+    """The figure as a PNG, written through :func:`write_atomic` (a link at ``path`` is refused)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_atomic(Path(path), buf.getvalue())
 
 
 # ---- gib discover ------------------------------------------------------------------------------------

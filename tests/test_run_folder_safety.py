@@ -237,6 +237,35 @@ def test_symlinked_pmsfc_cache_file_is_not_read_nor_written_through(tmp_path):
     victim.assert_untouched()
 
 
+@pytest.mark.parametrize("planted", ["subspaces.json", "loss_curves.csv", "S_by_cluster.png", "cache", "."])
+def test_gib_discover_never_writes_through_a_planted_link(tmp_path, planted):
+    """`gib discover --out RUN/discover` into a folder from someone else: a link planted at any of its
+    files, at its cache folder or as the folder itself is refused by name; the victim outside stays
+    untouched."""
+    from gan_inversion_bench.methods.pmsfc_discover import discover
+
+    out = tmp_path / "run" / "discover"
+    out.parent.mkdir()
+    if planted == ".":
+        victim_dir = VictimDir(tmp_path / "elsewhere")
+        out.symlink_to(victim_dir.path, target_is_directory=True)
+    else:
+        out.mkdir()
+        if planted == "cache":
+            victim_dir = VictimDir(tmp_path / "elsewhere")
+            (out / "cache").symlink_to(victim_dir.path, target_is_directory=True)
+        else:
+            victim = Victim(tmp_path / "victim")
+            (out / planted).symlink_to(victim.path)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        discover(GENERATORS.create("pggan-tiny"), out_dir=out, discovery_iterations=2, n_subspaces=2, n_pairs=1)
+    if planted in ("cache", "."):
+        victim_dir.assert_untouched()
+    else:
+        victim.assert_untouched()
+        assert (out / planted).is_symlink()
+
+
 # ---- gib table and gib report ------------------------------------------------------------------------------
 def test_symlinked_report_folder_is_never_deleted_through(run_dir, tmp_path):
     victim = VictimDir(tmp_path / "victim")
