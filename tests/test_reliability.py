@@ -226,8 +226,8 @@ def wait_until_stopped(p: subprocess.Popen, timeout: float = 120) -> None:
     raise AssertionError("the run never reached its stop point")
 
 
-def frozen_run(args: list[str], stop_at: str) -> subprocess.Popen:
-    p = gib_subprocess(args, {harness.KILL_ENV: stop_at, "GIB_TEST_KILL_SIGNAL": "STOP"})
+def frozen_run(args: list[str], stop_at: str, **kw) -> subprocess.Popen:
+    p = gib_subprocess(args, {harness.KILL_ENV: stop_at, "GIB_TEST_KILL_SIGNAL": "STOP"}, **kw)
     try:
         wait_until_stopped(p)
     except BaseException:
@@ -253,7 +253,9 @@ def test_second_process_on_the_same_folder_is_refused(tmp_path):
 
 def test_ctrl_c_keeps_finished_results_and_says_how_to_resume(tmp_path):
     args = [*gib_args(3), "--out", str(tmp_path / "run")]
-    p = frozen_run(args, "committed:2")
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler: the
+    # child gets the default disposition back, as a foreground `gib run` has it.
+    p = frozen_run(args, "committed:2", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     p.send_signal(signal.SIGINT)  # a real SIGINT, handled once the process continues
     p.send_signal(signal.SIGCONT)
     out, _ = p.communicate(timeout=60)
