@@ -151,5 +151,23 @@ def test_bad_compute_budgets_are_refused(tmp_path):
     for kw in ({"budget_seconds": 0}, {"budget_flops": -1.0}, {"budget_seconds": float("nan")}):
         with pytest.raises(RunError, match="budget"):
             run(config(**kw), tmp_path / "bad", progress=False, echo=lambda s: None)
-    with pytest.raises(ValueError, match="less than one iteration"):
+    with pytest.raises(RunError, match="less than one iteration"):
         run(config(budget=None, budget_flops=1.0), tmp_path / "tiny", progress=False, echo=lambda s: None)
+
+
+def test_a_budget_too_small_for_one_method_still_runs_the_others_then_fails_naming_it(tmp_path):
+    from gan_inversion_bench.harness import RunError
+
+    # pivotal tuning's pivot (20 single-code iterations) costs more than the whole budget; single-code
+    # gets a few iterations of it
+    cfg = config(methods=["pivotal-tuning", "single-code"], budget=None, budget_flops=5e9,
+                 overrides={"pivotal-tuning": {"pivot_budget": 20, "steps": 2}})
+    lines: list[str] = []
+    with pytest.raises(RunError, match=r"too small for pivotal-tuning: .*fixed cost per image") as e:
+        run(cfg, tmp_path / "r", progress=False, echo=lines.append)
+    assert "other methods' results are stored" in str(e.value)
+    assert any(s.startswith("pivotal-tuning: not run:") for s in lines), lines
+    done = rows(tmp_path / "r")
+    assert set(done) == {"generated/000", "generated/001"}
+    assert {r["method"] for r in done.values()} == {"single-code"}
+    assert all(r["status"] == "ok" and 1 <= r["iterations"] < 20 for r in done.values())

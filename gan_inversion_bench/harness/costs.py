@@ -28,7 +28,7 @@ from ..generator import SplitGenerator, conditioned
 from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionMethod
 from ..precision import execution_context
-from .config import RunError
+from .config import RunConfig, RunError
 from .context import RunContext, RunSetup
 from .progress import progress_for
 from .records import MethodPlan
@@ -109,6 +109,19 @@ def derive_budget(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[
     return dict(info)
 
 
+class BudgetTooSmall(ValueError):
+    """A method's per-image compute budget does not cover one iteration (after its fixed cost)."""
+
+
+def _why(plan: MethodPlan, c: RunConfig) -> str:
+    """What the FLOP budget went on before the first iteration, when that is the reason."""
+    if c.budget_flops is None or plan.flops is None or plan.flops.fixed < c.budget_flops:
+        return ""
+    return (f"; its fixed cost per image before the first iteration ({plan.flops.fixed / 1e9:.1f} GFLOP, e.g. a "
+            f"pivot or an initial evaluation) already exceeds --budget-flops ({c.budget_flops / 1e9:.1f} GFLOP): "
+            f"raise the budget or lower that stage's cost")
+
+
 def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageItem]) -> dict[str, Any]:
     c, m = rc.config, plan.method
     limits: dict[str, int] = {}
@@ -131,7 +144,7 @@ def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageI
                                          f"{CALIBRATION[1] - CALIBRATION[0]} / {len(rows)}"})
     binding = min(limits, key=lambda k: (limits[k], k))
     if limits[binding] < 1:
-        raise ValueError(f"{m.name}: the compute budget allows less than one iteration ({limits})")
+        raise BudgetTooSmall(f"{m.name}: the compute budget allows less than one iteration ({limits}){_why(plan, c)}")
     return {**info, "iterations": limits[binding], "binding": binding, "limits": limits}
 
 

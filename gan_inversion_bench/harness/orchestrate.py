@@ -33,7 +33,7 @@ from ..store import ResultStore, method_key
 from ..tasks import activated
 from .config import RunConfig, RunError, build_method, content_identity, execution_options, validate
 from .context import Echo, RunContext, RunSetup
-from .costs import check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
+from .costs import BudgetTooSmall, check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
 from .folder import (
     check_writable,
     fault_point,
@@ -220,9 +220,18 @@ def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -
 
 def _run_inner(rc: RunContext, names: list[str]) -> None:
     setup = _set_up(rc)
+    too_small: list[str] = []
     with activated(setup.task.active):  # every ReconstructionLoss built inside compares D(G(·)) with y
         for name in _supported(rc, setup.generator, names):
-            _run_method(rc, setup, name)
+            try:
+                _run_method(rc, setup, name)
+            except BudgetTooSmall as e:  # the other methods still run; the command fails at the end
+                rc.echo(f"{name}: not run: {e}")
+                too_small.append(str(e))
+    if too_small:
+        raise RunError("the compute budget is too small for " + "; ".join(too_small) +
+                       ". The other methods' results are stored; rerun with a larger budget (or without these "
+                       "methods) into the same folder to resume")
 
 
 def _supported(rc: RunContext, generator: SplitGenerator, names: list[str]) -> list[str]:
