@@ -216,7 +216,7 @@ class CMAES(InversionMethod):
     Settings = CMAESSettings
     budget_setting = "generations"
     # quick costs 8.5 single-code steps per generation: 132 s per image on dcgan-digiface64 on a
-    # 2-core CPU (docs/methods.md), ~35 min for the default run's 16 images; and no tuned profile
+    # 2-core CPU (docs/methods.md), ~35 min for the default run's 16 images
     in_default_run = False
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},

@@ -311,7 +311,7 @@ class PivotalTuning(InversionMethod):
     }
     budget_setting = "steps"
     tags = MethodTags(trains_generator=True)
-    in_default_run = False  # no tuned profile yet (it would switch the default run's auto profile to quick)
+    in_default_run = False  # tuned for dcgan-digiface64, but it would lengthen the default run (README)
 
     def pivot_method(self) -> InversionMethod:
         """The pivot stage's method instance (rebuilt from the settings)."""
