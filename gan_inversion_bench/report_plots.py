@@ -61,7 +61,8 @@ def _curves(rows: Iterable[Record], key: str = "loss") -> list[tuple[np.ndarray,
         if key not in h or not h.get("iteration"):
             continue
         it = np.asarray(h["iteration"], dtype=float)
-        total = float(r["iterations"] or it[-1] + 1)
+        n = r["iterations"]  # None, or NaN from pandas, for a method without iterations (the encoder)
+        total = float(n) if n is not None and not pd.isna(n) and n > 0 else float(it[-1] + 1)
         time = (r["time_s"] or math.nan) * (it + 1) / total
         out.append((it, time, np.array([math.nan if v is None else v for v in h[key]], dtype=float)))
     return out

@@ -34,3 +34,15 @@ def test_median_trace_is_the_median_over_images_at_common_points():
     xs, ys = median_trace(rows, "seconds")
     assert xs.tolist() == [0, 2, 4] and ys.tolist() == [11, 21, 30.5]  # a missing value is left out
     assert median_trace([{"trace": None}], "seconds")[0].size == 0
+
+
+def test_curves_place_an_iteration_at_its_share_of_the_time_even_without_an_iteration_count():
+    from gan_inversion_bench.report_plots import _curves
+
+    rows = [{"loss_history": {"iteration": [0, 4, 9], "loss": [3.0, 2.0, 1.0]}, "time_s": 2.0, "iterations": 10},
+            # the encoder: no iterations (None in a record, NaN once it went through a pandas frame)
+            {"loss_history": {"iteration": [0], "loss": [0.5]}, "time_s": 0.02, "iterations": float("nan")},
+            {"loss_history": {"iteration": [0], "loss": [0.5]}, "time_s": 0.02, "iterations": None}]
+    (it, t, v), enc_nan, enc_none = _curves(rows)
+    assert it.tolist() == [0, 4, 9] and t.tolist() == [0.2, 1.0, 2.0] and v.tolist() == [3.0, 2.0, 1.0]
+    assert enc_nan[1].tolist() == enc_none[1].tolist() == [0.02]
