@@ -153,7 +153,7 @@ def time_quality(df: pd.DataFrame, root: Path) -> Plot | None:
 # ---- quality against compute -----------------------------------------------------------------------
 def median_trace(rows: Iterable[Record], x: str) -> tuple[np.ndarray, np.ndarray]:
     """Median over images of (``x`` ∈ {"seconds", "flops", "iteration"}, PSNR) at the common trace points."""
-    traces = [r["trace"] for r in rows if isinstance(r.get("trace"), dict) and r["trace"].get(x)]
+    traces = [t for t in (_trace_of(r, x) for r in rows) if t is not None]
     if not traces:
         return np.zeros(0), np.zeros(0)
     n = min(len(t[x]) for t in traces)
@@ -161,6 +161,24 @@ def median_trace(rows: Iterable[Record], x: str) -> tuple[np.ndarray, np.ndarray
     values = np.array([[np.nan if v is None else v for v in t["psnr"][:n]] for t in traces], dtype=float)
     ys = np.array([np.nanmedian(c) if np.isfinite(c).any() else np.nan for c in values.T])  # failed images left out
     return xs, ys
+
+
+def _trace_of(r: Record, x: str) -> dict[str, Any] | None:
+    """A record's trace; a method without one (a single forward pass, the encoder) is one point:
+    its final PSNR at its time, its FLOPs and iteration 0."""
+    t = r.get("trace")
+    if isinstance(t, dict) and t.get(x):
+        return t
+
+    def num(key: str) -> float:  # None, or NaN from a pandas frame: absent
+        v = r.get(key)
+        return 0.0 if v is None or pd.isna(v) else float(v)
+
+    at = {"seconds": num("time_s"), "flops": num("flops_fixed") + num("flops_per_iteration") * num("iterations"),
+          "iteration": 0.0}.get(x, 0.0)
+    if not num("psnr") or (x != "iteration" and not at):
+        return None
+    return {x: [at], "psnr": [num("psnr")]}
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:

@@ -46,3 +46,11 @@ def test_curves_place_an_iteration_at_its_share_of_the_time_even_without_an_iter
     (it, t, v), enc_nan, enc_none = _curves(rows)
     assert it.tolist() == [0, 4, 9] and t.tolist() == [0.2, 1.0, 2.0] and v.tolist() == [3.0, 2.0, 1.0]
     assert enc_nan[1].tolist() == enc_none[1].tolist() == [0.02]
+
+
+def test_a_record_without_a_trace_is_one_point_at_its_final_cost():
+    encoder = {"trace": None, "psnr": 19.5, "time_s": 0.02, "flops_fixed": 3.3e9, "flops_per_iteration": 0.0,
+               "iterations": float("nan")}
+    assert [a.tolist() for a in median_trace([encoder], "seconds")] == [[0.02], [19.5]]
+    assert [a.tolist() for a in median_trace([encoder], "flops")] == [[3.3e9], [19.5]]
+    assert median_trace([{**encoder, "time_s": None}], "seconds")[0].size == 0  # nothing to place it at
