@@ -61,8 +61,8 @@ def _curves(rows: Iterable[Record], key: str = "loss") -> list[tuple[np.ndarray,
         if key not in h or not h.get("iteration"):
             continue
         it = np.asarray(h["iteration"], dtype=float)
-        n = r["iterations"]  # None, or NaN from pandas, for a method without iterations (the encoder)
-        total = float(n) if n is not None and not pd.isna(n) and n > 0 else float(it[-1] + 1)
+        n = _number(r, "iterations")  # 0 for a method without iterations (the encoder)
+        total = n if n > 0 else float(it[-1] + 1)
         time = (r["time_s"] or math.nan) * (it + 1) / total
         out.append((it, time, np.array([math.nan if v is None else v for v in h[key]], dtype=float)))
     return out
@@ -169,16 +169,18 @@ def _trace_of(r: Record, x: str) -> dict[str, Any] | None:
     t = r.get("trace")
     if isinstance(t, dict) and t.get(x):
         return t
-
-    def num(key: str) -> float:  # None, or NaN from a pandas frame: absent
-        v = r.get(key)
-        return 0.0 if v is None or pd.isna(v) else float(v)
-
-    at = {"seconds": num("time_s"), "flops": num("flops_fixed") + num("flops_per_iteration") * num("iterations"),
-          "iteration": 0.0}.get(x, 0.0)
-    if not num("psnr") or (x != "iteration" and not at):
+    flops = _number(r, "flops_fixed") + _number(r, "flops_per_iteration") * _number(r, "iterations")
+    at = {"seconds": _number(r, "time_s"), "flops": flops, "iteration": 0.0}.get(x, 0.0)
+    psnr = _number(r, "psnr")
+    if not psnr or (x != "iteration" and not at):
         return None
-    return {x: [at], "psnr": [num("psnr")]}
+    return {x: [at], "psnr": [psnr]}
+
+
+def _number(r: Record, key: str) -> float:
+    """A record's numeric field; absent (None, or NaN once it went through a pandas frame) is 0."""
+    v = r.get(key)
+    return 0.0 if v is None or pd.isna(v) else float(v)
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
