@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS, harness, stats, tables
-from gan_inversion_bench.profiles import has_tuned
+from gan_inversion_bench.profiles import has_tuned, tuned_settings
 
 SCRIPT = "python benchmarks/claim_check.py"
 GENERATOR = "dcgan-digiface64"
@@ -72,6 +72,8 @@ class Protocol:
     images: str = "generated+photos"
     restarts: int = 3
     discovery_iterations: int = 10000
+    #: experiments b/c on a generator without a tuned PmSFC profile: use this generator's tuned settings
+    tuned_from: str = ""
 
     def flags(self) -> str:
         """The command-line options that give this protocol (empty for the issue's)."""
@@ -135,15 +137,24 @@ def best_configs(exp: Experiment, protocol: Protocol) -> list[Config]:
     return out
 
 
+def transferred(exp: Experiment, protocol: Protocol) -> bool:
+    """Whether experiment ``exp`` runs PmSFC with another generator's tuned settings (``--tuned-from``)."""
+    return exp.kind == "subspaces" and bool(protocol.tuned_from) and not has_tuned(exp.generator, ["pmsfc"])
+
+
 def subspace_configs(exp: Experiment, protocol: Protocol, split: int) -> list[Config]:
     """Experiment b/c: discovered masks, a random partition of the same sizes, one subspace."""
     base = {**protocol.discovery(), "split": split, "n_subspaces": R_SUBSPACES, "codes_per_subspace": 5}
+    profile = "tuned"
+    if transferred(exp, protocol):  # the settings tuned on another generator, stated on the page
+        profile, settings = tuned_settings(protocol.tuned_from, "pmsfc")
+        base = {**settings, **base}
     g, rk = exp.generator, f"R = {R_SUBSPACES}, K = 5"
-    return [Config(exp.key, "discovered", f"discovered masks ({rk})", "pmsfc", g, base, codes=30),
+    return [Config(exp.key, "discovered", f"discovered masks ({rk})", "pmsfc", g, base, profile, codes=30),
             Config(exp.key, "random", f"random partition, same sizes ({rk})", "pmsfc", g,
-                   {**base, "partition": "random"}, codes=30),
+                   {**base, "partition": "random"}, profile, codes=30),
             Config(exp.key, "R1-K30", "one subspace (R = 1, K = 30)", "pmsfc", g,
-                   {**base, "n_subspaces": 1, "codes_per_subspace": 30}, codes=30)]
+                   {**base, "n_subspaces": 1, "codes_per_subspace": 30}, profile, codes=30)]
 
 
 def experiment_configs(exp: Experiment, out: Path, protocol: Protocol) -> list[Config]:
@@ -253,12 +264,12 @@ def scan_splits(exp: Experiment, out: Path, protocol: Protocol, device: str,
 
 def choose_split(scan: dict[str, Any], forced: int | None) -> tuple[int, str]:
     """The split with the lowest ratio (or ``forced``) and why."""
-    if forced is not None:
-        return forced, "given with --split"
     best = min(scan["splits"], key=lambda s: scan["splits"][s]["ratio"])
-    ratio = scan["splits"][best]["ratio"]
+    chosen = best if forced is None else str(forced)
+    ratio = scan["splits"][chosen]["ratio"] if chosen in scan["splits"] else math.nan
     clear = f"clearly below (< {CLEAR_DROP:g})" if ratio < CLEAR_DROP else f"NOT clearly below ({CLEAR_DROP:g})"
-    return int(best), f"lowest ratio of the scan, {ratio:.3f}: {clear} its S = 0 value"
+    why = "lowest ratio of the scan" if forced is None else f"given with --split; the scan's lowest: split {best}"
+    return int(chosen), f"{why}; its ratio {ratio:.3f}: {clear} its S = 0 value"
 
 
 # ---- running ----------------------------------------------------------------------------------------
@@ -303,9 +314,11 @@ def run_experiment(exp: Experiment, out: Path, protocol: Protocol, args: argpars
     methods = ["single-code", "mganprior", "pmsfc"] if exp.kind == "best" else ["pmsfc"]
     if not selected(only, exp.key):
         return
-    if not has_tuned(exp.generator, methods):
+    if not has_tuned(exp.generator, methods) and not (transferred(exp, protocol) and has_tuned(protocol.tuned_from,
+                                                                                                 methods)):
         print(f"== {exp.key}: skipped: no tuned profile of {', '.join(methods)} for {exp.generator}; run "
-              f"`gib tune -g {exp.generator} -m {' -m '.join(methods)}` first", flush=True)
+              f"`gib tune -g {exp.generator} -m {' -m '.join(methods)}` first (or, for b/c, --tuned-from GENERATOR)",
+              flush=True)
         return
     if exp.kind == "subspaces":
         wanted = [int(x) for x in (args.scan_splits or "").split(",") if x]
@@ -474,15 +487,13 @@ SCAN_TEXT = ("**Choice of split.** At every split point with at least 2×2 spati
              "gives the first value (one batch of 4, S = 1e-4 everywhere) and the mean of the last 100 iterations.")
 
 
-def _tuned_text(generator: str) -> str:
-    from gan_inversion_bench.profiles import tuned_settings
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(settings.items()))
 
-    parts = []
-    for m in ("single-code", "mganprior", "pmsfc"):
-        _, settings = tuned_settings(generator, m)
-        parts.append(f"{m}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in sorted(settings.items())))
-    return "; ".join(parts)
+
+def _tuned_text(generator: str) -> str:
+    return "; ".join(f"{m}: {_settings_text(tuned_settings(generator, m)[1])}"
+                     for m in ("single-code", "mganprior", "pmsfc"))
 
 
 def intro_lines(out: Path, protocol: Protocol, out_arg: str) -> list[str]:
@@ -590,6 +601,12 @@ def _verdict(key: str) -> str:
 def experiment_lines(exp: Experiment, out: Path, page: Path, protocol: Protocol, out_arg: str) -> list[str]:
     """One experiment's section (or how to run it, when it has no results here)."""
     lines = [f"## Experiment {exp.key}: {exp.title}", "", *EXPLAIN[exp.key], ""]
+    if transferred(exp, protocol):
+        _, settings = tuned_settings(protocol.tuned_from, "pmsfc")
+        lines += [f"**Settings transferred, not tuned here.** `{exp.generator}` has no tuned PmSFC profile, so every "
+                  f"row uses the settings tuned on `{protocol.tuned_from}` (`--tuned-from`: "
+                  f"{_settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
+                  "paired, but the absolute numbers may be below what tuned settings reach.", ""]
     if exp.kind == "subspaces":
         lines += scan_lines(exp, out, protocol)
     cfgs = experiment_configs(exp, out, protocol)
@@ -696,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", default=None, help="image set (default generated+photos: the 8 bundled photos)")
     ap.add_argument("--restarts", type=int, default=None, help="initialisations per image, best scored (issue: 3)")
     ap.add_argument("--discovery-iterations", type=int, default=None, help="PmSFC stage 1 (paper: 10 000)")
+    ap.add_argument("--tuned-from", default=None, help="experiments b/c on a generator without a tuned PmSFC "
+                    "profile: use this generator's tuned settings (stated on the page)")
     ap.add_argument("--only", default=None, help="comma-separated: a, b, c, a/single-code, b/scan, …")
     ap.add_argument("--split", type=int, default=None, help="experiments b/c: this split instead of the scan's choice")
     ap.add_argument("--scan-splits", default=None, help="experiments b/c: scan only these splits (default: all)")

@@ -37,7 +37,8 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert "| discovered masks (R = 6, K = 5) − random partition, same sizes (R = 6, K = 5) | generated |" in text
     assert "Not run in this session: mGANprior N = 10, " in text and "`dcgan-omniart-eyes128` has no tuned" in text
     assert "| 2 | 4x4.bn | 512×4×4 |" in text and "| 3 ◀ | 4x4.relu | 512×4×4 |" in text
-    assert "**Split used: 3** (given with --split)" in text and "| it 1 | it 2 | gain 1→2 |" in text
+    assert "**Split used: 3** (given with --split; the scan's lowest: split " in text
+    assert "| it 1 | it 2 | gain 1→2 |" in text
     assert text.count("(verdict to be written)") == 2
     for key in ("a", "b"):
         assert (page.parent / "img" / f"claim_check_{key}.png").stat().st_size > 1000
@@ -62,6 +63,30 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert (out / "b" / "scan.json").read_text() == scan
     with pytest.raises(SystemExit, match="iterations"):  # one protocol per folder
         cc.main(["--out", str(out), "--iterations", "3", "--no-run"])
+
+
+def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
+    """Experiment c on a generator without a tuned PmSFC profile runs with another generator's tuned
+    settings (--tuned-from), records them in every configuration and says so on the page."""
+    cc = load("claim_check")
+    out, page = tmp_path / "cc", tmp_path / "results.md"
+    args = ["--out", str(out), "--write", str(page), "--iterations", "2", "--n-generated", "1", "--images", "generated",
+            "--restarts", "1", "--discovery-iterations", "2", "--scan-splits", "3", "--device", "cpu", "--only", "c",
+            "--tuned-from", "dcgan-digiface64"]
+    assert cc.main(args) == 0
+    text = page.read_text().split("## Experiment c")[1]
+    assert "**Settings transferred, not tuned here.** `dcgan-omniart-eyes128` has no tuned PmSFC profile" in text
+    assert "--tuned-from dcgan-digiface64" in text and "**Split used: 3**" in text
+    assert "| random partition, same sizes (R = 6, K = 5) − one subspace (R = 1, K = 30) | generated | 1 |" in text
+    from gan_inversion_bench.profiles import tuned_settings
+    from gan_inversion_bench.tables import load_records
+
+    _, tuned = tuned_settings("dcgan-digiface64", "pmsfc")
+    for name in ("discovered", "random", "R1-K30"):
+        settings = load_records(out / "c" / name)["method_settings"].iloc[0]
+        assert all(settings[k] == v for k, v in tuned.items()), name
+    without = ["--out", str(tmp_path / "none"), "--iterations", "2", "--n-generated", "1", "--only", "c"]
+    assert cc.main(without) == 0 and not (tmp_path / "none" / "c").exists()  # skipped: nothing tuned, nothing given
 
 
 def test_perf_summary_picks_the_fastest_variant_per_method(tmp_path, capsys):
