@@ -137,9 +137,19 @@ def best_configs(exp: Experiment, protocol: Protocol) -> list[Config]:
     return out
 
 
+def tuned_source(exp: Experiment, protocol: Protocol, methods: list[str]) -> str | None:
+    """The generator whose tuned profile of ``methods`` experiment ``exp`` uses: its own, else (experiments
+    b/c) the ``--tuned-from`` one; None when neither has it."""
+    if has_tuned(exp.generator, methods):
+        return exp.generator
+    if exp.kind == "subspaces" and protocol.tuned_from and has_tuned(protocol.tuned_from, methods):
+        return protocol.tuned_from
+    return None
+
+
 def transferred(exp: Experiment, protocol: Protocol) -> bool:
     """Whether experiment ``exp`` runs PmSFC with another generator's tuned settings (``--tuned-from``)."""
-    return exp.kind == "subspaces" and bool(protocol.tuned_from) and not has_tuned(exp.generator, ["pmsfc"])
+    return tuned_source(exp, protocol, ["pmsfc"]) not in (None, exp.generator)
 
 
 def subspace_configs(exp: Experiment, protocol: Protocol, split: int) -> list[Config]:
@@ -266,9 +276,11 @@ def choose_split(scan: dict[str, Any], forced: int | None) -> tuple[int, str]:
     """The split with the lowest ratio (or ``forced``) and why."""
     best = min(scan["splits"], key=lambda s: scan["splits"][s]["ratio"])
     chosen = best if forced is None else str(forced)
-    ratio = scan["splits"][chosen]["ratio"] if chosen in scan["splits"] else math.nan
-    clear = f"clearly below (< {CLEAR_DROP:g})" if ratio < CLEAR_DROP else f"NOT clearly below ({CLEAR_DROP:g})"
     why = "lowest ratio of the scan" if forced is None else f"given with --split; the scan's lowest: split {best}"
+    if chosen not in scan["splits"]:
+        return int(chosen), f"{why}; not scanned, so its ratio is not known"
+    ratio = scan["splits"][chosen]["ratio"]
+    clear = f"clearly below (< {CLEAR_DROP:g})" if ratio < CLEAR_DROP else f"NOT clearly below ({CLEAR_DROP:g})"
     return int(chosen), f"{why}; its ratio {ratio:.3f}: {clear} its S = 0 value"
 
 
@@ -314,8 +326,7 @@ def run_experiment(exp: Experiment, out: Path, protocol: Protocol, args: argpars
     methods = ["single-code", "mganprior", "pmsfc"] if exp.kind == "best" else ["pmsfc"]
     if not selected(only, exp.key):
         return
-    if not has_tuned(exp.generator, methods) and not (transferred(exp, protocol) and has_tuned(protocol.tuned_from,
-                                                                                                 methods)):
+    if tuned_source(exp, protocol, methods) is None:
         print(f"== {exp.key}: skipped: no tuned profile of {', '.join(methods)} for {exp.generator}; run "
               f"`gib tune -g {exp.generator} -m {' -m '.join(methods)}` first (or, for b/c, --tuned-from GENERATOR)",
               flush=True)

@@ -89,6 +89,16 @@ def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
     assert cc.main(without) == 0 and not (tmp_path / "none" / "c").exists()  # skipped: nothing tuned, nothing given
 
 
+def test_claim_check_split_choice_states_its_ratio():
+    cc = load("claim_check")
+    scan = {"splits": {"1": {"ratio": 0.3}, "2": {"ratio": 0.9}}}
+    assert cc.choose_split(scan, None) == (1, "lowest ratio of the scan; its ratio 0.300: clearly below (< 0.8) its "
+                                              "S = 0 value")
+    assert cc.choose_split(scan, 2)[1].endswith("its ratio 0.900: NOT clearly below (0.8) its S = 0 value")
+    assert cc.choose_split(scan, 7) == (7, "given with --split; the scan's lowest: split 1; not scanned, so its ratio "
+                                           "is not known")
+
+
 def test_perf_summary_picks_the_fastest_variant_per_method(tmp_path, capsys):
     ps = load("perf_summary")
 
