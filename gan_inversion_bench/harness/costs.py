@@ -18,7 +18,6 @@ image alone, and budgets given in compute instead of iterations.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..generator import SplitGenerator, conditioned
 from ..imagesets import ImageItem
 from ..method import InversionFailed, InversionMethod
 from ..precision import execution_context
+from ..weights import available_memory
 from .config import RunConfig, RunError
 from .context import RunContext, RunSetup
 from .progress import progress_for
@@ -150,13 +150,11 @@ def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageI
 
 # ---- impossible settings, refused before anything is allocated -------------------------------------------
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (CUDA: the allocator's view; CPU: the system's available pages)."""
+    """Free memory on ``device`` (CUDA: the allocator's view; CPU: what the system can give without
+    swapping, as the checkpoint loader measures it)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # not a POSIX system that tells
-        return None
+    return available_memory()
 
 
 def memory_floor(plan: MethodPlan, generator: SplitGenerator, rows: int) -> int:
