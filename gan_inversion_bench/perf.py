@@ -9,7 +9,8 @@ Regression rules (a new benchmark run against a stored baseline, benchmark by be
 * **quality**: PSNR lower by more than ``psnr_tol`` dB, or LPIPS higher by more than
   ``lpips_tol``, after the same fixed seeded budget (stored in each benchmark's ``extra_info``);
 * a benchmark present in the baseline but missing from the new run is reported (not a failure
-  unless ``strict``).
+  unless ``strict``), and so is one in the new run that the baseline lacks (never a failure: there
+  is nothing to compare it with until the baseline is re-recorded).
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def machine_id() -> str:
 @dataclass
 class Finding:
     benchmark: str
-    kind: str          # "time", "psnr", "lpips", "missing"
+    kind: str          # "time", "psnr", "lpips", "missing", "new"
     baseline: float | None
     new: float | None
     regression: bool
@@ -152,6 +153,8 @@ def compare(new: dict[str, Any], baseline: dict[str, Any], limits: Limits | None
             continue
         findings.append(_time_finding(name, base, new_b[name], lim))
         findings += _quality_findings(name, base.get("extra_info", {}), new_b[name].get("extra_info", {}), lim)
+    findings += [Finding(name, "new", None, None, False, "not in the baseline: nothing to compare it with")
+                 for name in sorted(set(new_b) - set(base_b))]
     return findings
 
 

@@ -64,7 +64,9 @@ def test_quality_regressions_and_missing():
     f = {(x.benchmark, x.kind): x for x in compare(new, base, psnr_tol=0.1, lpips_tol=0.005)}
     assert f[("a", "psnr")].regression and f[("a", "lpips")].regression
     assert not f[("gone", "missing")].regression
-    assert compare(new, base, strict=True)[-1].regression
+    assert next(x for x in compare(new, base, strict=True) if x.kind == "missing").regression
+    added = {(x.benchmark, x.kind): x for x in compare(run_json(bench("a", 1.0), bench("added", 1.0)), base)}
+    assert not added[("added", "new")].regression and ("added", "time") not in added  # reported, never failed
     ok = run_json(bench("a", 1.0, psnr=29.95, lpips=0.102), bench("gone", 1.0))
     assert not any(x.regression for x in compare(ok, base, psnr_tol=0.1, lpips_tol=0.005))
 
