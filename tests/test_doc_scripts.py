@@ -88,6 +88,27 @@ def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
     without = ["--out", str(tmp_path / "none"), "--iterations", "2", "--n-generated", "1", "--only", "c"]
     assert cc.main(without) == 0 and not (tmp_path / "none" / "c").exists()  # skipped: nothing tuned, nothing given
 
+    # the page renders c from that folder (its own protocol) while a and b come from another one; a second
+    # folder for c becomes a subsection before c's verdict
+    other, page2 = tmp_path / "main", tmp_path / "page.md"
+    render = ["--out", str(other), "--iterations", "3", "--n-generated", "1", "--no-run", "--write", str(page2)]
+    assert cc.main([*render, "--section", f"c={out}", "--section", f"c={out}/"]) == 0
+    text = page2.read_text()
+    c = text.split("## Experiment c")[1]
+    assert f"**Its own folder and protocol** (`{out}`): iterations 2 (the page's: 3); " in c
+    assert "tuned from dcgan-digiface64 (the page's: none)" in c
+    assert "--scan-splits 3 --only c" in c and "| discovered masks (R = 6, K = 5) − random partition" in c
+    assert c.index(f"### The same from `{out}`: split 3 (") < c.index(
+        "<!-- verdict c -->")
+    assert (tmp_path / "img" / "claim_check_c_cc.png").is_file()
+    assert f"--section c={out} --section c={out} --write" in text and "under `" + str(other) + "/`, `" in text
+    assert "| cc/c/discovered | 1 |" in text and "| c/discovered |" not in text  # sessions, once, by folder
+    nowhere = f"c={tmp_path / 'nowhere'}"
+    bad_sections = (("x=" + str(out), "EXP=FOLDER"), ("c", "EXP=FOLDER"), (nowhere, "protocol.json"))
+    for bad, why in bad_sections:
+        with pytest.raises(SystemExit, match=why):
+            cc.main([*render, "--section", bad])
+
 
 def test_claim_check_split_choice_states_its_ratio():
     cc = load("claim_check")
