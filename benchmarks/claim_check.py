@@ -59,6 +59,10 @@ CLEAR_DROP = 0.8
 HELD_OUT, HELD_OUT_SEED = 256, 20261130
 #: subspaces of the experiment-b configurations (a split needs at least this many channels)
 R_SUBSPACES = 6
+#: further random partitions of experiments b/c (shuffle seeds), besides the one drawn from the run's seed
+RANDOM_DRAWS = (1, 2)
+#: experiments b/c: the per-image mean over the random partitions, paired like a configuration
+MEAN_RANDOM = "random partitions, mean of the draws"
 #: trace points shown in the plateau table (the last ones: e.g. 128, 256, 512, 1000)
 PLATEAU_POINTS = 4
 
@@ -172,6 +176,8 @@ def subspace_configs(exp: Experiment, protocol: Protocol, split: int) -> list[Co
     return [Config(exp.key, "discovered", f"discovered masks ({rk})", "pmsfc", g, base, profile, codes=30),
             Config(exp.key, "random", f"random partition, same sizes ({rk})", "pmsfc", g,
                    {**base, "partition": "random"}, profile, codes=30),
+            *[Config(exp.key, f"random-s{d}", f"random partition, draw {d} ({rk})", "pmsfc", g,
+                     {**base, "partition": f"random:{d}"}, profile, codes=30) for d in RANDOM_DRAWS],
             Config(exp.key, "R1-K30", "one subspace (R = 1, K = 30)", "pmsfc", g,
                    {**base, "n_subspaces": 1, "codes_per_subspace": 30}, profile, codes=30)]
 
@@ -390,9 +396,33 @@ def best_pairs(cfgs: list[Config], df: pd.DataFrame) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in mean and b in mean]
 
 
+def _random_labels(cfgs: list[Config], df: pd.DataFrame) -> list[str]:
+    return [c.label for c in cfgs if c.name.startswith("random") and c.label in set(df["label"])]
+
+
+def with_random_mean(df: pd.DataFrame, cfgs: list[Config]) -> pd.DataFrame:
+    """Experiments b/c: ``df`` plus one row per image holding the mean PSNR and LPIPS over the random
+    partitions (labelled ``MEAN_RANDOM``; images that every draw has), when there are several draws."""
+    labels = _random_labels(cfgs, df)
+    if len(labels) < 2:
+        return df
+    ok = _ok(df[df["label"].isin(labels)])
+    per_image = ok.groupby("image_id").agg(draws=("label", "nunique"), psnr=("psnr", "mean"),
+                                           lpips=("lpips", "mean"), subset=("subset", "first"))
+    mean = per_image[per_image["draws"] == len(labels)].drop(columns="draws").reset_index()
+    return pd.concat([df, mean.assign(label=MEAN_RANDOM, method=MEAN_RANDOM, status="ok")], ignore_index=True)
+
+
 def subspace_pairs(cfgs: list[Config], df: pd.DataFrame) -> list[tuple[str, str]]:
-    labels = [c.label for c in cfgs if c.label in set(df["label"])]
-    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    """The discovered masks against each random partition (and their mean), the random ones (their mean)
+    and the discovered ones against one subspace."""
+    present = set(df["label"])
+    names = {c.name: c.label for c in cfgs if c.label in present}
+    disc, one, rand = names.get("discovered"), names.get("R1-K30"), _random_labels(cfgs, df)
+    random_side = MEAN_RANDOM if MEAN_RANDOM in present else (rand[0] if rand else None)
+    pairs = [(disc, r) for r in rand] + ([(disc, MEAN_RANDOM)] if random_side == MEAN_RANDOM else [])
+    pairs += [(random_side, one), (disc, one)]
+    return [(a, b) for a, b in pairs if a is not None and b is not None]
 
 
 def plateau(df: pd.DataFrame, cfgs: list[Config]) -> tuple[list[int], list[list[str]]]:
@@ -480,8 +510,9 @@ EXPLAIN = {
           "linear combination of other channels (eq. 4); where the feature loss L_recF does not fall below its value "
           "at S = 0, S has found no such structure and its clusters can carry little. So first a split where it "
           "does, then three PmSFC configurations of equal capacity (30 codes) at the tuned settings: the discovered "
-          "masks (R = 6, K = 5), a random partition of the channels into subspaces of the discovered sizes "
-          "(`partition=random`, seeded), and one subspace of all channels (R = 1, K = 30)."],
+          "masks (R = 6, K = 5), random partitions of the channels into subspaces of the discovered sizes "
+          "(`partition=random`, drawn from the run's seed, and `random:1`, `random:2`, two more draws: one draw "
+          "alone could be a lucky or an unlucky one), and one subspace of all channels (R = 1, K = 30)."],
     "c": [f"Experiment b on the second real generator, `{SECOND_GENERATOR}` (a conditional DCGAN of eyes, 128²)."],
 }
 CAPACITY = {
@@ -498,7 +529,9 @@ PAIRS = {
             "PSNR over all images of this run; chosen on the same images, every configuration is in the table above) "
             "is paired; the last two rows isolate one setting each (mGANprior's /N, PmSFC's w0).",
     "subspaces": "Paired differences per image (A − B on the same target: mean with its 95 % BCa bootstrap interval "
-                 "over images, and wins/ties/losses of A):",
+                 f"over images, and wins/ties/losses of A). \"{MEAN_RANDOM}\": each image's mean over the random "
+                 "partitions (where there are several), so the discovered masks meet the partition draw averaged "
+                 "out rather than one draw:",
 }
 SCAN_TEXT = ("**Choice of split.** At every split point with at least 2×2 spatial features and at least R = 6 channels "
              "(the 3-channel image layers are left out), S was trained with the paper's discovery settings ({steps} "
@@ -677,8 +710,9 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     keys = [c.key for c in cfgs] + [k for k in log if k.startswith(f"{exp.key}/scan")]
     lines += protocol_lines(exp, df, keys, log, protocol) + _commands(exp, src)
     lines += [*summary_lines(df, cfgs), "", CAPACITY[exp.kind], ""]
-    pairs = best_pairs(cfgs, df) if exp.kind == "best" else subspace_pairs(cfgs, df)
-    lines += [PAIRS[exp.kind], "", *pair_lines(df, pairs), *plateau_lines(df, cfgs)]
+    paired = df if exp.kind == "best" else with_random_mean(df, cfgs)
+    pairs = best_pairs(cfgs, df) if exp.kind == "best" else subspace_pairs(cfgs, paired)
+    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs), *plateau_lines(df, cfgs)]
     fig = page.parent / "img" / f"claim_check_{exp.key}{'_' + src.out.name if sub else ''}.png"
     caption = write_figure(df, cfgs, fig)
     lines += ["", f"![targets and reconstructions, experiment {exp.key}](img/{fig.name})", "", caption, ""]

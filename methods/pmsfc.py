@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -196,7 +197,8 @@ class PmSFCSettings:
     subspace_dim: int = 6                  # official only: d, SVD rank d·R + 1
     affinity_power: float = 2.0            # official only (README 2; argparse default 3)
     partition: str = "discovered"          # "random": channels shuffled into subspaces of the discovered sizes
-                                           # (seeded), the control that tests whether the subspaces matter
+                                           # (seeded), the control that tests whether the subspaces matter;
+                                           # "random:N" draws the shuffle from seed N instead of the run's
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANT_DEFAULTS:
@@ -224,8 +226,9 @@ class PmSFCSettings:
             raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
         if self.affinity not in AFFINITIES:
             raise ValueError(f"affinity must be one of {AFFINITIES}, got {self.affinity!r}")
-        if self.partition not in ("discovered", "random"):
-            raise ValueError(f"partition must be 'discovered' or 'random', got {self.partition!r}")
+        if self.partition not in ("discovered", "random") and not re.fullmatch(r"random:\d{1,9}", self.partition):
+            raise ValueError(f"partition must be 'discovered', 'random' or 'random:N' (N a seed, 0 to 999999999), "
+                             f"got {self.partition!r}")
         if self.official_orientation not in ORIENTATIONS:
             raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {self.official_orientation!r}")
         for name in ("weight_init",):
@@ -343,8 +346,9 @@ class PmSFC(InversionMethod):
         clusters = cluster_channels(found.S, found.key, s, seed=seed, cache=cache)
         self.S_, self.loss_curves_, self.cache_key_, self.from_cache_ = found.S, found.curves, found.key, found.cached
         self.labels_, self.clustering_notes_, self.masks_key_ = clusters.labels, clusters.notes, clusters.key
-        if s.partition == "random":  # the same subspace sizes, channels assigned at random (seeded)
-            shuffle = torch.randperm(len(self.labels_), generator=torch.Generator().manual_seed(seed))
+        if s.partition.startswith("random"):  # the same subspace sizes, channels assigned at random (seeded)
+            draw = seed if s.partition == "random" else int(s.partition.split(":")[1])
+            shuffle = torch.randperm(len(self.labels_), generator=torch.Generator().manual_seed(draw))
             self.labels_ = self.labels_[shuffle]
         self.masks_ = masks_from_labels(self.labels_, s.n_subspaces)
         self.split_: dict[str, Any] = {"index": split, "name": point.name, "shape": list(point.shape)}

@@ -77,14 +77,22 @@ def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
     text = page.read_text().split("## Experiment c")[1]
     assert "**Settings transferred, not tuned here.** `dcgan-omniart-eyes128` has no tuned PmSFC profile" in text
     assert "--tuned-from dcgan-digiface64" in text and "**Split used: 3**" in text
-    assert "| random partition, same sizes (R = 6, K = 5) − one subspace (R = 1, K = 30) | generated | 1 |" in text
+    assert "| random partitions, mean of the draws − one subspace (R = 1, K = 30) | generated | 1 |" in text
+    assert "| discovered masks (R = 6, K = 5) − random partition, draw 2 (R = 6, K = 5) | generated | 1 |" in text
     from gan_inversion_bench.profiles import tuned_settings
     from gan_inversion_bench.tables import load_records
 
     _, tuned = tuned_settings("dcgan-digiface64", "pmsfc")
-    for name in ("discovered", "random", "R1-K30"):
-        settings = load_records(out / "c" / name)["method_settings"].iloc[0]
-        assert all(settings[k] == v for k, v in tuned.items()), name
+    psnr = {}
+    for name, partition in (("discovered", "discovered"), ("random", "random"), ("random-s1", "random:1"),
+                            ("random-s2", "random:2"), ("R1-K30", "discovered")):
+        records = load_records(out / "c" / name)
+        settings, psnr[name] = records["method_settings"].iloc[0], float(records["psnr"].iloc[0])
+        assert all(settings[k] == v for k, v in tuned.items()) and settings["partition"] == partition, name
+    # the paired "mean of the draws" row, recomputed from the three random partitions' records
+    mean = (psnr["random"] + psnr["random-s1"] + psnr["random-s2"]) / 3
+    row = "| discovered masks (R = 6, K = 5) − random partitions, mean of the draws | generated | 1 | "
+    assert row + f"{psnr['discovered'] - mean:+.2f} |" in text
     without = ["--out", str(tmp_path / "none"), "--iterations", "2", "--n-generated", "1", "--only", "c"]
     assert cc.main(without) == 0 and not (tmp_path / "none" / "c").exists()  # skipped: nothing tuned, nothing given
 

@@ -419,8 +419,14 @@ def test_random_partition_keeps_the_subspace_sizes_and_moves_the_channels(pggan,
     assert (shuffled.masks_.sum(0) == 1).all()  # still a partition of the channels
     assert not torch.equal(shuffled.masks_, discovered.masks_) and torch.equal(shuffled.masks_, again.masks_)
     assert torch.equal(shuffled.S_, discovered.S_)  # the same stage 1, only the assignment differs
-    with pytest.raises(ValueError, match="partition"):
-        P.PmSFC(partition="shuffled")
+    # "random:N": another draw of the same sizes, from seed N; the run's seed (0) gives "random" again
+    other = P.PmSFC(**FAST, partition="random:1").prepare(pggan, seed=0, cache_dir=tmp_path)
+    same = P.PmSFC(**FAST, partition="random:0").prepare(pggan, seed=0, cache_dir=tmp_path)
+    assert other.masks_.sum(1).tolist() == discovered.masks_.sum(1).tolist() and (other.masks_.sum(0) == 1).all()
+    assert not torch.equal(other.masks_, shuffled.masks_) and torch.equal(same.masks_, shuffled.masks_)
+    for bad in ("shuffled", "random:", "random:-1", "random:x", "random:1:2", "random:" + "9" * 10):
+        with pytest.raises(ValueError, match="partition must be 'discovered', 'random' or 'random:N'"):
+            P.PmSFC(partition=bad)
 
 
 def test_a_cache_path_that_is_a_file_is_refused(pggan, tmp_path, monkeypatch):
