@@ -21,11 +21,17 @@ into its own folder ``OUT/<experiment>/<configuration>`` (SQLite ``results.sqlit
 cache folder ``OUT/cache`` shared by all, so an interrupted check resumes where it stopped. An
 ``OUT`` folder holds one protocol (``OUT/protocol.json``; a different one is refused). The page
 (``--write``) is rendered from the databases; hand-written verdicts between ``<!-- verdict X -->``
-markers survive regeneration.
+markers survive regeneration. ``--section EXP=FOLDER`` renders an experiment from another folder
+(with that folder's protocol; a second folder for one experiment becomes a subsection), so a page
+whose experiments ran at different scales still comes from one command. A resume never moves
+experiment b/c to another split once configurations ran at one (it stops and says so).
 
     python benchmarks/claim_check.py --out runs/claim-check --device cuda --write docs/results.md
     python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
         --restarts 1 --only a --write docs/results.md        # the reduced protocol of this project's CPU
+    python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
+        --restarts 1 --no-run --section b=runs/claim-check-cpu --section b=runs/claim-check-cpu-b1 \\
+        --section c=runs/claim-check-cpu-c --write docs/results.md   # this project's page
 """
 from __future__ import annotations
 
@@ -351,8 +357,14 @@ def run_experiment(exp: Experiment, out: Path, protocol: Protocol, args: argpars
         scan = scan_splits(exp, out, protocol, args.device, wanted)
         scan["scan_all"] = scan.get("scan_all", False) or not wanted  # else the page's command names the splits
         forced = args.split if args.split is not None else scan.get("forced")
-        scan["chosen"], scan["reason"] = choose_split(scan, forced)
-        scan["forced"] = forced
+        chosen, reason = choose_split(scan, forced)
+        before = scan.get("chosen")
+        if before is not None and chosen != int(before) and any(
+                _count(out / exp.key / c.name) for c in subspace_configs(exp, protocol, int(before))):
+            raise SystemExit(f"{out / exp.key}: its configurations ran at split {before}, but the split would now be "
+                             f"{chosen} ({reason}); pass --split {before} (and the --scan-splits the page gives) to go "
+                             "on with them, or use another --out")
+        scan["chosen"], scan["reason"], scan["forced"] = chosen, reason, forced
         _write_json(out / exp.key / "scan.json", scan)
     for cfg in experiment_configs(exp, out, protocol):
         if selected(only, exp.key, cfg.name):

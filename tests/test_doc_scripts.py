@@ -63,6 +63,10 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert (out / "b" / "scan.json").read_text() == scan
     with pytest.raises(SystemExit, match="iterations"):  # one protocol per folder
         cc.main(["--out", str(out), "--iterations", "3", "--no-run"])
+    moved = [*args[:args.index("--split")], "--split", "2", *args[args.index("--split") + 2:]]
+    with pytest.raises(SystemExit, match="its configurations ran at split 3, but the split would now be 2"):
+        cc.main(moved)  # a resume never mixes configurations at two splits
+    assert json.loads((out / "b" / "scan.json").read_text())["chosen"] == 3
 
 
 def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
