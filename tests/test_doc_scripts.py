@@ -176,3 +176,38 @@ def test_perf_summary_takes_each_methods_own_quality_run(tmp_path, capsys):
 def test_perf_summary_refuses_bad_arguments(bad):
     with pytest.raises(SystemExit):
         load("perf_summary").main(bad)
+
+
+def test_observation_baseline_rebuilds_the_runs_observations(tmp_path, capsys):
+    """The observation rows of docs/results.md's restoration tables: rebuilt from the folder's identity,
+    checked against independent facts (noise of σ = 0.1 on [0, 1] gives about 20 dB; outside the hole
+    y equals x, so the hole's PSNR is the image's plus 10·log10 of the hole's area fraction); a folder
+    whose stored inputs no longer match is refused."""
+    import math
+    import sqlite3
+
+    from gan_inversion_bench.harness import RunConfig, run
+
+    ob = load("observation_baseline")
+    out = tmp_path / "o"
+    base = dict(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=3, device="cpu",
+                budget=1, latency=False, overrides={"single-code": {"perceptual_weight": 0.0}})
+    for task, settings in (("denoise", {"sigma": 0.1}), ("inpaint", {"ratio": 0.25})):
+        run(RunConfig(**base, task=task, task_settings=settings), out, progress=False, echo=lambda s: None)
+    obs = ob.observation_records(out)
+    assert len(obs) == 6 and set(obs["image_id"]) == {"generated/000", "generated/001", "generated/002"}
+    noise = obs[obs["task_label"] == "denoise (sigma=0.1)"]
+    assert noise["psnr"].between(19.5, 21.5).all()  # -10·log10(0.1²) = 20 dB, a little more where clipped
+    hole = obs[obs["task_label"].str.startswith("inpaint")]
+    assert all(abs(r.psnr_hole - (r.psnr + 10 * math.log10(0.25))) < 1e-6 for r in hole.itertuples())
+    assert ob.main([str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "#### denoise (sigma=0.1)" in text and "| *the observation y itself* | generated | 3 | " in text
+    conn = sqlite3.connect(out / "results.sqlite")  # a stored input hash that no longer matches
+    content = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'content'").fetchone()[0])
+    content["images"]["generated/001"] = "0" * 64
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'content'", (json.dumps(content),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(SystemExit, match=r"inputs differ .*generated/001"):
+        ob.observation_records(out)
