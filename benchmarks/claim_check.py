@@ -235,19 +235,37 @@ def resolve_protocol(out: Path, args: argparse.Namespace) -> Protocol:
 
 
 # ---- experiment b: the split scan ---------------------------------------------------------------------
-def feature_ratio(G: Any, split: int, S: torch.Tensor) -> dict[str, float]:
-    """L_recF (eq. 4) at S = 0 (the mean squared feature) and at the trained S, on held-out latents."""
+def held_out_loss(G: Any, split: int, S: torch.Tensor | None) -> float:
+    """L_recF (eq. 4) on the held-out latents: the mean squared residual of rebuilding every channel from
+    the others with ``S`` (None: S = 0, i.e. the mean squared feature)."""
     from gan_inversion_bench.methods.pmsfc_subspaces import self_expression
 
     z = G.sample_latents(HELD_OUT, seed=HELD_OUT_SEED).to(G.device)
-    zero = trained = count = 0.0
+    total = count = 0.0
     with torch.no_grad():
         for chunk in z.split(64):
             F = G.features_of(G.g1(chunk, split)).float()
-            zero += F.pow(2).sum().item()
-            trained += (F - self_expression(S.to(F.device), F)).pow(2).sum().item()
+            total += (F if S is None else F - self_expression(S.to(F.device), F)).pow(2).sum().item()
             count += F.numel()
-    return {"feature_s0": zero / count, "feature_trained": trained / count, "ratio": trained / zero}
+    return total / count
+
+
+def initial_s(G: Any, split: int, s_init: float) -> torch.Tensor:
+    """Where the discovery starts: ``s_init`` in every entry (the diagonal is never used)."""
+    c = G.split_points[split].shape[0]
+    return torch.full((c, c), float(s_init), device=G.device)
+
+
+def feature_ratio(G: Any, split: int, S: torch.Tensor, s_init: float) -> dict[str, float]:
+    """L_recF at S = 0, at the initial S and at the trained S, and the trained value's ratio to each."""
+    zero, initial = held_out_loss(G, split, None), held_out_loss(G, split, initial_s(G, split, s_init))
+    trained = held_out_loss(G, split, S)
+    return {"feature_s0": zero, "feature_init": initial, "feature_trained": trained, "ratio": trained / zero,
+            "ratio_init": trained / initial}
+
+
+def _s_init() -> float:
+    return float(METHODS.get("pmsfc").from_profile("paper").settings.s_init)
 
 
 def _scan_one(G: Any, split: int, protocol: Protocol, cache: Path) -> dict[str, Any]:
@@ -264,7 +282,7 @@ def _scan_one(G: Any, split: int, protocol: Protocol, cache: Path) -> dict[str, 
     found = obtain_s(G, split, settings, seed=0, cache=cache, progress=progress)
     curves = {k: np.asarray(v, dtype=float) for k, v in found.curves.items()}
     point = G.split_points[split]
-    return {"name": point.name, "shape": list(point.shape), **feature_ratio(G, split, found.S),
+    return {"name": point.name, "shape": list(point.shape), **feature_ratio(G, split, found.S, settings.s_init),
             "train_s": None if found.cached else round(time.monotonic() - t0, 1),
             "curve_feature_first": float(curves["feature"][0]),
             "curve_feature_last100": float(curves["feature"][-100:].mean()),
@@ -279,6 +297,12 @@ def scan_splits(exp: Experiment, out: Path, protocol: Protocol, device: str,
     scan = _read_json(path)
     scan.setdefault("splits", {})
     G = GENERATORS.create(exp.generator).to(harness.resolve_device(device)).eval()
+    scan["s_init"] = _s_init()
+    for key, entry in scan["splits"].items():  # a scan made before the initial S was measured: add it
+        if "feature_init" not in entry:
+            entry["feature_init"] = held_out_loss(G, int(key), initial_s(G, int(key), scan["s_init"]))
+            entry["ratio_init"] = entry["feature_trained"] / entry["feature_init"]
+            _write_json(path, scan)
     for split, point in enumerate(G.split_points):
         c, *hw = point.shape
         if str(split) in scan["splits"] or len(hw) != 2 or min(hw) < 2 or c < R_SUBSPACES or (
@@ -300,9 +324,15 @@ def choose_split(scan: dict[str, Any], forced: int | None) -> tuple[int, str]:
     why = "lowest ratio of the scan" if forced is None else f"given with --split; the scan's lowest: split {best}"
     if chosen not in scan["splits"]:
         return int(chosen), f"{why}; not scanned, so its ratio is not known"
-    ratio = scan["splits"][chosen]["ratio"]
-    clear = f"clearly below (< {CLEAR_DROP:g})" if ratio < CLEAR_DROP else f"NOT clearly below ({CLEAR_DROP:g})"
-    return int(chosen), f"{why}; its ratio {ratio:.3f}: {clear} its S = 0 value"
+    entry = scan["splits"][chosen]
+
+    def clear(ratio: float) -> str:
+        return f"clearly below (< {CLEAR_DROP:g})" if ratio < CLEAR_DROP else f"NOT clearly below ({CLEAR_DROP:g})"
+
+    text = f"{why}; its ratio {entry['ratio']:.3f}: {clear(entry['ratio'])} its S = 0 value"
+    if "ratio_init" in entry:
+        text += f"; to the initial S: {entry['ratio_init']:.3f}, {clear(entry['ratio_init'])} where training started"
+    return int(chosen), text
 
 
 # ---- running ----------------------------------------------------------------------------------------
@@ -548,9 +578,12 @@ PAIRS = {
 SCAN_TEXT = ("**Choice of split.** At every split point with at least 2×2 spatial features and at least R = 6 channels "
              "(the 3-channel image layers are left out), S was trained with the paper's discovery settings ({steps} "
              "Adam steps at lr 1e-4, batch 4, λ = μ = 1, seed 0; {device}) and the feature loss L_recF of eq. (4) "
-             "measured on {n} held-out prior samples, at S = 0 (the mean squared feature) and at the trained S. The "
-             "ratio is the second over the first; below {clear:g} counts as clearly below. The training-curve column "
-             "gives the first value (one batch of 4, S = 1e-4 everywhere) and the mean of the last 100 iterations.")
+             "measured on {n} held-out prior samples, at S = 0 (the mean squared feature), at the initial S (1e-4 "
+             "in every entry, where the discovery starts: the other reading of \"S ≈ 0\", and one that already "
+             "rebuilds each channel from the sum of the others) and at the trained S. The ratio is the trained value "
+             "over the S = 0 value (the split is chosen by it); the ratio to the initial S says what training added. "
+             "Below {clear:g} counts as clearly below. The training-curve column gives the first value (one batch of "
+             "4, at the initial S) and the mean of the last 100 iterations.")
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -753,11 +786,13 @@ def scan_lines(exp: Experiment, out: Path, protocol: Protocol) -> list[str]:
     for k in sorted(scan["splits"], key=int):
         e = scan["splits"][k]
         mark = " ◀" if str(scan.get("chosen")) == k else ""
-        rows.append([f"{k}{mark}", e["name"], "×".join(map(str, e["shape"])), f"{e['feature_s0']:.4g}",
-                     f"{e['feature_trained']:.4g}", f"**{e['ratio']:.3f}**", f"{e['curve_feature_first']:.4g} → "
-                     f"{e['curve_feature_last100']:.4g}", f"{e['curve_data_last100']:.4g}",
-                     "cached" if e["train_s"] is None else f"{e['train_s']:.0f}"])
-    header = ["split", "layer", "C×H×W", "L_recF at S = 0", "L_recF at trained S", "ratio", "training curve L_recF",
+        init = [f"{e['feature_init']:.4g}", f"{e['ratio_init']:.3f}"] if "feature_init" in e else ["–", "–"]
+        rows.append([f"{k}{mark}", e["name"], "×".join(map(str, e["shape"])), f"{e['feature_s0']:.4g}", init[0],
+                     f"{e['feature_trained']:.4g}", f"**{e['ratio']:.3f}**", init[1],
+                     f"{e['curve_feature_first']:.4g} → {e['curve_feature_last100']:.4g}",
+                     f"{e['curve_data_last100']:.4g}", "cached" if e["train_s"] is None else f"{e['train_s']:.0f}"])
+    header = ["split", "layer", "C×H×W", "L_recF at S = 0", "at initial S", "at trained S", "ratio (to S = 0)",
+              "ratio to initial S", "training curve L_recF",
               "L_recD (last 100)", "discovery (s)"]
     steps = scan.get("discovery_iterations", protocol.discovery_iterations)
     text = SCAN_TEXT.format(n=HELD_OUT, clear=CLEAR_DROP, device=scan.get("device", "?"), steps=steps)

@@ -38,6 +38,11 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert "Not run in this session: mGANprior N = 10, " in text and "`dcgan-omniart-eyes128` has no tuned" in text
     assert "| 2 | 4x4.bn | 512×4×4 |" in text and "| 3 ◀ | 4x4.relu | 512×4×4 |" in text
     assert "**Split used: 3** (given with --split; the scan's lowest: split " in text
+    scan = scan_before = json.loads((out / "b" / "scan.json").read_text())
+    for entry in scan["splits"].values():  # both ratios, from the three held-out losses
+        assert entry["ratio_init"] == pytest.approx(entry["feature_trained"] / entry["feature_init"])
+        assert entry["ratio"] == pytest.approx(entry["feature_trained"] / entry["feature_s0"])
+    assert "to the initial S: " in scan["reason"] and "| ratio to initial S |" in text
     assert "| it 1 | it 2 | gain 1→2 |" in text
     assert text.count("(verdict to be written)") == 2
     for key in ("a", "b"):
@@ -53,7 +58,14 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     def records():
         return {k: load_records(out / k)[["method_key", "image_id", "created"]] for k in runs if "scan" not in k}
 
+    # a scan made before the initial S was measured gets it on the next run, with the same value
+    legacy = json.loads((out / "b" / "scan.json").read_text())
+    for entry in legacy["splits"].values():
+        del entry["feature_init"], entry["ratio_init"]
+    (out / "b" / "scan.json").write_text(json.dumps(legacy, indent=1, sort_keys=True))
+    assert cc.main(args) == 0
     before, scan = records(), (out / "b" / "scan.json").read_text()
+    assert json.loads(scan)["splits"] == json.loads(json.dumps(scan_before))["splits"]
     assert cc.main(args) == 0
     again = page.read_text()
     assert "PmSFC wins nothing here." in again and "The subspaces do not matter." in again
