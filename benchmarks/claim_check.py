@@ -583,7 +583,8 @@ SCAN_TEXT = ("**Choice of split.** At every split point with at least 2×2 spati
              "rebuilds each channel from the sum of the others) and at the trained S. The ratio is the trained value "
              "over the S = 0 value (the split is chosen by it); the ratio to the initial S says what training added. "
              "Below {clear:g} counts as clearly below. The training-curve column gives the first value (one batch of "
-             "4, at the initial S) and the mean of the last 100 iterations.")
+             "4 at the initial S: a single noisy batch, not a measurement; the held-out columns are) and the mean of "
+             "the last 100 iterations.")
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
