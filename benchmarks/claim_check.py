@@ -551,7 +551,7 @@ EXPLAIN = {
     "b": ["Does it matter *which* channels share a subspace? PmSFC's discovery assumes that a channel is close to a "
           "linear combination of other channels (eq. 4); where the feature loss L_recF does not fall below its value "
           "at S = 0, S has found no such structure and its clusters can carry little. So first a split where it "
-          "does, then three PmSFC configurations of equal capacity (30 codes) at the tuned settings: the discovered "
+          "does, then PmSFC configurations of equal capacity (30 codes) at the tuned settings: the discovered "
           "masks (R = 6, K = 5), random partitions of the channels into subspaces of the discovered sizes "
           "(`partition=random`, drawn from the run's seed, and `random:1`, `random:2`, two more draws: one draw "
           "alone could be a lucky or an unlucky one), and one subspace of all channels (R = 1, K = 30)."],
@@ -579,9 +579,10 @@ SCAN_TEXT = ("**Choice of split.** At every split point with at least 2×2 spati
              "(the 3-channel image layers are left out), S was trained with the paper's discovery settings ({steps} "
              "Adam steps at lr 1e-4, batch 4, λ = μ = 1, seed 0; {device}) and the feature loss L_recF of eq. (4) "
              "measured on {n} held-out prior samples, at S = 0 (the mean squared feature), at the initial S (1e-4 "
-             "in every entry, where the discovery starts: the other reading of \"S ≈ 0\", and one that already "
-             "rebuilds each channel from the sum of the others) and at the trained S. The ratio is the trained value "
-             "over the S = 0 value (the split is chosen by it); the ratio to the initial S says what training added. "
+             "in every entry, where the discovery starts: the other reading of \"S ≈ 0\"; it rebuilds each channel "
+             "as 1e-4 times the sum of the others, almost nothing) and at the trained S. The ratio is the trained "
+             "value over the S = 0 value (the split is chosen by it); the ratio to the initial S says what training "
+             "added. "
              "Below {clear:g} counts as clearly below. The training-curve column gives the first value (one batch of "
              "4 at the initial S: a single noisy batch, not a measurement; the held-out columns are) and the mean of "
              "the last 100 iterations.")

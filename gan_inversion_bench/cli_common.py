@@ -60,8 +60,9 @@ _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 def coerce(text: str, default: Any, what: str) -> Any:
     """``text`` parsed by the type of ``default`` (a parameter's default value): booleans accept
     true/false/yes/no/on/off/1/0 in any case (so ``tiny=False`` is False, never the truthy string
-    "False"), numbers must parse and be finite, anything else is read as JSON where it parses and
-    as a string otherwise. ``what`` names the option in the error."""
+    "False"), numbers must parse and be finite, a string setting stays the string given (``-1`` or
+    ``true`` included), anything else is read as JSON where it parses and as a string otherwise.
+    ``what`` names the option in the error."""
     if isinstance(default, bool):
         low = text.strip().lower()
         if low in _TRUE | _FALSE:
@@ -76,6 +77,8 @@ def coerce(text: str, default: Any, what: str) -> Any:
         if not math.isfinite(value):
             raise click.BadParameter(f"{what}: expected a finite number, got {text!r}")
         return value
+    if isinstance(default, str):
+        return text
     return parse_value(text)
 
 

@@ -68,9 +68,9 @@ def make_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple[
                    lrs: Sequence[float | None] | None = None) -> torch.optim.Optimizer:
     """SGD (no momentum) or Adam over ``params``; ``lrs`` gives a learning rate per parameter
     (None: ``lr``), e.g. a separate one for mixing weights."""
-    name = name.lower()
-    if name not in ("sgd", "adam"):
+    if not isinstance(name, str) or name.lower() not in ("sgd", "adam"):
         raise ValueError(f"unknown optimiser {name!r}; expected 'sgd' or 'adam'")
+    name = name.lower()
     plist = list(params)
     groups: Any = plist
     if lrs is not None:

@@ -226,9 +226,8 @@ class PmSFCSettings:
             raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
         if self.affinity not in AFFINITIES:
             raise ValueError(f"affinity must be one of {AFFINITIES}, got {self.affinity!r}")
-        if self.partition not in ("discovered", "random") and not re.fullmatch(r"random:\d{1,9}", self.partition):
-            raise ValueError(f"partition must be 'discovered', 'random' or 'random:N' (N a seed, 0 to 999999999), "
-                             f"got {self.partition!r}")
+        if self.partition not in ("discovered", "random") and not re.fullmatch(r"random:\d{1,9}", str(self.partition)):
+            raise ValueError(f"partition must be 'discovered', 'random' or 'random:N' (N a seed): {self.partition!r}")
         if self.official_orientation not in ORIENTATIONS:
             raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {self.official_orientation!r}")
         for name in ("weight_init",):

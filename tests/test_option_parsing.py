@@ -41,6 +41,14 @@ def test_set_values_follow_the_setting_types():
     assert o == {"mganprior": {"divide_by_n": False, "alpha_lr": 0.01}, "*": {"lr": 0.5}}
     with pytest.raises(click.BadParameter, match=r"--set mganprior\.divide_by_n: expected true or false"):
         method_overrides(("mganprior.divide_by_n=perhaps",), ["mganprior"])
+    # a string setting keeps the text (found by the property test: "-1" became the int -1, and the optimiser
+    # check then raised AttributeError instead of naming the bad value)
+    assert method_overrides(("optimizer=-1", "single-code.optimizer=true"), ["single-code"]) == {
+        "*": {"optimizer": "-1"}, "single-code": {"optimizer": "true"}}
+    with pytest.raises(ValueError, match="unknown optimiser '-1'; expected 'sgd' or 'adam'"):
+        SingleCode(optimizer="-1")
+    with pytest.raises(ValueError, match="unknown optimiser -1; expected"):
+        SingleCode(optimizer=-1)  # from Python: refused by the same check
 
 
 @pytest.mark.parametrize("device,message", [

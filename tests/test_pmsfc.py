@@ -425,7 +425,7 @@ def test_random_partition_keeps_the_subspace_sizes_and_moves_the_channels(pggan,
     assert other.masks_.sum(1).tolist() == discovered.masks_.sum(1).tolist() and (other.masks_.sum(0) == 1).all()
     assert not torch.equal(other.masks_, shuffled.masks_) and torch.equal(same.masks_, shuffled.masks_)
     for bad in ("shuffled", "random:", "random:-1", "random:x", "random:1:2", "random:" + "9" * 10):
-        with pytest.raises(ValueError, match="partition must be 'discovered', 'random' or 'random:N'"):
+        with pytest.raises(ValueError, match="partition must be 'discovered', 'random' or 'random:N' \\(N a seed\\): "):
             P.PmSFC(partition=bad)
 
 
