@@ -31,7 +31,8 @@ experiment b/c to another split once configurations ran at one (it stops and say
         --restarts 1 --only a --write docs/results.md        # the reduced protocol of this project's CPU
     python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
         --restarts 1 --no-run --section b=runs/claim-check-cpu --section b=runs/claim-check-cpu-b1 \\
-        --section c=runs/claim-check-cpu-c --write docs/results.md   # this project's page
+        --section b=runs/claim-check-cpu-b3 --section c=runs/claim-check-cpu-c \\
+        --write docs/results.md                               # this project's page
 """
 from __future__ import annotations
 
