@@ -40,6 +40,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -202,8 +203,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically (a temporary file per process, then a rename): two checks writing into one folder at
+    once never leave a half-written file (the later one's content wins)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(path)
 
