@@ -239,33 +239,34 @@ def resolve_protocol(out: Path, args: argparse.Namespace) -> Protocol:
 
 
 # ---- experiment b: the split scan ---------------------------------------------------------------------
-def held_out_loss(G: Any, split: int, S: torch.Tensor | None) -> float:
-    """L_recF (eq. 4) on the held-out latents: the mean squared residual of rebuilding every channel from
-    the others with ``S`` (None: S = 0, i.e. the mean squared feature)."""
+def held_out_losses(G: Any, split: int, matrices: dict[str, torch.Tensor | None]) -> dict[str, float]:
+    """L_recF (eq. 4) on the held-out latents for each named S, in one pass over the features: the mean
+    squared residual of rebuilding every channel from the others (None: S = 0, the mean squared feature)."""
     from gan_inversion_bench.methods.pmsfc_subspaces import self_expression
 
     z = G.sample_latents(HELD_OUT, seed=HELD_OUT_SEED).to(G.device)
-    total = count = 0.0
+    totals, count = dict.fromkeys(matrices, 0.0), 0
     with torch.no_grad():
         for chunk in z.split(64):
             F = G.features_of(G.g1(chunk, split)).float()
-            total += (F if S is None else F - self_expression(S.to(F.device), F)).pow(2).sum().item()
+            for name, S in matrices.items():
+                totals[name] += (F if S is None else F - self_expression(S.to(F.device), F)).pow(2).sum().item()
             count += F.numel()
-    return total / count
+    return {name: total / count for name, total in totals.items()}
 
 
 def initial_s(G: Any, split: int, s_init: float) -> torch.Tensor:
-    """Where the discovery starts: ``s_init`` in every entry (the diagonal is never used)."""
-    c = G.split_points[split].shape[0]
-    return torch.full((c, c), float(s_init), device=G.device)
+    """Where the discovery starts on ``split`` (the method's own starting matrix)."""
+    from gan_inversion_bench.methods.pmsfc_subspaces import initial_s as start
+
+    return start(G.split_points[split].shape[0], s_init, G.device)
 
 
 def feature_ratio(G: Any, split: int, S: torch.Tensor, s_init: float) -> dict[str, float]:
     """L_recF at S = 0, at the initial S and at the trained S, and the trained value's ratio to each."""
-    zero, initial = held_out_loss(G, split, None), held_out_loss(G, split, initial_s(G, split, s_init))
-    trained = held_out_loss(G, split, S)
-    return {"feature_s0": zero, "feature_init": initial, "feature_trained": trained, "ratio": trained / zero,
-            "ratio_init": trained / initial}
+    loss = held_out_losses(G, split, {"zero": None, "initial": initial_s(G, split, s_init), "trained": S})
+    return {"feature_s0": loss["zero"], "feature_init": loss["initial"], "feature_trained": loss["trained"],
+            "ratio": loss["trained"] / loss["zero"], "ratio_init": loss["trained"] / loss["initial"]}
 
 
 def _s_init() -> float:
@@ -304,7 +305,7 @@ def scan_splits(exp: Experiment, out: Path, protocol: Protocol, device: str,
     scan["s_init"] = _s_init()
     for key, entry in scan["splits"].items():  # a scan made before the initial S was measured: add it
         if "feature_init" not in entry:
-            entry["feature_init"] = held_out_loss(G, int(key), initial_s(G, int(key), scan["s_init"]))
+            entry["feature_init"] = held_out_losses(G, int(key), {"i": initial_s(G, int(key), scan["s_init"])})["i"]
             entry["ratio_init"] = entry["feature_trained"] / entry["feature_init"]
             _write_json(path, scan)
     for split, point in enumerate(G.split_points):

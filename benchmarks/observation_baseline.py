@@ -24,7 +24,7 @@ import torch
 from gan_inversion_bench import GENERATORS, stats
 from gan_inversion_bench.harness.config import RunConfig, content_identity
 from gan_inversion_bench.harness.observe import observe
-from gan_inversion_bench.imagesets import load_image_set
+from gan_inversion_bench.imagesets import ImageSet, load_image_set
 from gan_inversion_bench.metrics import compute_metrics, region_metrics
 from gan_inversion_bench.store import ResultStore
 from gan_inversion_bench.tables import load_records, task_label
@@ -51,19 +51,22 @@ def observation_records(run_dir: str | Path) -> pd.DataFrame:
     identity, content = _stored(run_dir)
     config = RunConfig(**{k: v for k, v in identity.items() if k in RunConfig.IDENTITY})
     generator = GENERATORS.create(config.generator, **config.generator_options).eval()
+    def images() -> ImageSet:  # afresh per task: observing replaces each item's image by its observation
+        return load_image_set(config.images, generator, n=config.n_generated, seed=config.seed)
+
+    now = content_identity(config, generator, images())
+    changed = sorted(i for i, h in now["images"].items() if content.get("images", {}).get(i) not in (None, h))
+    if changed or content.get("generator_state") not in (None, now["generator_state"]):
+        raise SystemExit(f"{run_dir}: the inputs differ from those the run stored (images {changed or 'same'}, "
+                         "generator weights too?): the observations could not be rebuilt exactly")
     tasks = {json.dumps(t, sort_keys=True): t for t in df["task"] if isinstance(t, dict) and t.get("name")}
     rows = []
     for task in tasks.values():
-        images = load_image_set(config.images, generator, n=config.n_generated, seed=config.seed)
-        now = content_identity(config, generator, images)
-        changed = sorted(i for i, h in now["images"].items() if content.get("images", {}).get(i) not in (None, h))
-        if changed or content.get("generator_state") not in (None, now["generator_state"]):
-            raise SystemExit(f"{run_dir}: the inputs differ from those the run stored (images {changed or 'same'}, "
-                             "generator weights too?): the observations could not be rebuilt exactly")
         label = task_label(task)
         wanted = set(df.loc[df["task_label"] == label, "image_id"])
-        setup = observe(make_task(task["name"], task.get("settings") or {}), images, config.seed)
-        items = [it for it in images.items if it.id in wanted]
+        observed = images()
+        setup = observe(make_task(task["name"], task.get("settings") or {}), observed, config.seed)
+        items = [it for it in observed.items if it.id in wanted]
         y = torch.stack([it.image for it in items])
         x = torch.stack([it.image if it.clean is None else it.clean for it in items])
         metrics = compute_metrics(y.clamp(-1, 1), x)

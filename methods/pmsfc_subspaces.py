@@ -72,6 +72,11 @@ def discovery_losses(G: SplitGenerator, split: int, S: Tensor, z: Tensor, data_w
     return out
 
 
+def initial_s(channels: int, s_init: float, device: Any = None) -> Tensor:
+    """Where Algorithm 1 starts: ``s_init`` in every entry of the ``[C, C]`` matrix (as the code)."""
+    return torch.full((channels, channels), float(s_init), device=device)
+
+
 def train_self_expressive(G: SplitGenerator, split: int, config: DiscoveryConfig, *, seed: int,
                           progress: ProgressFn | None = None) -> tuple[Tensor, dict[str, list[float]]]:
     """Algorithm 1: minimise eq. (6) over ``S`` with fresh prior latents every iteration.
@@ -81,7 +86,7 @@ def train_self_expressive(G: SplitGenerator, split: int, config: DiscoveryConfig
     """
     c, iterations = config, config.iterations
     channels = G.split_points[split].shape[0]
-    S = torch.full((channels, channels), float(c.s_init), device=G.device, requires_grad=True)
+    S = initial_s(channels, c.s_init, G.device).requires_grad_(True)
     opt = make_optimizer(c.optimizer, [S], c.lr)
     curves: dict[str, list[float]] = {"total": [], "feature": [], "data": [], "sparse": []}
     for it in range(iterations):
