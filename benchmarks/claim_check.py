@@ -217,12 +217,19 @@ def _loadavg() -> list[float]:
 
 
 def _log_session(out: Path, key: str, t0: float, load0: list[float], new: int) -> None:
-    """Append one session of a configuration to ``OUT/runs.json`` (wall time, load, records added)."""
-    log = _read_json(out / "runs.json")
-    log.setdefault(key, []).append({"wall_s": round(time.monotonic() - t0, 1), "load_before": load0[0],
-                                    "load_after": _loadavg(), "new_records": new,
-                                    "finished": datetime.datetime.now().isoformat(timespec="seconds")})
-    _write_json(out / "runs.json", log)
+    """Append one session of a configuration to ``OUT/runs.json`` (wall time, load, records added).
+    The read-modify-write holds an exclusive lock on ``OUT/runs.json.lock``, so checks finishing at
+    the same moment in one folder each keep their line."""
+    import fcntl
+
+    entry = {"wall_s": round(time.monotonic() - t0, 1), "load_before": load0[0], "load_after": _loadavg(),
+             "new_records": new, "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "runs.json.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        log = _read_json(out / "runs.json")
+        log.setdefault(key, []).append(entry)
+        _write_json(out / "runs.json", log)
 
 
 def resolve_protocol(out: Path, args: argparse.Namespace) -> Protocol:

@@ -223,3 +223,26 @@ def test_observation_baseline_rebuilds_the_runs_observations(tmp_path, capsys):
     conn.close()
     with pytest.raises(SystemExit, match=r"inputs differ .*generated/001"):
         ob.observation_records(out)
+
+
+def test_claim_check_session_log_keeps_every_line_of_concurrent_writers(tmp_path):
+    """Eight processes finishing at once in one folder: runs.json holds all 8 × 20 sessions (the
+    unlocked read-modify-write kept only some of them)."""
+    import multiprocessing
+
+    cc = load("claim_check")
+
+    def log_many(key: str) -> None:
+        for _ in range(20):
+            cc._log_session(tmp_path, key, 0.0, [0.0, 0.0, 0.0], 3)
+
+    ctx = multiprocessing.get_context("fork")  # the children share the loaded script
+    procs = [ctx.Process(target=log_many, args=(f"a/config-{i}",)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    log = json.loads((tmp_path / "runs.json").read_text())
+    assert sorted(log) == sorted(f"a/config-{i}" for i in range(8))
+    assert all(len(v) == 20 and all(e["new_records"] == 3 for e in v) for v in log.values())
