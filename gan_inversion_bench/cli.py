@@ -176,17 +176,30 @@ def table_cmd(run_dir: str, fmt: str, out_dir: str | None) -> None:
               show_default=True, help="Which metric to compare (all: every one the run has values of).")
 @click.option("--subset", default="all", show_default=True, metavar="generated|photos|folder|all",
               help="Which images: one subset, or every subset and then all images pooled.")
+@click.option("--b-run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Take B from this other run folder (same generator weights and task; images paired by "
+                   "content hash).")
 @friendly_errors
-def compare_cmd(run_dir: str, a: str, b: str, metric: str, subset: str) -> None:
+def compare_cmd(run_dir: str, a: str, b: str, metric: str, subset: str, b_run: str | None) -> None:
     """Paired comparison of two configurations A and B of a run, image by image.
 
     A and B are labels as `gib table` shows them (or method names when a method ran with one
     configuration). Prints, per subset and metric, the mean difference A − B over the images both
-    have, its 95 % bootstrap confidence interval, wins / ties / losses of A, and n.
+    have, its 95 % bootstrap confidence interval, wins / ties / losses of A, and n. With --b-run,
+    B is a configuration of another run folder; the two folders must have inverted the same
+    images (by content) with the same generator weights, or the comparison is refused.
     """
     from .tables import comparison_text, load_records
 
-    click.echo(comparison_text(load_records(run_dir), a, b, metric=metric, subset=subset))
+    if b_run is None:
+        click.echo(comparison_text(load_records(run_dir), a, b, metric=metric, subset=subset))
+        return
+    from .compare_runs import cross_run_records
+
+    df, a, b, n = cross_run_records(run_dir, a, b_run, b)
+    click.echo(comparison_text(df, a, b, metric=metric, subset=subset))
+    click.echo(f"- B from {b_run}: {n} images in both folders with identical content (sha256 of each target) "
+               "and the same generator weights; only those are paired.")
 
 
 # ---- gib setup-weights ------------------------------------------------------------------------

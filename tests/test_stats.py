@@ -284,6 +284,64 @@ def test_gib_compare_clear_errors(run_dir, args, message):
     assert "Traceback" not in r.output
 
 
+
+# ---- gib compare --b-run: pairs across two run folders ------------------------------------------------
+def _other_run(tmp_path_factory, name: str, **changes):
+    config = RunConfig(**{**dict(generator="pggan-tiny", methods=["mganprior"], images="generated", n_generated=4,
+                                 budget=5, device="cpu", batch_size=4, latency=False), **changes})
+    return run(config, tmp_path_factory.mktemp(name) / "run", progress=False, echo=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def longer_run(tmp_path_factory):
+    """mGANprior at 5 iterations on the fixture's 3 images and a fourth one."""
+    return _other_run(tmp_path_factory, "longer")
+
+
+def test_gib_compare_across_run_folders_pairs_the_common_images(run_dir, longer_run):
+    r = CliRunner().invoke(main, ["compare", str(longer_run), "mganprior", "mganprior", "--b-run", str(run_dir),
+                                  "--metric", "psnr"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    a, b = tables.load_records(longer_run), tables.load_records(run_dir)
+    a = a[a["method"] == "mganprior"].set_index("image_id")["psnr"]
+    b = b[b["method"] == "mganprior"].set_index("image_id")["psnr"]
+    assert len(a) == 4 and len(b) == 3
+    diff = (a - b).dropna()  # the fourth image has no partner
+    assert list(diff.index) == ["generated/000", "generated/001", "generated/002"]
+    row = next(line for line in r.output.splitlines() if line.startswith("| generated"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    _, low, high = stats.bootstrap_ci(diff.to_numpy())
+    assert cells == ["generated", "PSNR (dB)", "3", f"{diff.mean():+.2f}", f"[{low:+.2f}, {high:+.2f}]",
+                     f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()}"]
+    assert f"A = mganprior ({longer_run}), B = mganprior ({run_dir})" in r.output
+    assert "3 images in both folders with identical content" in r.output
+
+
+def test_gib_compare_across_run_folders_refuses_what_does_not_pair(run_dir, longer_run, tmp_path_factory):
+    import shutil
+
+    from gan_inversion_bench.store import ResultStore
+
+    def refused(other, *extra):
+        r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "mganprior", "--b-run", str(other),
+                                      *extra])
+        assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+        return r.output
+
+    reseeded = _other_run(tmp_path_factory, "reseeded", n_generated=2, budget=1, seed=1)
+    assert "differ in content" in refused(reseeded) and "generated/000" in refused(reseeded)
+    denoised = _other_run(tmp_path_factory, "denoised", n_generated=3, budget=1, task="denoise")
+    assert "different tasks" in refused(denoised)
+    reweighted = tmp_path_factory.mktemp("reweighted") / "run"
+    shutil.copytree(longer_run, reweighted)
+    with ResultStore(reweighted) as store:
+        store.set_meta("content", {**store.get_meta("content"), "generator_state": "0" * 64})
+    assert "different generator weights" in refused(reweighted)
+    assert "compare two different configurations" in refused(run_dir)
+    r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "nope", "--b-run", str(longer_run)])
+    assert r.exit_code != 0 and "unknown configuration 'nope'; valid: mganprior" in r.output, r.output
+
+
 def test_tables_of_the_run_escape_labels_in_latex(run_dir):
     df = tables.load_records(run_dir)
     df["method"] = df["method"].replace({"mganprior": "m_g & 50% #1"})

@@ -1,0 +1,79 @@
+"""Paired comparisons across two run folders (``gib compare RUN A B --b-run OTHER``).
+
+Two runs pair image by image only when they inverted the same things, and the run folders say
+what that was by content (the ``content`` meta data every run stores: the sha256 of the
+generator's weights and of every target). So the records of A (from the first folder) and of
+B (from the other) are paired on the image ids whose targets have the same sha256 in both
+folders, after checking that the generator's weights are the same and that both sides ran the
+same task; anything else is refused with what differs. An image that both folders name but
+whose content differs (another seed, a replaced file) is never paired: it is refused, not
+skipped, because it means the two image sets are not the same set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import stats
+from .store import ResultStore
+from .tables import load_records
+
+
+def _content(run_dir: Path) -> dict[str, Any]:
+    with ResultStore(run_dir, create=False) as store:
+        content = store.get_meta("content")
+    if not isinstance(content, dict) or not isinstance(content.get("images"), dict):
+        raise ValueError(f"{run_dir} stores no content identity (a run folder from before content hashes); "
+                         "re-run it with this version to compare it with another folder")
+    return content
+
+
+def _side(run_dir: Path, name: str) -> tuple[str, pd.DataFrame]:
+    """The label ``name`` stands for in ``run_dir`` and its records."""
+    df = load_records(run_dir)
+    if df.empty:
+        raise ValueError(f"no results in {run_dir} yet")
+    df = df.assign(label=stats.config_labels(df))
+    label = stats.resolve_label(df, name)
+    rows = df[df["label"] == label]
+    tasks = sorted(set(rows["task_label"]))
+    if len(tasks) > 1:
+        raise ValueError(f"{label!r} in {run_dir} ran several tasks ({', '.join(tasks)}); compare within that run")
+    return label, rows
+
+
+def _common_images(content_a: dict[str, Any], content_b: dict[str, Any], dirs: tuple[Path, Path]) -> list[str]:
+    if content_a.get("generator_state") != content_b.get("generator_state"):
+        raise ValueError(f"{dirs[0]} and {dirs[1]} inverted with different generator weights (sha256 "
+                         f"{str(content_a.get('generator_state'))[:12]}… against "
+                         f"{str(content_b.get('generator_state'))[:12]}…); their images cannot be paired")
+    images_a, images_b = content_a["images"], content_b["images"]
+    common = sorted(set(images_a) & set(images_b))
+    differ = [i for i in common if images_a[i] != images_b[i]]
+    if differ:
+        raise ValueError(f"{len(differ)} image(s) with the same id differ in content between {dirs[0]} and "
+                         f"{dirs[1]} (e.g. {', '.join(differ[:3])}: another seed or a replaced file); "
+                         "the two image sets are not the same set")
+    if not common:
+        raise ValueError(f"{dirs[0]} and {dirs[1]} have no image in common")
+    return common
+
+
+def cross_run_records(run_a: str | Path, a: str, run_b: str | Path, b: str) -> tuple[pd.DataFrame, str, str, int]:
+    """The records of configuration ``a`` of ``run_a`` and ``b`` of ``run_b`` on their common images
+    (module docstring), relabelled ``"<label> (<folder>)"`` so that equal labels stay apart.
+    Returns the records, the two labels and the number of images the folders share."""
+    dirs = (Path(run_a), Path(run_b))
+    common = _common_images(_content(dirs[0]), _content(dirs[1]), dirs)
+    (label_a, rows_a), (label_b, rows_b) = _side(dirs[0], a), _side(dirs[1], b)
+    if set(rows_a["task_label"]) != set(rows_b["task_label"]):
+        raise ValueError(f"A ran {rows_a['task_label'].iloc[0]} and B ran {rows_b['task_label'].iloc[0]}: "
+                         "different tasks are not a paired comparison")
+    new_a, new_b = f"{label_a} ({dirs[0]})", f"{label_b} ({dirs[1]})"
+    if new_a == new_b:
+        raise ValueError(f"both sides are the configuration {label_a!r} of {dirs[0]}; "
+                         "compare two different configurations")
+    both = pd.concat([rows_a.assign(label=new_a), rows_b.assign(label=new_b)], ignore_index=True)
+    return both[both["image_id"].isin(common)].reset_index(drop=True), new_a, new_b, len(common)
