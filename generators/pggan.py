@@ -249,9 +249,12 @@ def pggan_tiny(*, seed: int = 0, resolution: int = 32, device: Any = "cpu", tiny
                **kw: Any) -> PGGAN:
     """The same network with 32 channels everywhere (z still 512-d) and seeded random weights.
 
-    For fast tests: 32×32 by default (split points 0 … 9). ``tiny`` is accepted (and ignored) so
-    that every registry entry takes ``tiny=True``.
+    For fast tests: 32×32 by default (split points 0 … 9). ``tiny=True`` is accepted so that every
+    registry entry takes it; ``tiny=False`` (the real network) is refused: that is ``pggan`` with weights.
     """
+    if tiny is not True:
+        raise ValueError(f"pggan-tiny is the tiny test network with random weights; tiny={tiny!r} asks for the "
+                         "real one: use the generator pggan with --weights PATH")
     _check_kwargs("pggan_tiny", kw)
     g = PGGAN(resolution=resolution, latent_dim=512, fmaps_base=32 * resolution, fmaps_max=32).init_random(seed)
     g.name = "pggan-tiny"

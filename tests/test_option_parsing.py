@@ -36,6 +36,15 @@ def test_gen_opt_values_follow_the_factory_signature():
         generator_options("biggan-deep", ("truncation=nan",))
 
 
+def test_the_tiny_test_network_refuses_tiny_false():
+    """pggan-tiny ignored tiny=False and silently gave random weights; it names the real generator now."""
+    from gan_inversion_bench.registry import GENERATORS
+
+    assert GENERATORS.create("pggan-tiny", tiny=True).name == "pggan-tiny"
+    with pytest.raises(ValueError, match="tiny=False asks for the real one: use the generator pggan with --weights"):
+        GENERATORS.create("pggan-tiny", tiny=False)
+
+
 def test_set_values_follow_the_setting_types():
     o = method_overrides(("mganprior.divide_by_n=false", "lr=0.5", "mganprior.alpha_lr=0.01"), ["mganprior"])
     assert o == {"mganprior": {"divide_by_n": False, "alpha_lr": 0.01}, "*": {"lr": 0.5}}
