@@ -259,6 +259,8 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--image-seed", type=int, default=1, show_default=True,
               help="Run seed of the tuning images (the evaluation set uses 0).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of optuna's TPE sampler.")
+@click.option("--min-resource", type=int, default=None,
+              help="Iterations of successive halving's first rung (default: max(8, budget // 27)).")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
@@ -270,7 +272,7 @@ def tune_cmd(**o: Any) -> None:
     from .tuning import TuneConfig, tune
 
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
-                    seed=o["seed"], base_profile=o["base_profile"])
+                    seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"])
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     for name in list(o["methods"]) or default_methods():
@@ -280,6 +282,7 @@ def tune_cmd(**o: Any) -> None:
         entry["provenance"]["command"] = (
             f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
+            + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
         write_entry(out, o["generator"], name, entry)
         t = entry["tuning"]

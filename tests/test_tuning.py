@@ -88,8 +88,20 @@ def test_a_method_with_nothing_to_tune_runs_at_quick_under_the_tuned_profile(tmp
         build_method("ilo", RunConfig(generator="pggan-tiny", methods=["ilo"], profile="tuned"))
 
 
+def test_the_first_rung_scales_with_the_budget(G):
+    """A long budget is not judged at 8 iterations: the first rung is budget // 27 from budget 216 on
+    (the committed profiles, at budgets of 100 or less, keep 8); a given value wins."""
+    assert [TuneConfig(budget=b).min_resource for b in (32, 100, 216, 1000, 2000)] == [8, 8, 8, 37, 74]
+    assert TuneConfig(budget=1000, min_resource=5).min_resource == 5
+    assert TuneConfig(budget=1000, reduction_factor=2).min_resource == 125
+    entry = tune(G, "single-code", TuneConfig(trials=8, budget=16, n_images=2, min_resource=4))
+    assert entry["tuning"]["min_resource"] == 4
+    pruned = [t for t in entry["trials"] if t["state"] == "PRUNED"]
+    assert pruned and min(t["last_step"] for t in pruned) >= 4  # nothing is judged before the first rung
+
+
 def test_bad_tuning_settings_are_refused():
-    for bad in ({"trials": 0}, {"budget": -1}, {"n_images": 1.5}):
+    for bad in ({"trials": 0}, {"budget": -1}, {"n_images": 1.5}, {"min_resource": 0}):
         with pytest.raises(ValueError):
             TuneConfig(**bad)
 
