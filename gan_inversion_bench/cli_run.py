@@ -261,6 +261,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of optuna's TPE sampler.")
 @click.option("--min-resource", type=int, default=None,
               help="Iterations of successive halving's first rung (default: max(8, budget // 27)).")
+@click.option("--pruning", type=click.Choice(["halving", "none"]), default="halving", show_default=True,
+              help="halving: stop poor trials early (favours settings that rise fast); none: every trial runs "
+                   "to the budget.")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
@@ -272,7 +275,8 @@ def tune_cmd(**o: Any) -> None:
     from .tuning import TuneConfig, tune
 
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
-                    seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"])
+                    seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
+                    pruning=o["pruning"])
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     for name in list(o["methods"]) or default_methods():
@@ -283,6 +287,7 @@ def tune_cmd(**o: Any) -> None:
             f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
+            + (" --pruning none" if tc.pruning == "none" else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
         write_entry(out, o["generator"], name, entry)
         t = entry["tuning"]

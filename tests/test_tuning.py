@@ -100,8 +100,19 @@ def test_the_first_rung_scales_with_the_budget(G):
     assert pruned and min(t["last_step"] for t in pruned) >= 4  # nothing is judged before the first rung
 
 
+def test_without_pruning_every_trial_runs_to_the_budget(G):
+    halved = tune(G, "single-code", TuneConfig(trials=8, budget=16, n_images=2, min_resource=2))
+    full = tune(G, "single-code", TuneConfig(trials=8, budget=16, n_images=2, min_resource=2, pruning="none"))
+    assert any(t["state"] == "PRUNED" for t in halved["trials"])
+    assert [(t["state"], t["last_step"]) for t in full["trials"]] == [("COMPLETE", 16)] * 8
+    assert full["tuning"]["pruning"] == "none" and full["tuning"]["pruner"].startswith("none")
+    # the same sampler seed proposes the same first settings; unpruned, the best is the best of all 8
+    assert [t["params"] for t in full["trials"]][:3] == [t["params"] for t in halved["trials"]][:3]
+    assert full["tuning"]["best_value"] == max(t["value"] for t in full["trials"])
+
+
 def test_bad_tuning_settings_are_refused():
-    for bad in ({"trials": 0}, {"budget": -1}, {"n_images": 1.5}, {"min_resource": 0}):
+    for bad in ({"trials": 0}, {"budget": -1}, {"n_images": 1.5}, {"min_resource": 0}, {"pruning": "median"}):
         with pytest.raises(ValueError):
             TuneConfig(**bad)
 
