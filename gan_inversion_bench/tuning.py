@@ -21,7 +21,7 @@ Protocol (:class:`TuneConfig`):
   64 and the best settings of mGANprior and PmSFC did not change, so for these two the short
   first rung cost nothing, but nothing guarantees that in general). Pruning on the PSNR along the
   way favours settings that rise fast early: at budget 1000 it stopped single-code's Adam learning
-  rates 0.15 and 0.19 at iteration 128 (0.4 dB behind lr 0.44 there) and chose lr 0.40, which on
+  rates 0.15 and 0.19 at iteration 128 (0.4–0.6 dB behind lr 0.44 there) and chose lr 0.40, which on
   16 evaluation faces ends 6.8 dB below lr 0.17 (docs/results.md). ``pruning="none"`` runs every
   trial to the full budget (slower, unbiased). The inversion itself is
   deterministic, so the same seed reproduces the same study and the same best settings;
