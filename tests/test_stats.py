@@ -337,6 +337,12 @@ def test_gib_compare_across_run_folders_refuses_what_does_not_pair(run_dir, long
     with ResultStore(reweighted) as store:
         store.set_meta("content", {**store.get_meta("content"), "generator_state": "0" * 64})
     assert "different generator weights" in refused(reweighted)
+    older = tmp_path_factory.mktemp("older") / "run"  # a folder from before content hashes
+    shutil.copytree(longer_run, older)
+    with ResultStore(older) as store:
+        store.conn.execute("DELETE FROM meta WHERE key = 'content'")
+        store.conn.commit()
+    assert "stores no content identity" in refused(older)
     assert "compare two different configurations" in refused(run_dir)
     r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "nope", "--b-run", str(longer_run)])
     assert r.exit_code != 0 and "unknown configuration 'nope'; valid: mganprior" in r.output, r.output
