@@ -581,7 +581,8 @@ PAIRS = {
     "best": "Paired differences per image (A − B on the same target: mean with its 95 % BCa bootstrap interval over "
             "images, and wins/ties/losses of A). For each family and capacity, the *best* configuration (highest mean "
             "PSNR over all images of this run; chosen on the same images, every configuration is in the table above) "
-            "is paired; the last two rows isolate one setting each (mGANprior's /N, PmSFC's w0).",
+            "is paired; where both of its settings ran, a pair within one family isolates one setting (mGANprior's /N, "
+            "PmSFC's w0).",
     "subspaces": "Paired differences per image (A − B on the same target: mean with its 95 % BCa bootstrap interval "
                  f"over images, and wins/ties/losses of A). \"{MEAN_RANDOM}\": each image's mean over the random "
                  "partitions (where there are several), so the discovered masks meet the partition draw averaged "
@@ -666,7 +667,7 @@ def write_figure(df: pd.DataFrame, cfgs: list[Config], path: Path, per_subset: i
            [:per_subset]]
     first = Path(df["folder"].iloc[0])
     rows = [("target", [first / "targets" / f"{i}.png" for i in ids])]
-    for c in cfgs:
+    for c in [c for c in cfgs if c.label in set(df["label"])]:  # a row per configuration that ran
         recs = df[df["label"] == c.label].set_index("image_id")
         rows.append((c.label, [Path(recs.loc[i, "folder"]) / recs.loc[i, "recon_path"]
                                if i in recs.index and isinstance(recs.loc[i, "recon_path"], str) else None

@@ -47,6 +47,8 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert text.count("(verdict to be written)") == 2
     for key in ("a", "b"):
         assert (page.parent / "img" / f"claim_check_{key}.png").stat().st_size > 1000
+    # the figure has a row per configuration that ran, not empty rows for the others
+    assert "Rows, top to bottom: target, single-code, PmSFC R·K = 2·5, w0 = 1; columns:" in text
     runs = json.loads((out / "runs.json").read_text())
     assert set(runs) == {"a/single-code", "a/pmsfc-RK10-w1", "b/scan-2", "b/scan-3", "b/discovered", "b/random"}
     # hand-written verdicts survive regeneration, and a second run resumes without recomputing
