@@ -23,7 +23,7 @@ Protocol (:class:`TuneConfig`):
   way favours settings that rise fast early: at budget 1000 it stopped single-code's Adam learning
   rates 0.15 and 0.19 at iteration 128 (0.4–0.6 dB behind lr 0.44 there) and chose lr 0.40, which on
   16 evaluation faces ends 6.8 dB below lr 0.17 (docs/results.md). ``pruning="none"`` runs every
-  trial to the full budget (slower, unbiased). The inversion itself is
+  trial to the full budget (slower; nothing is judged early). The inversion itself is
   deterministic, so the same seed reproduces the same study and the same best settings;
 * **result**: an entry of the generator's profile file (:mod:`gan_inversion_bench.profiles`)
   with the settings, the protocol, every trial and the provenance.
