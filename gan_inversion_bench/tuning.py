@@ -16,9 +16,9 @@ Protocol (:class:`TuneConfig`):
   (``SuccessiveHalvingPruner``) on the mean PSNR reported at the trace points (log-spaced
   iterations), so poor settings stop early. The first rung (``min_resource``) defaults to
   ``max(8, budget // reduction_factor³)``, so a long budget has about four rungs up to it and no
-  setting is judged at a tiny fraction of it (at budget 1000 a first rung of 8 iterations judged
-  15 of 24 trials on their PSNR after 8 steps; with the scaled rung the same 15 were judged after
-  64 and the best settings of mGANprior and PmSFC did not change, so for these two the short
+  setting is judged at a tiny fraction of it (at budget 1000 a first rung of 8 iterations stopped
+  16 of 24 trials of mGANprior and of PmSFC after 8 steps; with the scaled rung 16 and 13 of them
+  were stopped after 64, and the best settings of both did not change, so for these two the short
   first rung cost nothing, but nothing guarantees that in general). Pruning on the PSNR along the
   way favours settings that rise fast early: at budget 1000 it stopped single-code's Adam learning
   rates 0.15 and 0.19 at iteration 128 (0.4–0.6 dB behind lr 0.44 there) and chose lr 0.40, which on
