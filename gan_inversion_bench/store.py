@@ -155,6 +155,10 @@ def _loads(text: Any) -> Any:
         return text
 
 
+#: SQLite's primary result code for a damaged database file ("database disk image is malformed")
+_SQLITE_CORRUPT = 11
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -189,18 +193,26 @@ class ResultStore:
             self._columns = [r[1] for r in self.conn.execute("PRAGMA table_info(results)")]
             self._check_integrity()
         except sqlite3.DatabaseError as e:
+            if getattr(self, "conn", None) is not None:
+                self.conn.close()
+            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_CORRUPT:
+                # a damaged page met before quick_check ran (e.g. by the read-only probe or a migration)
+                raise StoreError(self._damaged(f"SQLite: {e}")) from None
             raise StoreError(f"{self.path}: not a usable results database ({e})") from None
+
+    def _damaged(self, detail: str) -> str:
+        return (f"{self.path}: the results database is damaged ({detail}); none of its rows can be "
+                f"trusted: restore the folder from a copy, or run into a new --out folder")
 
     def _check_integrity(self) -> None:
         """``PRAGMA quick_check`` on open (every page and row of every table is read; indexes are not
         cross-checked): a damaged database is refused as a whole, so no row of it is counted as done
-        and no resume writes into it (milliseconds for a run's database)."""
+        and no resume writes into it (milliseconds for a run's database). A damaged page that an
+        earlier statement of the open meets (``SQLITE_CORRUPT``) is refused with the same message."""
         problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             self.conn.close()
-            raise StoreError(f"{self.path}: the results database is damaged (SQLite quick_check: "
-                             f"{'; '.join(problems)}); none of its rows can be trusted: restore the folder "
-                             f"from a copy, or run into a new --out folder")
+            raise StoreError(self._damaged(f"SQLite quick_check: {'; '.join(problems)}"))
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if create:

@@ -509,21 +509,31 @@ def test_existing_file_that_is_not_a_results_database(tmp_path, existing):
     assert (tmp_path / "o" / "results.sqlite").read_bytes() == b"not sqlite " * 200
 
 
-def test_a_damaged_database_page_is_refused_on_open(existing):
-    """The cell pointers of the results table's root page overwritten: SQLite's quick_check on open
-    finds it, and neither a resume nor a table counts any of the rows as done."""
+def _page_header_size(data: bytes, offset: int) -> int:
+    """A b-tree page's header: 8 bytes on a leaf page (types 10, 13), 12 on an interior one (2, 5)."""
+    return 8 if data[offset] in (10, 13) else 12
+
+
+@pytest.mark.parametrize("page", ["results", "schema"])
+def test_a_damaged_database_page_is_refused_on_open(existing, page):
+    """The cell pointers of the results table's root page (found by quick_check on open, or by the
+    first statement that reads it, depending on the page's layout) or of the schema page (met by the
+    very first statement) overwritten: neither a resume nor a table counts any of the rows as done."""
     db = existing.path / "results.sqlite"
     with sqlite3.connect(db) as c:
         page_size = c.execute("PRAGMA page_size").fetchone()[0]
         root = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'results'").fetchone()[0]
     c.close()
+    assert not (existing.path / "results.sqlite-wal").exists() or \
+        (existing.path / "results.sqlite-wal").stat().st_size == 0  # every page is in the main file
     data = bytearray(db.read_bytes())
-    start = (root - 1) * page_size + 8  # a leaf page's header is 8 bytes, then the cell pointers
+    header = (root - 1) * page_size if page == "results" else 100  # page 1 starts after the file header
+    start = header + _page_header_size(data, header)
     data[start:start + 8] = b"\xff" * 8
     db.write_bytes(bytes(data))
     existing.may_change = True
     for args in (existing_args(existing), ["table", str(existing.path)]):
-        assert_refused(gib(*args), "results.sqlite: the results database is damaged (SQLite quick_check:",
+        assert_refused(gib(*args), "results.sqlite: the results database is damaged (SQLite",
                        "none of its rows can be trusted")
     assert db.read_bytes() == bytes(data)  # nothing was written into it
 
