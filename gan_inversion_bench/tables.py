@@ -43,6 +43,9 @@ COLUMNS = [
 QUALITY = ("psnr", "ssim", "lpips")
 #: the inpainting column, shown when any record has it
 HOLE = ("psnr_hole", "PSNR hole (dB)", True, "{:.2f}")
+#: the mean over an image's K starts, shown when any record has K > 1 (``--restarts``; the PSNR
+#: column is the best start by final loss)
+STARTS = ("psnr_starts", "PSNR mean of starts (dB)", True, "{:.2f}")
 #: the optional throughput column, shown when any record has it (records since schema version 2)
 THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
 #: the metrics ``gib compare`` offers: name → (label, format of a difference)
@@ -90,6 +93,23 @@ def with_task_label(df: pd.DataFrame) -> pd.DataFrame:
     if "task_label" in df:
         return df
     return df.assign(task_label=[task_label(t) for t in df.get("task", pd.Series([None] * len(df), index=df.index))])
+
+
+def _mean_of_starts(info: Any) -> float:
+    """An image's mean PSNR over its K starts (every start's metrics are in the record); NaN for a
+    record of one start or with no finite value."""
+    if not isinstance(info, dict) or int(info.get("k", 1)) < 2:
+        return NAN
+    values = [v for v in info.get("psnr") or [] if isinstance(v, int | float) and math.isfinite(v)]
+    return float(np.mean(values)) if values else NAN
+
+
+def with_start_means(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``psnr_starts`` column (per image, the mean PSNR over its restarts)."""
+    if "psnr_starts" in df:
+        return df
+    infos = df.get("restarts", pd.Series([None] * len(df), index=df.index))
+    return df.assign(psnr_starts=[_mean_of_starts(info) for info in infos])
 
 
 def _tasks(df: pd.DataFrame) -> bool:
@@ -189,8 +209,9 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
     :func:`timing_conditions`) are not averaged: their cells are NaN and the footer lists them."""
     if df.empty:
         return pd.DataFrame()
-    df = with_task_label(df)
+    df = with_start_means(with_task_label(df))
     df = df.assign(label=_label(df), timing=timing_conditions(df))
+    extra = (("psnr_hole",) if _has(df, "psnr_hole") else ()) + (("psnr_starts",) if _has(df, "psnr_starts") else ())
     out = []
     for (task, label, subset), g in df.groupby(["task_label", "label", "subset"], sort=False):
         ok = g[g["status"] == "ok"]
@@ -199,7 +220,7 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
                                "iterations": (int(g["iterations"].dropna().iloc[0]) if g["iterations"].notna().any()
                                               else None),
                                "device": g["device"].iloc[0]}
-        for col in QUALITY + (("psnr_hole",) if _has(df, "psnr_hole") else ()):
+        for col in QUALITY + extra:
             row.update(_image_stats(ok, col, settings))
         row.update(_batch_stats(ok, settings))
         out.append(row)
@@ -264,8 +285,10 @@ def _throughput_cell(r: pd.Series, fmt: str) -> str:
 
 def _display(s: pd.DataFrame, arrows: tuple[str, str] = ("↑", "↓")) -> tuple[list[str], list[list[str]]]:
     throughput = "tflops_mean" in s and s["tflops_mean"].notna().any()
-    hole = [HOLE] if "psnr_hole_mean" in s and s["psnr_hole_mean"].notna().any() else []
-    quality = COLUMNS[:3] + hole + COLUMNS[3:]
+    def shown(column: tuple[str, str, bool, str]) -> list[tuple[str, str, bool, str]]:
+        return [column] if f"{column[0]}_mean" in s and s[f"{column[0]}_mean"].notna().any() else []
+
+    quality = COLUMNS[:1] + shown(STARTS) + COLUMNS[1:3] + shown(HOLE) + COLUMNS[3:]
     columns = quality + ([THROUGHPUT] if throughput else [])
     task = "task" in s and set(s["task"]) != {"reconstruct"}
     header = (["task"] * task + ["method", "images", "n", "codes"]
@@ -311,7 +334,7 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
     for name in ("psnr", "ssim", "lpips"):
         if name in conv:
             lines.append(conv[name])
-    lines += _missing_values(df) + _task_lines(df)
+    lines += _missing_values(df) + _task_lines(df) + _start_lines(df)
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append("Time per image: inversion of a batch divided by its size, so the images of a batch share one "
                  "measurement: mean over timed batches, with the bootstrap interval over batches (as above) only "
@@ -331,6 +354,18 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
     if failed:
         lines.append(f"{failed} (method, image) results failed and are excluded from the means; see the database.")
     return lines
+
+
+def _start_lines(df: pd.DataFrame) -> list[str]:
+    """How a row of several starts per image was scored (nothing when every row has one start)."""
+    df = with_start_means(df)
+    if not _has(df, "psnr_starts"):
+        return []
+    ks = sorted({int(info["k"]) for info in df["restarts"] if isinstance(info, dict) and int(info.get("k", 1)) > 1})
+    return [f"Restarts ({' or '.join(map(str, ks))} starts per image): PSNR, SSIM and LPIPS are those of each image's "
+            "best start, the one with the lowest final loss (the method's own objective, never the metrics); "
+            "PSNR mean of starts: per image the mean PSNR over its starts, then the mean over images with its "
+            "interval as above (what one start gives on average)."]
 
 
 def _task_lines(df: pd.DataFrame) -> list[str]:

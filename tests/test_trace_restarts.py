@@ -67,7 +67,17 @@ def test_restarts_score_the_lowest_final_loss_and_restart_0_is_the_plain_run(tmp
         assert len(set(info["psnr"])) == 3  # the restarts really start elsewhere
         assert r["method_key"] != plain[image_id]["method_key"] and "3 restarts per image" in r["timer"]
     assert plain[image_id]["restarts"] is None
-    assert not tables.load_records(tmp_path / "three").empty
+    # the table: PSNR of the best start, and beside it the mean over each image's starts
+    s = tables.summary(tables.load_records(tmp_path / "three")).iloc[0]
+    assert s["psnr_mean"] == pytest.approx(sum(r["psnr"] for r in three.values()) / len(three))
+    per_image = [sum(r["restarts"]["psnr"]) / 3 for r in three.values()]
+    assert s["psnr_starts_mean"] == pytest.approx(sum(per_image) / len(per_image))
+    assert s["psnr_starts_ci_low"] <= s["psnr_starts_mean"] <= s["psnr_starts_ci_high"]
+    md = tables.to_markdown(tables.load_records(tmp_path / "three"))
+    assert "PSNR mean of starts (dB) ↑" in md and "Restarts (3 starts per image)" in md
+    md_plain = tables.to_markdown(tables.load_records(tmp_path / "one"))
+    assert "mean of starts" not in md_plain and "Restarts (" not in md_plain
+    assert "psnr_starts_mean" not in tables.to_csv(tables.load_records(tmp_path / "one"))
 
 
 def test_capacity_is_recorded(tmp_path):
