@@ -512,11 +512,13 @@ def summary_lines(df: pd.DataFrame, cfgs: list[Config]) -> list[str]:
     s = tables.summary(df)
     order = {c.label: i for i, c in enumerate(cfgs)}
     s = s.assign(order=s["method"].map(order)).sort_values(["order", "images"])
+    starts = "psnr_starts_mean" in s and bool(s["psnr_starts_mean"].notna().any())  # --restarts K > 1
     rows = [[str(r["method"]), str(r["images"]), str(r["n"]), str(r["codes"]), _cell(r, "psnr", "{:.2f}"),
+             *([_cell(r, "psnr_starts", "{:.2f}")] if starts else []),
              _cell(r, "ssim", "{:.3f}"), _cell(r, "lpips", "{:.3f}"), f"{r['time_s_mean']:.3g}", str(r["failed"])]
             for _, r in s.iterrows()]
-    return _table(["configuration", "images", "n", "codes", "PSNR (dB) ↑", "SSIM ↑", "LPIPS ↓", "s/img", "failed"],
-                  rows)
+    return _table(["configuration", "images", "n", "codes", "PSNR (dB) ↑",
+                   *(["PSNR mean of starts (dB) ↑"] if starts else []), "SSIM ↑", "LPIPS ↓", "s/img", "failed"], rows)
 
 
 def _diff(d: stats.PairedDifference, fmt: str) -> str:
@@ -527,15 +529,31 @@ def _diff(d: stats.PairedDifference, fmt: str) -> str:
 
 
 def pair_lines(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
+    """Paired differences of PSNR and LPIPS (best start), and of the mean PSNR over the starts when
+    the records have several starts per image (``--restarts``)."""
+    starts = "psnr_starts" in df and bool(pd.to_numeric(df["psnr_starts"], errors="coerce").notna().any())
     rows = []
     for a, b in pairs:
         ps, ls = (stats.paired_differences(df, a, b, m) for m in ("psnr", "lpips"))
+        ms = stats.paired_differences(df, a, b, "psnr_starts") if starts else {}
         for subset, p in ps.items():
             q = ls[subset]
+            m = ms.get(subset)
+            mean_of_starts = [_diff(m, "{:+.2f}"), f"{m.wins}/{m.ties}/{m.losses}"] if m else []
             rows.append([f"{a} − {b}", subset, str(p.n), _diff(p, "{:+.2f}"), f"{p.wins}/{p.ties}/{p.losses}",
-                         _diff(q, "{:+.3f}"), f"{q.wins}/{q.ties}/{q.losses}"])
-    return _table(["A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "PSNR W/T/L", "ΔLPIPS [95 % CI]", "LPIPS W/T/L"],
-                  rows)
+                         *mean_of_starts, _diff(q, "{:+.3f}"), f"{q.wins}/{q.ties}/{q.losses}"])
+    return _table(["A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "PSNR W/T/L",
+                   *(["ΔPSNR mean of starts [95 % CI]", "W/T/L"] if starts else []), "ΔLPIPS [95 % CI]",
+                   "LPIPS W/T/L"], rows)
+
+
+def starts_note(df: pd.DataFrame) -> list[str]:
+    """What the columns of several starts mean (nothing for one start per image)."""
+    if "psnr_starts" not in df or not pd.to_numeric(df["psnr_starts"], errors="coerce").notna().any():
+        return []
+    return ["", "With several starts per image, PSNR, SSIM and LPIPS are the best start's (lowest final loss, the "
+            "method's own objective); *PSNR mean of starts* is each image's mean PSNR over its starts (what one "
+            "start gives on average), paired the same way."]
 
 
 def plateau_lines(df: pd.DataFrame, cfgs: list[Config]) -> list[str]:
@@ -772,7 +790,7 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     lines += [*summary_lines(df, cfgs), "", CAPACITY[exp.kind], ""]
     paired = df if exp.kind == "best" else with_random_mean(df, cfgs)
     pairs = best_pairs(cfgs, df) if exp.kind == "best" else subspace_pairs(cfgs, paired)
-    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs), *plateau_lines(df, cfgs)]
+    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs), *starts_note(df), *plateau_lines(df, cfgs)]
     fig = page.parent / "img" / f"claim_check_{exp.key}{'_' + src.out.name if sub else ''}.png"
     caption = write_figure(df, cfgs, fig)
     lines += ["", f"![targets and reconstructions, experiment {exp.key}](img/{fig.name})", "", caption, ""]

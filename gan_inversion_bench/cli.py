@@ -172,8 +172,10 @@ def table_cmd(run_dir: str, fmt: str, out_dir: str | None) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("a")
 @click.argument("b")
-@click.option("--metric", type=click.Choice(["psnr", "ssim", "lpips", "ms_ssim", "all"]), default="all",
-              show_default=True, help="Which metric to compare (all: every one the run has values of).")
+@click.option("--metric", type=click.Choice(["psnr", "ssim", "lpips", "ms_ssim", "psnr_starts", "all"]),
+              default="all", show_default=True,
+              help="Which metric to compare (psnr_starts: the mean PSNR over each image's --restarts; all: every "
+                   "one the run has values of).")
 @click.option("--subset", default="all", show_default=True, metavar="generated|photos|folder|all",
               help="Which images: one subset, or every subset and then all images pooled.")
 @click.option("--b-run", type=click.Path(exists=True, file_okay=False), default=None,

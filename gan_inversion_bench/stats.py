@@ -49,7 +49,8 @@ __all__ = ["BootstrapSettings", "DEFAULT", "CI_METHODS", "HIGHER_IS_BETTER", "OV
 #: the interval methods offered (case-insensitive); BCa is the default, see the module docstring
 CI_METHODS = ("BCa", "percentile")
 #: the direction of each metric: True when higher is better
-HIGHER_IS_BETTER: dict[str, bool] = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "mse": False}
+HIGHER_IS_BETTER: dict[str, bool] = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "mse": False,
+                                     "psnr_starts": True}  # the mean PSNR over an image's restarts
 #: the key of the pooled result over every subset in :func:`paired_differences`
 OVERALL = "all"
 #: at most this many resampled values are held in memory at once (resamples are drawn in batches above it)

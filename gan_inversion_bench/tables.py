@@ -50,14 +50,14 @@ STARTS = ("psnr_starts", "PSNR mean of starts (dB)", True, "{:.2f}")
 THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
 #: the metrics ``gib compare`` offers: name → (label, format of a difference)
 COMPARE_METRICS = {"psnr": ("PSNR (dB)", "{:+.2f}"), "ssim": ("SSIM", "{:+.4f}"), "lpips": ("LPIPS", "{:+.4f}"),
-                   "ms_ssim": ("MS-SSIM", "{:+.4f}")}
+                   "ms_ssim": ("MS-SSIM", "{:+.4f}"), "psnr_starts": ("PSNR mean of starts (dB)", "{:+.2f}")}
 NAN = math.nan
 
 
 def load_records(run_dir: str | Path) -> pd.DataFrame:
     """Every result row, with ``subset`` (the image set part of the id) and, per configuration, the
     one-off costs from the ``timings`` table: ``latency_s`` (one image alone) and ``prepare_s``
-    (with ``prepare_note``)."""
+    (with ``prepare_note``); ``psnr_starts``: per image, the mean PSNR over its restarts (NaN for one start)."""
     with ResultStore(run_dir, create=False) as store:
         rows, times = store.results(), store.timings()
     df = pd.DataFrame(rows)
@@ -75,7 +75,7 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
         df[f"{kind}_s"] = [latest[(k, kind)]["seconds"] if (k, kind) in latest else NAN for k in df["method_key"]]
     df["prepare_note"] = [latest[(k, "prepare")]["note"] if (k, "prepare") in latest else None
                           for k in df["method_key"]]
-    return df
+    return with_start_means(df)
 
 
 def task_label(task: Any) -> str:
@@ -500,8 +500,11 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
         raise ValueError("no results in this run folder yet")
     if metric != "all" and metric not in COMPARE_METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join([*COMPARE_METRICS, 'all'])}")
-    metrics = [metric] if metric != "all" else [
-        m for m in COMPARE_METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
+    present = [m for m in COMPARE_METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
+    if metric != "all" and metric not in present:
+        why = " (it exists only for runs with --restarts K > 1)" if metric == "psnr_starts" else ""
+        raise ValueError(f"no {metric} values in these records{why}; the run has: {', '.join(present)}")
+    metrics = [metric] if metric != "all" else present
     subsets = sorted(set(df["subset"]))
     if subset != "all" and subset not in subsets:
         raise ValueError(f"no images of subset {subset!r} in this run; valid: {', '.join([*subsets, 'all'])}")

@@ -83,6 +83,30 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     assert json.loads((out / "b" / "scan.json").read_text())["chosen"] == 3
 
 
+def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp_path):
+    """With --restarts 2 the page adds the mean PSNR over each image's starts to the table and to
+    the paired differences, recomputed here from the stored per-start PSNRs."""
+    cc = load("claim_check")
+    out, page = tmp_path / "cc", tmp_path / "results.md"
+    args = ["--out", str(out), "--write", str(page), "--iterations", "2", "--n-generated", "2", "--images", "generated",
+            "--restarts", "2", "--device", "cpu", "--only", "a/single-code,a/mganprior-N10"]
+    assert cc.main(args) == 0
+    text = page.read_text().split("## Experiment b")[0]
+    assert "| PSNR (dB) ↑ | PSNR mean of starts (dB) ↑ | SSIM ↑ |" in text
+    assert "| ΔPSNR mean of starts [95 % CI] | W/T/L |" in text and "*PSNR mean of starts* is each image's" in text
+    from gan_inversion_bench.tables import load_records
+
+    mean_of_starts = {}
+    for name in ("single-code", "mganprior-N10"):
+        records = load_records(out / "a" / name)
+        assert all(r["k"] == 2 for r in records["restarts"])
+        mean_of_starts[name] = {i: sum(r["psnr"]) / 2
+                                for i, r in zip(records["image_id"], records["restarts"], strict=True)}
+    diff = [mean_of_starts["mganprior-N10"][i] - d for i, d in mean_of_starts["single-code"].items()]
+    row = next(line for line in text.splitlines() if line.startswith("| mGANprior N = 10 − single-code | generated |"))
+    assert row.split(" | ")[5].startswith(f"{sum(diff) / 2:+.2f} [")
+
+
 def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
     """Experiment c on a generator without a tuned PmSFC profile runs with another generator's tuned
     settings (--tuned-from), records them in every configuration and says so on the page."""

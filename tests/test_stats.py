@@ -277,6 +277,8 @@ def test_gib_compare_one_metric_and_subset(run_dir):
     (["single-code", "single-code"], "compare two different configurations"),
     (["single-code", "mganprior", "--subset", "photos"], "no images of subset 'photos' in this run; valid: generated"),
     (["single-code", "mganprior", "--metric", "fid"], "Invalid value for '--metric'"),
+    (["single-code", "mganprior", "--metric", "psnr_starts"],
+     "no psnr_starts values in these records (it exists only for runs with --restarts K > 1); the run has: psnr,"),
 ])
 def test_gib_compare_clear_errors(run_dir, args, message):
     r = CliRunner().invoke(main, ["compare", str(run_dir), *args])
