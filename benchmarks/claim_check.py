@@ -445,7 +445,9 @@ def best_pairs(cfgs: list[Config], df: pd.DataFrame) -> list[tuple[str, str]]:
 
     pairs = [(best("pmsfc", 10), best("mganprior", 10)), (best("pmsfc", 30), best("mganprior", 30)),
              (best("mganprior"), best("single-code")), (best("pmsfc"), best("single-code")),
-             (best("released"), best("pmsfc", 30)), ("mGANprior N = 30", "mGANprior N = 30, /N"),
+             (best("released"), best("pmsfc", 30)),
+             ("mGANprior N = 10", "mGANprior N = 10, /N"), ("mGANprior N = 30", "mGANprior N = 30, /N"),
+             ("PmSFC R·K = 2·5, w0 = 0.25", "PmSFC R·K = 2·5, w0 = 1"),
              ("PmSFC R·K = 6·5, w0 = 0.25", "PmSFC R·K = 6·5, w0 = 1")]
     return [(a, b) for a, b in pairs if a in mean and b in mean]
 
