@@ -44,7 +44,7 @@ import numpy.typing as npt
 import pandas as pd
 
 __all__ = ["BootstrapSettings", "DEFAULT", "CI_METHODS", "HIGHER_IS_BETTER", "OVERALL", "PairedDifference",
-           "bootstrap_ci", "config_labels", "resolve_label", "paired_differences"]
+           "bootstrap_ci", "config_labels", "resolve_label", "paired_differences", "with_start_means"]
 
 #: the interval methods offered (case-insensitive); BCa is the default, see the module docstring
 CI_METHODS = ("BCa", "percentile")
@@ -272,3 +272,20 @@ def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,
     out = {s: _paired(diff[subsets == s], (a, b, metric, s), higher, settings) for s in names}
     out[OVERALL] = _paired(diff, (a, b, metric, OVERALL), higher, settings)
     return out
+
+
+def _mean_of_starts(info: Any) -> float:
+    """An image's mean PSNR over its K starts (every start's metrics are in the record); NaN for a
+    record of one start or with no finite value."""
+    if not isinstance(info, dict) or int(info.get("k", 1)) < 2:
+        return math.nan
+    values = [v for v in info.get("psnr") or [] if isinstance(v, int | float) and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def with_start_means(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``psnr_starts`` column (per image, the mean PSNR over its restarts)."""
+    if "psnr_starts" in df:
+        return df
+    infos = df.get("restarts", pd.Series([None] * len(df), index=df.index))
+    return df.assign(psnr_starts=[_mean_of_starts(info) for info in infos])

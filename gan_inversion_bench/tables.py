@@ -43,8 +43,7 @@ COLUMNS = [
 QUALITY = ("psnr", "ssim", "lpips")
 #: the inpainting column, shown when any record has it
 HOLE = ("psnr_hole", "PSNR hole (dB)", True, "{:.2f}")
-#: the mean over an image's K starts, shown when any record has K > 1 (``--restarts``; the PSNR
-#: column is the best start by final loss)
+#: the mean PSNR over an image's K starts, shown when a record has K > 1 (PSNR: the best start)
 STARTS = ("psnr_starts", "PSNR mean of starts (dB)", True, "{:.2f}")
 #: the optional throughput column, shown when any record has it (records since schema version 2)
 THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
@@ -75,7 +74,7 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
         df[f"{kind}_s"] = [latest[(k, kind)]["seconds"] if (k, kind) in latest else NAN for k in df["method_key"]]
     df["prepare_note"] = [latest[(k, "prepare")]["note"] if (k, "prepare") in latest else None
                           for k in df["method_key"]]
-    return with_start_means(df)
+    return stats.with_start_means(df)
 
 
 def task_label(task: Any) -> str:
@@ -93,23 +92,6 @@ def with_task_label(df: pd.DataFrame) -> pd.DataFrame:
     if "task_label" in df:
         return df
     return df.assign(task_label=[task_label(t) for t in df.get("task", pd.Series([None] * len(df), index=df.index))])
-
-
-def _mean_of_starts(info: Any) -> float:
-    """An image's mean PSNR over its K starts (every start's metrics are in the record); NaN for a
-    record of one start or with no finite value."""
-    if not isinstance(info, dict) or int(info.get("k", 1)) < 2:
-        return NAN
-    values = [v for v in info.get("psnr") or [] if isinstance(v, int | float) and math.isfinite(v)]
-    return float(np.mean(values)) if values else NAN
-
-
-def with_start_means(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with its ``psnr_starts`` column (per image, the mean PSNR over its restarts)."""
-    if "psnr_starts" in df:
-        return df
-    infos = df.get("restarts", pd.Series([None] * len(df), index=df.index))
-    return df.assign(psnr_starts=[_mean_of_starts(info) for info in infos])
 
 
 def _tasks(df: pd.DataFrame) -> bool:
@@ -209,7 +191,7 @@ def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT)
     :func:`timing_conditions`) are not averaged: their cells are NaN and the footer lists them."""
     if df.empty:
         return pd.DataFrame()
-    df = with_start_means(with_task_label(df))
+    df = stats.with_start_means(with_task_label(df))
     df = df.assign(label=_label(df), timing=timing_conditions(df))
     extra = (("psnr_hole",) if _has(df, "psnr_hole") else ()) + (("psnr_starts",) if _has(df, "psnr_starts") else ())
     out = []
@@ -358,7 +340,7 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
 
 def _start_lines(df: pd.DataFrame) -> list[str]:
     """How a row of several starts per image was scored (nothing when every row has one start)."""
-    df = with_start_means(df)
+    df = stats.with_start_means(df)
     if not _has(df, "psnr_starts"):
         return []
     ks = sorted({int(info["k"]) for info in df["restarts"] if isinstance(info, dict) and int(info.get("k", 1)) > 1})
