@@ -510,11 +510,16 @@ def _cell(r: pd.Series, col: str, fmt: str) -> str:
     return fmt.format(mean) if math.isnan(low) else f"{fmt.format(mean)} [{fmt.format(low)}, {fmt.format(high)}]"
 
 
+def _several_starts(df: pd.DataFrame) -> bool:
+    """Whether any record has several starts per image (``--restarts`` K > 1: a mean PSNR of its starts)."""
+    return "psnr_starts" in df and bool(pd.to_numeric(df["psnr_starts"], errors="coerce").notna().any())
+
+
 def summary_lines(df: pd.DataFrame, cfgs: list[Config]) -> list[str]:
     s = tables.summary(df)
     order = {c.label: i for i, c in enumerate(cfgs)}
     s = s.assign(order=s["method"].map(order)).sort_values(["order", "images"])
-    starts = "psnr_starts_mean" in s and bool(s["psnr_starts_mean"].notna().any())  # --restarts K > 1
+    starts = _several_starts(df)
     rows = [[str(r["method"]), str(r["images"]), str(r["n"]), str(r["codes"]), _cell(r, "psnr", "{:.2f}"),
              *([_cell(r, "psnr_starts", "{:.2f}")] if starts else []),
              _cell(r, "ssim", "{:.3f}"), _cell(r, "lpips", "{:.3f}"), f"{r['time_s_mean']:.3g}", str(r["failed"])]
@@ -533,7 +538,7 @@ def _diff(d: stats.PairedDifference, fmt: str) -> str:
 def pair_lines(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
     """Paired differences of PSNR and LPIPS (best start), and of the mean PSNR over the starts when
     the records have several starts per image (``--restarts``)."""
-    starts = "psnr_starts" in df and bool(pd.to_numeric(df["psnr_starts"], errors="coerce").notna().any())
+    starts = _several_starts(df)
     rows = []
     for a, b in pairs:
         ps, ls = (stats.paired_differences(df, a, b, m) for m in ("psnr", "lpips"))
@@ -551,7 +556,7 @@ def pair_lines(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
 
 def starts_note(df: pd.DataFrame) -> list[str]:
     """What the columns of several starts mean (nothing for one start per image)."""
-    if "psnr_starts" not in df or not pd.to_numeric(df["psnr_starts"], errors="coerce").notna().any():
+    if not _several_starts(df):
         return []
     return ["", "With several starts per image, PSNR, SSIM and LPIPS are the best start's (lowest final loss, the "
             "method's own objective); *PSNR mean of starts* is each image's mean PSNR over its starts (what one "
