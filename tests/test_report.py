@@ -279,3 +279,29 @@ def test_report_in_headless_chromium(report, tmp_path, record_property):
         assert im.size == (1280, 2400) and np.asarray(im.convert("L")).std() > 10  # not a blank page
     record_property("screenshot", str(shot))
     print(f"\nreport screenshot: {shot}")
+
+
+def test_restoration_runs_show_the_observation_beside_target_and_restoration(tmp_path):
+    """Per image: the clean target, the observation y = D(x) the method saw, then each restoration;
+    a plain reconstruction in the same folder gets no observation column."""
+    out = tmp_path / "run"
+    for task in ("inpaint", "reconstruct"):
+        run(RunConfig(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=2, budget=2,
+                      overrides={"*": {"perceptual_weight": 0.0}}, device="cpu", latency=False, task=task),
+            out, progress=False, echo=lambda s: None)
+    page = write_report(out)
+    html = page.read_text(encoding="utf-8")
+    sections = {part.split("</h3>")[0]: part for part in html.split("<h3>")[1:]}
+    assert "observation y = D(x)" in sections["inpaint (mask=centre, ratio=0.25): generated"]
+    assert "observation y = D(x)" not in sections["generated"]
+    parser = Links()
+    parser.feed(html)
+    shown = sorted(unquote(v) for t, v in parser.links if t == "img" and "/observations/" in unquote(v))
+    assert len(shown) == 2  # one per image, only for the inpainting records
+    for link in shown:
+        observed = np.asarray(Image.open(page.parent / link), dtype=np.float64)
+        image_id = "/".join(Path(link).with_suffix("").parts[-2:])
+        target = np.asarray(Image.open(out / "targets" / f"{image_id}.png"), dtype=np.float64)
+        assert np.array_equal(observed, np.asarray(Image.open(out / link.removeprefix("images/")), dtype=np.float64))
+        hole = observed != target  # the centre box of a quarter of the pixels is mid-grey, the rest untouched
+        assert 0.2 < hole.any(axis=2).mean() < 0.3 and np.all(np.abs(observed[hole] - 127.5) <= 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,14 +166,25 @@ def records(out) -> list[dict]:
     return [dict(r) for r in conn.execute("SELECT * FROM results ORDER BY method_key, image_id")]
 
 
-def test_reconstruct_task_reproduces_the_plain_run(tmp_path):
-    run(config(), tmp_path / "plain", progress=False, echo=lambda s: None)
-    run(config(task="reconstruct"), tmp_path / "task", progress=False, echo=lambda s: None)
-    a, b = records(tmp_path / "plain"), records(tmp_path / "task")
-    for ra, rb in zip(a, b, strict=True):
-        assert ra["method_key"] == rb["method_key"] and json.loads(rb["task"] or "null") is None
-        for col in ("psnr", "ssim", "lpips", "mse", "final_loss"):
-            assert ra[col] == rb[col], col
+PRE_TASKS = json.loads((Path(__file__).parent / "data" / "pre-tasks" / "records.json").read_text())
+
+
+@pytest.mark.parametrize("case", sorted(PRE_TASKS["cases"]))
+def test_reconstruct_task_reproduces_the_numbers_from_before_tasks(tmp_path, case):
+    """task='reconstruct' gives the records the code before restoration tasks gave (a72431c, pinned in
+    tests/data/pre-tasks): same method keys, same per-image loss and metrics, no task stored."""
+    want = PRE_TASKS["cases"][case]
+    run(RunConfig(**PRE_TASKS["common"], **want["config"], task="reconstruct"), tmp_path / "o",
+        progress=False, echo=lambda s: None)
+    got = records(tmp_path / "o")
+    def keys(rows):
+        return [(r["method_key"], r["image_id"]) for r in rows]
+
+    assert keys(got) == keys(want["records"])
+    for g, w in zip(got, want["records"], strict=True):
+        assert json.loads(g["task"] or "null") is None
+        for col in ("final_loss", "psnr", "mse", "ssim", "lpips"):
+            assert g[col] == pytest.approx(w[col], rel=1e-5, abs=1e-7), (case, g["image_id"], col)
 
 
 def test_inpainting_run_scores_against_the_clean_target(tmp_path):
