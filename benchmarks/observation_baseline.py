@@ -22,8 +22,7 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, stats
-from gan_inversion_bench.harness.config import RunConfig, content_identity
-from gan_inversion_bench.harness.observe import observe
+from gan_inversion_bench.harness import RunConfig, content_identity, observe
 from gan_inversion_bench.imagesets import ImageSet, load_image_set
 from gan_inversion_bench.metrics import compute_metrics, region_metrics
 from gan_inversion_bench.store import ResultStore

