@@ -79,16 +79,20 @@ class WScale(nn.Module):
 
 
 class PGGANBlock(nn.Module):
-    """PixelNorm → [nearest ×2] → conv (no bias) → WScale → LeakyReLU(0.2) or linear."""
+    """PixelNorm → [nearest ×2] → conv (no bias) → WScale → LeakyReLU(0.2) or linear.
 
-    # PLR0913: the options of the official PGGAN conv layer (genforce/mganprior), which this block reproduces
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int, *,  # noqa: PLR0913
-                 upsample: bool = False, gain: float = math.sqrt(2.0), linear: bool = False):
+    The equalized-lr gain follows from the activation, as in the official release: √2 before the
+    LeakyReLU (the conv layers, ``layer0`` included), 1 for a ``linear`` block (toRGB).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int, *,
+                 upsample: bool = False, linear: bool = False):
         super().__init__()
         self.norm = PixelNorm()
         self.upsample = upsample
         self.linear = linear
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
+        gain = 1.0 if linear else math.sqrt(2.0)
         self.wscale = WScale(out_channels, gain / math.sqrt(in_channels * kernel_size * kernel_size))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -134,7 +138,7 @@ class PGGAN(SplitGenerator):
                 first = PGGANBlock(in_ch, nf, 3, 1, upsample=True)
             self.add_module(f"layer{2 * k}", first)
             self.add_module(f"layer{2 * k + 1}", PGGANBlock(nf, nf, 3, 1))
-            self.add_module(f"output{k}", PGGANBlock(nf, image_channels, 1, 0, gain=1.0, linear=True))
+            self.add_module(f"output{k}", PGGANBlock(nf, image_channels, 1, 0, linear=True))
             in_ch = nf
 
     def channels(self, res: int) -> int:
