@@ -23,20 +23,12 @@ so config-f at 256 and 1024 and other channel multipliers load. All *buffers* ar
 
 ``weights_source`` names the file and lists what was rebuilt or estimated.
 
-Numerics (as in the reference implementation)
----------------------------------------------
-* mapping ``style``: PixelNorm (eps 1e-8) then ``n_mlp`` equalized-lr linear layers with lr
-  multiplier 0.01 (weight·lr_mul/√in, bias·lr_mul), each followed by the fused leaky ReLU;
-* fused leaky ReLU = ``leaky_relu(x + bias, 0.2) * √2``;
-* modulated convolution: style ``s = A(w)`` (equalized linear, bias initialised to 1), weight
-  ``W·s/√(in·k²)``, demodulated by ``1/√(Σ_{in,k,k} (W·s/√(in·k²))² + 1e-8)``; implemented as
-  input modulation + one shared convolution + output demodulation (mathematically identical to
-  the per-sample grouped convolution);
-* upsampling convolutions: transposed 3×3 conv with stride 2, then the ×4 blur with padding
-  (1, 1) (``upfirdn2d`` written with zero insertion, ``F.pad`` and a depthwise ``F.conv2d``);
-* noise: ``x + strength_i · noise_i`` with the stored fixed maps (no random noise, ever);
-* ToRGB: modulated 1×1 conv without demodulation + bias, plus the FIR-upsampled previous skip
-  image (zero insertion ×2, pad (2, 1), kernel ×4). The image is the final skip; no tanh.
+Numerics and code layout
+------------------------
+The numerics are the reference implementation's; :mod:`.stylegan2_layers` lists them next to the
+layers that implement them (mapping, fused leaky ReLU, modulated convolution, upsampling, noise,
+ToRGB). :mod:`.stylegan2_checkpoint` reads the checkpoint file. This module assembles the generator
+and re-exports the public functional blocks (``upfirdn2d``, ``fir_kernel``, ...; see ``__all__``).
 
 Latent spaces (constructor / factory argument ``latent_space``)
 ----------------------------------------------------------------
@@ -92,222 +84,40 @@ are used for G2, while the composed feature map replaces only ``features``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_inversion_bench.generator import SplitGenerator, SplitState
-from gan_inversion_bench.weights import CheckpointError, WeightsNotFound, check_state_dict, torch_load_safe
+from gan_inversion_bench.weights import CheckpointError, WeightsNotFound, check_state_dict
+
+from .stylegan2_checkpoint import infer_architecture, load_rosinality_checkpoint, summarise_missing
+from .stylegan2_layers import (
+    ConstantInput,
+    EqualLinear,
+    FusedLeakyReLU,
+    ModulatedConv2d,
+    NoiseInjection,
+    PixelNorm,
+    StyledConv,
+    ToRGB,
+    fir_kernel,
+    fused_leaky_relu,
+    modulated_conv2d,
+    upfirdn2d,
+)
 
 __all__ = [
     "StyleGAN2Generator", "stylegan2", "load_rosinality_checkpoint", "upfirdn2d", "fir_kernel",
     "fused_leaky_relu", "modulated_conv2d", "config_f_channels", "LICENCE",
 ]
 
-SQRT2 = math.sqrt(2.0)
-BLUR_TAPS = (1, 3, 3, 1)
 LICENCE = ("Nvidia Source Code License-NC (StyleGAN2 networks as released by NVIDIA, converted with "
            "rosinality/stylegan2-pytorch, whose code is MIT); non-commercial use only")
-
-
-# ---- functional building blocks ---------------------------------------------------------------
-def fir_kernel(taps: Sequence[float] = BLUR_TAPS, gain: float = 1.0) -> Tensor:
-    """The separable FIR kernel ``outer(taps, taps) / sum · gain`` as a float32 ``[k, k]`` tensor."""
-    t = torch.tensor([float(x) for x in taps], dtype=torch.float32)
-    k = torch.outer(t, t)
-    return k / k.sum() * gain
-
-
-def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> Tensor:
-    """Upsample by zero insertion, pad, convolve each channel with ``kernel`` (a true convolution,
-    i.e. the kernel flipped), downsample by striding. ``pad`` = (before, after) on both axes."""
-    b, c, h, w = x.shape
-    if up > 1:
-        x = x.reshape(b, c, h, 1, w, 1)
-        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))  # a zero after every sample, on both axes
-        x = x.reshape(b, c, h * up, w * up)
-    p0, p1 = pad
-    if p0 or p1:
-        x = F.pad(x, (p0, p1, p0, p1))
-    kh, kw = kernel.shape
-    weight = torch.flip(kernel, (0, 1)).to(device=x.device, dtype=x.dtype).reshape(1, 1, kh, kw)
-    x = F.conv2d(x, weight.repeat(c, 1, 1, 1), groups=c)
-    if down > 1:
-        x = x[:, :, ::down, ::down]
-    return x
-
-
-def fused_leaky_relu(x: Tensor, bias: Tensor, negative_slope: float = 0.2, gain: float = SQRT2) -> Tensor:
-    """``leaky_relu(x + bias, 0.2) · √2`` with ``bias`` broadcast over dimension 1."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return F.leaky_relu(x + bias.reshape(shape), negative_slope) * gain
-
-
-# PLR0913: a public function whose keywords mirror the reference implementation's options
-def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: bool = True,  # noqa: PLR0913
-                     upsample: bool = False, blur: Tensor | None = None, blur_pad: tuple[int, int] = (1, 1),
-                     eps: float = 1e-8) -> Tensor:
-    """StyleGAN2's modulated convolution.
-
-    ``x`` ``[B, in, H, W]``; ``weight`` ``[out, in, k, k]`` (already multiplied by the
-    equalized-lr scale); ``styles`` ``[B, in]``. Equivalent to convolving sample b with
-    ``W_b = weight · styles[b]`` (per input channel), demodulated per output channel by
-    ``rsqrt(Σ W_b² + eps)``; with ``upsample`` a stride-2 transposed conv followed by the blur
-    ``blur`` (``[4, 4]``, padding ``blur_pad``).
-    """
-    b, cin = x.shape[:2]
-    cout, _, kh, _ = weight.shape
-    xs = x * styles.reshape(b, cin, 1, 1)
-    if upsample:
-        if blur is None:
-            raise ValueError("an upsampling modulated conv needs its blur kernel")
-        y = F.conv_transpose2d(xs, weight.transpose(0, 1), stride=2, padding=0)
-        y = upfirdn2d(y, blur, pad=blur_pad)
-    else:
-        y = F.conv2d(xs, weight, padding=kh // 2)
-    if demodulate:
-        # Σ_{i,kh,kw} (W[o,i]·s_i)² = Σ_i s_i² · Σ_{kh,kw} W[o,i]²
-        d = torch.rsqrt(styles.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + eps)
-        y = y * d.reshape(b, cout, 1, 1)
-    return y
-
-
-# ---- modules (names mirror the checkpoint keys) ------------------------------------------------
-class PixelNorm(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
-
-
-class EqualLinear(nn.Module):
-    """Equalized-learning-rate linear layer: ``weight · lr_mul/√in``, ``bias · lr_mul``."""
-
-    def __init__(self, in_dim: int, out_dim: int, *, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activation: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(out_dim, in_dim))
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale = lr_mul / math.sqrt(in_dim)
-        self.lr_mul = lr_mul
-        self.bias_init = float(bias_init)
-        self.activation = activation
-
-    def reset(self, gen: torch.Generator) -> None:
-        with torch.no_grad():
-            self.weight.copy_(torch.randn(self.weight.shape, generator=gen) / self.lr_mul)
-            self.bias.fill_(self.bias_init)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.activation:
-            return fused_leaky_relu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
-        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
-
-
-class Blur(nn.Module):
-    kernel: Tensor  # a buffer
-
-    def __init__(self, pad: tuple[int, int], gain: float = 1.0, taps: Sequence[float] = BLUR_TAPS):
-        super().__init__()
-        self.register_buffer("kernel", fir_kernel(taps, gain))
-        self.pad = pad
-
-    def forward(self, x: Tensor) -> Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
-
-
-class Upsample(nn.Module):
-    """FIR upsampling ×2 of the skip image (zero insertion, kernel × 4, pad (2, 1))."""
-
-    kernel: Tensor  # a buffer
-
-    def __init__(self, factor: int = 2, taps: Sequence[float] = BLUR_TAPS):
-        super().__init__()
-        self.register_buffer("kernel", fir_kernel(taps, factor ** 2))
-        p = len(taps) - factor
-        self.factor = factor
-        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
-
-
-class ModulatedConv2d(nn.Module):
-    blur: Blur  # set when upsampling
-
-    # PLR0913: the arguments of rosinality's ModulatedConv2d, which this layer reproduces
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, *, demodulate: bool = True,  # noqa: PLR0913
-                 upsample: bool = False, taps: Sequence[float] = BLUR_TAPS):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, out_ch, in_ch, kernel_size, kernel_size))
-        self.upsample = upsample
-        if upsample:
-            factor = 2
-            p = (len(taps) - factor) - (kernel_size - 1)
-            self.blur = Blur(((p + 1) // 2 + factor - 1, p // 2 + 1), gain=factor ** 2, taps=taps)
-        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
-        self.scale = 1.0 / math.sqrt(in_ch * kernel_size ** 2)
-        self.demodulate = demodulate
-
-    def forward(self, x: Tensor, w: Tensor) -> Tensor:
-        styles = self.modulation(w)
-        return modulated_conv2d(x, self.weight[0] * self.scale, styles, demodulate=self.demodulate,
-                                upsample=self.upsample, blur=self.blur.kernel if self.upsample else None,
-                                blur_pad=self.blur.pad if self.upsample else (1, 1))
-
-
-class NoiseInjection(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
-        return x + self.weight * noise
-
-
-class FusedLeakyReLU(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return fused_leaky_relu(x, self.bias)
-
-
-class StyledConv(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, style_dim: int, *, upsample: bool = False):
-        super().__init__()
-        self.conv = ModulatedConv2d(in_ch, out_ch, 3, style_dim, upsample=upsample)
-        self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(out_ch)
-
-    def forward(self, x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
-        return self.activate(self.noise(self.conv(x, w), noise))
-
-
-class ToRGB(nn.Module):
-    def __init__(self, in_ch: int, style_dim: int, *, upsample: bool = True):
-        super().__init__()
-        if upsample:
-            self.upsample = Upsample()
-        self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
-
-    def forward(self, x: Tensor, w: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, w) + self.bias
-        if skip is not None:
-            out = out + self.upsample(skip)
-        return out
-
-
-class ConstantInput(nn.Module):
-    def __init__(self, channels: int, size: int = 4):
-        super().__init__()
-        self.input = nn.Parameter(torch.zeros(1, channels, size, size))
 
 
 def config_f_channels(channel_multiplier: int = 2) -> dict[int, int]:
@@ -567,111 +377,12 @@ class StyleGAN2Generator(SplitGenerator):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen) if exercise else torch.zeros_like(p))
 
 
-# ---- checkpoint loading --------------------------------------------------------------------------
-_TRAIN_HINT = ("If this is a train.py training checkpoint (it pickles an argparse.Namespace under 'args'), "
-               "extract the EMA generator once, on a machine where you trust the file: "
-               "ckpt = torch.load(path, weights_only=False); "
-               "torch.save({'g_ema': ckpt['g_ema'], 'latent_avg': ckpt.get('latent_avg')}, 'g_ema.pt')")
-
-
-def load_rosinality_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
-    """Read ``{"g_ema": state_dict, "latent_avg": Tensor}`` safely; returns (state_dict, latent_avg or None)."""
-    path = Path(path)
-    try:
-        obj = torch_load_safe(path)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e}\n{_TRAIN_HINT}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected the rosinality container, a dict {{'g_ema': state_dict, "
-                              f"'latent_avg': Tensor[512]}}; found {type(obj).__name__}")
-    if "g_ema" not in obj:
-        keys = [str(k) for k in obj]
-        if any(k.startswith(("style.", "conv1.", "convs.", "to_rgb")) for k in keys):
-            raise CheckpointError(
-                f"{path}: this is a bare generator state_dict, not the rosinality container "
-                f"{{'g_ema': state_dict, 'latent_avg': Tensor[512]}} written by convert_weight.py. If it is an EMA "
-                f"generator, wrap it: torch.save({{'g_ema': sd, 'latent_avg': avg}}, 'out.pt') (latent_avg may be "
-                f"left out; it is then estimated from 10 000 samples)")
-        raise CheckpointError(f"{path}: no 'g_ema' entry; top-level keys: {', '.join(keys[:12]) or '(none)'}"
-                              f"{' …' if len(keys) > 12 else ''}. Expected {{'g_ema': state_dict, 'latent_avg': ...}}")
-    sd = obj["g_ema"]
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"{path}: 'g_ema' should be a state_dict (a dict of tensors), found {type(sd).__name__}")
-    avg = obj.get("latent_avg")
-    if avg is not None and not isinstance(avg, Tensor):
-        raise CheckpointError(f"{path}: 'latent_avg' should be a tensor, found {type(avg).__name__}")
-    return sd, avg
-
-
-def _infer_architecture(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolution, style size, mapping depth and channels read off a g_ema state_dict (best effort)."""
-    def shape(k: str) -> tuple[int, ...] | None:
-        v = sd.get(k)
-        return tuple(v.shape) if isinstance(v, Tensor) else None
-
-    def first(cands: list[tuple[str, int, int]]) -> int | None:
-        """The first available ``shape(key)[dim]`` among (key, ndim, dim) candidates."""
-        for key, ndim, dim in cands:
-            s = shape(key)
-            if s is not None and len(s) == ndim:
-                return s[dim]
-        return None
-
-    def indices(pattern: str) -> set[int]:
-        return {int(m.group(1)) for k in sd if (m := re.fullmatch(pattern, str(k)))}
-
-    arch: dict[str, Any] = {}
-    # any of several independent key families gives the number of resolutions
-    n_rgb = indices(r"to_rgbs\.(\d+)\..*")
-    n_conv = indices(r"convs\.(\d+)\..*")
-    n_noise = indices(r"noises\.noise_(\d+)")
-    if n_rgb:
-        arch["resolution"] = 2 ** (max(n_rgb) + 3)
-    elif n_conv:
-        arch["resolution"] = 2 ** (max(n_conv) // 2 + 3)
-    elif n_noise:
-        arch["resolution"] = 2 ** ((max(n_noise) + 1) // 2 + 2)
-    mlp = indices(r"style\.(\d+)\.(?:weight|bias)")
-    if mlp:
-        arch["n_mlp"] = max(mlp)
-    sdim = first([(f"style.{i}.weight", 2, 1) for i in sorted(mlp)] + [("conv1.conv.modulation.weight", 2, 1),
-                                                                        ("to_rgb1.conv.modulation.weight", 2, 1)])
-    if sdim is not None:
-        arch["style_dim"] = sdim
-    if "resolution" in arch:
-        chans: dict[int, int] = {}
-        c4 = first([("input.input", 4, 1), ("conv1.conv.weight", 5, 1), ("conv1.activate.bias", 1, 0),
-                    ("to_rgb1.conv.weight", 5, 2)])
-        if c4 is not None:
-            chans[4] = c4
-        for k in range(int(math.log2(arch["resolution"])) - 2):
-            c = first([(f"convs.{2 * k}.conv.weight", 5, 1), (f"convs.{2 * k}.activate.bias", 1, 0),
-                       (f"convs.{2 * k + 1}.conv.weight", 5, 2), (f"convs.{2 * k + 1}.activate.bias", 1, 0),
-                       (f"to_rgbs.{k}.conv.weight", 5, 2)])
-            if c is not None:
-                chans[2 ** (k + 3)] = c
-        if len(chans) == int(math.log2(arch["resolution"])) - 1:
-            arch["channels"] = chans
-    return arch
-
-
-def _summarise_missing(names: list[str], noise_seed: int) -> str:
-    noises = sorted((n for n in names if n.startswith("noises.")), key=lambda n: int(n.rsplit("_", 1)[1]))
-    kernels = [n for n in names if n.endswith(".kernel")]
-    parts = []
-    if noises:
-        rng = noises[0] if len(noises) == 1 else f"{noises[0]}…{noises[-1].rsplit('.', 1)[1]}"
-        parts.append(f"{len(noises)} noise maps ({rng}) rebuilt as seeded N(0,1) (noise_seed {noise_seed})")
-    if kernels:
-        parts.append(f"{len(kernels)} FIR kernels rebuilt (outer([1,3,3,1])/64, x4 after upsampling)")
-    return "; ".join(parts)
-
-
+# ---- checkpoint loading (reading the file: stylegan2_checkpoint) ---------------------------------
 def _build_from_checkpoint(path: Path, common: dict[str, Any], *, resolution: int | None, n_avg: int,
                            avg_seed: int) -> StyleGAN2Generator:
     """``common``: the generator's ``latent_space``, ``truncation`` and ``noise_seed``."""
     sd, avg = load_rosinality_checkpoint(path)
-    arch = _infer_architecture(sd)
+    arch = infer_architecture(sd)
     if resolution is not None and "resolution" in arch and arch["resolution"] != resolution:
         raise CheckpointError(f"{path}: the checkpoint is a {arch['resolution']}x{arch['resolution']} generator, "
                               f"but resolution={resolution} was requested")
@@ -693,7 +404,7 @@ def _build_from_checkpoint(path: Path, common: dict[str, Any], *, resolution: in
     g.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     notes = [f"{path} (g_ema)"]
     if missing:
-        notes.append(_summarise_missing(missing, common["noise_seed"]))
+        notes.append(summarise_missing(missing, common["noise_seed"]))
     if avg is not None:
         if avg.numel() != g.style_dim:
             raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(avg.shape)}, expected [{g.style_dim}]")
