@@ -1,9 +1,20 @@
-"""The reconstruction loss the seeds use: pixel MSE plus a VGG16-relu3_3 perceptual L1 term.
+"""The reconstruction loss every method compares its images with the targets through.
 
-``L_i = mse_weight · mean((x_i − y_i)²) + perceptual_weight · mean|φ(x_i) − φ(y_i)|`` per image i,
-with φ = VGG16 up to relu3_3 on inputs nearest-resized to ``perceptual_size`` (mGANprior's
-``CombinationLoss``: weights 1 and 0.001, size 256). The target features are computed once.
-Returns one loss per image so that a batch is a sum of independent problems.
+``L_i = mse_weight · mean((x_i − y_i)²) + perceptual_weight · d(x_i, y_i)`` per image i, where the
+perceptual distance d is chosen by ``perceptual`` (:data:`PERCEPTUAL_TERMS`):
+
+* ``"vgg-relu3_3"`` (default; the seeds' term, mGANprior's ``CombinationLoss``: weights 1 and 0.001,
+  size 256): ``mean|φ(x_i) − φ(y_i)|`` with φ = VGG16 up to relu3_3;
+* ``"vgg-image2stylegan"``: ``Σ_j mean((F_j(x_i) − F_j(y_i))²)`` over the VGG16 activations
+  conv1_1, conv1_2, conv3_2 and conv4_2 (after their ReLU), each layer's squared distance divided by
+  its number of elements — Image2StyleGAN's perceptual term (Abdal et al. 2019, Eq. 1, with λ_j = 1);
+* ``"lpips"``: LPIPS v0.1 with the AlexNet backbone, the network of the ``lpips`` metric (pivotal
+  tuning's loss). A method trained on it is scored by the same network, which favours it in the LPIPS
+  column: the tables say which term each record used (its settings).
+
+The images are resized (nearest) to ``perceptual_size`` before the network (None: their own size;
+LPIPS upsamples images below 32 px bilinearly, as the metric does). The target's side is computed
+once. One loss per image, so that a batch is a sum of independent problems.
 
 Inside a restoration task (:mod:`gan_inversion_bench.tasks`) the targets are observations y = D(x)
 and the loss compares D(G(·)) with them: the operator D is looked up from the targets when the loss
@@ -11,10 +22,75 @@ is built, so a method never needs to know the task.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .tasks import degradation_for
+
+#: the perceptual distances a :class:`ReconstructionLoss` can use
+PERCEPTUAL_TERMS = ("vgg-relu3_3", "vgg-image2stylegan", "lpips")
+#: Image2StyleGAN's VGG16 layers
+IMAGE2STYLEGAN_LAYERS = ("conv1_1", "conv1_2", "conv3_2", "conv4_2")
+
+
+def check_perceptual(value: Any) -> str:
+    """``value`` if it names a perceptual term, else a ``ValueError`` listing them."""
+    if value not in PERCEPTUAL_TERMS:
+        raise ValueError(f"perceptual must be one of {', '.join(PERCEPTUAL_TERMS)}, got {value!r}")
+    term: str = value
+    return term
+
+
+class LayerDistance(nn.Module):
+    """Image2StyleGAN's term: ``Σ_j mean((F_j(x) − F_j(y))²)`` over :data:`IMAGE2STYLEGAN_LAYERS`."""
+
+    def __init__(self, size: int | None, device: Any):
+        super().__init__()
+        from .perceptual import get_vgg_layers
+
+        self.net = get_vgg_layers(IMAGE2STYLEGAN_LAYERS, size, device)
+
+    def reference(self, y: Tensor) -> list[Tensor]:
+        """The target's side, computed once (no gradient)."""
+        with torch.no_grad():
+            return [f.detach() for f in self.net(y)]
+
+    def forward(self, x: Tensor, reference: list[Tensor]) -> Tensor:
+        layers = zip(self.net(x), reference, strict=True)
+        out: Tensor = sum((a - b).pow(2).flatten(1).mean(1) for a, b in layers)
+        return out
+
+
+class LPIPSDistance(nn.Module):
+    """LPIPS (AlexNet, v0.1) as a differentiable loss ``[B]``."""
+
+    def __init__(self, size: int | None, device: Any):
+        super().__init__()
+        from .perceptual import get_lpips
+
+        self.size = size
+        self.net = get_lpips(device)
+
+    def _resize(self, x: Tensor) -> Tensor:
+        from .metrics import LPIPS_MIN_SIZE
+
+        if self.size is not None and self.size != x.shape[-1]:
+            x = F.interpolate(x, size=(self.size, self.size), mode="nearest")
+        h, w = x.shape[-2:]
+        if h < LPIPS_MIN_SIZE or w < LPIPS_MIN_SIZE:  # as the metric: AlexNet needs 32 px
+            size = (max(h, LPIPS_MIN_SIZE), max(w, LPIPS_MIN_SIZE))
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    def reference(self, y: Tensor) -> Tensor:
+        return self._resize(y).detach()
+
+    def forward(self, x: Tensor, reference: Tensor) -> Tensor:
+        out: Tensor = self.net(self._resize(x), reference).float()
+        return out
 
 
 class ReconstructionLoss(nn.Module):
@@ -28,19 +104,27 @@ class ReconstructionLoss(nn.Module):
     target_features: Tensor
 
     def __init__(self, targets: Tensor, *, mse_weight: float = 1.0, perceptual_weight: float = 0.001,
-                 perceptual_size: int | None = 256):
+                 perceptual_size: int | None = 256, perceptual: str = "vgg-relu3_3"):
         super().__init__()
         self.mse_weight = float(mse_weight)
         self.perceptual_weight = float(perceptual_weight)
+        self.perceptual = check_perceptual(perceptual)
         self.register_buffer("targets", targets.detach().clone(), persistent=False)
         self.degrade = degradation_for(self.targets)  # the active task's D for these rows (None: identity)
-        self.vgg = None
-        if self.perceptual_weight:
+        self.vgg = None  # the seeds' term (kept as attributes: the reference execution mode copies them)
+        self.distance: LayerDistance | LPIPSDistance | None = None
+        if not self.perceptual_weight:
+            return
+        if perceptual == "vgg-relu3_3":
             from .perceptual import get_vgg_features
 
             self.vgg = get_vgg_features(perceptual_size, targets.device)
             with torch.no_grad():
                 self.register_buffer("target_features", self.vgg(self.targets), persistent=False)
+        else:
+            distance = LayerDistance if perceptual == "vgg-image2stylegan" else LPIPSDistance
+            self.distance = distance(perceptual_size, targets.device)
+            self.reference = self.distance.reference(self.targets)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.degrade is not None:
@@ -49,4 +133,33 @@ class ReconstructionLoss(nn.Module):
         if self.vgg is not None:
             diff = (self.vgg(x) - self.target_features).abs().flatten(1).mean(1)  # [B]
             loss = loss + self.perceptual_weight * diff
+        elif self.distance is not None:
+            loss = loss + self.perceptual_weight * self.distance(x, self.reference)
         return loss
+
+
+def perceptual_distance(perceptual: str, size: int | None, device: Any) -> nn.Module:
+    """The distance module of a term, for comparing two images that both change (pivotal tuning's
+    locality regulariser): ``d(x, d.reference(y))`` → ``[B]``."""
+    if check_perceptual(perceptual) == "vgg-relu3_3":
+        return _VGGL1(size, device)
+    return LayerDistance(size, device) if perceptual == "vgg-image2stylegan" else LPIPSDistance(size, device)
+
+
+class _VGGL1(nn.Module):
+    """The seeds' term as a two-image distance: ``mean|φ(x) − φ(y)|``."""
+
+    def __init__(self, size: int | None, device: Any):
+        super().__init__()
+        from .perceptual import get_vgg_features
+
+        self.net = get_vgg_features(size, device)
+
+    def reference(self, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            out: Tensor = self.net(y)
+        return out
+
+    def forward(self, x: Tensor, reference: Tensor) -> Tensor:
+        out: Tensor = (self.net(x) - reference).abs().flatten(1).mean(1)
+        return out

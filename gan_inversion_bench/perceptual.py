@@ -68,8 +68,8 @@ from .weights import (
 )
 
 __all__ = [
-    "BACKBONES", "backbone_features", "VGGFeatures", "LPIPSAlex", "get_vgg_features", "get_lpips",
-    "provenance", "clear_cache", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BACKBONES", "backbone_features", "VGGFeatures", "VGGLayers", "LPIPSAlex", "get_vgg_features", "get_vgg_layers",
+    "get_lpips", "provenance", "clear_cache", "IMAGENET_MEAN", "IMAGENET_STD", "VGG16_LAYERS",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -277,13 +277,13 @@ class VGGFeatures(_Frozen):
     mean: Tensor  # buffers (register_buffer)
     std: Tensor
 
-    def __init__(self, size: int | None = 256):
+    def __init__(self, size: int | None = 256, *, depth: int = 16):
         super().__init__()
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 4):
             raise ValueError(f"size must be None or an integer >= 4, found {size!r}")
         self.size = size
         features, self.source = backbone_features("vgg16")
-        self.features = features[:16]
+        self.features = features[:depth]  # 16: up to relu3_3
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.eval()
@@ -299,6 +299,41 @@ class VGGFeatures(_Frozen):
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
+
+
+#: torchvision ``vgg16().features`` index of each named activation (the ReLU after the convolution)
+VGG16_LAYERS = {"conv1_1": 1, "conv1_2": 3, "conv2_1": 6, "conv2_2": 8, "conv3_1": 11, "conv3_2": 13,
+                "conv3_3": 15, "conv4_1": 18, "conv4_2": 20, "conv4_3": 22, "conv5_1": 25, "conv5_2": 27,
+                "conv5_3": 29}
+
+
+class VGGLayers(VGGFeatures):
+    """Several VGG16 activations at once: ``forward(x)`` returns one tensor per name in ``layers``
+    (the ReLU outputs of those convolutions, :data:`VGG16_LAYERS`), with :class:`VGGFeatures`'
+    preprocessing (ImageNet normalisation, nearest resize to ``size``)."""
+
+    def __init__(self, layers: tuple[str, ...], size: int | None = 256):
+        unknown = [name for name in layers if name not in VGG16_LAYERS]
+        if not layers or unknown:
+            raise ValueError(f"layers must name VGG16 activations ({', '.join(VGG16_LAYERS)}), got {layers!r}")
+        super().__init__(size, depth=max(VGG16_LAYERS[n] for n in layers) + 1)
+        self.layers = tuple(layers)
+
+    def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
+        _check_images(x, "VGGLayers input")
+        x = (x * 0.5 + 0.5 - self.mean) / self.std
+        if self.size is not None:
+            x = F.interpolate(x, size=(self.size, self.size), mode="nearest")
+        wanted = {VGG16_LAYERS[n]: n for n in self.layers}
+        out: dict[str, Tensor] = {}
+        for i, module in enumerate(self.features):
+            x = module(x)
+            if i in wanted:
+                out[wanted[i]] = x
+        return [out[n] for n in self.layers]
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, size={self.size}"
 
 
 class LPIPSAlex(_Frozen):
@@ -379,6 +414,16 @@ def get_vgg_features(size: int | None = 256, device: Any = None) -> VGGFeatures:
     with _module_lock:
         if key not in _module_cache:
             _module_cache[key] = VGGFeatures(size).to(d)
+        return _module_cache[key]  # type: ignore[return-value]
+
+
+def get_vgg_layers(layers: tuple[str, ...], size: int | None = 256, device: Any = None) -> VGGLayers:
+    """Shared :class:`VGGLayers` instance per ``(layers, size, device)`` (do not modify it)."""
+    d = _device_key(device)
+    key = ("vgg-layers", tuple(layers), size, str(d))
+    with _module_lock:
+        if key not in _module_cache:
+            _module_cache[key] = VGGLayers(tuple(layers), size).to(d)
         return _module_cache[key]  # type: ignore[return-value]
 
 

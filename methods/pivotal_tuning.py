@@ -18,25 +18,25 @@ Two stages per image:
 
    The reconstruction is G(z_p; θ*).
 
-P is the toolkit's perceptual stand-in for LPIPS: ``perceptual_weight · mean|φ(a) − φ(b)|``, φ =
-VGG16 relu3_3. The target term goes through :class:`~gan_inversion_bench.losses.ReconstructionLoss`
-(``mse_weight`` = λ_L2, so a restoration task's operator reaches it); the locality term compares two
-generated images with the same P and MSE computed here (never degraded: it is about the generator,
-not the observation).
+P is ``perceptual_weight`` times a perceptual distance (``perceptual``, losses.PERCEPTUAL_TERMS): the
+paper's LPIPS (AlexNet, as the release) at the generator's resolution in the ``paper`` profile, the
+toolkit's shared VGG16-relu3_3 L1 term (weight 0.001) in ``quick``/``tuned``. The target term goes
+through :class:`~gan_inversion_bench.losses.ReconstructionLoss` (``mse_weight`` = λ_L2, so a
+restoration task's operator reaches it); the locality term compares two generated images with the
+same P and MSE (never degraded: it is about the generator, not the observation).
 
-Defaults (the ``paper`` profile) and where they come from. Section and equation numbers are those of
-the arXiv version as we recall them: the paper could not be re-read offline, so every number was
-cross-checked against the authors' released ``configs/hyperparameters.py`` (danielroich/PTI):
+Defaults (the ``paper`` profile). Section and equation numbers are recollections (the stored copies
+of the paper hold only its opening); every number was checked in the authors' release
+(danielroich/PTI, ``configs/hyperparameters.py``):
 
 * 350 tuning steps, Adam with lr 3e-4 (§4 implementation details; released ``max_pti_steps``,
   ``pti_learning_rate``);
 * pivot: 450 iterations (§4; released ``first_inv_steps``) of ``single-code``'s paper optimiser
   (the nearest registered analogue of the W projector: one code, the whole generator);
-* λ_L2 = 1 (§3.2, eq. 2; released ``pt_l2_lambda``); the LPIPS weight is 1 in eq. 2 and becomes
-  ``perceptual_weight`` = 0.001 on the VGG stand-in (the toolkit's weight, mGANprior's balance);
-* α = 30, λ_R = 0.1, λ_R^L2 = 0.1 (§3.3 / §4, as we read them; **unsure**: the released code puts
-  0.1 on both regulariser terms directly, i.e. 0.1 on the L2 term where our reading of eqs. 5–6
-  gives λ_R · λ_R^L2 = 0.01); one fresh z_r per image and step (released ``latent_ball_num_of_samples
+* λ_L2 = 1 and LPIPS weight 1 (§3.2, eq. 2; released ``pt_l2_lambda``, ``pt_lpips_lambda``);
+* α = 30, λ_R = 0.1, λ_R^L2 = 0.1 (§3.3 / §4; the release puts 0.1 on both regulariser terms
+  directly, i.e. 0.1 on the L2 term where eqs. 5–6 as we read them give λ_R · λ_R^L2 = 0.01:
+  ``locality_l2_weight=1`` gives the release's); one fresh z_r per image and step (released ``latent_ball_num_of_samples
   = 1``, ``locality_regularization_interval = 1``; the paper does not say how often z_r is drawn).
   ``locality_weight=0`` switches the regulariser off (the released flag ``use_locality_regularization``).
 
@@ -47,7 +47,8 @@ Departures, and choices where the paper is silent:
   too, since z goes through it). α = 30 is kept although the scale of z differs from W's
   (‖z‖ ≈ √latent_dim); z_r is drawn without the released code's truncation ψ = 0.5 (the toolkit's
   prior has no truncation);
-* LPIPS → the VGG stand-in (above), in both terms;
+* LPIPS is the evaluation metric's network too, which favours this method in the LPIPS column under
+  ``paper`` (its ``perceptual`` setting is stored with every record);
 * no early stopping (the released code stops when LPIPS < 0.07): the budget is the step count;
 * each image has its own tuned weights and its own Adam, so a batch equals each image alone: the
   pivot method runs one image at a time (Adam on the weights would amplify the last-bit differences
@@ -73,7 +74,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from gan_inversion_bench.generator import SplitGenerator, conditioned, frozen_copy
-from gan_inversion_bench.losses import ReconstructionLoss
+from gan_inversion_bench.losses import ReconstructionLoss, check_perceptual, perceptual_distance
 from gan_inversion_bench.method import InversionFailed, InversionMethod, InversionResult, MethodTags, ProgressFn
 from gan_inversion_bench.method_tools import (
     as_seed_list,
@@ -113,8 +114,9 @@ class PivotalTuningSettings:
     pivot_budget: int | None = 450    # None: the pivot profile's own budget
     pivot_settings: dict[str, Any] | None = None  # overrides of the pivot profile
     mse_weight: float = 1.0           # λ_L2
-    perceptual_weight: float = 0.001  # the VGG stand-in for LPIPS (weight 1 in the paper)
-    perceptual_size: int | None = 256  # None: the generator's resolution
+    perceptual_weight: float = 1.0    # the LPIPS term's weight (1 in the paper)
+    perceptual_size: int | None = None  # None: the generator's resolution
+    perceptual: str = "lpips"         # losses.PERCEPTUAL_TERMS; the paper's LPIPS (AlexNet, as the release)
     locality_weight: float = 0.1      # λ_R (0: no locality regularisation)
     locality_l2_weight: float = 0.1   # λ_R^L2
     locality_alpha: float = 30.0      # α
@@ -126,6 +128,7 @@ class PivotalTuningSettings:
         loss_weights(mse_weight=self.mse_weight, perceptual_weight=self.perceptual_weight)
         if self.perceptual_size is not None:
             positive_int(self.perceptual_size, "perceptual_size")
+        check_perceptual(self.perceptual)
         _non_negative(self.locality_weight, "locality_weight")
         _non_negative(self.locality_l2_weight, "locality_l2_weight")
         positive_float(self.locality_alpha, "locality_alpha")
@@ -176,13 +179,14 @@ def locality_code(pivot: Tensor, random: Tensor, alpha: float) -> Tensor:
     return pivot + alpha * direction / direction.norm(dim=1, keepdim=True)
 
 
-def locality_distance(tuned: Tensor, original: Tensor, s: PivotalTuningSettings, features: Any) -> Tensor:
+def locality_distance(tuned: Tensor, original: Tensor, s: PivotalTuningSettings, distance: Any) -> Tensor:
     """λ_R · (P + λ_R^L2 · MSE) between ``G(w_r; θ*)`` and ``G(w_r; θ)`` (eqs. 5–6) → ``[N]``.
 
-    ``features``: the VGG relu3_3 network of P (None when ``perceptual_weight`` is 0)."""
+    ``distance``: P as a two-image distance (``losses.perceptual_distance``; None when
+    ``perceptual_weight`` is 0)."""
     out = s.locality_l2_weight * (tuned - original).pow(2).flatten(1).mean(1)  # [N]
-    if features is not None:
-        out = out + s.perceptual_weight * (features(tuned) - features(original)).abs().flatten(1).mean(1)
+    if distance is not None:
+        out = out + s.perceptual_weight * distance(tuned, distance.reference(original))
     return s.locality_weight * out
 
 
@@ -210,14 +214,12 @@ class _Tuning:
         self.optims = [torch.optim.Adam(list(ws.values()), lr=s.lr) for ws in self.weights]
         size = s.perceptual_size or G.resolution
         with full_precision(G.device):  # cached target features in fp32
-            self.losses = [ReconstructionLoss(targets[i:i + 1], mse_weight=s.mse_weight,
+            self.losses = [ReconstructionLoss(targets[i:i + 1], mse_weight=s.mse_weight, perceptual=s.perceptual,
                                               perceptual_weight=s.perceptual_weight, perceptual_size=size)
                            for i in range(b)]
-        self.features = None
+        self.distance = None
         if s.perceptual_weight and s.locality_weight:
-            from gan_inversion_bench.perceptual import get_vgg_features
-
-            self.features = get_vgg_features(size, G.device)
+            self.distance = perceptual_distance(s.perceptual, size, G.device)
         self.alive = [True] * b
         self.failures: dict[int, str] = {}
         self.history: list[Tensor] = []
@@ -237,7 +239,7 @@ class _Tuning:
             x = functional_call(self.G, self.weights[i], (torch.cat([z, w_r]),)).float()  # [2, 3, R, R]
             with torch.no_grad():
                 original = self.G(w_r).float()  # the caller's weights θ (G is their frozen copy)
-            return self.losses[i](x[:1]), locality_distance(x[1:], original, self.s, self.features)
+            return self.losses[i](x[:1]), locality_distance(x[1:], original, self.s, self.distance)
 
     def step(self, t: int) -> None:
         """One Adam step on every image still alive; records the losses before the step."""
@@ -303,7 +305,9 @@ class PivotalTuning(InversionMethod):
         "paper": {},
         # The default run's budget: single-code's quick pivot (100 iterations) and 20 tuning steps (one
         # step costs about four single-code iterations), perceptual terms at the generator's resolution.
-        "quick": {"steps": 20, "pivot_profile": "quick", "pivot_budget": None, "perceptual_size": None},
+        # Its loss is the toolkit's shared term (as every method's quick profile), not the paper's LPIPS.
+        "quick": {"steps": 20, "pivot_profile": "quick", "pivot_budget": None, "perceptual": "vgg-relu3_3",
+                  "perceptual_weight": 0.001},
         # The conformance suite's (it sets the tuning budget), kept cheap: a 2-iteration pivot, pixel
         # losses only, no locality term (tests/test_pivotal_tuning.py checks that term).
         "test": {"steps": 8, "pivot_profile": "quick", "pivot_budget": 2, "pivot_settings": {"perceptual_weight": 0.0},
@@ -312,6 +316,8 @@ class PivotalTuning(InversionMethod):
     budget_setting = "steps"
     tags = MethodTags(trains_generator=True)
     in_default_run = False  # tuned for dcgan-digiface64, but it would lengthen the default run (README)
+    #: added after results were stored: earlier records all used the VGG term
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"perceptual": "vgg-relu3_3"}
 
     def pivot_method(self) -> InversionMethod:
         """The pivot stage's method instance (rebuilt from the settings)."""

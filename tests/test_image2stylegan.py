@@ -75,7 +75,29 @@ def test_synthesise_wplus_refuses_bad_shapes():
 
 
 # ---- the method: one Adam step by hand ---------------------------------------------------------------
-def hand_loss(x, target, weight):
+def paper_term(x, target):
+    """Image2StyleGAN's Σ_j mean((F_j(x) − F_j(y))²) over VGG16 conv1_1, conv1_2, conv3_2, conv4_2 (after
+    their ReLU), computed with torchvision's own VGG16 module (the real weights loaded into it) and
+    forward hooks, independently of the toolkit's layer slicing."""
+    import torchvision
+
+    from gan_inversion_bench.perceptual import IMAGENET_MEAN, IMAGENET_STD, backbone_features
+
+    vgg = torchvision.models.vgg16(weights=None).features[:21].eval()
+    vgg.load_state_dict(backbone_features("vgg16")[0][:21].state_dict())
+    vgg.requires_grad_(False)
+    taken = []
+    for i in (1, 3, 13, 20):  # the ReLUs of conv1_1, conv1_2, conv3_2, conv4_2
+        vgg[i].register_forward_hook(lambda _m, _i, out: taken.append(out))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    vgg((x * 0.5 + 0.5 - mean) / std)
+    vgg((target * 0.5 + 0.5 - mean) / std)
+    return sum((a - b).pow(2).mean() for a, b in zip(taken[:4], taken[4:], strict=True))
+
+
+def hand_loss(x, target, weight, perceptual):
+    if perceptual == "vgg-image2stylegan":
+        return (x - target).pow(2).mean() + weight * paper_term(x, target)
     vgg = get_vgg_features(x.shape[-1])  # the perceptual network used directly, at the image size
     return (x - target).pow(2).mean() + weight * (vgg(x) - vgg(target)).abs().mean()
 
@@ -85,8 +107,9 @@ def adam_first_step(p, g, lr):
     return p - lr * g / (g.abs() + 1e-8)
 
 
-@pytest.mark.parametrize("optimize_noise", [False, True])
-def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise):
+@pytest.mark.parametrize(("optimize_noise", "perceptual"),
+                         [(False, "vgg-image2stylegan"), (True, "vgg-image2stylegan"), (False, "vgg-relu3_3")])
+def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise, perceptual):
     G = tiny()
     with torch.no_grad():
         target = G(G.sample_latents(1, seed=11)).clamp(-1, 1)
@@ -96,7 +119,7 @@ def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise):
     noise = [getattr(H.noises, f"noise_{i}").clone().requires_grad_(optimize_noise) for i in range(G.num_layers)]
     for i, n in enumerate(noise):
         setattr(H.noises, f"noise_{i}", n)
-    loss0 = hand_loss(H(ws.flatten(1)), target, weight)
+    loss0 = hand_loss(H(ws.flatten(1)), target, weight, perceptual)
     grads = torch.autograd.grad(loss0, [ws, *noise] if optimize_noise else [ws])
     ws1 = adam_first_step(ws.detach(), grads[0], lr)
     with torch.no_grad():
@@ -105,7 +128,7 @@ def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise):
         image1 = H(ws1.flatten(1))
 
     m = Image2StyleGAN(iterations=1, lr=lr, perceptual_weight=weight, perceptual_size=None,
-                       optimize_noise=optimize_noise)
+                       optimize_noise=optimize_noise, perceptual=perceptual)
     r = m.invert(G, target, seeds=0)
     torch.testing.assert_close(r.loss_history[0, 0], loss0.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r.latents["ws"], ws1, rtol=0, atol=1e-5)

@@ -302,3 +302,42 @@ def test_flax_mapping_is_checked_strictly(monkeypatch, tmp_path, fresh_cache, da
     with pytest.raises(CheckpointError, match=expect) as info:
         perceptual.backbone_features("alexnet")
     assert str(path) in str(info.value)
+
+
+# ---- the perceptual terms of ReconstructionLoss --------------------------------------------------------
+@pytest.mark.parametrize("size", [64, 16])
+def test_lpips_loss_term_is_the_lpips_metric_and_differentiable(size):
+    """perceptual="lpips" is the metric's LPIPS (below 32 px both upsample bilinearly to 32)."""
+    from gan_inversion_bench.losses import ReconstructionLoss
+    from gan_inversion_bench.metrics import lpips
+
+    g = torch.Generator().manual_seed(size)
+    target = torch.rand(2, 3, size, size, generator=g) * 2 - 1
+    x = (target + 0.3 * torch.randn(target.shape, generator=g)).clamp(-1, 1).requires_grad_(True)
+    loss = ReconstructionLoss(target, mse_weight=0.0, perceptual_weight=1.0, perceptual_size=None, perceptual="lpips")
+    value = loss(x)
+    torch.testing.assert_close(value.detach(), lpips(x.detach(), target), rtol=1e-5, atol=1e-6)
+    value.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_an_unknown_perceptual_term_is_refused_with_the_choices():
+    from gan_inversion_bench.losses import ReconstructionLoss
+    from gan_inversion_bench.methods.pivotal_tuning import PivotalTuning
+
+    with pytest.raises(ValueError, match="perceptual must be one of vgg-relu3_3, vgg-image2stylegan, lpips"):
+        ReconstructionLoss(torch.zeros(1, 3, 8, 8), perceptual="alex")
+    with pytest.raises(ValueError, match="perceptual must be one of"):
+        PivotalTuning(perceptual="vgg")
+
+
+def test_vgg_layers_are_the_named_relu_outputs():
+    from gan_inversion_bench.perceptual import VGG16_LAYERS, get_vgg_features, get_vgg_layers
+
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    relu3_3, conv1_1 = get_vgg_layers(("conv3_3", "conv1_1"), None)(x)
+    torch.testing.assert_close(relu3_3, get_vgg_features(None)(x))  # the seeds' relu3_3
+    assert conv1_1.shape == (1, 64, 32, 32) and bool((conv1_1 >= 0).all())  # after the ReLU
+    assert VGG16_LAYERS["conv3_3"] == 15
+    with pytest.raises(ValueError, match="layers must name VGG16 activations"):
+        get_vgg_layers(("conv6_1",), None)

@@ -14,6 +14,7 @@ from gan_inversion_bench.imagesets import photos
 from gan_inversion_bench.losses import ReconstructionLoss
 from gan_inversion_bench.method_tools import code_seeds
 from gan_inversion_bench.methods import pivotal_tuning as P
+from gan_inversion_bench.metrics import lpips
 from gan_inversion_bench.perceptual import get_vgg_features
 
 #: a short run with every term on: pivot (4 single-code iterations), perceptual terms, locality
@@ -79,12 +80,14 @@ def test_tuning_beats_its_pivot_on_a_photo(dcgan):
     assert r.loss_history.shape == (10, 1) and r.iterations == 10
 
 
-def test_locality_term_matches_two_generator_copies(dcgan):
+@pytest.mark.parametrize(("perceptual", "weight"), [("lpips", 1.0), ("vgg-relu3_3", 0.001)])
+def test_locality_term_matches_two_generator_copies(dcgan, perceptual, weight):
     """λ_R·L_R at step 1 (θ* after one Adam step) recomputed with an untouched copy and a copy
-    carrying θ*, w_r from the paper's eq. 4 with an explicit norm."""
+    carrying θ*, w_r from the paper's eq. 4 with an explicit norm; P is the paper's LPIPS (the
+    metric's function) or the toolkit's VGG term."""
     with torch.no_grad():
         target = dcgan(dcgan.sample_latents(1, seed=[42])).clamp(-1, 1)
-    m = P.PivotalTuning(**{**SHORT, "steps": 2})
+    m = P.PivotalTuning(**{**SHORT, "steps": 2, "perceptual": perceptual, "perceptual_weight": weight})
     two = m.invert(dcgan, target, seeds=[7])
     one = m.clone(steps=1, keep_weights=True).invert(dcgan, target, seeds=[7])
     assert two.info["locality_history"][0, 0].item() == 0.0  # θ* = θ before the first step
@@ -97,7 +100,8 @@ def test_locality_term_matches_two_generator_copies(dcgan):
     vgg = get_vgg_features(dcgan.resolution)
     with torch.no_grad():
         a, b = tuned(w_r), original(w_r)
-        want = 0.1 * (0.001 * (vgg(a) - vgg(b)).abs().mean() + 0.1 * (a - b).pow(2).mean())
+        p = lpips(a, b)[0] if perceptual == "lpips" else (vgg(a) - vgg(b)).abs().mean()
+        want = 0.1 * (weight * p + 0.1 * (a - b).pow(2).mean())
     assert want.item() > 0
     torch.testing.assert_close(two.info["locality_history"][1, 0], want, rtol=1e-4, atol=1e-9)
 
