@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .method import FLOAT32_MAX, INT64_MAX, INT64_MIN
 from .registry import GENERATORS, UnknownNameError
 
 
@@ -76,10 +77,49 @@ def coerce(text: str, default: Any, what: str) -> Any:
             raise click.BadParameter(f"{what}: expected a number, got {text!r}") from None
         if not math.isfinite(value):
             raise click.BadParameter(f"{what}: expected a finite number, got {text!r}")
-        return value
+        return in_range(value, what)
     if isinstance(default, str):
         return text
-    return parse_value(text)
+    return in_range(parse_value(text), what)
+
+
+def in_range(value: Any, what: str) -> Any:
+    """``value`` unchanged when it is no number or one the computation can hold: an integer within
+    64 bits, a float within the float32 range (the computation's dtype); else a ``BadParameter``
+    naming ``what`` and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise click.BadParameter(f"{what}: expected an integer from {INT64_MIN} to {INT64_MAX} (64 bits), "
+                                 f"got {value}")
+    if isinstance(value, float) and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise click.BadParameter(f"{what}: {value!r} is beyond the float32 range the computation runs in; "
+                                 f"expected a magnitude of at most {FLOAT32_MAX:.8g}")
+    return value
+
+
+class BoundedInt(click.ParamType):  # type: ignore[type-arg]  # generic only since click 8.2 (>= 8.0 supported)
+    """An integer option within ``[low, high]`` (default: 64 bits), so that a value too large for
+    the tensors, generators and database it reaches is refused naming the option and the range
+    (instead of ``Overflow when unpacking long long`` later); ``why`` says where the range comes from."""
+
+    name = "integer"
+
+    def __init__(self, low: int = INT64_MIN, high: int = INT64_MAX, why: str = "64 bits"):
+        self.low, self.high, self.why = low, high, why
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number: int = click.INT.convert(value, param, ctx)
+        if not self.low <= number <= self.high:
+            # a count (--n, --iterations) is refused here only above 64 bits; its ">= 1" is checked apart
+            bounds = f"of at most {self.high}" if self.low == INT64_MIN and number > self.high \
+                else f"from {self.low} to {self.high}"
+            self.fail(f"expected an integer {bounds} ({self.why}), got {number}", param, ctx)
+        return number
+
+
+#: a 64-bit integer option
+INT64 = BoundedInt()
 
 
 def generator_options(name: str, items: tuple[str, ...]) -> dict[str, Any]:

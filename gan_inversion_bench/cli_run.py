@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from .cli_common import build_generator, coerce, friendly_errors, generator_options, pairs, slug
+from .cli_common import INT64, BoundedInt, build_generator, coerce, friendly_errors, generator_options, pairs, slug
+from .imagesets import SEED_LIMIT
 from .registry import GENERATORS, METHODS
 from .tasks import TASKS
 
@@ -27,6 +28,10 @@ def echo(text: str) -> None:
 
 
 # ---- gib run ----------------------------------------------------------------------------------
+#: why a run seed has its range (:data:`~gan_inversion_bench.imagesets.SEED_LIMIT`)
+SEED_WHY = "±2**53: image i of the generated set is drawn with seed × 1000 + i, which must fit 64 bits"
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """A TOML (Python 3.11+) or JSON file holding one table of ``gib run`` options."""
     try:
@@ -103,19 +108,19 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Method name (repeatable; default: the default-run methods, `gib list methods` marks them).")
 @click.option("--images", default="generated+photos", show_default=True,
               help="Image set: generated, photos, generated+photos, folder:PATH or a directory.")
-@click.option("--n", "n_generated", type=int, default=8, show_default=True, help="Images in the generated set.")
-@click.option("--n-images", "n_images", type=int, default=None,
+@click.option("--n", "n_generated", type=INT64, default=8, show_default=True, help="Images in the generated set.")
+@click.option("--n-images", "n_images", type=INT64, default=None,
               help="Same as --n; use this one under torchrun, whose own parser takes --n for its options.")
 @click.option("--profile", type=click.Choice(["auto", "tuned", "quick", "paper"]), default="auto", show_default=True,
               help="tuned: gib tune's profile of the generator (gan_inversion_bench/profiles/); quick: short budget, "
                    "untuned; paper: the seeds' defaults; auto: tuned where every method has one, else quick.")
-@click.option("--iterations", type=int, default=None, help="Override the iteration count of every method.")
+@click.option("--iterations", type=INT64, default=None, help="Override the iteration count of every method.")
 @click.option("--budget-seconds", type=float, default=None,
               help="Compute budget per image inversion in seconds: each method's iteration count is calibrated "
                    "from its measured time per iteration (instead of, or capped by, --iterations).")
 @click.option("--budget-flops", type=float, default=None,
               help="Compute budget per image inversion in FLOPs (from the FLOP count of each method).")
-@click.option("--restarts", type=int, default=1, show_default=True,
+@click.option("--restarts", type=INT64, default=1, show_default=True,
               help="Initialisations per image; the one with the lowest final loss is scored (all are stored).")
 @click.option("--no-latency", is_flag=True, help="Do not time one image inverted alone after each method.")
 @click.option("--set", "settings", multiple=True, metavar="[METHOD.]KEY=VALUE",
@@ -125,7 +130,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Restoration task: the targets are degraded (y = D(x)), every method compares D(G(·)) with y, "
                    "and the metrics compare G(·) with the clean x. Settings: inpaint mask=centre|boxes|strokes, "
                    "ratio=0.25; super-resolve factor=4|8; denoise sigma=0.1 (on [0, 1]).")
-@click.option("--batch-size", type=int, default=None, help="Images inverted jointly (default: automatic).")
+@click.option("--batch-size", type=INT64, default=None, help="Images inverted jointly (default: automatic).")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
               help="fp32 (TF32 off), tf32 (CUDA tensor cores) or bf16 (autocast; allowed but slow on most CPUs).")
 @click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead", "max-autotune"]),
@@ -133,7 +138,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="torch.compile the per-iteration step (reduce-overhead: with CUDA graphs).")
 @click.option("--channels-last", is_flag=True, help="Generator weights in channels-last memory format.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=BoundedInt(-SEED_LIMIT, SEED_LIMIT, SEED_WHY), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder (default: runs/<generator>_<images>_<profile>). Re-running resumes.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
@@ -251,15 +256,16 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="Generator option (repeatable).")
 @click.option("--method", "-m", "methods", multiple=True,
               help="Method name (repeatable; default: the default-run methods, `gib list methods` marks them).")
-@click.option("--trials", type=int, default=24, show_default=True, help="optuna trials per method.")
-@click.option("--budget", type=int, default=100, show_default=True,
+@click.option("--trials", type=INT64, default=24, show_default=True, help="optuna trials per method.")
+@click.option("--budget", type=INT64, default=100, show_default=True,
               help="Iterations of every trial: the budget the tuned profile is for.")
-@click.option("--images", "n_images", type=int, default=4, show_default=True,
+@click.option("--images", "n_images", type=INT64, default=4, show_default=True,
               help="Tuning images (generated, disjoint from the evaluation images).")
-@click.option("--image-seed", type=int, default=1, show_default=True,
+@click.option("--image-seed", type=BoundedInt(-SEED_LIMIT, SEED_LIMIT, SEED_WHY), default=1, show_default=True,
               help="Run seed of the tuning images (the evaluation set uses 0).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of optuna's TPE sampler.")
-@click.option("--min-resource", type=int, default=None,
+@click.option("--seed", type=BoundedInt(0, 2**32 - 1, "numpy's seed range, which optuna uses"), default=0,
+              show_default=True, help="Seed of optuna's TPE sampler.")
+@click.option("--min-resource", type=INT64, default=None,
               help="Iterations of successive halving's first rung (default: max(8, budget // 27)).")
 @click.option("--pruning", type=click.Choice(["halving", "none"]), default="halving", show_default=True,
               help="halving: stop poor trials early (favours settings that rise fast); none: every trial runs "

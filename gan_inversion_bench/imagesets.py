@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .generator import conditioned
+from .weights import available_memory
 
 PREPROCESSING = ("EXIF orientation applied; RGB 8-bit (alpha composited on white, 16-bit scaled to 8-bit); "
                  "centre crop to the largest "
@@ -43,6 +46,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 MAX_PIXELS = 100_000_000  # larger images are refused (decompression-bomb guard)
 #: added to a generated image's latent seed to seed its class (a stream apart from the latents')
 CLASS_SEED_OFFSET = 1 << 40
+#: the largest magnitude of a run seed: image i's seeds ``seed * 1000 + i`` (+ CLASS_SEED_OFFSET) must
+#: stay within the 64-bit range of torch's random generators (2**53: also exact in JSON everywhere)
+SEED_LIMIT = 2**53
+#: images generated per forward pass; a larger set is generated in chunks of this many (each image
+#: depends only on its own seed, so a set of at most this many is one forward pass, as it always was)
+GENERATION_CHUNK = 64
+#: Python objects per generated image (its ImageItem, tensor views, meta data, id), for the estimate
+ITEM_OVERHEAD = 2048
 
 
 @dataclass
@@ -166,7 +177,16 @@ def load_image_file(path: Path, resolution: int) -> Tensor:
     except UnidentifiedImageError as e:
         raise ImageSetError(f"{path}: not a readable image ({type(e).__name__}: {e}); expected an image file that "
                             f"Pillow can decode (PNG, JPEG, TIFF, BMP, WebP, GIF, PPM)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except PermissionError as e:
+        raise ImageSetError(f"{path}: cannot be read: permission denied ({type(e).__name__}: {e}); expected a file "
+                            f"this user may read (check its permissions)") from None
+    except OSError as e:
+        if e.errno is None:  # Pillow's own OSErrors (truncated, broken data) carry no errno
+            raise ImageSetError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e}); expected a complete, "
+                                f"valid image file") from None
+        raise ImageSetError(f"{path}: cannot be read ({type(e).__name__}: {e}); expected a readable image "
+                            f"file") from None
+    except (SyntaxError, ValueError) as e:
         raise ImageSetError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e}); expected a complete, "
                             f"valid image file") from None
 
@@ -180,27 +200,92 @@ def photos(resolution: int) -> list[ImageItem]:
     return items
 
 
-@torch.no_grad()
 def generated(generator: Any, n: int, seed: int = 0, *, mixed_classes: bool = False) -> list[ImageItem]:
     """``n`` images ``G(z_i)`` with ``z_i`` drawn with seed ``seed * 1000 + i``.
 
     ``mixed_classes``: each image gets its own class (a conditional generator only; see the
-    module docstring), kept in ``item.condition`` and ``item.meta["class"]``.
+    module docstring), kept in ``item.condition`` and ``item.meta["class"]``. The memory the set
+    needs is estimated first (:func:`check_generation_memory`): a set that cannot fit is refused
+    before anything is allocated. The images are generated :data:`GENERATION_CHUNK` at a time.
     """
-    if n < 1:
-        raise ImageSetError(f"the generated set needs n >= 1 images, got {n}")
-    seeds = [seed * 1000 + i for i in range(n)]
-    z = generator.sample_latents(n, seed=seeds)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ImageSetError(f"the generated set needs n >= 1 images (an integer), got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or abs(seed) > SEED_LIMIT:
+        raise ImageSetError(f"the generated set's seed must be an integer from {-SEED_LIMIT} to {SEED_LIMIT} "
+                            f"(image i is drawn with seed * 1000 + i, which must fit 64 bits), got {seed!r}")
+    n, seed = int(n), int(seed)
+    check_generation_memory(generator, n)
+    items: list[ImageItem] = []
+    try:
+        for start, stop in generation_chunks(n):
+            items += _generate_chunk(generator, start, [seed * 1000 + i for i in range(start, stop)], mixed_classes)
+    except (MemoryError, RuntimeError) as e:  # the estimate is a lower bound
+        why = (str(e).splitlines() or [""])[0]
+        if not isinstance(e, MemoryError) and "allocate" not in why and "out of memory" not in why:
+            raise
+        raise ImageSetError(f"the generated set of {n} images ran out of memory after {len(items)} images "
+                            f"({type(e).__name__}: {why}); lower the number of images (--n)") from None
+    return items
+
+
+def generation_chunks(n: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each forward pass over ``n`` images: :data:`GENERATION_CHUNK` at a time,
+    never one image alone when ``n > 1`` (a batch of one takes other kernels on the CPU, whose last
+    bits differ; with batches of two or more the chunked images equal the one-pass ones)."""
+    starts = list(range(0, n, GENERATION_CHUNK))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()  # the last image joins the chunk before it
+    return list(zip(starts, [*starts[1:], n], strict=True))
+
+
+def _largest_chunk(n: int) -> int:
+    return n if n <= GENERATION_CHUNK else GENERATION_CHUNK + 1
+
+
+@torch.no_grad()
+def _generate_chunk(generator: Any, start: int, seeds: list[int], mixed_classes: bool) -> list[ImageItem]:
+    """Images ``start …`` of the generated set, one forward pass; row i depends only on ``seeds[i]``."""
+    z = generator.sample_latents(len(seeds), seed=seeds)
     c = _mixed_classes(generator, seeds) if mixed_classes else None
     with conditioned(generator, c) if c is not None else contextlib.nullcontext():
         images = generator(z).clamp(-1, 1).float().cpu()
-    items = [ImageItem(f"generated/{i:03d}", images[i], {"latent_seed": s}, latent=z[i].cpu())
+    items = [ImageItem(f"generated/{start + i:03d}", images[i], {"latent_seed": s}, latent=z[i].cpu())
              for i, s in enumerate(seeds)]
     if c is not None:
         for item, s, ci in zip(items, seeds, c.cpu(), strict=True):
             item.condition = ci
             item.meta.update({"class": int(ci.argmax()), "class_seed": CLASS_SEED_OFFSET + s})
     return items
+
+
+def generation_memory(generator: Any, n: int) -> tuple[int, int]:
+    """A lower bound of the bytes the generated set needs: (kept on the CPU: n × 3 × R² × 4 for the
+    images, with their latents, classes and Python objects; one forward pass of a chunk: its
+    latents, the largest feature map twice (a layer's input and output) and the images)."""
+    r, latent = int(generator.resolution), int(getattr(generator, "latent_dim", 0))
+    codes = latent + int(getattr(generator, "condition_dim", 0) or 0)
+    kept = n * (3 * r * r * 4 + codes * 4 + ITEM_OVERHEAD)
+    largest = max((math.prod(p.shape) for p in getattr(generator, "split_points", ())), default=0)
+    return kept, _largest_chunk(n) * (codes + 2 * largest + 3 * r * r) * 4
+
+
+def check_generation_memory(generator: Any, n: int) -> None:
+    """Refuse, with the estimate, a generated set whose memory exceeds what is free (CPU memory for
+    the images; the forward pass too where the generator is on the CPU, else that device's memory)."""
+    kept, work = generation_memory(generator, n)
+    params = generator.parameters() if hasattr(generator, "parameters") else iter(())
+    device = next((p.device for p in params), torch.device("cpu"))
+    checks = [("cpu", kept + work, available_memory())]
+    if device.type == "cuda":
+        checks = [("cpu", kept, available_memory()), (str(device), work, int(torch.cuda.mem_get_info(device)[0]))]
+    r, chunk = generator.resolution, min(n, GENERATION_CHUNK)  # (the last chunk may hold one more)
+    for where, need, free in checks:
+        if free is not None and need > free:
+            raise ImageSetError(
+                f"the generated set of {n} images at {r}x{r} needs at least {(kept + work) / 2**30:.3g} GiB "
+                f"({kept / 2**30:.3g} GiB to keep the images, n × 3 × {r}² × 4 bytes with their latents, and "
+                f"{work / 2**30:.3g} GiB to generate them {chunk} at a time); {free / 2**30:.3g} GiB are free on "
+                f"{where}. Lower the number of images (--n)")
 
 
 def _mixed_classes(generator: Any, seeds: list[int]) -> Tensor:

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from .generator import SplitGenerator
@@ -41,6 +43,39 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 ProgressFn = Callable[[int, int], None]  # (iteration done, total)
+
+#: the largest magnitude the computation's dtype holds (float32; bf16 has the same range): a larger
+#: setting overflows as soon as it meets a tensor (``value cannot be converted to type float``)
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+#: the range of a 64-bit integer (seeds, counts and indices end up in int64 tensors and SQLite)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_setting_ranges(owner: str, settings: dict[str, Any]) -> None:
+    """Refuse a setting no computation can hold: a float beyond the float32 range (the
+    computation's dtype) or an integer beyond 64 bits, also inside tuples, lists and dicts (NaN
+    and inf are left to the method's own checks, which say what the setting must be)."""
+    for key, value in settings.items():
+        for where, v in _numbers(key, value):
+            if isinstance(v, float) and math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                raise ValueError(f"{owner}: setting {where} = {v!r} is beyond the float32 range the computation "
+                                 f"runs in; expected a magnitude of at most {FLOAT32_MAX:.8g}")
+            if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+                raise ValueError(f"{owner}: setting {where} = {v} is beyond the 64-bit integer range; expected "
+                                 f"an integer from {INT64_MIN} to {INT64_MAX}")
+
+
+def _numbers(where: str, value: Any) -> Iterator[tuple[str, int | float]]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(f"{where}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _numbers(f"{where}[{i}]", v)
 
 
 class InversionFailed(RuntimeError):
@@ -177,6 +212,7 @@ class InversionMethod:
         unknown = sorted(set(settings) - fields)
         if unknown:
             raise TypeError(f"{self.name}: unknown setting(s) {unknown}; valid settings: {sorted(fields)}")
+        check_setting_ranges(self.name, settings)
         self.settings = self.Settings(**settings)
 
     @classmethod
@@ -207,6 +243,7 @@ class InversionMethod:
         for settings that do not change what ``prepare`` learns: the budget, the execution mode,
         what :meth:`tuning_space` returns."""
         out = copy.copy(self)
+        check_setting_ranges(self.name, overrides)
         out.settings = type(self).Settings(**{**self.get_settings(), **overrides})
         return out
 
@@ -287,4 +324,5 @@ class InversionMethod:
         return f"{type(self).__name__}({self.settings})"
 
 
-__all__ = ["Artifact", "InversionFailed", "InversionMethod", "InversionResult", "MethodTags", "ProgressFn"]
+__all__ = ["FLOAT32_MAX", "INT64_MAX", "INT64_MIN", "Artifact", "InversionFailed", "InversionMethod",
+           "InversionResult", "MethodTags", "ProgressFn", "check_setting_ranges"]

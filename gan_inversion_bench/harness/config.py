@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 import torch
 
 from ..generator import SplitGenerator
-from ..imagesets import ImageItem, ImageSet
-from ..method import InversionMethod
+from ..imagesets import SEED_LIMIT, ImageItem, ImageSet
+from ..method import INT64_MAX, INT64_MIN, InversionMethod
 from ..precision import ExecutionOptions, effective_precision
 from ..profiles import tuned_settings
 from ..registry import METHODS
@@ -149,8 +150,22 @@ def validate(config: RunConfig) -> list[str]:
             raise RunError(f"{name.replace('_', '-')} must be a positive finite number, got {value!r}")
     if config.budget is not None and config.budget < 1:
         raise RunError(f"the budget (--iterations) must be >= 1, got {config.budget}")
+    _check_integer_ranges(config)
     execution_options(config, torch.device("cpu"))
     return names
+
+
+def _check_integer_ranges(config: RunConfig) -> None:
+    """The run seed within ±SEED_LIMIT (the generated set's seeds ``seed * 1000 + i`` must fit the
+    64 bits of torch's random generators) and integer generator options within 64 bits."""
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or abs(seed) > SEED_LIMIT:
+        raise RunError(f"the seed (--seed) must be an integer from {-SEED_LIMIT} to {SEED_LIMIT} (image i of the "
+                       f"generated set is drawn with seed × 1000 + i, which must fit 64 bits), got {seed!r}")
+    for key, value in config.generator_options.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise RunError(f"generator option {key} (--gen-opt {key}) must be an integer from {INT64_MIN} to "
+                           f"{INT64_MAX} (64 bits), got {value}")
 
 
 def _check_general_overrides(config: RunConfig, names: list[str]) -> None:

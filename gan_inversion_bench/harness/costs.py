@@ -169,11 +169,18 @@ def memory_floor(plan: MethodPlan, generator: SplitGenerator, rows: int) -> int:
     return rows * per_row + budget * (rows * 4 + 100)
 
 
-def check_memory(plan: MethodPlan, generator: SplitGenerator, rows: int, device: torch.device) -> None:
-    """Refuse, with the estimate, a batch whose memory floor exceeds what the device has free."""
+def check_memory(plan: MethodPlan, generator: SplitGenerator, images: int, device: torch.device,
+                 restarts: int = 1) -> None:
+    """Refuse, with the estimate, a batch of ``images`` images, each inverted from ``restarts``
+    initialisations (one row each), whose memory floor exceeds what the device has free."""
+    rows = images * restarts
     need, free = memory_floor(plan, generator, rows), available_bytes(device)
-    if free is not None and need > free:
-        raise RunError(f"{plan.method.name}: {rows} image(s) at budget {plan.method.budget} with "
-                       f"{plan.method.capacity().get('codes', 1)} code(s) each need at least {need / 2**30:.3g} GiB; "
-                       f"{free / 2**30:.3g} GiB are free on {device}. Lower the budget (--iterations), the codes or "
-                       f"the batch size (--batch-size)")
+    if free is None or need <= free:
+        return
+    what, lower = f"{images} image(s)", "the budget (--iterations), the codes or the batch size (--batch-size)"
+    if restarts > 1:
+        what = f"{images} image(s) with {restarts} restarts (--restarts) each, {rows} inversions in all,"
+        lower = f"the restarts (--restarts), {lower}"
+    raise RunError(f"{plan.method.name}: {what} at budget {plan.method.budget} with "
+                   f"{plan.method.capacity().get('codes', 1)} code(s) each need at least {need / 2**30:.3g} GiB; "
+                   f"{free / 2**30:.3g} GiB are free on {device}. Lower {lower}")

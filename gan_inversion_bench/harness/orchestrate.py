@@ -372,7 +372,7 @@ def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: lis
     """Count FLOPs (which also warms up), choose the batch size (images; each brings ``restarts``
     rows) and warm up at the timed batch shape."""
     G, options, k = setup.generator, plan.options, rc.config.restarts
-    check_memory(plan, G, k, rc.device)  # one image with its restarts must fit, before anything is allocated
+    check_memory(plan, G, 1, rc.device, restarts=k)  # one image with its restarts must fit, before any allocation
     plan.flops = count_invert_flops(plan.method, G, mine[:1], rc.device, options)
     if plan.per_image:
         plan.budget_info = derive_budget(rc, setup, plan, mine[:1])
