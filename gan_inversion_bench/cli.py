@@ -258,7 +258,7 @@ def report_cmd(run_dir: str, out_dir: str | None) -> None:
     from .report import ReportError, write_report
 
     try:
-        path = write_report(run_dir, out_dir)
+        path = write_report(run_dir, out_dir, echo=click.echo)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"report: {path} (open it in a browser; the folder {path.parent} is self-contained)")

@@ -327,7 +327,8 @@ def folder(path: Path, resolution: int) -> ImageSet:
     for f in entries:
         try:
             if not f.is_file():
-                kind = ("a broken symbolic link or a symbolic link loop" if f.is_symlink()
+                kind = ("a symbolic link to a directory or special file" if f.is_symlink() and f.exists()
+                        else "a broken symbolic link or a symbolic link loop" if f.is_symlink()
                         else "a directory or special file")
                 skipped.append((str(f), f"not a regular file ({kind}); expected an image file"))
                 continue

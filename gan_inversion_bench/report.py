@@ -31,8 +31,7 @@ import math
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +43,15 @@ import pandas as pd
 from . import __version__, tables
 from .method import Artifact
 from .report_plots import convergence, quality_vs_compute, time_quality
-from .safe_paths import WHY, UnsafePathError, open_regular, problem, remove_tree
+from .safe_paths import (
+    WHY,
+    UnsafePathError,
+    new_locked_folder,
+    open_regular,
+    problem,
+    remove_tree,
+    remove_unlocked_folders,
+)
 from .tasks import TaskError, make_task
 
 REPORT_DIR = "report"
@@ -205,14 +212,17 @@ class ReportError(RuntimeError):
     """The report could not be written; the message names the folder and what to do."""
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None,
+                 echo: Callable[[str], None] | None = None) -> Path:
     """Write ``RUN_DIR/report/`` (replacing an earlier one), or the folder ``out``, and return the
     path of ``index.html``.
 
-    The report is built in a new temporary folder next to its destination and renamed into place.
-    ``out`` (``gib report --out DIR``) is for a run folder that cannot (read-only) or should not be
-    written into; it must not exist, be empty, or hold an earlier report (:data:`MARKER`). A
-    symbolic link in the destination's place is refused, never deleted or written through."""
+    The report is built in a new temporary folder next to its destination and renamed into place;
+    the temporary folders of earlier reports that were killed are deleted first
+    (:func:`remove_stale_temporaries`; ``echo`` says how many). ``out`` (``gib report --out DIR``)
+    is for a run folder that cannot (read-only) or should not be written into; it must not exist,
+    be empty, or hold an earlier report (:data:`MARKER`). A symbolic link in the destination's
+    place is refused, never deleted or written through."""
     run_dir = Path(run_dir)
     df = tables.load_records(run_dir)  # StoreError if this is not a run folder
     final = run_dir / REPORT_DIR if out is None else Path(out).expanduser()
@@ -220,7 +230,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     hint = "; use --out DIR to write it elsewhere" if out is None else ""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent))
+        removed = remove_stale_temporaries(final)
+        if removed and echo:
+            echo(f"removed {removed} temporary folder(s) left in {final.parent} by an earlier report that was killed")
+        tmp, lock = new_locked_folder(final.parent, f".{final.name}-", ".tmp")
     except OSError as e:
         raise ReportError(f"cannot write the report into {final}: {e}{hint}") from None
     try:
@@ -235,7 +248,18 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise ReportError(f"cannot write the report into {final}: {e}{hint}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a folder this call created (mkdtemp)
+        os.close(lock)
     return final / "index.html"
+
+
+def remove_stale_temporaries(final: Path) -> int:
+    """Delete the temporary folders that reports into ``final`` left next to it when they were
+    killed (``RUN/.report-XXXXXXXX.tmp``) and return how many: real folders directly inside
+    ``final.parent``, named as :func:`write_report` names them, holding nothing or a report's
+    :data:`MARKER`, and not locked by a report being written now (a link is neither followed nor
+    deleted: :func:`~gan_inversion_bench.safe_paths.remove_unlocked_folders`)."""
+    pattern = re.compile(re.escape(f".{final.name}-") + r"[a-z0-9_]{8}" + re.escape(".tmp"))
+    return remove_unlocked_folders(final.parent, pattern, lambda names: not names or MARKER in names)
 
 
 def _check_destination(final: Path, own: bool) -> None:

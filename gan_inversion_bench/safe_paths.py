@@ -17,7 +17,10 @@ file outside the folder. Every path under a run folder goes through this module:
   the targets' latents) saved through a new temporary file and a rename, and read back only from a
   regular file with ``weights_only=True``; an unreadable entry is ``None`` (recomputed), never trusted;
 * :func:`remove_tree` never deletes through a link (``shutil.rmtree`` itself never follows links
-  inside the tree).
+  inside the tree);
+* :func:`new_locked_folder` makes a temporary folder locked (``flock``) while it is in use, and
+  :func:`remove_unlocked_folders` deletes those a killed process left (real folders only, never a
+  link, never one whose lock a live process holds).
 
 A refusal is an :class:`UnsafePathError` (a ``ValueError``, so the command line prints one line)
 naming the path and the reason.
@@ -27,11 +30,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
+import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
@@ -202,3 +207,70 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         raise UnsafePathError(f"{path}: refused to delete: not a folder")
+
+
+def lock_folder(path: Path, wait: bool = True) -> int | None:
+    """A descriptor of the real folder ``path`` (a link is refused: ``O_NOFOLLOW``) that holds an
+    exclusive ``flock`` on it; None when ``wait`` is False and another process holds the lock. On a
+    file system without ``flock`` (some network ones) the folder counts as in use when ``wait`` is
+    False (nothing is deleted that cannot be checked) and is used unlocked when it is True."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            os.close(fd)
+            raise
+        if not wait:
+            os.close(fd)
+            return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def new_locked_folder(parent: Path, prefix: str, suffix: str) -> tuple[Path, int]:
+    """A new folder ``parent/PREFIX<random>SUFFIX`` (``tempfile.mkdtemp``) and the descriptor that
+    holds its lock (close it when done), so that :func:`remove_unlocked_folders` in another process
+    never takes it for a killed process's (one deleted before it was locked is replaced)."""
+    for _ in range(5):
+        path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+        with contextlib.suppress(FileNotFoundError):
+            fd = lock_folder(path)
+            assert fd is not None
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                    return path, fd
+            os.close(fd)
+    raise OSError(errno.EBUSY, f"cannot keep a temporary folder in {parent}: another process deletes them")
+
+
+def remove_unlocked_folders(parent: Path, pattern: re.Pattern[str], ours: Callable[[list[str]], bool]) -> int:
+    """Delete the real folders directly inside ``parent`` whose names match ``pattern``, whose
+    entries satisfy ``ours`` and whose lock no process holds (:func:`new_locked_folder`; the kernel
+    drops a killed process's lock); return how many. A link is neither followed nor deleted; a
+    folder that cannot be listed or deleted (read-only) is left as it is."""
+    removed = 0
+    try:
+        candidates = [Path(e.path) for e in os.scandir(parent)
+                      if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for path in candidates:
+        with contextlib.suppress(OSError):
+            fd = lock_folder(path, wait=False)  # O_NOFOLLOW: a link put there since the scan is refused
+            if fd is None:
+                continue  # in use by a live process
+            try:
+                if ours(os.listdir(fd)):
+                    shutil.rmtree(path)  # rmtree itself never follows a link inside the tree
+                    removed += 1
+            finally:
+                os.close(fd)
+    return removed

@@ -120,7 +120,9 @@ JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "met
 
 def _refuse_unsafe_files(path: Path, writing: bool) -> None:
     """The database and its side files must be absent or regular files (never links); for writing,
-    also files with one name only (a hard link would change another file)."""
+    also files with one name only (a hard link would change another file). The ``-shm`` is written
+    by every connection to a WAL database, read-only ones included, so it must never be a hard link."""
+    shm = path.with_name(path.name + "-shm")
     for p in (path, *(path.with_name(path.name + s) for s in ResultStore.SIDE_FILES)):
         try:
             st = os.lstat(p)
@@ -132,6 +134,11 @@ def _refuse_unsafe_files(path: Path, writing: bool) -> None:
             raise StoreError(f"{p}: refused: a symlink to {os.readlink(p)} (not followed); {WHY}")
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"{p}: refused: not a regular file")
+        if p == shm and st.st_nlink != 1:  # found by the property test (a -shm linked to a file outside)
+            raise StoreError(f"{p}: refused: a hard link ({st.st_nlink} names): SQLite writes its shared-memory "
+                             f"index into this file whenever the database is opened, even to read it, which would "
+                             f"change the file under its other name(s); delete it (SQLite makes a new one) while no "
+                             f"process uses this run folder")
         if writing and st.st_nlink != 1:
             raise StoreError(f"{p}: refused: a hard link ({st.st_nlink} names): writing would also change the file "
                              f"under its other name(s); replace it with a copy of its own to resume here")

@@ -150,6 +150,9 @@ def validate(config: RunConfig) -> list[str]:
             raise RunError(f"{name.replace('_', '-')} must be a positive finite number, got {value!r}")
     if config.budget is not None and config.budget < 1:
         raise RunError(f"the budget (--iterations) must be >= 1, got {config.budget}")
+    if "device" in config.generator_options:  # the harness builds the generator, then moves it to the run's device
+        raise RunError(f"generator option device ({config.generator_options['device']!r}): the run's device is set "
+                       f"with --device (the generator is moved there); drop --gen-opt device")
     _check_integer_ranges(config)
     execution_options(config, torch.device("cpu"))
     return names
