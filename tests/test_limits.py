@@ -331,3 +331,22 @@ def test_restarts_beyond_the_memory_are_counted_as_restarts(tmp_path):
                    "1000000000000000 inversions in all, at budget 1 with 1 code(s) each need at least",
                    "Lower the restarts (--restarts), the budget (--iterations)", code=1)
     assert "1000000000000000 image(s)" not in result.output
+
+
+def test_running_out_of_memory_while_building_the_generator_is_a_message(tmp_path, monkeypatch):
+    """A valid but huge generator option (``--gen-opt resolution=1048576`` on pggan-tiny ends in the
+    CPU allocator's error after ~20 s) is a one-line error naming the options; no folder is left."""
+    from gan_inversion_bench.registry import GENERATORS
+
+    def huge(name, **options):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 2199023255552 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(GENERATORS, "create", huge)
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["run", "-g", "pggan-tiny", "-m", "single-code", "--images", "generated", "--n", "1",
+                                  "--iterations", "1", "--device", "cpu", "--gen-opt", "resolution=1048576",
+                                  "--out", str(out), "--no-progress"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "building generator pggan-tiny with options {'resolution': 1048576} ran out of memory on cpu" in r.output
+    assert not out.exists()

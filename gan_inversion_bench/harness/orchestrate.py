@@ -255,10 +255,25 @@ def _supported(rc: RunContext, generator: SplitGenerator, names: list[str]) -> l
     return out
 
 
+def _build_generator(config: RunConfig, device: torch.device) -> SplitGenerator:
+    """The run's generator on ``device``; running out of memory while building it (options such as
+    a huge ``resolution``) is a :class:`RunError` naming the options, not a traceback."""
+    try:
+        generator: SplitGenerator = GENERATORS.create(config.generator, **config.generator_options)
+        return generator.to(device).eval()
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunError(f"building generator {config.generator} with options {config.generator_options} ran out of "
+                       f"memory on {device} ({first_line[:200]}); choose smaller options (e.g. a lower "
+                       f"resolution)") from None
+
+
 def _set_up(rc: RunContext) -> RunSetup:
     """The generator (named by the registry), the execution options, the images and the provenance."""
     config = rc.config
-    generator = GENERATORS.create(config.generator, **config.generator_options).to(rc.device).eval()
+    generator = _build_generator(config, rc.device)
     options = execution_options(config, rc.device)
     if options.channels_last:
         generator = generator.to(memory_format=torch.channels_last)
