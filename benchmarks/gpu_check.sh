@@ -64,5 +64,15 @@ rc=${PIPESTATUS[0]}
 if [ "$rc" != 0 ]; then
     echo "gpu_check: speed_check exited with $rc (124/130: the $LIMIT s limit); partial results in $OUT/gpu_check.json" >&2
 fi
+# The conformance checks on the GPU's code paths (issue 13: batch = alone on CUDA): every method's
+# batch-equals-alone check on every tiny generator, with GIB_TEST_DEVICE; 120 s at most, skipped when
+# pytest is missing or GIB_GPU_CHECK_CONFORMANCE=0. Its outcome goes to $OUT/conformance.txt and does
+# not change the exit code (a failure there is a finding, not a broken speed check).
+if [ "${GIB_GPU_CHECK_CONFORMANCE:-1}" = "1" ] && "$PY" -c "import pytest" >/dev/null 2>&1; then
+    DEV=cuda; [ "${GIB_GPU_CHECK_TINY:-0}" = "1" ] && DEV=auto
+    GIB_TEST_DEVICE="$DEV" timeout -s INT 120 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider -m "not slow" \
+        tests/test_method_conformance.py -k "batch_equals_alone or gpu" > "$OUT/conformance.txt" 2>&1
+    echo "gpu_check: conformance on $DEV exited with $? ($(tail -n 1 "$OUT/conformance.txt")); see $OUT/conformance.txt"
+fi
 echo "gpu_check: results in $OUT"
 exit "$rc"

