@@ -151,6 +151,7 @@ def run_cmd(**o: Any) -> None:
     if o["download"]:
         os.environ["GIB_DOWNLOAD"] = "1"
     from .harness import run
+    from .safe_paths import UnsafePathError
     from .tables import load_records, to_markdown, write_tables
 
     config = run_config(o)
@@ -164,9 +165,15 @@ def run_cmd(**o: Any) -> None:
 
     if not is_main_process():  # under torchrun, rank 0 alone stores results and prints the table
         return
-    paths = write_tables(out_dir)
     echo("")
     echo(to_markdown(load_records(out_dir)))
+    try:
+        paths = write_tables(out_dir)
+    except (OSError, UnsafePathError) as e:  # e.g. a link planted in place of table.csv: results are safe
+        raise click.ClickException(
+            f"every result is stored in {out_dir / 'results.sqlite'} and the table is printed above, but "
+            f"table.md/.csv/.tex could not be written ({e}); `gib table {out_dir} --out DIR` writes them "
+            f"elsewhere") from None
     echo(f"\nResults: {out_dir / 'results.sqlite'}; tables: {', '.join(str(p) for p in paths.values())}")
 
 

@@ -205,7 +205,16 @@ class ResultStore:
             if (getattr(e, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_CORRUPT:
                 # a damaged page met before quick_check ran (e.g. by the read-only probe or a migration)
                 raise StoreError(self._damaged(f"SQLite: {e}")) from None
-            raise StoreError(f"{self.path}: not a usable results database ({e})") from None
+            raise StoreError(f"{self.path}: not a usable results database ({e}){self._journal_note()}") from None
+
+    def _journal_note(self) -> str:
+        journal = self.path.with_name(self.FILENAME + "-journal")
+        if not journal.is_file():
+            return ""
+        return (f"; {journal.name} is present: a rollback journal, which this toolkit's databases (WAL mode) "
+                f"never write, so another program left it or it was planted; SQLite must roll the database "
+                f"back from it before reading, which a read-only open cannot do: if the folder came from "
+                f"someone else, restore it from a copy; if you know the journal is stray, move it out of the folder")
 
     def _damaged(self, detail: str) -> str:
         return (f"{self.path}: the results database is damaged ({detail}); none of its rows can be "
@@ -225,11 +234,14 @@ class ResultStore:
         if create:
             return sqlite3.connect(self.path, timeout=30, isolation_level=None)
         uri = self.path.resolve().as_uri()
+        conn = None
         try:
             conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
             conn.execute("SELECT 1 FROM results LIMIT 1")
             return conn
         except sqlite3.OperationalError as e:
+            if conn is not None:
+                conn.close()
             if "unable to open" not in str(e):  # e.g. no results table, or busy: not a read-only folder
                 raise
         self.immutable = True  # e.g. a WAL database in a folder where the -shm cannot be created

@@ -290,6 +290,32 @@ def test_symlinked_table_file_is_refused_and_the_table_still_printed(run_dir, tm
     victim.assert_untouched()
 
 
+def test_gib_run_stores_every_result_and_says_so_when_a_table_file_is_a_planted_link(run_dir, tmp_path):
+    victim, before = Victim(tmp_path / "victim.csv"), {(r["method_key"], r["image_id"]) for r in rows(run_dir)}
+    (run_dir / "table.csv").unlink(missing_ok=True)
+    (run_dir / "table.csv").symlink_to(victim.path)
+    r = gib("run", "-g", "pggan-tiny", "-m", "single-code", "--images", "generated", "--n", "2", "--iterations", "2",
+            "--device", "cpu", "--batch-size", "2", "--no-latency", "--no-progress", "--out", run_dir)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "PSNR (dB) ↑" in r.output, "the table is printed before the files are refused"
+    assert f"every result is stored in {run_dir / 'results.sqlite'}" in r.output
+    assert "table.csv is a symlink" in r.output and f"gib table {run_dir} --out DIR" in r.output
+    after = [(r["method_key"], r["image_id"]) for r in rows(run_dir)]
+    assert before <= set(after) and len(after) == len(set(after)) >= 2  # nothing lost, each result once
+    victim.assert_untouched()
+
+
+def test_a_planted_rollback_journal_is_named_and_a_resume_settles_it(run_dir):
+    (run_dir / "results.sqlite-journal").write_bytes(b"not a journal of ours")
+    r = gib("table", run_dir)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "results.sqlite-journal is present: a rollback journal" in r.output, r.output
+    assert "move it out of the folder" in r.output
+    quiet_run(config(), run_dir)  # read-write: SQLite discards a journal without a valid header
+    assert not (run_dir / "results.sqlite-journal").exists()
+    assert gib("table", run_dir).exit_code == 0 and len(rows(run_dir)) == 2
+
+
 def test_database_paths_pointing_outside_are_not_followed(run_dir, tmp_path):
     """Crafted rows: ``recon_path`` with ``..`` or absolute, and an image id with ``..`` (which names
     the target PNG ``targets/<id>.png``); the report lists them as not shown."""
