@@ -44,7 +44,37 @@ def check_perceptual(value: Any) -> str:
     return term
 
 
-class LayerDistance(nn.Module):
+class Distance(nn.Module):
+    """A perceptual distance ``d(x, reference)`` → ``[B]``; ``reference(y)`` is y's side, computed
+    once without a gradient; ``features(y)`` the same with autograd (the seeds' pattern)."""
+
+    def features(self, y: Tensor) -> Any:
+        raise NotImplementedError
+
+    def reference(self, y: Tensor) -> Any:
+        with torch.no_grad():
+            return self.features(y)
+
+
+class VGGL1Distance(Distance):
+    """The seeds' term: ``mean|φ(x) − φ(y)|`` with φ = VGG16 up to relu3_3."""
+
+    def __init__(self, size: int | None, device: Any):
+        super().__init__()
+        from .perceptual import get_vgg_features
+
+        self.net = get_vgg_features(size, device)
+
+    def features(self, y: Tensor) -> Tensor:
+        out: Tensor = self.net(y)
+        return out
+
+    def forward(self, x: Tensor, reference: Tensor) -> Tensor:
+        out: Tensor = (self.net(x) - reference).abs().flatten(1).mean(1)
+        return out
+
+
+class LayerDistance(Distance):
     """Image2StyleGAN's term: ``Σ_j mean((F_j(x) − F_j(y))²)`` over :data:`IMAGE2STYLEGAN_LAYERS`."""
 
     def __init__(self, size: int | None, device: Any):
@@ -53,10 +83,8 @@ class LayerDistance(nn.Module):
 
         self.net = get_vgg_layers(IMAGE2STYLEGAN_LAYERS, size, device)
 
-    def reference(self, y: Tensor) -> list[Tensor]:
-        """The target's side, computed once (no gradient)."""
-        with torch.no_grad():
-            return [f.detach() for f in self.net(y)]
+    def features(self, y: Tensor) -> list[Tensor]:
+        return list(self.net(y))
 
     def forward(self, x: Tensor, reference: list[Tensor]) -> Tensor:
         layers = zip(self.net(x), reference, strict=True)
@@ -64,7 +92,7 @@ class LayerDistance(nn.Module):
         return out
 
 
-class LPIPSDistance(nn.Module):
+class LPIPSDistance(Distance):
     """LPIPS (AlexNet, v0.1) as a differentiable loss ``[B]``."""
 
     def __init__(self, size: int | None, device: Any):
@@ -85,8 +113,8 @@ class LPIPSDistance(nn.Module):
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
 
-    def reference(self, y: Tensor) -> Tensor:
-        return self._resize(y).detach()
+    def features(self, y: Tensor) -> Tensor:
+        return self._resize(y)
 
     def forward(self, x: Tensor, reference: Tensor) -> Tensor:
         out: Tensor = self.net(self._resize(x), reference).float()
@@ -100,8 +128,7 @@ class ReconstructionLoss(nn.Module):
     >>> loss(reconstructions).shape  # [B]
     """
 
-    targets: Tensor  # buffers (register_buffer)
-    target_features: Tensor
+    targets: Tensor  # a buffer (register_buffer)
 
     def __init__(self, targets: Tensor, *, mse_weight: float = 1.0, perceptual_weight: float = 0.001,
                  perceptual_size: int | None = 256, perceptual: str = "vgg-relu3_3"):
@@ -111,55 +138,24 @@ class ReconstructionLoss(nn.Module):
         self.perceptual = check_perceptual(perceptual)
         self.register_buffer("targets", targets.detach().clone(), persistent=False)
         self.degrade = degradation_for(self.targets)  # the active task's D for these rows (None: identity)
-        self.vgg = None  # the seeds' term (kept as attributes: the reference execution mode copies them)
-        self.distance: LayerDistance | LPIPSDistance | None = None
-        if not self.perceptual_weight:
-            return
-        if perceptual == "vgg-relu3_3":
-            from .perceptual import get_vgg_features
-
-            self.vgg = get_vgg_features(perceptual_size, targets.device)
-            with torch.no_grad():
-                self.register_buffer("target_features", self.vgg(self.targets), persistent=False)
-        else:
-            distance = LayerDistance if perceptual == "vgg-image2stylegan" else LPIPSDistance
-            self.distance = distance(perceptual_size, targets.device)
+        self.distance: Distance | None = None  # (an attribute: the reference execution mode copies it)
+        self.reference: Any = None
+        if self.perceptual_weight:
+            self.distance = perceptual_distance(perceptual, perceptual_size, targets.device)
             self.reference = self.distance.reference(self.targets)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.degrade is not None:
             x = self.degrade(x)
         loss = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
-        if self.vgg is not None:
-            diff = (self.vgg(x) - self.target_features).abs().flatten(1).mean(1)  # [B]
-            loss = loss + self.perceptual_weight * diff
-        elif self.distance is not None:
+        if self.distance is not None:
             loss = loss + self.perceptual_weight * self.distance(x, self.reference)
         return loss
 
 
-def perceptual_distance(perceptual: str, size: int | None, device: Any) -> nn.Module:
-    """The distance module of a term, for comparing two images that both change (pivotal tuning's
-    locality regulariser): ``d(x, d.reference(y))`` → ``[B]``."""
-    if check_perceptual(perceptual) == "vgg-relu3_3":
-        return _VGGL1(size, device)
-    return LayerDistance(size, device) if perceptual == "vgg-image2stylegan" else LPIPSDistance(size, device)
-
-
-class _VGGL1(nn.Module):
-    """The seeds' term as a two-image distance: ``mean|φ(x) − φ(y)|``."""
-
-    def __init__(self, size: int | None, device: Any):
-        super().__init__()
-        from .perceptual import get_vgg_features
-
-        self.net = get_vgg_features(size, device)
-
-    def reference(self, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            out: Tensor = self.net(y)
-        return out
-
-    def forward(self, x: Tensor, reference: Tensor) -> Tensor:
-        out: Tensor = (self.net(x) - reference).abs().flatten(1).mean(1)
-        return out
+def perceptual_distance(perceptual: str, size: int | None, device: Any) -> Distance:
+    """The distance module of a term (also for comparing two images that both change: pivotal
+    tuning's locality regulariser): ``d(x, d.reference(y))`` → ``[B]``."""
+    term = check_perceptual(perceptual)
+    kind = {"vgg-relu3_3": VGGL1Distance, "vgg-image2stylegan": LayerDistance}.get(term, LPIPSDistance)
+    return kind(size, device)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .generator import SplitGenerator, conditioned
+from .losses import Distance
 from .method import InversionFailed, InversionResult, ProgressFn
 from .precision import mark_step, maybe_compile
 
@@ -218,20 +219,25 @@ def unfreeze(module: torch.nn.Module) -> torch.nn.Module:
 class SeedStyleLoss:
     """The seeds' way of evaluating a :class:`~gan_inversion_bench.losses.ReconstructionLoss`.
 
-    Same value as ``loss(x)``, but the VGG runs on a private copy whose parameters require
-    gradients, and the target features are recomputed at every call (the seeds' ``VGGLoss``
-    takes both images every iteration). Only for the ``reference`` execution mode.
+    Same value as ``loss(x)`` (the active task's degradation included), but the perceptual network
+    runs on a private copy whose parameters require gradients, and the target's side is recomputed
+    at every call (the seeds' ``VGGLoss`` takes both images every iteration). Only for the
+    ``reference`` execution mode.
     """
 
     def __init__(self, loss: Any):
         self.mse_weight, self.perceptual_weight = loss.mse_weight, loss.perceptual_weight
-        self.targets = loss.targets
-        self.vgg = None if loss.vgg is None else unfreeze(copy.deepcopy(loss.vgg))
+        self.targets, self.degrade = loss.targets, loss.degrade
+        self.distance: Distance | None = None if loss.distance is None else copy.deepcopy(loss.distance)
+        if self.distance is not None:
+            unfreeze(self.distance)
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.degrade is not None:
+            x = self.degrade(x)
         out: Tensor = self.mse_weight * (x - self.targets).pow(2).flatten(1).mean(1)  # [B]
-        if self.vgg is not None:
-            out = out + self.perceptual_weight * (self.vgg(x) - self.vgg(self.targets)).abs().flatten(1).mean(1)
+        if self.distance is not None:
+            out = out + self.perceptual_weight * self.distance(x, self.distance.features(self.targets))
         return out
 
 

@@ -341,3 +341,39 @@ def test_vgg_layers_are_the_named_relu_outputs():
     assert VGG16_LAYERS["conv3_3"] == 15
     with pytest.raises(ValueError, match="layers must name VGG16 activations"):
         get_vgg_layers(("conv6_1",), None)
+
+
+@pytest.mark.parametrize("term", ["vgg-relu3_3", "vgg-image2stylegan", "lpips"])
+@pytest.mark.parametrize("task", [None, "inpaint"])
+def test_the_seeds_style_evaluation_is_the_loss_on_every_term_and_task(term, task):
+    """The ``reference`` execution mode (SeedStyleLoss: perceptual network with trainable parameters,
+    target side recomputed) gives the loss's value, inside a restoration task too (before: it dropped
+    the task's degradation and every term but the seeds' VGG)."""
+    import contextlib
+
+    from gan_inversion_bench.losses import ReconstructionLoss
+    from gan_inversion_bench.method_tools import SeedStyleLoss
+    from gan_inversion_bench.tasks import ActiveTask, Inpaint, activated
+
+    g = torch.Generator().manual_seed(3)
+    clean = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    x = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1).requires_grad_(True)
+    targets, scope = clean, contextlib.nullcontext()
+    if task:
+        inpaint, active = Inpaint(), ActiveTask(Inpaint(), {})
+        rows = [(inpaint.observe(c, inpaint.params(c, i)), inpaint.params(c, i)) for i, c in enumerate(clean)]
+        for y, params in rows:
+            active.add(y, params)
+        targets, scope = torch.stack([y for y, _ in rows]), activated(active)
+    with scope:
+        loss = ReconstructionLoss(targets, perceptual_weight=0.5, perceptual_size=32, perceptual=term)
+    seeds = SeedStyleLoss(loss)
+    torch.testing.assert_close(seeds(x), loss(x), rtol=1e-5, atol=1e-6)
+    # an independent value: masked MSE plus the term on the masked images
+    seen = x.detach() if not task else x.detach() * torch.stack([p["mask"] for _, p in rows])
+    expected = (seen - targets).pow(2).flatten(1).mean(1) + 0.5 * loss.distance(seen, loss.distance.reference(targets))
+    torch.testing.assert_close(loss(x).detach(), expected, rtol=1e-5, atol=1e-6)
+    assert all(p.requires_grad for p in seeds.distance.parameters()) and not any(
+        p.requires_grad for p in loss.distance.parameters())
+    seeds(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

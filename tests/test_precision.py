@@ -86,10 +86,10 @@ def test_loss_is_fp32_under_bf16_and_quality_is_close_to_fp32(gen, targets):
     with precision.execution_context(precision.ExecutionOptions(precision="bf16"), "cpu"):
         low = method.invert(gen, targets, seeds=[1, 2])
         loss = ReconstructionLoss(targets, perceptual_size=32)
-        assert loss.target_features.dtype == torch.bfloat16  # built under autocast ...
+        assert loss.reference.dtype == torch.bfloat16  # built under autocast ...
         with precision.full_precision("cpu"):
             loss = ReconstructionLoss(targets, perceptual_size=32)
-        assert loss.target_features.dtype == torch.float32  # ... which the methods avoid
+        assert loss.reference.dtype == torch.float32  # ... which the methods avoid
     assert low.loss_history.dtype == torch.float32 and low.reconstructions.dtype == torch.float32
     p_ref = compute_metrics(ref.reconstructions.clamp(-1, 1), targets)["psnr"]
     p_low = compute_metrics(low.reconstructions.clamp(-1, 1), targets)["psnr"]
