@@ -97,13 +97,32 @@ OPTIONS = st.fixed_dictionaries({
 })
 
 
+def _sandbox(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    """A fresh folder for one example, with a victim file beside the run folder."""
+    root = tmp_path_factory.mktemp(name)
+    (root / "victim.txt").write_text("do not touch")
+    return root, root / "victim.txt"
+
+
+def _run_then_table(args: list[str], out: Path) -> None:
+    """``gib run`` with ``args``, then ``gib table`` on what it stored: neither ends in a traceback."""
+    runner = CliRunner()
+    _no_traceback(runner.invoke(main, args), args)
+    if (out / "results.sqlite").exists():
+        _no_traceback(runner.invoke(main, ["table", str(out)]), ["table", str(out)])
+
+
+def _assert_nothing_outside_changed(root: Path, out: Path, victim: Path, before: object) -> None:
+    assert _snapshot(root, out) == before, "something outside the run folder changed"
+    assert victim.read_text() == "do not touch"
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(o=OPTIONS)
 def test_random_options_and_files_never_crash_or_write_outside(tmp_path_factory, o):
-    root = tmp_path_factory.mktemp("prop")
-    victim = root / "victim.txt"
-    victim.write_text("do not touch")
+    root, victim = _sandbox(tmp_path_factory, "prop")
     images, out = root / "images", root / "run"
     _write_files(images, o["files"], victim, o["seed"])
     before = _snapshot(root, out)
@@ -112,13 +131,8 @@ def test_random_options_and_files_never_crash_or_write_outside(tmp_path_factory,
             "--device", o["device"], "--no-progress", "--no-latency", "--out", str(out)]
     for prefix, key, value in o["sets"]:
         args += ["--set", f"{prefix}{key}={value}"]
-    runner = CliRunner()
-    _no_traceback(runner.invoke(main, args), args)
-    if (out / "results.sqlite").exists():
-        _no_traceback(runner.invoke(main, ["table", str(out)]), ["table", str(out)])
-    assert _snapshot(root, out) == before, "something outside the run folder changed"
-    assert victim.read_text() == "do not touch"
-    shutil.rmtree(root, ignore_errors=True)
+    _run_then_table(args, out)
+    _assert_nothing_outside_changed(root, out, victim, before)
 
 
 # ---- generator options, seeds, learning rates and image counts -------------------------------------------
@@ -167,9 +181,7 @@ COUNTS = st.sampled_from(["1", "2", "3"] * 5 + ["0", "-1", str(10**9), str(10**1
                                  "lr_key": st.sampled_from(["lr", "single-code.lr"]),
                                  "batch": st.sampled_from(["1", "2", None])}))
 def test_random_generator_options_seeds_rates_and_counts_never_crash(tmp_path_factory, o):
-    root = tmp_path_factory.mktemp("prop-gen")
-    victim = root / "victim.txt"
-    victim.write_text("do not touch")
+    root, victim = _sandbox(tmp_path_factory, "prop-gen")
     out = root / "run"
     before = _snapshot(root, out)
     args = ["run", "-g", "pggan-tiny", "-m", "single-code", "--images", "generated", "--n", o["n"], "--iterations",
@@ -178,14 +190,9 @@ def test_random_generator_options_seeds_rates_and_counts_never_crash(tmp_path_fa
     args += ["--batch-size", o["batch"]] if o["batch"] else []
     for key, value in o["gen_opts"]:
         args += ["--gen-opt", f"{key}={value}"]
-    runner = CliRunner()
     with memory_ceiling():
-        _no_traceback(runner.invoke(main, args), args)
-    if (out / "results.sqlite").exists():
-        _no_traceback(runner.invoke(main, ["table", str(out)]), ["table", str(out)])
-    assert _snapshot(root, out) == before, "something outside the run folder changed"
-    assert victim.read_text() == "do not touch"
-    shutil.rmtree(root, ignore_errors=True)
+        _run_then_table(args, out)
+    _assert_nothing_outside_changed(root, out, victim, before)
 
 
 # ---- gib table on a run folder with planted files and links ------------------------------------------------
