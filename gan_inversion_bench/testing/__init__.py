@@ -30,78 +30,42 @@ the GPU code paths (for example that image i of a batch gets its result alone) o
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import os
-import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .devices import resolve_device
-from .generator import SplitGenerator
-from .method import InversionMethod, InversionResult
-from .registry import GENERATORS, METHODS
-from .tasks import ActiveTask, Inpaint, activated
-
-#: budget (iterations) of every inversion in the method checks
-BUDGET = 8
-#: environment variable naming the device the checks run on (default: the CPU)
-DEVICE_ENV = "GIB_TEST_DEVICE"
-
-
-# ---- small helpers -------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _raises(kinds: type[BaseException] | tuple[type[BaseException], ...], match: str, what: str) -> Iterator[None]:
-    """Like ``pytest.raises`` (without pytest): the block must raise ``kinds`` with ``match`` in the message."""
-    try:
-        yield
-    except kinds as e:
-        if not re.search(match, str(e)):
-            raise AssertionError(f"{what}: raised {type(e).__name__} but the message {str(e)!r} does not match "
-                                 f"{match!r}") from e
-        return
-    raise AssertionError(f"{what}: expected {kinds} matching {match!r}, nothing was raised")
-
-
-def _method_class(method: str | type[InversionMethod] | InversionMethod) -> type[InversionMethod]:
-    if isinstance(method, str):
-        cls: type[InversionMethod] = METHODS.get(method)
-        return cls
-    return method if isinstance(method, type) else type(method)
-
-
-def suite_device() -> torch.device:
-    """The device the checks run on: ``$GIB_TEST_DEVICE`` (cpu, cuda, cuda:N, auto), else the CPU.
-    A device this machine does not have is refused with a message naming the variable."""
-    name = os.environ.get(DEVICE_ENV, "").strip() or "cpu"
-    try:
-        return resolve_device(name)
-    except ValueError as e:
-        raise RuntimeError(f"{DEVICE_ENV}={name!r}: {e}; unset {DEVICE_ENV} to run the checks on the CPU") from None
-
-
-def tiny_generator(name: str) -> SplitGenerator:
-    """``GENERATORS.create(name, tiny=True)`` in eval mode on :func:`suite_device`, built once per
-    process and device."""
-    return _tiny_generator(name, str(suite_device()))
-
-
-@functools.cache
-def _tiny_generator(name: str, device: str) -> SplitGenerator:
-    torch.manual_seed(0)
-    generator: SplitGenerator = GENERATORS.create(name, tiny=True)
-    return generator.to(device).eval()
-
-
-def generator_families() -> list[str]:
-    """Every registered generator name (built-in and entry points)."""
-    return GENERATORS.names()
+from ..generator import SplitGenerator
+from ..method import InversionMethod, InversionResult
+from ..registry import METHODS
+from ..tasks import ActiveTask, Inpaint, activated
+from .common import (
+    BUDGET,
+    DEVICE_ENV,
+    _method_class,
+    _raises,
+    _state,
+    _tiny_generator,
+    generator_families,
+    suite_device,
+    tiny_generator,
+)
+from .generators import (
+    GENERATOR_CHECKS,
+    check_attributes_and_output,
+    check_determinism_and_batches,
+    check_forward_mutates_nothing,
+    check_generator,
+    check_gradients,
+    check_resolve_split,
+    check_split_composition,
+    check_tiny_is_reproducible,
+)
 
 
 def suite_method(method: str | type[InversionMethod], budget: int = BUDGET) -> InversionMethod:
@@ -144,10 +108,6 @@ def _method_case(method: str | type[InversionMethod], generator: str, budget: in
     with torch.no_grad():
         targets = G(G.sample_latents(2, seed=[101, 202])).clamp(-1, 1)
     return MethodCase(m, G, targets)
-
-
-def _state(module: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 # ---- method checks on a generator ---------------------------------------------------------------------
@@ -244,14 +204,10 @@ def check_prepare_and_split(case: MethodCase) -> None:
             m.clone().invert(G, case.targets, seeds=0)
 
 
-def check_task_operator_reaches_the_loss(case: MethodCase) -> None:
-    """Inside a restoration task (a centre hole) a method tagged ``supports_tasks`` builds its
-    ReconstructionLoss on the observations it was given, so the task's operator reaches its loss;
-    the result is finite and of the targets' shape."""
-    m = case.method
-    if not m.get_tags().supports_tasks:
-        return
-    task, lookups = Inpaint(), []
+def _invert_inside_a_task(case: MethodCase, method: InversionMethod) -> tuple[InversionResult, list[int], list[int]]:
+    """``method`` on the case's targets with a centre hole: the result, the rows of each operator
+    lookup (a ReconstructionLoss built on the observations) and of each application of D."""
+    task, lookups, applied = Inpaint(), [], []
     active = ActiveTask(task, {})
     observations = []
     for i, target in enumerate(case.targets):
@@ -262,15 +218,33 @@ def check_task_operator_reaches_the_loss(case: MethodCase) -> None:
 
     def counted(targets: Tensor) -> Callable[[Tensor], Tensor]:
         lookups.append(targets.shape[0])
-        return find(targets)
+        degrade = find(targets)
+
+        def apply(x: Tensor) -> Tensor:
+            applied.append(x.shape[0])
+            return degrade(x)
+        return apply
 
     active.operator = counted  # type: ignore[method-assign]
     with activated(active):
-        result = m.invert(case.generator, torch.stack(observations), seeds=[1, 2])
-    assert lookups, (f"{case.label}: inside a task the method never built a ReconstructionLoss on its targets, so the "
-                     f"task's degradation would not reach its loss; compare through "
-                     f"gan_inversion_bench.losses.ReconstructionLoss, or tag supports_tasks=False")
-    assert torch.isfinite(result.reconstructions).all(), f"{case.label}: non-finite reconstructions under a task"
+        return method.invert(case.generator, torch.stack(observations), seeds=[1, 2]), lookups, applied
+
+
+def check_task_operator_reaches_the_loss(case: MethodCase) -> None:
+    """Inside a restoration task (a centre hole) a method tagged ``supports_tasks`` builds its
+    ReconstructionLoss on the observations it was given and applies the task's operator D through
+    it (in its reference execution too, if it has one); the result is finite."""
+    if not case.method.get_tags().supports_tasks:
+        return
+    reference = case.method.reference_execution()
+    for how, m in [("", case.method)] + ([(" (reference execution)", reference)] if reference else []):
+        result, lookups, applied = _invert_inside_a_task(case, m)
+        assert lookups, (f"{case.label}{how}: inside a task the method never built a ReconstructionLoss on its "
+                         f"targets, so the task's degradation would not reach its loss; compare through "
+                         f"gan_inversion_bench.losses.ReconstructionLoss, or tag supports_tasks=False")
+        assert applied, (f"{case.label}{how}: inside a task the method built a ReconstructionLoss but never "
+                         f"evaluated it, so its images were compared with the observations without D")
+        assert torch.isfinite(result.reconstructions).all(), f"{case.label}{how}: non-finite reconstructions"
 
 
 METHOD_CHECKS: dict[str, Callable[[MethodCase], None]] = {
@@ -321,133 +295,6 @@ def check_method(method: str | type[InversionMethod], generators: Iterable[str] 
         case = method_case(method, g, budget)
         for fn in METHOD_CHECKS.values():
             fn(case)
-
-
-# ---- generator checks ----------------------------------------------------------------------------------
-def _z(g: SplitGenerator, n: int, seed: int = 0) -> Tensor:
-    return g.sample_latents(n, seed=seed)
-
-
-def check_attributes_and_output(g: SplitGenerator) -> None:
-    """A SplitGenerator in eval mode with int sizes, a registry name, JSON-able describe(); float32
-    images ``[B, 3, R, R]``."""
-    import json
-
-    assert isinstance(g, SplitGenerator) and not g.training, f"{g!r}: must be a SplitGenerator in eval mode"
-    assert isinstance(g.latent_dim, int) and g.latent_dim > 0 and isinstance(g.resolution, int) and g.resolution >= 4
-    assert g.name, f"{type(g).__name__}: .name is empty (GENERATORS.create sets it to the registry name)"
-    json.dumps(g.describe())
-    with torch.no_grad():
-        x = g(_z(g, 2))
-    assert tuple(x.shape) == (2, 3, g.resolution, g.resolution) and x.dtype == torch.float32, \
-        f"{g.name}: output {list(x.shape)} {x.dtype}"
-    assert torch.isfinite(x).all(), f"{g.name}: non-finite output"
-
-
-def check_split_composition(g: SplitGenerator) -> None:
-    """``G2(G1(z, ℓ), ℓ) == G(z)`` at every split point; each shape is what G1 returns there."""
-    z, points = _z(g, 2, seed=1), g.split_points
-    assert [p.index for p in points] == list(range(len(points))), f"{g.name}: split indices must be 0 … n"
-    assert len({p.name for p in points}) == len(points), f"{g.name}: split point names must be unique"
-    with torch.no_grad():
-        image = g(z)
-        for p in points:
-            inter = g.g1(z, p.index)
-            assert tuple(g.features_of(inter).shape) == (2, *p.shape), f"{g.name}: split {p}: wrong shape"
-            torch.testing.assert_close(g.g2(inter, p.index), image, rtol=0, atol=1e-5, msg=f"{g.name}: split {p}")
-            assert g.resolve_split(p.name) == p.index == g.resolve_split(str(p.index))
-    assert tuple(points[-1].shape) == (3, g.resolution, g.resolution)
-
-
-def check_determinism_and_batches(g: SplitGenerator) -> None:
-    """Seeded sampling (also per row), same z → same image, image i of a batch = z[i] alone."""
-    assert torch.equal(g.sample_latents(3, seed=7), g.sample_latents(3, seed=7))
-    assert not torch.equal(g.sample_latents(3, seed=7), g.sample_latents(3, seed=8))
-    assert torch.equal(g.sample_latents(2, seed=[5, 6])[1], g.sample_latents(1, seed=[6])[0])
-    z = _z(g, 3, seed=4)
-    with torch.no_grad():
-        batch = g(z)
-        assert torch.equal(batch, g(z.clone())), f"{g.name}: the same z gave another image"
-        for i in range(3):
-            torch.testing.assert_close(batch[i:i + 1], g(z[i:i + 1]), rtol=0, atol=1e-5,
-                                       msg=f"{g.name}: image {i} of a batch differs from it alone")
-
-
-def check_forward_mutates_nothing(g: SplitGenerator) -> None:
-    """A forward pass changes no parameter, buffer or input, also in train mode (no batch statistics)."""
-    before, z = _state(g), _z(g, 2, seed=3)
-    z_copy = z.clone()
-    with torch.no_grad():
-        ref = g(z)
-        mid = len(g.split_points) // 2
-        f = g.g1(z, mid)
-        f_copy = g.features_of(f).clone()
-        g.g2(f, mid)
-        assert torch.equal(g.features_of(f), f_copy), f"{g.name}: G2 modified its input feature in place"
-        g.train()
-        try:
-            assert torch.equal(g(z), ref), f"{g.name}: train mode changed the output (batch statistics?)"
-        finally:
-            g.eval()
-    after = _state(g)
-    assert torch.equal(z, z_copy) and list(after) == list(before)
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert not changed, f"{g.name}: a forward pass changed {changed}"
-
-
-def check_gradients(g: SplitGenerator) -> None:
-    """Gradients reach the latents and the split features."""
-    z = _z(g, 1, seed=5).requires_grad_(True)
-    g(z).square().mean().backward()
-    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0, f"{g.name}: no grad to z"
-    mid = len(g.split_points) // 2
-    with torch.no_grad():
-        inter = g.g1(_z(g, 1, seed=5), mid)
-    f = g.features_of(inter).detach().requires_grad_(True)
-    g.g2(g.with_features(inter, f), mid).square().mean().backward()
-    assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0, \
-        f"{g.name}: no gradient reaches the split features"
-    g.zero_grad(set_to_none=True)
-
-
-def check_resolve_split(g: SplitGenerator) -> None:
-    """Out-of-range indices and unknown names are refused, listing the valid ones."""
-    n = len(g.split_points)
-    for bad in (-1, n, n + 5, str(n)):
-        with _raises(ValueError, rf"0 … {n - 1}", f"{g.name}: split {bad!r}"):
-            g.resolve_split(bad)
-    with _raises(ValueError, "no-such-layer", f"{g.name}: an unknown split name"):
-        g.resolve_split("no-such-layer")
-    with _raises(ValueError, "", f"{g.name}: G1 at split {n}"):
-        g.g1(_z(g, 1), n)
-
-
-GENERATOR_CHECKS: dict[str, Callable[[SplitGenerator], None]] = {
-    "attributes_and_output": check_attributes_and_output,
-    "split_composition": check_split_composition,
-    "determinism_and_batches": check_determinism_and_batches,
-    "forward_mutates_nothing": check_forward_mutates_nothing,
-    "gradients": check_gradients,
-    "resolve_split": check_resolve_split,
-}
-
-
-def check_tiny_is_reproducible(name: str) -> None:
-    """Two ``GENERATORS.create(name, tiny=True)`` calls build identical weights, named ``name``."""
-    a, b = GENERATORS.create(name, tiny=True), GENERATORS.create(name, tiny=True)
-    assert a.name == name, f"GENERATORS.create({name!r}) gave a generator named {a.name!r}"
-    sa, sb = a.state_dict(), b.state_dict()
-    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    assert sa.keys() == sb.keys() and not differ, f"{name}: tiny=True builds differ between calls: {differ[:5]}"
-
-
-def check_generator(generator: str | SplitGenerator) -> None:
-    """Every generator check on ``generator`` (a registry name: its tiny configuration)."""
-    if isinstance(generator, str):
-        check_tiny_is_reproducible(generator)
-        generator = tiny_generator(generator)
-    for fn in GENERATOR_CHECKS.values():
-        fn(generator)
 
 
 # ---- pytest parametrisation ----------------------------------------------------------------------------
@@ -515,6 +362,9 @@ def parametrize_with_checks(methods: Iterable[str] | None = None, generators: It
 
 
 __all__ = ["BUDGET", "DEVICE_ENV", "GENERATOR_CHECKS", "METHOD_CHECKS", "CheckCall", "MethodCase", "all_checks",
-           "check_contract", "check_generator", "check_method", "check_tiny_is_reproducible", "generator_families",
-           "method_case", "parametrize_with_checks", "suite_device", "suite_method", "tiny_generator",
-           "unsupported_reason"]
+           "check_attributes_and_output", "check_bad_targets_refused", "check_batch_equals_alone", "check_contract",
+           "check_determinism_and_batches", "check_forward_mutates_nothing", "check_generator", "check_gradients",
+           "check_improves_in_domain", "check_method", "check_prepare_and_split", "check_resolve_split",
+           "check_result_and_no_mutation", "check_seeds", "check_split_composition",
+           "check_task_operator_reaches_the_loss", "check_tiny_is_reproducible", "generator_families", "method_case",
+           "parametrize_with_checks", "suite_device", "suite_method", "tiny_generator", "unsupported_reason"]
