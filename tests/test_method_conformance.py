@@ -58,7 +58,22 @@ class Coupled(SingleCode):
                                r.loss_history + r.loss_history.mean(1, keepdim=True), r.iterations, r.failures)
 
 
+class LossUnused(SingleCode):
+    """A broken method: it builds a ReconstructionLoss on its targets but optimises without the task's D."""
+
+    name = "test-loss-unused"
+
+    def invert(self, generator, targets, **kw):
+        from gan_inversion_bench.losses import ReconstructionLoss
+        from gan_inversion_bench.tasks import activated
+
+        ReconstructionLoss(targets, perceptual_weight=0.0)
+        with activated(None):
+            return super().invert(generator, targets, **kw)
+
+
 @pytest.mark.parametrize("cls,check,message", [
+    (LossUnused, testing.check_task_operator_reaches_the_loss, "built a ReconstructionLoss but never evaluated it"),
     (Mutating, testing.check_result_and_no_mutation, "mutated the generator"),
     (SeedBlind, testing.check_seeds, "tag it deterministic"),
     (Coupled, testing.check_batch_equals_alone, "differs from the image alone"),
