@@ -159,12 +159,13 @@ def best_configs(exp: Experiment, protocol: Protocol) -> list[Config]:
 
 
 def tuned_source(exp: Experiment, protocol: Protocol, methods: list[str]) -> str | None:
-    """The generator whose tuned profile of ``methods`` experiment ``exp`` uses: its own, else (experiments
-    b/c) the ``--tuned-from`` one; None when neither has it."""
-    if has_tuned(exp.generator, methods):
-        return exp.generator
+    """The generator whose tuned profile of ``methods`` experiment ``exp`` uses: (experiments b/c) the
+    ``--tuned-from`` one when it was given (the protocol's choice, kept when ``exp``'s generator gets a
+    profile of its own later), else its own; None when neither has it."""
     if exp.kind == "subspaces" and protocol.tuned_from and has_tuned(protocol.tuned_from, methods):
         return protocol.tuned_from
+    if has_tuned(exp.generator, methods):
+        return exp.generator
     return None
 
 
@@ -781,8 +782,11 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     lines = heading_lines(exp, src, main, sub)
     if transferred(exp, protocol) and not sub:
         _, settings = tuned_settings(protocol.tuned_from, "pmsfc")
-        lines += [f"**Settings transferred, not tuned here.** `{exp.generator}` has no tuned PmSFC profile, so every "
-                  f"row uses the settings tuned on `{protocol.tuned_from}` (`--tuned-from`: "
+        why = (f"`{exp.generator}` has no tuned PmSFC profile, so every row" if not has_tuned(exp.generator, ["pmsfc"])
+               else f"`--tuned-from` was given, so every row (not `{exp.generator}`'s own tuned profile, which the "
+                    f"command without `--tuned-from` uses)")
+        lines += [f"**Settings transferred, not tuned here.** {why} uses the settings tuned on `{protocol.tuned_from}` "
+                  f"(`--tuned-from`: "
                   f"{_settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
                   "paired, but the absolute numbers may be below what tuned settings reach.", ""]
     if exp.kind == "subspaces":

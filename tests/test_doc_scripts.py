@@ -19,6 +19,19 @@ def load(name: str):
     return module
 
 
+@pytest.fixture(autouse=True)
+def digiface_profile_only(tmp_path, monkeypatch) -> Path:
+    """The scripts see dcgan-digiface64's committed tuned profile and no other (GIB_PROFILES), so what
+    they do with an untuned generator does not change when the repository tunes one."""
+    from gan_inversion_bench.profiles import PACKAGE_DIR
+
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "dcgan-digiface64.json").write_bytes((PACKAGE_DIR / "dcgan-digiface64.json").read_bytes())
+    monkeypatch.setenv("GIB_PROFILES", str(folder))
+    return folder
+
+
 def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     """The three experiments on tiny budgets: a part of experiment a, the split scan and two
     configurations of experiment b; c is skipped (no tuned profile). Then the page, a resume that
@@ -107,7 +120,7 @@ def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp
     assert row.split(" | ")[5].startswith(f"{sum(diff) / 2:+.2f} [")
 
 
-def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
+def test_claim_check_experiment_c_with_transferred_settings(tmp_path, digiface_profile_only):
     """Experiment c on a generator without a tuned PmSFC profile runs with another generator's tuned
     settings (--tuned-from), records them in every configuration and says so on the page."""
     cc = load("claim_check")
@@ -137,6 +150,14 @@ def test_claim_check_experiment_c_with_transferred_settings(tmp_path):
     assert row + f"{psnr['discovered'] - mean:+.2f} |" in text
     without = ["--out", str(tmp_path / "none"), "--iterations", "2", "--n-generated", "1", "--only", "c"]
     assert cc.main(without) == 0 and not (tmp_path / "none" / "c").exists()  # skipped: nothing tuned, nothing given
+    # the generator gets a tuned profile of its own later: the folder keeps the settings its protocol named
+    own = json.loads((digiface_profile_only / "dcgan-digiface64.json").read_text())
+    own["generator"], own["methods"]["pmsfc"]["settings"]["lr"] = "dcgan-omniart-eyes128", 0.5
+    (digiface_profile_only / "dcgan-omniart-eyes128.json").write_text(json.dumps(own))
+    assert cc.main([*args, "--no-run"]) == 0
+    again = page.read_text().split("## Experiment c")[1]
+    assert "`--tuned-from` was given, so every row (not `dcgan-omniart-eyes128`'s own tuned profile" in again
+    assert row + f"{psnr['discovered'] - mean:+.2f} |" in again and "lr 0.0308" in again
 
     # the page renders c from that folder (its own protocol) while a and b come from another one; a second
     # folder for c becomes a subsection before c's verdict
