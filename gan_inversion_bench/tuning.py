@@ -31,6 +31,7 @@ Protocol (:class:`TuneConfig`):
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import tempfile
 from collections.abc import Callable
@@ -122,10 +123,20 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
     return objective
 
 
+@functools.cache
+def process_revision() -> str:
+    """The code revision when this process first tuned: a search takes hours, and the checkout may
+    move on meanwhile while the process keeps running the code it imported."""
+    from .harness.provenance import code_revision
+
+    return code_revision()
+
+
 def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: bool = False) -> dict[str, Any]:
     """Tune ``method_name`` on ``generator``; returns its profile entry (module docstring)."""
     import optuna
 
+    revision = process_revision()
     method = METHODS.get(method_name).from_profile(tc.base_profile)
     if method.budget_setting is None:
         raise ValueError(f"{method_name} has no compute budget, so there is nothing to tune at a budget")
@@ -139,13 +150,14 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed), pruner=pruner)
     with conditioned(generator, classes):
         study.optimize(_objective(method, generator, targets, tc), n_trials=tc.trials)
-    return _entry(method, study, tc, generator)
+    return _entry(method, study, tc, generator, revision)
 
 
-def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator) -> dict[str, Any]:
+def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator,
+           revision: str) -> dict[str, Any]:
     import optuna
 
-    from .harness.provenance import code_revision, device_name, library_versions
+    from .harness.provenance import device_name, library_versions
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
@@ -163,7 +175,7 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
                        "complete_trials": len(complete), "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
                        "tuning_images": f"generated, run seed {tc.image_seed} (latent seeds {tc.image_seed * 1000} …)"},
             "provenance": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                           "code_revision": code_revision(), "device": device_name(generator.device),
+                           "code_revision": revision, "device": device_name(generator.device),
                            "generator": generator.describe(), "method_version": method.version,
                            "versions": {**library_versions(), "optuna": optuna.__version__},
                            "python": platform.python_version()},

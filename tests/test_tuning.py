@@ -43,6 +43,23 @@ def test_search_uses_the_declared_space_and_records_the_protocol(G):
     assert entry["provenance"]["generator"]["name"] == "pggan-tiny" and "optuna" in entry["provenance"]["versions"]
 
 
+def test_the_code_revision_is_the_one_the_process_started_with(G, monkeypatch):
+    """A search takes hours and the checkout may move on meanwhile: every entry of a process states
+    the revision its first search ran, not the one at the time the entry was written."""
+    from gan_inversion_bench import tuning
+    from gan_inversion_bench.harness import provenance
+
+    revisions = iter(["rev-at-start", "rev-later", "rev-even-later"])
+    monkeypatch.setattr(provenance, "code_revision", lambda: next(revisions))
+    tuning.process_revision.cache_clear()
+    try:
+        first = tune(G, "single-code", TuneConfig(**{**TC.__dict__, "trials": 2}))
+        second = tune(G, "single-code", TuneConfig(**{**TC.__dict__, "trials": 2}))
+    finally:
+        tuning.process_revision.cache_clear()
+    assert first["provenance"]["code_revision"] == second["provenance"]["code_revision"] == "rev-at-start"
+
+
 def test_tuning_images_are_disjoint_from_the_evaluation_images(G):
     tuning, _ = tuning_images(G, TuneConfig(n_images=8), G.device)
     evaluation = load_image_set("generated", G, n=8, seed=0)
@@ -118,16 +135,17 @@ def test_bad_tuning_settings_are_refused():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("generator", ["dcgan-digiface64", "dcgan-omniart-eyes128"])
 @pytest.mark.parametrize("method", ["single-code", "mganprior", "pmsfc"])
-def test_the_committed_profile_is_reproduced_from_its_seed(method):
+def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow)."""
     from gan_inversion_bench.profiles import PACKAGE_DIR
 
-    entry = read_profile(PACKAGE_DIR / "dcgan-digiface64.json")["methods"][method]
+    entry = read_profile(PACKAGE_DIR / f"{generator}.json")["methods"][method]
     t = entry["tuning"]
     tc = TuneConfig(trials=t["trials"], budget=t["budget"], n_images=t["n_images"], image_seed=t["image_seed"],
                     seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
                     min_resource=t["min_resource"])
-    again = tune(GENERATORS.create("dcgan-digiface64"), method, tc)
+    again = tune(GENERATORS.create(generator), method, tc)
     assert again["settings"] == entry["settings"]
     assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6)
