@@ -149,3 +149,29 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     again = tune(GENERATORS.create(generator), method, tc)
     assert again["settings"] == entry["settings"]
     assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6)
+
+
+def test_a_search_where_one_trial_alone_completed_is_flagged(G, tmp_path, monkeypatch):
+    """Successive halving can stop every trial but the first at the first rung (it happened to idinvert and
+    CMA-ES on both real DCGANs): the profile is then one random draw, and gib tune says so."""
+    from gan_inversion_bench import tuning
+
+    real = tuning.tune
+    entries = []
+
+    def one_complete(*a, **kw):
+        entry = real(*a, **kw)
+        entry["tuning"].update(complete_trials=1, best_trial=0, pruned_trials=entry["tuning"]["trials"] - 1)
+        entries.append(entry)
+        return entry
+
+    monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "profiles"))
+    args = ["tune", "-g", "pggan-tiny", "-m", "single-code", "--trials", "3", "--budget", "4", "--images", "2",
+            "--device", "cpu"]
+    quiet = CliRunner().invoke(main, args)
+    assert quiet.exit_code == 0 and "warning" not in quiet.output  # trials that completed: no warning
+    monkeypatch.setattr(tuning, "tune", one_complete)
+    flagged = CliRunner().invoke(main, args)
+    assert flagged.exit_code == 0 and entries, flagged.output
+    assert ("single-code: warning: only trial 0 ran to the budget; every other trial was stopped at the first rung "
+            "(8 iterations)") in flagged.output and "--pruning none" in flagged.output
