@@ -139,7 +139,12 @@ def generator_options(name: str, items: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"generator {name!r} takes no option {key!r}.{hint} Valid: "
                                      f"{', '.join(sorted(params))}", param_hint="--gen-opt")
         default = params[key].default
-        out[key] = coerce(text, None if default is inspect.Parameter.empty else default, f"--gen-opt {key}")
+        value = coerce(text, None if default is inspect.Parameter.empty else default, f"--gen-opt {key}")
+        if params[key].annotation in (int, "int") and isinstance(value, float):  # e.g. seed=1e3
+            if not value.is_integer():
+                raise click.BadParameter(f"--gen-opt {key}: expected an integer, got {text!r}")
+            value = in_range(int(value), f"--gen-opt {key}")
+        out[key] = value
     return out
 
 

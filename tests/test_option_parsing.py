@@ -36,6 +36,17 @@ def test_gen_opt_values_follow_the_factory_signature():
         generator_options("biggan-deep", ("truncation=nan",))
 
 
+def test_integer_generator_options_written_as_floats():
+    """`--gen-opt seed=1e3` is the integer 1000 (it reached torch.manual_seed as 1000.0, a traceback the
+    property test found); a fractional or out-of-range one is refused naming the option."""
+    assert generator_options("pggan-tiny", ("seed=1e3", "resolution=32.0")) == {"seed": 1000, "resolution": 32}
+    assert type(generator_options("pggan-tiny", ("seed=1e3",))["seed"]) is int
+    with pytest.raises(click.BadParameter, match=r"--gen-opt seed: expected an integer, got '1\.5'"):
+        generator_options("pggan-tiny", ("seed=1.5",))
+    with pytest.raises(click.BadParameter, match=r"--gen-opt seed: expected an integer from .* \(64 bits\)"):
+        generator_options("pggan-tiny", ("seed=1e30",))
+
+
 def test_the_tiny_test_network_refuses_tiny_false():
     """pggan-tiny ignored tiny=False and silently gave random weights; it names the real generator now."""
     from gan_inversion_bench.registry import GENERATORS
