@@ -360,10 +360,12 @@ def test_the_seeds_style_evaluation_is_the_loss_on_every_term_and_task(term, tas
     x = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1).requires_grad_(True)
     targets, scope = clean, contextlib.nullcontext()
     if task:
-        inpaint, active = Inpaint(), ActiveTask(Inpaint(), {})
-        rows = [(inpaint.observe(c, inpaint.params(c, i)), inpaint.params(c, i)) for i, c in enumerate(clean)]
-        for y, params in rows:
-            active.add(y, params)
+        inpaint = Inpaint()
+        active, rows = ActiveTask(inpaint, {}), []
+        for i, c in enumerate(clean):
+            params = inpaint.params(c, i)
+            rows.append((inpaint.observe(c, params), params))
+            active.add(*rows[-1])
         targets, scope = torch.stack([y for y, _ in rows]), activated(active)
     with scope:
         loss = ReconstructionLoss(targets, perceptual_weight=0.5, perceptual_size=32, perceptual=term)
