@@ -400,9 +400,27 @@ def _load(weights: str | Path, config: Any, resolution: int | None, class_index:
 _DEFAULT_ZOO = {128: "biggan_deep_128", 256: "biggan_deep_256", 512: "biggan_deep_512"}
 
 
+def _random_config(config: Any, resolution: int | None, tiny: bool) -> dict[str, Any]:
+    """The config of random weights: ``config`` if given, else the tiny toy's or the released one of
+    ``resolution`` (default 128); a ``resolution`` the config does not have is refused."""
+    if config is not None:
+        cfg, source = _read_config(config)
+    elif tiny:
+        cfg, source = dict(TINY_CONFIG), "tiny=True (the 32×32 toy)"
+    else:
+        res = resolution or 128
+        if res not in BIGGAN_DEEP_CONFIGS:
+            raise ValueError(f"BigGAN-deep resolution must be 128, 256 or 512, got {res}")
+        return dict(BIGGAN_DEEP_CONFIGS[res])
+    if resolution is not None and cfg["output_dim"] != resolution:
+        raise ValueError(f"resolution={resolution} contradicts {source}, which builds a {cfg['output_dim']}px "
+                         f"generator; drop one of them")
+    return cfg
+
+
 # PLR0913: a public factory; its keywords are the generator's documented options
 def biggan_deep(*, weights: str | Path | None = None, config: Any = None, resolution: int | None = None,  # noqa: PLR0913
-                class_index: int = 0, truncation: float = 0.4, tiny: bool = False, device: Any = "cpu",
+                class_index: int = 0, truncation: float = 0.4, tiny: bool = False, device: Any = "cpu", seed: int = 0,
                 **kw: Any) -> BigGANDeepGenerator:
     """Build the ``biggan-deep`` generator.
 
@@ -411,27 +429,19 @@ def biggan_deep(*, weights: str | Path | None = None, config: Any = None, resolu
     (``biggan_deep_128`` …) from the checkpoint cache; ``"random"`` for seeded random weights
     of the released architecture at ``resolution`` (default 128); or ``None`` for the zoo
     checkpoint of ``resolution`` (default 128) in the cache. ``config``: a dict or a JSON path
-    overriding the config file. ``tiny=True``: a 32×32 toy with seeded random weights.
-    Extra keyword argument: ``seed`` (random weights, default 0).
+    overriding the config file. ``tiny=True``: a 32×32 toy with seeded random weights. ``seed``:
+    the random weights' seed. A ``resolution`` other than the config's is refused (the tiny toy's
+    is 32).
     """
     kw = {k: v for k, v in kw.items() if v is not None}  # None means "not given"
-    seed = int(kw.pop("seed", 0))
     if kw:
         raise TypeError(f"biggan_deep() got unexpected keyword arguments: {', '.join(sorted(kw))}")
     if tiny or (isinstance(weights, str) and weights == "random"):
         if tiny and weights not in (None, "random"):
             raise ValueError("tiny=True builds random weights; do not pass weights")
-        if config is not None:
-            cfg, _ = _read_config(config)
-        elif tiny:
-            cfg = dict(TINY_CONFIG)
-        else:
-            res = resolution or 128
-            if res not in BIGGAN_DEEP_CONFIGS:
-                raise ValueError(f"BigGAN-deep resolution must be 128, 256 or 512, got {res}")
-            cfg = dict(BIGGAN_DEEP_CONFIGS[res])
+        cfg = _random_config(config, resolution, tiny)
         g = BigGANDeepGenerator(cfg, class_index=class_index, truncation=truncation)
-        g.reset_parameters(seed)
+        g.reset_parameters(int(seed))
         g.weights_source = f"random:{seed}" + (" (tiny)" if tiny else "")
         g.weights_licence = "n/a (random weights)"
     else:

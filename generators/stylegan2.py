@@ -423,8 +423,10 @@ _DEFAULT_ZOO = {1024: "stylegan2_ffhq1024", 256: "stylegan2_church256"}
 _ARCH_KEYS = ("style_dim", "n_mlp", "channel_multiplier", "channels")
 
 
-def stylegan2(*, weights: str | Path | None = None, resolution: int | None = None, latent_space: str = "w+",
-              truncation: float = 1.0, tiny: bool = False, device: Any = "cpu", **kw: Any) -> StyleGAN2Generator:
+# PLR0913: a public factory; its keywords are the generator's documented options (``--gen-opt`` reads them)
+def stylegan2(*, weights: str | Path | None = None, resolution: int | None = None, latent_space: str = "w+",  # noqa: PLR0913
+              truncation: float = 1.0, tiny: bool = False, device: Any = "cpu", seed: int = 0, noise_seed: int = 0,
+              latent_avg_samples: int = 10_000, latent_avg_seed: int = 0, **kw: Any) -> StyleGAN2Generator:
     """Build the ``stylegan2`` generator.
 
     ``weights``: a rosinality ``.pt`` path; a zoo name (``gan_inversion_bench.zoo``, looked up in
@@ -433,16 +435,13 @@ def stylegan2(*, weights: str | Path | None = None, resolution: int | None = Non
     failing with download instructions if it is not there. ``tiny=True`` builds a small seeded
     random network (16×16, channels ≤ 32, style size 32, 2 mapping layers) for tests.
 
-    Extra keyword arguments: ``seed`` (random weights, default 0), ``noise_seed`` (rebuilt noise
-    maps, default 0), ``latent_avg_samples`` (default 10 000) and ``latent_avg_seed`` (default 0)
-    for estimating ``latent_avg`` when the file has none, and, for random weights only,
-    ``style_dim``, ``n_mlp``, ``channel_multiplier``, ``channels``.
+    ``seed``: the random weights' seed; ``noise_seed``: the rebuilt noise maps'; ``latent_avg_samples``
+    and ``latent_avg_seed``: the draws that estimate ``latent_avg`` (the truncation centre) when
+    the file has none. Python-only keyword arguments, for random weights only: ``style_dim``,
+    ``n_mlp``, ``channel_multiplier``, ``channels``.
     """
     kw = {k: v for k, v in kw.items() if v is not None}  # None means "not given"
-    seed = int(kw.pop("seed", 0))
-    noise_seed = int(kw.pop("noise_seed", 0))
-    n_avg = int(kw.pop("latent_avg_samples", 10_000))
-    avg_seed = int(kw.pop("latent_avg_seed", 0))
+    n_avg, avg_seed = int(latent_avg_samples), int(latent_avg_seed)
     arch_kw: dict[str, Any] = {k: kw.pop(k) for k in _ARCH_KEYS if k in kw}
     if kw:
         raise TypeError(f"stylegan2() got unexpected keyword arguments: {', '.join(sorted(kw))}")

@@ -105,7 +105,8 @@ def test_no_import_cycles():
 
 #: public constructors whose keywords are a generator's documented options (read by ``--gen-opt``
 #: from the signature, mirroring the upstream code's configuration); exempt from the parameter count
-PUBLIC_OPTIONS = {"generators/stylegan2.py:StyleGAN2Generator.__init__", "generators/biggan.py:biggan_deep"}
+PUBLIC_OPTIONS = {"generators/stylegan2.py:StyleGAN2Generator.__init__", "generators/biggan.py:biggan_deep",
+                  "generators/stylegan2.py:stylegan2"}
 
 
 def _qualified_functions(tree: ast.Module):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from gan_inversion_bench.generator import SplitState
 from gan_inversion_bench.generators.biggan import (
     BIGGAN_DEEP_CONFIGS,
+    TINY_CONFIG,
     BigGANDeepGenerator,
     GenBlock,
     SelfAttn,
@@ -183,6 +184,13 @@ def test_factory_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         biggan_deep(tiny=True, truncation=0.0)
     g = biggan_deep(tiny=True, something=None)
     json.dumps(g.describe())
+    # a resolution the random weights' config does not have was ignored (a 32px toy for resolution=128)
+    with pytest.raises(ValueError, match=r"resolution=128 contradicts tiny=True \(the 32×32 toy\)"):
+        biggan_deep(tiny=True, resolution=128)
+    with pytest.raises(ValueError, match=r"resolution=256 contradicts given config, which builds a 32px"):
+        biggan_deep(weights="random", config=dict(TINY_CONFIG), resolution=256)
+    assert biggan_deep(tiny=True, resolution=32).resolution == 32
+    assert biggan_deep(weights="random", config=dict(TINY_CONFIG), resolution=32, seed=1).weights_source == "random:1"
     # zoo names resolve through the cache (config next to the .bin under its S3 name)
     d, _, _ = _tiny_files(tmp_path)
     (d / "pytorch_model.bin").rename(tmp_path / "biggan-deep-128-pytorch_model.bin")
