@@ -21,7 +21,8 @@ instead. A new setting that is in neither table fails :func:`test_every_setting_
 
 Generator options (``--gen-opt``, read from the factory's signature) get the same treatment on
 the tiny networks: each changes the generated images or the latent's shape, and each is reachable
-from the command line (a documented option hidden in ``**kw`` was not).
+from the command line (a documented option hidden in ``**kw`` was not). So do the restoration
+tasks' settings (``--set task.KEY=VALUE``): each changes the observation of the same image.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import torch
 from gan_inversion_bench.cli_common import generator_options
 from gan_inversion_bench.generators.biggan import TINY_CONFIG
 from gan_inversion_bench.registry import GENERATORS, METHODS
+from gan_inversion_bench.tasks import TASKS, make_task
 from gan_inversion_bench.testing import suite_method, tiny_generator
 
 TESTS = Path(__file__).parent
@@ -254,3 +256,29 @@ def test_every_generator_option_is_listed_and_reachable_from_the_command_line():
             assert generator_options(name, (f"{key}={text}",)) == {key: value}, f"{name}: --gen-opt {key}={text}"
     for where in GEN_COVERED.values():
         assert _test_exists(where), f"{where} does not exist"
+
+
+# ---- task settings ----------------------------------------------------------------------------------
+TASK_CHANGES: dict[str, dict[str, Any]] = {
+    "inpaint": {"mask": "boxes", "ratio": 0.5}, "super-resolve": {"factor": 8}, "denoise": {"sigma": 0.2},
+}
+
+
+def _observe(name: str, settings: dict[str, Any]) -> torch.Tensor:
+    task = make_task(name, settings)
+    clean = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return task.observe(clean, task.params(clean, seed=3))
+
+
+@pytest.mark.parametrize("name,key", [pytest.param(n, k, id=f"{n}-{k}") for n in sorted(TASK_CHANGES)
+                                      for k in TASK_CHANGES[n]])
+def test_changing_a_task_setting_changes_the_observation(name, key):
+    value = TASK_CHANGES[name][key]
+    assert _differs(_observe(name, {}), _observe(name, {key: value})), \
+        f"--set task.{key}={value!r} left {name}'s observation unchanged"
+
+
+def test_every_task_setting_is_listed():
+    for name, cls in TASKS.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert fields == set(TASK_CHANGES.get(name, {})), f"task {name}: settings {sorted(fields)}"
