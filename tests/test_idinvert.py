@@ -173,11 +173,13 @@ def test_first_loss_is_eq4_at_the_encoders_code(pggan, prepared):
 def test_idinvert_improves_over_the_encoder_alone(pggan, prepared):
     x = targets_of(pggan, [31, 32])
     alone = I.IDEncoder.from_profile("test").prepare(pggan, seed=0).invert(pggan, x)
-    hybrid = prepared.with_settings(domain_weight=2.0).with_budget(30).invert(pggan, x)  # the paper's λ_dom
+    # the paper's λ_dom; 60 iterations: at 30 the ratio was 0.74 with 2 threads and 0.80 with 1 (the
+    # 12-step encoder trains differently), so the 0.8 margin depended on the thread count; at 60: 0.60-0.68
+    hybrid = prepared.with_settings(domain_weight=2.0).with_budget(60).invert(pggan, x)
     mse_alone = ((alone.reconstructions - x) ** 2).flatten(1).mean(1)
     mse_hybrid = ((hybrid.reconstructions - x) ** 2).flatten(1).mean(1)
     assert (mse_hybrid < 0.8 * mse_alone).all(), (mse_alone, mse_hybrid)
-    assert hybrid.latents["z"].shape == (2, pggan.latent_dim) and hybrid.iterations == 30
+    assert hybrid.latents["z"].shape == (2, pggan.latent_dim) and hybrid.iterations == 60
 
 
 def test_perceptual_term_path(pggan, prepared):
