@@ -28,10 +28,34 @@ def resolve_device(name: str) -> torch.device:
 
 
 def device_name(dev: torch.device) -> str:
+    """The device as records state it. On the CPU: the model, the architecture, the vector kernels
+    torch dispatches to (AVX2, AVX512, …; they round differently, so two machines can differ in the
+    last bits, which long optimisations amplify), the cores and torch's threads."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"{torch.get_num_threads()} torch threads)"
+    parts = [cpu_model(), platform.machine(), cpu_capability()]
+    return f"CPU ({', '.join(p for p in parts if p)}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else the platform's), or ''."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    processor = platform.processor()
+    return "" if processor == platform.machine() else processor
+
+
+def cpu_capability() -> str:
+    """The vector instruction set torch's CPU kernels use (``torch.backends.cpu``), or ''."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return ""
 
 
 def library_versions() -> dict[str, str]:
