@@ -189,6 +189,17 @@ def test_changing_a_setting_changes_what_it_governs(method, key):
         assert _differs(before["result"], after["result"]), f"{method}.{key}: stage 1 changed, the result did not"
 
 
+@pytest.mark.parametrize("method", sorted(CHANGES))
+def test_the_same_settings_give_the_same_result(method):
+    """What makes "changed" above mean "the setting acts": the same settings and seeds, run again
+    (with the stage-1 cache now filled), give the same numbers."""
+    again = _run(method, ())
+    first = _run_cached(method, ())
+    for what in ("result", "loss", "stage1"):
+        same = again[what] is None if first[what] is None else not _differs(first[what], again[what])
+        assert same, f"{method}: two runs with the same settings differ in {what}"
+
+
 def test_every_setting_is_listed():
     for name in METHODS.names():
         fields = {f.name for f in dataclasses.fields(METHODS.get(name).Settings)}
