@@ -151,6 +151,28 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6)
 
 
+def test_every_committed_profile_entry_is_a_real_search_whose_best_trial_it_holds():
+    """The committed profiles hold what they claim: each entry of each generator's file was searched
+    (more than one trial ran to the budget; two entries once held TPE's first draw alone), and its
+    recorded best is the best completed trial, found by the command it records."""
+    from gan_inversion_bench.profiles import PACKAGE_DIR
+
+    files = sorted(PACKAGE_DIR.glob("*.json"))
+    assert {f.stem for f in files} >= {"dcgan-digiface64", "dcgan-omniart-eyes128"}
+    for path in files:
+        data = read_profile(path)
+        assert data["generator"] == path.stem and data["methods"], path
+        for method, entry in data["methods"].items():
+            where, t = f"{path.name}: {method}", entry["tuning"]
+            complete = [x for x in entry["trials"] if x["state"] == "COMPLETE"]
+            assert t["complete_trials"] == len(complete) >= 2, f"{where}: {len(complete)} trial(s) reached the budget"
+            best = max(complete, key=lambda x: x["value"])
+            assert t["best_trial"] == best["number"] and t["best_value"] == best["value"], where
+            assert entry["settings"] and method in METHODS.names(), where
+            command = entry["provenance"]["command"]
+            assert f"-g {path.stem} " in command and f"-m {method} " in command, f"{where}: {command}"
+
+
 def test_a_search_where_one_trial_alone_completed_is_flagged(G, tmp_path, monkeypatch):
     """Successive halving can stop every trial but the first at the first rung (it happened to idinvert and
     CMA-ES on both real DCGANs): the profile is then one random draw, and gib tune says so."""
