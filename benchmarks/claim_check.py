@@ -580,7 +580,7 @@ EXPLAIN = {
     "a": ["Each method at its tuned settings. mGANprior with N ∈ {10, 30} codes, with and without the official /N "
           "(the release divides the weighted sum of the N feature maps by N; the tuned profile does not). PmSFC's "
           "paper variant with R·K ∈ {10 (R = 2), 30 (R = 6)} codes (K = 5) and w0 ∈ {0.25, 1}, the initial mixing "
-          "weight the paper does not give (the tuned value, 0.15, is replaced). PmSFC as released (`variant=released`: "
+          "weight the paper does not give (the tuned value is replaced). PmSFC as released (`variant=released`: "
           "R = 6 masked codes plus one unmasked base code, plain sum, loss 0.01 · MSE(composite) + MSE(base), no "
           "perceptual term, Adam lr 1e-4, the official affinity) at the same budget, **with one change**: the release "
           "starts every code at z = 0, which is a dead point of this DCGAN (all of G1(0) is 0 after the ReLU at "
@@ -631,9 +631,30 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(settings.items()))
 
 
-def _tuned_text(generator: str) -> str:
-    return "; ".join(f"{m}: {_settings_text(tuned_settings(generator, m)[1])}"
-                     for m in ("single-code", "mganprior", "pmsfc"))
+def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config]) -> str:
+    """The tuned settings as experiment a's records hold them (the profile may have changed since):
+    the profile's keys, from the configurations that use it, leaving out the settings each puts on
+    top; every value a key took. Without records, the current profile's."""
+    by_name = {c.name: c for c in cfgs}
+    parts = []
+    for m in ("single-code", "mganprior", "pmsfc"):
+        keys = sorted(tuned_settings(generator, m)[1])
+        seen: dict[str, set[str]] = {k: set() for k in keys}
+        for _, row in records.iterrows():
+            cfg = by_name.get(row["config"])
+            if cfg is None or cfg.method != m or cfg.profile != "tuned" or not isinstance(row["method_settings"], dict):
+                continue
+            for k in keys:
+                if k in row["method_settings"] and k not in cfg.overrides:
+                    seen[k].add(_value_text(row["method_settings"][k]))
+        if not any(seen.values()):
+            seen = {k: {_value_text(v)} for k, v in tuned_settings(generator, m)[1].items()}
+        parts.append(f"{m}: " + ", ".join(f"{k} {' or '.join(sorted(v))}" for k, v in seen.items() if v))
+    return "; ".join(parts)
+
+
+def _value_text(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def _all_sources(sections: dict[str, list[Source]]) -> list[Source]:
@@ -642,11 +663,13 @@ def _all_sources(sections: dict[str, list[Source]]) -> list[Source]:
 
 
 def intro_lines(sections: dict[str, list[Source]], main: Source, command: str) -> list[str]:
-    revs = set()
+    revs, main_a, main_cfgs = set(), pd.DataFrame(), []
     for exp in EXPERIMENTS:
         for src in sections[exp.key]:
             df = load_experiment(experiment_configs(exp, src.out, src.protocol), src.out, src.protocol)
             revs |= set(df["code_revision"].dropna()) if not df.empty else set()
+            if exp.kind == "best" and src == main:
+                main_a, main_cfgs = df, experiment_configs(exp, src.out, src.protocol)
     issue, protocol, folders = Protocol(), main.protocol, _all_sources(sections)
     scale = ("the issue's protocol" if protocol == issue else
              f"a reduced protocol: {protocol.iterations} iterations, {protocol.n_generated} generated faces "
@@ -654,6 +677,7 @@ def intro_lines(sections: dict[str, list[Source]], main: Source, command: str) -
     if any(s.protocol != protocol for s in folders):
         scale += " (a section rendered from another folder states that folder's protocol)"
     where = ", ".join(f"`{s.arg}/`" for s in folders)
+    held = "; as experiment a's records hold them" if not main_a.empty else ""
     rerun = ("Rerunning it resumes what is missing and rewrites the page" if folders == [main] else
              f"It runs only into `{main.arg}/` and rewrites the page; each section's command reproduces its records")
     return ["# Results: the claim check, as three experiments", "",
@@ -674,8 +698,9 @@ def intro_lines(sections: dict[str, list[Source]], main: Source, command: str) -
             f"**Images.** Generated faces: prior samples of `{GENERATOR}` (run seed 0; in-domain, an exact inversion "
             "exists); photos: the 8 bundled photos of scikit-image and scikit-learn (astronaut, chelsea, coffee, "
             "rocket, hubble, ihc, china, flower; out of domain, mostly not faces), centre-cropped and resized to 64².",
-            "", f"**Settings.** `--profile tuned` ({_tuned_text(GENERATOR)}), from `gib tune` at 100 iterations on 4 "
-            "held-out generated faces with N = R·K = 30 (`gan_inversion_bench/profiles/dcgan-digiface64.json`): they "
+            "", f"**Settings.** `--profile tuned` ({_tuned_text(GENERATOR, main_a, main_cfgs)}{held}), "
+            "from `gib tune` at 100 iterations on held-out generated faces with N = R·K = 30 "
+            "(`gan_inversion_bench/profiles/dcgan-digiface64.json`; each entry records its command): they "
             f"may not be optimal at {protocol.iterations} iterations, nor at N = R·K = 10. The settings under test "
             "go on top (codes, /N, subspaces, w0, partition, split, variant). Loss (all but PmSFC released): pixel "
             "MSE + 0.001 · L1 of VGG16 relu3_3 features at 64² (the quick base profile). Split 3 (512×4×4) for both "

@@ -32,7 +32,7 @@ def digiface_profile_only(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
+def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path, digiface_profile_only):
     """The three experiments on tiny budgets: a part of experiment a, the split scan and two
     configurations of experiment b; c is skipped (no tuned profile). Then the page, a resume that
     recomputes nothing, hand-written verdicts that survive, and a refused change of protocol."""
@@ -94,6 +94,16 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path):
     with pytest.raises(SystemExit, match="its configurations ran at split 3, but the split would now be 2"):
         cc.main(moved)  # a resume never mixes configurations at two splits
     assert json.loads((out / "b" / "scan.json").read_text())["chosen"] == 3
+    # the page states the settings its records used, not a profile re-tuned since
+    profile_file = digiface_profile_only / "dcgan-digiface64.json"
+    profile = json.loads(profile_file.read_text())
+    used = profile["methods"]["single-code"]["settings"]["lr"]
+    profile["methods"]["single-code"]["settings"]["lr"] = 0.999
+    profile_file.write_text(json.dumps(profile))
+    assert cc.main([*args, "--no-run"]) == 0
+    settings = next(line for line in page.read_text().splitlines() if line.startswith("**Settings.**"))
+    assert f"single-code: lr {used:.3g}, optimizer adam;" in settings and "0.999" not in settings
+    assert "as experiment a's records hold them" in settings
 
 
 def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp_path):
