@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +86,25 @@ def test_bench_compare_command_exit_codes(tmp_path):
     junk.write_text("{not json")
     r = CliRunner().invoke(main, ["bench-compare", str(junk), str(base)])
     assert r.exit_code != 0 and "not a readable pytest-benchmark JSON" in r.output
+
+
+def test_machine_kind_names_the_cpu_kernels_and_has_a_baseline(monkeypatch):
+    """Two 2-core runners of one type differ by 2.6-3.5x on the suite (AVX-512 and AVX2 kernels):
+    the kind says which, and each kind CI may get has its own stored baseline."""
+    import torch
+
+    from gan_inversion_bench import perf
+
+    monkeypatch.delenv("GIB_MACHINE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for kernels in ("AVX512", "AVX2"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda k=kernels: k)
+        kind = perf.machine_id()
+        assert kind.startswith("cpu-") and f"-{kernels.lower()}-" in kind and kind.endswith("c"), kind
+    baselines = Path(__file__).resolve().parent.parent / "benchmarks" / "baselines"
+    for kernels in ("avx512", "avx2"):
+        data = json.loads((baselines / f"cpu-x86_64-{kernels}-2c.json").read_text())
+        flags = data["machine_info"]["cpu"]["flags"]
+        assert ("avx512f" in flags) == (kernels == "avx512") and data["machine_info"]["cpu"]["count"] == 2
+    monkeypatch.setenv("GIB_MACHINE", "my runner/1")
+    assert perf.machine_id() == "my-runner-1"
