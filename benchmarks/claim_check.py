@@ -638,17 +638,17 @@ def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config]) -> st
     by_name = {c.name: c for c in cfgs}
     parts = []
     for m in ("single-code", "mganprior", "pmsfc"):
-        keys = sorted(tuned_settings(generator, m)[1])
-        seen: dict[str, set[str]] = {k: set() for k in keys}
+        profile = tuned_settings(generator, m)[1]
+        seen: dict[str, set[str]] = {k: set() for k in sorted(profile)}
         for _, row in records.iterrows():
             cfg = by_name.get(row["config"])
             if cfg is None or cfg.method != m or cfg.profile != "tuned" or not isinstance(row["method_settings"], dict):
                 continue
-            for k in keys:
+            for k in seen:
                 if k in row["method_settings"] and k not in cfg.overrides:
                     seen[k].add(_value_text(row["method_settings"][k]))
         if not any(seen.values()):
-            seen = {k: {_value_text(v)} for k, v in tuned_settings(generator, m)[1].items()}
+            seen = {k: {_value_text(v)} for k, v in profile.items()}
         parts.append(f"{m}: " + ", ".join(f"{k} {' or '.join(sorted(v))}" for k, v in seen.items() if v))
     return "; ".join(parts)
 
@@ -666,10 +666,11 @@ def intro_lines(sections: dict[str, list[Source]], main: Source, command: str) -
     revs, main_a, main_cfgs = set(), pd.DataFrame(), []
     for exp in EXPERIMENTS:
         for src in sections[exp.key]:
-            df = load_experiment(experiment_configs(exp, src.out, src.protocol), src.out, src.protocol)
+            cfgs = experiment_configs(exp, src.out, src.protocol)
+            df = load_experiment(cfgs, src.out, src.protocol)
             revs |= set(df["code_revision"].dropna()) if not df.empty else set()
             if exp.kind == "best" and src == main:
-                main_a, main_cfgs = df, experiment_configs(exp, src.out, src.protocol)
+                main_a, main_cfgs = df, cfgs
     issue, protocol, folders = Protocol(), main.protocol, _all_sources(sections)
     scale = ("the issue's protocol" if protocol == issue else
              f"a reduced protocol: {protocol.iterations} iterations, {protocol.n_generated} generated faces "

@@ -4,6 +4,14 @@ from __future__ import annotations
 import torch
 
 
+def cpu_capability() -> str:
+    """The vector instruction set torch's CPU kernels use (``AVX2``, ``AVX512``, …; ``torch.backends.cpu``), or ''."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return ""
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA if available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything else
     (``mps``, ``xla``, ``meta``, an index beyond the GPUs present, a typo) is refused with a message

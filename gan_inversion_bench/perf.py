@@ -80,14 +80,6 @@ def achieved(flops_per_iteration: float | None, iterations: int, images: int, se
     return tflops, (tflops / peak if peak else None)
 
 
-def _cpu_kernels() -> str:
-    """``avx512``, ``avx2``, ``default`` …: the instruction set torch's CPU kernels dispatch to."""
-    import torch
-
-    get = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    return str(get()).lower() if get is not None else "unknown"
-
-
 def machine_id() -> str:
     """A file-name-safe name for this kind of machine, for ``benchmarks/baselines/<machine>.json``:
     the CUDA device name, or ``cpu-<arch>-<kernels>-<n>c`` with the vector instructions torch's CPU
@@ -106,7 +98,9 @@ def machine_id() -> str:
         if cuda:
             name = "cuda-" + torch.cuda.get_device_name(0)
         else:
-            name = f"cpu-{platform.machine()}-{_cpu_kernels()}-{os.cpu_count()}c"
+            from .devices import cpu_capability
+
+            name = f"cpu-{platform.machine()}-{cpu_capability().lower() or 'unknown'}-{os.cpu_count()}c"
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-").lower()
 
 

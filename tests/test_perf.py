@@ -91,8 +91,6 @@ def test_bench_compare_command_exit_codes(tmp_path):
 def test_machine_kind_names_the_cpu_kernels_and_has_a_baseline(monkeypatch):
     """Two 2-core runners of one type differ by 2.6-3.5x on the suite (AVX-512 and AVX2 kernels):
     the kind says which, and each kind CI may get has its own stored baseline."""
-    import torch
-
     from gan_inversion_bench import perf
 
     monkeypatch.delenv("GIB_MACHINE", raising=False)

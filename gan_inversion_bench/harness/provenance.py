@@ -33,7 +33,7 @@ def device_name(dev: torch.device) -> str:
     last bits, which long optimisations amplify), the cores and torch's threads."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    parts = [cpu_model(), platform.machine(), cpu_capability()]
+    parts = [cpu_model(), platform.machine(), devices.cpu_capability()]
     return f"CPU ({', '.join(p for p in parts if p)}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
@@ -48,14 +48,6 @@ def cpu_model() -> str:
         pass
     processor = platform.processor()
     return "" if processor == platform.machine() else processor
-
-
-def cpu_capability() -> str:
-    """The vector instruction set torch's CPU kernels use (``torch.backends.cpu``), or ''."""
-    try:
-        return str(torch.backends.cpu.get_cpu_capability())
-    except (AttributeError, RuntimeError):
-        return ""
 
 
 def library_versions() -> dict[str, str]:
