@@ -119,6 +119,22 @@ def test_popsize_is_the_tutorials_and_the_librarys_default(n):
     assert library.popsize == by_hand
 
 
+@pytest.mark.parametrize(("n", "generations"), [(100, 1142), (512, 22425)])
+def test_the_covariance_time_scale_the_docs_state(n, generations):
+    """docs/methods.md: the covariance adapts over 1/(c₁ + c_μ) ≈ 1.1·10³ generations at n = 100 and
+    2.2·10⁴ at n = 512, far beyond any budget. c₁ and c_μ by hand from the tutorial's Table 1
+    (eqs. (57)-(58), α_cov = 2, default weights) must be the library's."""
+    lam = C.default_popsize(n)
+    mu = lam // 2
+    w = np.log((lam + 1) / 2) - np.log(np.arange(1, mu + 1))
+    mueff = w.sum() ** 2 / (w**2).sum()
+    c1 = 2 / ((n + 1.3) ** 2 + mueff)
+    cmu = min(1 - c1, 2 * (mueff - 7 / 4 + 1 / mueff) / ((n + 2) ** 2 + mueff))
+    sp = cma.CMAEvolutionStrategy(np.zeros(n), 1.0, {"verbose": -9, "verb_log": 0}).sp
+    assert (sp.c1, sp.cmu) == (pytest.approx(c1, rel=1e-9), pytest.approx(cmu, rel=1e-9))
+    assert round(1 / (c1 + cmu)) == generations
+
+
 def test_the_start_is_the_priors_mean_and_scale(pggan, biggan):
     """N(0, I): mean 0 (to 4.5 standard errors of the 2048-row estimate), scale 1; BigGAN-deep:
     the std of N(0, 1) truncated to [−2, 2], times 0.4: 0.4 · sqrt(1 − 2·2·φ(2) / (Φ(2) − Φ(−2)))
