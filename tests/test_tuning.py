@@ -138,7 +138,13 @@ def test_bad_tuning_settings_are_refused():
 @pytest.mark.parametrize("generator", ["dcgan-digiface64", "dcgan-omniart-eyes128"])
 @pytest.mark.parametrize("method", ["single-code", "mganprior", "pmsfc"])
 def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
-    """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow)."""
+    """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow).
+
+    The best value repeats to 1e-6 on the CPU kernels the entry was tuned with; on others the float
+    rounding differs (the omniart single-code entry, tuned with AVX-512 kernels, gave the same
+    settings and 25.2794 instead of 25.2875 dB with AVX2 ones, 2026-12-02), so there only the
+    search's outcome (the settings) must repeat and the value within 0.05 dB."""
+    from gan_inversion_bench.devices import cpu_capability
     from gan_inversion_bench.profiles import PACKAGE_DIR
 
     entry = read_profile(PACKAGE_DIR / f"{generator}.json")["methods"][method]
@@ -148,7 +154,9 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
                     min_resource=t["min_resource"])
     again = tune(GENERATORS.create(generator), method, tc)
     assert again["settings"] == entry["settings"]
-    assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6)
+    kernels = cpu_capability()
+    same_kernels = bool(kernels) and f", {kernels}," in entry["provenance"]["device"]
+    assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6 if same_kernels else 0.05)
 
 
 def test_every_committed_profile_entry_is_a_real_search_whose_best_trial_it_holds():
