@@ -229,6 +229,11 @@ class InversionMethod:
     def get_settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self.settings)
 
+    def unused_settings(self) -> set[str]:
+        """Settings that have no effect under the others (e.g. a noise schedule without noise): left out
+        of result keys, so runs that compute the same thing share results (default: none)."""
+        return set()
+
     def get_tags(self) -> MethodTags:
         """This instance's tags (default: the class's ``tags``)."""
         return self.tags

@@ -92,35 +92,43 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     iterate and frozen, and the others continue. Returns the ``[T, B]`` loss history and the
     failures. Raises :class:`InversionFailed` if every image fails.
 
-    Optional keywords: ``lrs`` (a learning rate per parameter, None entries take ``lr``) and
+    Optional keywords: ``lrs`` (a learning rate per parameter, None entries take ``lr``),
     ``snapshot`` (a function returning the current reconstructions ``[B, 3, R, R]``; with it the
     loop reports quality along the way through :func:`trace_point` before the first step and
-    after every step).
+    after every step), and ``start`` and ``total`` for a method whose run is several calls in
+    sequence (a later phase optimising other parameters): ``start`` steps are already done (trace
+    points, progress and failure iterations count on from there; no point 0 unless ``start`` is 0),
+    of ``total`` in all (the progress denominator; default ``start + iterations``).
 
     The losses are cast to fp32 (under bf16 autocast too). Inside
     :func:`gan_inversion_bench.precision.compile_mode` (the harness sets it around ``invert``) the
     closure ``per_image_loss`` (the forward pass; its backward is compiled with it) is compiled
     with ``torch.compile``; methods with their own loop get the generator compiled instead.
     """
-    unknown = set(extra) - {"lrs", "snapshot"}
+    unknown = set(extra) - {"lrs", "snapshot", "start", "total"}
     if unknown:
         raise TypeError(f"optimise() got unexpected keyword arguments {sorted(unknown)}")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     snapshot = extra.get("snapshot")
+    start = int(extra.get("start", 0))
+    total = int(extra.get("total", start + iterations))
+    if start < 0 or total < start + iterations:
+        raise ValueError(f"start must be >= 0 and total >= start + iterations, got start={start}, total={total}, "
+                         f"iterations={iterations}")
     loop = _Loop(params, per_image_loss, make_optimizer(optimizer, params, lr, lrs=extra.get("lrs")))
-    every = max(1, iterations // 100)
-    if snapshot is not None:
+    every = max(1, total // 100)
+    if snapshot is not None and start == 0:
         trace_point(0, snapshot)
-    for it in range(iterations):
+    for it in range(start, start + iterations):
         loop.step(it)
         if snapshot is not None:
             trace_point(it + 1, snapshot)
-        if (it + 1) % every == 0 or it + 1 == iterations:
+        if (it + 1) % every == 0 or it + 1 == start + iterations:
             if not bool(loop.alive.any()):
                 raise InversionFailed("; ".join(f"image {i}: {r}" for i, r in sorted(loop.failures().items())))
             if progress is not None:
-                progress(it + 1, iterations)
+                progress(it + 1, total)
     failures = loop.failures() if bool((loop.bad_iteration >= 0).any()) else {}
     return torch.stack(loop.history).cpu(), failures
 

@@ -14,6 +14,7 @@ import torch
 
 from gan_inversion_bench import testing
 from gan_inversion_bench.generators.stylegan2 import StyleGAN2Generator
+from gan_inversion_bench.method_tools import tracing
 from gan_inversion_bench.methods.image2stylegan import MEAN_W_SAMPLES, MEAN_W_SEED, Image2StyleGAN, mean_w_start
 from gan_inversion_bench.perceptual import get_vgg_features
 from gan_inversion_bench.registry import GENERATORS
@@ -128,7 +129,7 @@ def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise, perceptu
         image1 = H(ws1.flatten(1))
 
     m = Image2StyleGAN(iterations=1, lr=lr, perceptual_weight=weight, perceptual_size=None,
-                       optimize_noise=optimize_noise, perceptual=perceptual)
+                       optimize_noise=optimize_noise, perceptual=perceptual, noise_schedule="joint")
     r = m.invert(G, target, seeds=0)
     torch.testing.assert_close(r.loss_history[0, 0], loss0.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r.latents["ws"], ws1, rtol=0, atol=1e-5)
@@ -136,6 +137,47 @@ def test_one_iteration_is_one_adam_step_from_the_mean_w(optimize_noise, perceptu
     assert ("noise_0" in r.latents) == optimize_noise
     if optimize_noise:
         torch.testing.assert_close(r.latents["noise_4"], H.noises.noise_4, rtol=0, atol=1e-5)
+
+
+def test_sequential_noise_steps_ws_then_the_noise_each_with_its_own_adam():
+    """Image2StyleGAN++'s order: the first half of the steps move ws with the noise fixed, the second
+    half the noise with ws fixed (a fresh Adam); written out by hand for 2 steps."""
+    G = tiny()
+    with torch.no_grad():
+        target = G(G.sample_latents(1, seed=11)).clamp(-1, 1)
+    lr, weight = 0.05, 0.5
+    H = copy.deepcopy(G)
+    ws = repeated(G.latent_avg.reshape(1, -1), G.n_latent).requires_grad_(True)
+    noise = [getattr(H.noises, f"noise_{i}").clone().requires_grad_(True) for i in range(G.num_layers)]
+    for i, n in enumerate(noise):
+        setattr(H.noises, f"noise_{i}", n)
+    loss0 = hand_loss(H(ws.flatten(1)), target, weight, "vgg-image2stylegan")
+    ws1 = adam_first_step(ws.detach(), torch.autograd.grad(loss0, [ws])[0], lr)
+    loss1 = hand_loss(H(ws1.flatten(1)), target, weight, "vgg-image2stylegan")
+    noise2 = [adam_first_step(n.detach(), g, lr) for n, g in zip(noise, torch.autograd.grad(loss1, noise), strict=True)]
+    with torch.no_grad():
+        for i, n in enumerate(noise2):
+            setattr(H.noises, f"noise_{i}", n)
+        image2 = H(ws1.flatten(1))
+
+    points, reports = [], []
+    m = Image2StyleGAN(iterations=2, lr=lr, perceptual_weight=weight, perceptual_size=None, optimize_noise=True)
+    with tracing(lambda it, snapshot: points.append(it)):
+        r = m.invert(G, target, seeds=0, progress=lambda done, total: reports.append((done, total)))
+    assert r.info["steps"] == {"ws": 1, "noise_only": 1} and r.loss_history.shape == (2, 1)
+    torch.testing.assert_close(r.loss_history[:, 0], torch.stack([loss0, loss1]).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r.latents["ws"], ws1, rtol=0, atol=1e-5)  # the noise phase left ws alone
+    torch.testing.assert_close(r.latents["noise_4"], noise2[4], rtol=0, atol=1e-5)
+    torch.testing.assert_close(r.reconstructions, image2, rtol=0, atol=1e-5)
+    assert points == [0, 1, 2] and reports == [(1, 2), (2, 2)]  # one count over both phases
+
+
+@pytest.mark.parametrize(("schedule", "fraction", "steps"), [
+    ("sequential", 0.5, (4, 4)), ("sequential", 0.25, (6, 2)), ("joint", 0.5, (8, 0))])
+def test_the_phases_split_one_budget(schedule, fraction, steps):
+    s = Image2StyleGAN(iterations=8, optimize_noise=True, noise_schedule=schedule, noise_fraction=fraction).settings
+    assert s.phases() == steps
+    assert Image2StyleGAN(iterations=8).settings.phases() == (8, 0)  # no noise: every step on ws
 
 
 def test_the_start_is_the_mean_w_estimated_when_missing():
@@ -163,7 +205,7 @@ def test_refuses_generators_without_a_style_space():
 
 @pytest.mark.parametrize("setting,value", [
     ("iterations", 0), ("lr", -0.01), ("lr", float("nan")), ("perceptual_size", 0), ("optimize_noise", "yes"),
-    ("mse_weight", -1.0),
+    ("mse_weight", -1.0), ("noise_schedule", "alternating"), ("noise_fraction", 1.0), ("noise_fraction", 0),
 ])
 def test_impossible_settings_are_refused_by_name(setting, value):
     with pytest.raises(ValueError, match=setting):
@@ -187,3 +229,28 @@ def test_noise_optimisation_batch_equals_alone_and_is_deterministic():
         torch.testing.assert_close(joint.latents["noise_4"][i], alone.latents["noise_4"][0], rtol=1e-3, atol=2e-3)
     assert joint.loss_history[-1].lt(joint.loss_history[0]).all()
     assert not torch.equal(joint.latents["noise_2"][0:1], G.noise_maps()[2]), "the noise maps were not optimised"
+
+
+def test_result_keys_leave_out_noise_settings_that_do_not_act():
+    """Without noise the schedule does nothing, so it is not in the key (runs stored before it existed
+    resume); joint noise keeps the key such runs had; the sequential schedule is a new key."""
+    from gan_inversion_bench.harness import RunConfig
+    from gan_inversion_bench.harness.orchestrate import run_method_key
+    from gan_inversion_bench.precision import ExecutionOptions
+    from gan_inversion_bench.store import method_key
+
+    def key(**settings):
+        m = Image2StyleGAN.from_profile("quick", **settings)
+        return run_method_key(m, RunConfig(generator="stylegan2", profile="quick"), ExecutionOptions())
+
+    def before(**settings):  # the key as stored before the schedule existed
+        s = {k: v for k, v in Image2StyleGAN.from_profile("quick", **settings).get_settings().items()
+             if k not in ("noise_schedule", "noise_fraction")}
+        return method_key("image2stylegan", "1", s, {"prepared": {}, "profile": "quick"})
+
+    plain = key()
+    assert plain == before() == key(noise_schedule="joint") == key(noise_fraction=0.25)
+    joint = key(optimize_noise=True, noise_schedule="joint")
+    assert joint == before(optimize_noise=True) == key(optimize_noise=True, noise_schedule="joint", noise_fraction=0.25)
+    sequential = key(optimize_noise=True)
+    assert len({plain, joint, sequential, key(optimize_noise=True, noise_fraction=0.25)}) == 4

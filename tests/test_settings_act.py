@@ -109,6 +109,8 @@ CHANGES: dict[str, dict[str, Change]] = {
     "image2stylegan": {
         "iterations": Change(4), "lr": Change(0.05), "mse_weight": Change(0.5), "perceptual_weight": Change(0.5),
         "perceptual_size": Change(32), "perceptual": Change("vgg-relu3_3"), "optimize_noise": Change(True),
+        "noise_schedule": Change("joint", {"optimize_noise": True}),
+        "noise_fraction": Change(0.25, {"optimize_noise": True}),
     },
 }
 _ENCODER = {  # the encoder's training settings act on what prepare trains

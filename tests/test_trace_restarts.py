@@ -186,3 +186,20 @@ def test_a_budget_too_small_for_one_method_still_runs_the_others_then_fails_nami
     assert set(done) == {"generated/000", "generated/001"}
     assert {r["method"] for r in done.values()} == {"single-code"}
     assert all(r["status"] == "ok" and 1 <= r["iterations"] < 20 for r in done.values())
+
+
+def test_optimise_in_phases_counts_on_and_refuses_an_impossible_count():
+    """A method run as several optimise calls (Image2StyleGAN's sequential noise) gives one trace and one
+    progress count: point 0 once, then start + 1 … start + iterations, over ``total``."""
+    from gan_inversion_bench.method_tools import optimise, tracing
+
+    a = torch.zeros(2, 3, requires_grad=True)
+    points, reports = [], []
+    with tracing(lambda it, snapshot: points.append(it)):
+        for start in (0, 3):
+            optimise([a], lambda: (a - 1).pow(2).sum(1), optimizer="sgd", lr=0.1, iterations=3, start=start, total=6,
+                     snapshot=lambda: a, progress=lambda done, total: reports.append((done, total)))
+    assert points == list(range(7)) and reports == [(i, 6) for i in range(1, 7)]
+    for bad in ({"start": -1}, {"start": 4, "total": 6}):
+        with pytest.raises(ValueError, match="start must be"):
+            optimise([a], lambda: a.sum(1), optimizer="sgd", lr=0.1, iterations=3, **bad)

@@ -337,11 +337,11 @@ def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
 
 def run_method_key(method: InversionMethod, config: RunConfig, options: ExecutionOptions) -> str:
     """The key under which a method's results are stored. Settings a method added after results
-    were first stored are left out while at the defaults it declares (``KEY_OMITS_DEFAULTS``),
-    and so are the default execution options (fp32, no compile), so old run folders resume
-    without recomputation."""
-    omit = method.KEY_OMITS_DEFAULTS
-    settings = {k: v for k, v in method.get_settings().items() if not (k in omit and omit[k] == v)}
+    were first stored are left out while at the defaults it declares (``KEY_OMITS_DEFAULTS``), so are
+    settings without effect under the others (``unused_settings``), and so are the default execution
+    options (fp32, no compile), so old run folders resume without recomputation."""
+    omit, unused = method.KEY_OMITS_DEFAULTS, method.unused_settings()
+    settings = {k: v for k, v in method.get_settings().items() if not (k in omit and omit[k] == v) and k not in unused}
     extra = {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()}
     if config.restarts > 1:
         extra["restarts"] = config.restarts
