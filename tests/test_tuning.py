@@ -143,7 +143,7 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     The best value repeats to 1e-6 on the CPU kernels the entry was tuned with; on others the float
     rounding differs (the omniart single-code entry, tuned with AVX-512 kernels, gave the same
     settings and 25.2794 instead of 25.2875 dB with AVX2 ones, 2026-12-02), so there only the
-    search's outcome (the settings) must repeat and the value within 0.05 dB."""
+    search's outcome (the settings, to 1e-12) must repeat and the value within 0.05 dB."""
     from gan_inversion_bench.devices import cpu_capability
     from gan_inversion_bench.profiles import PACKAGE_DIR
 
@@ -153,9 +153,13 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
                     seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
                     min_resource=t["min_resource"])
     again = tune(GENERATORS.create(generator), method, tc)
-    assert again["settings"] == entry["settings"]
     kernels = cpu_capability()
     same_kernels = bool(kernels) and f", {kernels}," in entry["provenance"]["device"]
+    if same_kernels:
+        assert again["settings"] == entry["settings"]
+    else:  # the same draws, up to the last bit (omniart PmSFC's w0: 0.26599071066206037 vs …603)
+        assert again["settings"] == {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+                                     for k, v in entry["settings"].items()}
     assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6 if same_kernels else 0.05)
 
 
