@@ -295,7 +295,7 @@ def tune_cmd(**o: Any) -> None:
     for name in list(o["methods"]) or default_methods():
         METHODS.get(name)
         click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
-        entry = tune(G, name, tc)
+        entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True))
         entry["provenance"]["command"] = (
             f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"

@@ -34,6 +34,7 @@ import datetime as _dt
 import functools
 import platform
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -132,8 +133,12 @@ def process_revision() -> str:
     return code_revision()
 
 
-def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: bool = False) -> dict[str, Any]:
-    """Tune ``method_name`` on ``generator``; returns its profile entry (module docstring)."""
+def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: bool = False,
+         on_trial: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Tune ``method_name`` on ``generator``; returns its profile entry (module docstring).
+
+    ``progress`` turns on optuna's own log; ``on_trial`` receives one line per finished trial (its
+    number, state, value, settings and the search's elapsed time), for a search that runs for hours."""
     import optuna
 
     revision = process_revision()
@@ -148,8 +153,17 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: 
     pruner = optuna.pruners.NopPruner() if tc.pruning == "none" else optuna.pruners.SuccessiveHalvingPruner(
         min_resource=int(tc.min_resource or 8), reduction_factor=tc.reduction_factor)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed), pruner=pruner)
+    started = time.perf_counter()
+
+    def report(study: Any, trial: Any) -> None:
+        if on_trial is not None:
+            value = "–" if trial.value is None else f"{trial.value:.2f} dB"
+            step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
+            on_trial(f"{method_name}: trial {trial.number + 1}/{tc.trials} {trial.state.name.lower()}, "
+                     f"{value}{step}, {trial.params} ({time.perf_counter() - started:.0f} s)")
+
     with conditioned(generator, classes):
-        study.optimize(_objective(method, generator, targets, tc), n_trials=tc.trials)
+        study.optimize(_objective(method, generator, targets, tc), n_trials=tc.trials, callbacks=[report])
     return _entry(method, study, tc, generator, revision)
 
 

@@ -77,6 +77,11 @@ def test_profile_tuned_applies_the_profile_and_a_missing_one_says_what_to_do(G, 
     profile = read_profile(tmp_path / "profiles" / "pggan-tiny.json")
     entry = profile["methods"]["single-code"]
     assert entry["provenance"]["command"].startswith("gib tune -g pggan-tiny -m single-code --trials 3 --budget 4")
+    # one progress line per finished trial, on stderr, agreeing with the trials the entry records
+    lines = [line for line in result.stderr.splitlines() if line.startswith("single-code: trial ")]
+    assert [line.split(",")[0] for line in lines] == [
+        f"single-code: trial {t['number'] + 1}/3 {t['state'].lower()}" for t in entry["trials"]]
+    assert all(f"{t['value']:.2f} dB" in line for t, line in zip(entry["trials"], lines, strict=True))
     out = run(RunConfig(generator="pggan-tiny", methods=["single-code"], profile="tuned", images="generated",
                         n_generated=2, budget=3, device="cpu", latency=False), tmp_path / "r", progress=False,
               echo=lambda s: None)
