@@ -22,10 +22,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .imagesets import ImageSetError
     from .method import InversionFailed
     from .store import StoreError
+    from .tune_journal import JournalMismatch
     from .weights import CheckpointError, WeightsNotFound
 
     return (RunError, ImageSetError, StoreError, CheckpointError, WeightsNotFound, UnknownNameError,
-            InversionFailed, ValueError, TypeError)
+            InversionFailed, JournalMismatch, ValueError, TypeError)
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -280,6 +280,10 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
+@click.option("--journal", type=click.Path(dir_okay=False), default=None,
+              help="SQLite file keeping every finished trial, so that the same command started again after an "
+                   "interruption resumes exactly where it stopped (default: beside --out, <name>.journal.sqlite; "
+                   "a search's trials leave it once its entry is written).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @friendly_errors
 def tune_cmd(**o: Any) -> None:
@@ -292,10 +296,16 @@ def tune_cmd(**o: Any) -> None:
                     pruning=o["pruning"])
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
+    journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
     for name in list(o["methods"]) or default_methods():
         METHODS.get(name)
         click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
-        entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True))
+        try:
+            entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal)
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted. Finished trials are kept in {journal}; run the same command again to "
+                       "resume.", err=True)
+            sys.exit(130)
         entry["provenance"]["command"] = (
             f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"

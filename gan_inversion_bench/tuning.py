@@ -26,7 +26,9 @@ Protocol (:class:`TuneConfig`):
   trial to the full budget (slower; nothing is judged early). The inversion itself is
   deterministic, so the same seed reproduces the same study and the same best settings;
 * **result**: an entry of the generator's profile file (:mod:`gan_inversion_bench.profiles`)
-  with the settings, the protocol, every trial and the provenance.
+  with the settings, the protocol, every trial and the provenance;
+* **journal** (optional): every finished trial in SQLite, so an interrupted search resumes to the
+  very study an uninterrupted one gives (:mod:`gan_inversion_bench.tune_journal`).
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -48,6 +51,9 @@ from .method import InversionFailed, InversionMethod
 from .method_tools import tracing
 from .metrics import psnr
 from .registry import METHODS
+
+if TYPE_CHECKING:
+    from .tune_journal import TuneJournal
 
 #: ``TuneConfig.pruning`` → how the profile describes it
 PRUNING = {"halving": "optuna SuccessiveHalvingPruner on the mean PSNR at log-spaced iterations",
@@ -105,13 +111,16 @@ def tuning_images(generator: SplitGenerator, tc: TuneConfig, device: torch.devic
     return targets, None if classes is None else classes.to(device)
 
 
-def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tensor, tc: TuneConfig) -> Any:
+def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tensor, tc: TuneConfig,
+               journal: TuneJournal | None = None) -> Any:
     from .harness.trace import trace_points
 
     points = set(trace_points(tc.budget))
 
     def objective(trial: Any) -> float:
         m = method.with_settings(**method.tuning_space(trial))
+        if journal is not None and trial.number in journal.trials:
+            return journal.replay(trial)
         try:
             with tracing(_PruningSink(trial, targets, points)):
                 result = m.invert(generator, targets, seeds=list(range(targets.shape[0])))
@@ -134,12 +143,16 @@ def process_revision() -> str:
 
 
 def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: bool = False,
-         on_trial: Callable[[str], None] | None = None) -> dict[str, Any]:
+         on_trial: Callable[[str], None] | None = None, journal: str | Path | None = None) -> dict[str, Any]:
     """Tune ``method_name`` on ``generator``; returns its profile entry (module docstring).
 
     ``progress`` turns on optuna's own log; ``on_trial`` receives one line per finished trial (its
-    number, state, value, settings and the search's elapsed time), for a search that runs for hours."""
+    number, state, value, settings and the search's elapsed time), for a search that runs for hours.
+    ``journal``: an SQLite file that keeps every finished trial, so that the same search interrupted
+    and started again resumes exactly (:mod:`gan_inversion_bench.tune_journal`)."""
     import optuna
+
+    from .tune_journal import TuneJournal
 
     revision = process_revision()
     method = METHODS.get(method_name).from_profile(tc.base_profile)
@@ -154,17 +167,31 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: 
         min_resource=int(tc.min_resource or 8), reduction_factor=tc.reduction_factor)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed), pruner=pruner)
     started = time.perf_counter()
+    log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
+                                "method": method.name, "version": method.version,
+                                "settings": method.get_settings(), "protocol": asdict(tc),
+                                "revision": revision}) if journal is not None else None
+    replayed = set(log.trials) if log is not None else set()
+    if log is not None and replayed and on_trial is not None:
+        on_trial(f"{method_name}: resuming, {len(replayed)} of {tc.trials} trials replayed from {log.path}")
 
     def report(study: Any, trial: Any) -> None:
+        if log is not None and trial.number not in replayed and trial.state.name in ("COMPLETE", "PRUNED"):
+            log.record(trial)
         if on_trial is not None:
             value = "–" if trial.value is None else f"{trial.value:.2f} dB"
             step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
             on_trial(f"{method_name}: trial {trial.number + 1}/{tc.trials} {trial.state.name.lower()}, "
-                     f"{value}{step}, {trial.params} ({time.perf_counter() - started:.0f} s)")
+                     f"{value}{step}, {trial.params} ({time.perf_counter() - started:.0f} s"
+                     f"{', from the journal' if trial.number in replayed else ''})")
 
     with conditioned(generator, classes):
-        study.optimize(_objective(method, generator, targets, tc), n_trials=tc.trials, callbacks=[report])
-    return _entry(method, study, tc, generator, revision)
+        study.optimize(_objective(method, generator, targets, tc, log), n_trials=tc.trials, callbacks=[report])
+    entry = _entry(method, study, tc, generator, revision)
+    if log is not None:
+        entry["tuning"]["resumed_trials"] = len(replayed)
+        log.finish()
+    return entry
 
 
 def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator,
