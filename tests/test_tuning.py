@@ -141,7 +141,7 @@ def test_bad_tuning_settings_are_refused():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("generator", ["dcgan-digiface64", "dcgan-omniart-eyes128"])
-@pytest.mark.parametrize("method", ["single-code", "mganprior", "pmsfc"])
+@pytest.mark.parametrize("method", ["single-code", "mganprior", "pmsfc", "ilo", "idinvert", "pivotal-tuning", "cma-es"])
 def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow).
 
@@ -156,7 +156,8 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     t = entry["tuning"]
     tc = TuneConfig(trials=t["trials"], budget=t["budget"], n_images=t["n_images"], image_seed=t["image_seed"],
                     seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
-                    min_resource=t["min_resource"])
+                    min_resource=t["min_resource"], pruning=t["pruning"])
+    assert entry["provenance"]["command"].endswith(" --pruning none") == (tc.pruning == "none")
     again = tune(GENERATORS.create(generator), method, tc)
     kernels = cpu_capability()
     same_kernels = bool(kernels) and f", {kernels}," in entry["provenance"]["device"]
