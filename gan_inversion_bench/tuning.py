@@ -118,9 +118,10 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
     points = set(trace_points(tc.budget))
 
     def objective(trial: Any) -> float:
-        m = method.with_settings(**method.tuning_space(trial))
+        settings = method.tuning_space(trial)  # drawn for a replayed trial too: it advances the sampler
         if journal is not None and trial.number in journal.trials:
             return journal.replay(trial)
+        m = method.with_settings(**settings)
         try:
             with tracing(_PruningSink(trial, targets, points)):
                 result = m.invert(generator, targets, seeds=list(range(targets.shape[0])))

@@ -157,7 +157,7 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     tc = TuneConfig(trials=t["trials"], budget=t["budget"], n_images=t["n_images"], image_seed=t["image_seed"],
                     seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
                     min_resource=t["min_resource"], pruning=t["pruning"])
-    assert entry["provenance"]["command"].endswith(" --pruning none") == (tc.pruning == "none")
+    assert (" --pruning none" in entry["provenance"]["command"]) == (tc.pruning == "none")
     again = tune(GENERATORS.create(generator), method, tc)
     kernels = cpu_capability()
     same_kernels = bool(kernels) and f", {kernels}," in entry["provenance"]["device"]
