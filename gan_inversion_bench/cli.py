@@ -275,6 +275,9 @@ def report_cmd(run_dir: str, out_dir: str | None) -> None:
 @click.option("--psnr-tol", type=float, default=0.1, show_default=True, help="Allowed PSNR drop (dB).")
 @click.option("--lpips-tol", type=float, default=0.005, show_default=True, help="Allowed LPIPS rise.")
 @click.option("--strict", is_flag=True, help="A benchmark missing from the new run is a failure.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Divide new times by the machine factor (the calibration benchmark's new/baseline "
+                   "ratio) before comparing; without a calibration in both runs, absolute times are compared.")
 @friendly_errors
 def bench_compare(new: str, baseline: str, **limits: Any) -> None:
     """Compare a pytest-benchmark JSON run with a stored baseline; exit 1 on a regression."""

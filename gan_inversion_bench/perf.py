@@ -11,6 +11,14 @@ Regression rules (a new benchmark run against a stored baseline, benchmark by be
 * a benchmark present in the baseline but missing from the new run is reported (not a failure
   unless ``strict``), and so is one in the new run that the baseline lacks (never a failure: there
   is nothing to compare it with until the baseline is re-recorded).
+
+**Machine calibration.** When both runs hold the calibration benchmark (``CALIBRATION``:
+``benchmarks/test_calibration.py``, a fixed torch workload timed at the start and the end of the
+suite), every new time is divided by the machine factor, the ratio of the new run's calibration
+minima to the baseline's (summed over the positions both runs have), before the time rule is
+applied; the calibration itself is reported, never a failure. A runner that is slower at
+everything passes; a benchmark that became slower *relative to plain torch* still fails. Without
+a calibration in both runs (or with ``calibrate=False``) absolute times are compared.
 """
 from __future__ import annotations
 
@@ -22,6 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+#: the name of the machine-calibration benchmark (``benchmarks/test_calibration.py``)
+CALIBRATION = "test_machine_calibration"
 
 #: dense peak TFLOP/s by device-name substring and precision (vendor datasheets, no sparsity)
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -107,7 +118,7 @@ def machine_id() -> str:
 @dataclass
 class Finding:
     benchmark: str
-    kind: str          # "time", "psnr", "lpips", "missing", "new"
+    kind: str          # "time", "psnr", "lpips", "missing", "new", "machine"
     baseline: float | None
     new: float | None
     regression: bool
@@ -142,6 +153,7 @@ class Limits:
     psnr_tol: float = 0.1
     lpips_tol: float = 0.005
     strict: bool = False
+    calibrate: bool = True
 
 
 def compare(new: dict[str, Any], baseline: dict[str, Any], limits: Limits | None = None, **kw: Any) -> list[Finding]:
@@ -149,25 +161,49 @@ def compare(new: dict[str, Any], baseline: dict[str, Any], limits: Limits | None
 
     ``limits`` (or its fields as keywords, e.g. ``time_rel=0.5``) set the thresholds."""
     lim = limits or Limits(**kw)
-    findings = []
     new_b, base_b = _by_name(new), _by_name(baseline)
+    measured, note = machine_factor(new_b, base_b) if lim.calibrate else (None, "off: absolute times compared")
+    findings = [Finding(CALIBRATION, "machine", 1.0, measured, False, note)]
+    factor = measured or 1.0
     for name, base in sorted(base_b.items()):
+        if name.startswith(CALIBRATION):
+            continue
         if name not in new_b:
             findings.append(Finding(name, "missing", None, None, lim.strict, "in the baseline, not in the new run"))
             continue
-        findings.append(_time_finding(name, base, new_b[name], lim))
+        findings.append(_time_finding(name, base, new_b[name], lim, factor))
         findings += _quality_findings(name, base.get("extra_info", {}), new_b[name].get("extra_info", {}), lim)
     findings += [Finding(name, "new", None, None, False, "not in the baseline: nothing to compare it with")
-                 for name in sorted(set(new_b) - set(base_b))]
+                 for name in sorted(set(new_b) - set(base_b)) if not name.startswith(CALIBRATION)]
     return findings
 
 
-def _time_finding(name: str, base: dict[str, Any], cur: dict[str, Any], lim: Limits) -> Finding:
-    b_min, n_min = base["stats"]["min"], cur["stats"]["min"]
+def machine_factor(new_b: dict[str, dict[str, Any]], base_b: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
+    """How much slower the new run's machine was than the baseline's on the calibration workload:
+    the sum of the new calibration minima over the sum of the baseline's, over the positions
+    (``[start]``, ``[end]``) both runs hold, and a sentence saying so; ``(None, why)`` when they
+    share none."""
+    shared = sorted(n for n in set(new_b) & set(base_b) if n.startswith(CALIBRATION))
+    if not shared:
+        which = [side for side, b in (("the new run", new_b), ("the baseline", base_b))
+                 if not any(n.startswith(CALIBRATION) for n in b)]
+        where = f"no calibration benchmark in {' or '.join(which)}" if which else "no calibration position in both runs"
+        return None, f"{where}: absolute times compared"
+    n_sum = sum(new_b[n]["stats"]["min"] for n in shared)
+    b_sum = sum(base_b[n]["stats"]["min"] for n in shared)
+    factor = n_sum / b_sum
+    return factor, (f"new run's machine ×{factor:.2f} the baseline's on {', '.join(shared)} "
+                    f"({n_sum * 1e3:.2f} ms vs {b_sum * 1e3:.2f} ms); new times are divided by it")
+
+
+def _time_finding(name: str, base: dict[str, Any], cur: dict[str, Any], lim: Limits, factor: float = 1.0) -> Finding:
+    b_min, raw = base["stats"]["min"], cur["stats"]["min"]
+    n_min = raw / factor
     spread = max(base["stats"].get("iqr") or 0.0, base["stats"].get("stddev") or 0.0)
     regression = n_min > b_min * (1 + lim.time_rel) and n_min - b_min > lim.noise_k * spread
+    scaled = "" if factor == 1.0 else f" (measured {raw * 1e3:.1f} ms ÷ machine ×{factor:.2f})"
     return Finding(name, "time", b_min, n_min, regression,
-                   f"min {n_min * 1e3:.1f} ms vs {b_min * 1e3:.1f} ms ({(n_min / b_min - 1) * 100:+.0f} %, "
+                   f"min {n_min * 1e3:.1f} ms{scaled} vs {b_min * 1e3:.1f} ms ({(n_min / b_min - 1) * 100:+.0f} %, "
                    f"limit +{lim.time_rel * 100:.0f} % and > {lim.noise_k:g}×spread {spread * 1e3:.1f} ms)")
 
 

@@ -72,6 +72,52 @@ def test_quality_regressions_and_missing():
     assert not any(x.regression for x in compare(ok, base, psnr_tol=0.1, lpips_tol=0.005))
 
 
+def calibrated(seconds, *benches):
+    return run_json(bench("test_machine_calibration[start]", seconds), bench("test_machine_calibration[end]", seconds),
+                    *benches)
+
+
+def test_machine_calibration_divides_out_a_slower_runner():
+    base = calibrated(0.010, bench("a", 1.0, 0.01), bench("b", 1.0, 0.01))
+    # a runner twice as slow at everything: "a" took 2.2x, "b" 4x (2x beyond the machine's slow-down)
+    new = calibrated(0.020, bench("a", 2.2, 0.01), bench("b", 4.0, 0.01))
+    found = compare(new, base, time_rel=0.5, noise_k=3)
+    f = {x.benchmark: x for x in found if x.kind == "time"}
+    assert not f["a"].regression and f["a"].new == pytest.approx(1.1)
+    assert f["b"].regression and f["b"].new == pytest.approx(2.0) and "÷ machine ×2.00" in f["b"].detail
+    machine = next(x for x in found if x.kind == "machine")
+    assert machine.new == pytest.approx(2.0) and not machine.regression
+    assert not any(x.benchmark.startswith("test_machine_calibration[") for x in found)  # neither timed nor "new"
+    absolute = {x.benchmark: x for x in compare(new, base, time_rel=0.5, noise_k=3, calibrate=False)
+                if x.kind == "time"}
+    assert absolute["a"].regression and absolute["b"].regression
+    # a faster runner makes the same absolute time a regression
+    fast = calibrated(0.005, bench("a", 1.0, 0.01), bench("b", 0.6, 0.01))
+    f = {x.benchmark: x for x in compare(fast, base, time_rel=0.5, noise_k=3) if x.kind == "time"}
+    assert f["a"].regression and not f["b"].regression
+
+
+def test_machine_factor_uses_the_positions_both_runs_have():
+    base = calibrated(0.010, bench("a", 1.0))
+    new = run_json(bench("test_machine_calibration[start]", 0.030), bench("a", 2.0))
+    machine = next(x for x in compare(new, base) if x.kind == "machine")
+    assert machine.new == pytest.approx(3.0) and "[start]" in machine.detail and "[end]" not in machine.detail
+    cases = ((run_json(bench("a", 1.0)), new, "the baseline"), (base, run_json(bench("a", 2.0)), "the new run"))
+    for old, cur, side in cases:
+        found = compare(cur, old, time_rel=0.5)
+        machine = next(x for x in found if x.kind == "machine")
+        assert machine.new is None and side in machine.detail and "absolute times" in machine.detail
+        assert next(x for x in found if x.kind == "time").regression  # 2x, absolute
+
+
+def test_the_calibration_benchmark_has_the_name_compare_looks_for():
+    from gan_inversion_bench.perf import CALIBRATION
+
+    suite = Path(__file__).resolve().parent.parent / "benchmarks"
+    assert f"def {CALIBRATION}(" in (suite / "test_calibration.py").read_text()
+    assert "CALIBRATION" in (suite / "conftest.py").read_text()
+
+
 def test_bench_compare_command_exit_codes(tmp_path):
     base = tmp_path / "base.json"
     base.write_text(json.dumps(run_json(bench("a", 1.0, 0.01, psnr=30.0))))
@@ -82,6 +128,12 @@ def test_bench_compare_command_exit_codes(tmp_path):
     assert r.exit_code == 0 and "0 regression(s)" in r.output
     r = CliRunner().invoke(main, ["bench-compare", str(bad), str(base)])
     assert r.exit_code == 1 and "REGRESSION" in r.output
+    base.write_text(json.dumps(calibrated(0.01, bench("a", 1.0, 0.01, psnr=30.0))))
+    bad.write_text(json.dumps(calibrated(0.02, bench("a", 2.0, 0.01, psnr=30.0))))
+    r = CliRunner().invoke(main, ["bench-compare", str(bad), str(base)])
+    assert r.exit_code == 0 and "machine ×2.00" in r.output  # twice as slow on a twice-as-slow machine
+    r = CliRunner().invoke(main, ["bench-compare", str(bad), str(base), "--no-calibrate"])
+    assert r.exit_code == 1 and "absolute times compared" in r.output
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     r = CliRunner().invoke(main, ["bench-compare", str(junk), str(base)])

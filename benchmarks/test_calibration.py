@@ -1,0 +1,45 @@
+"""The machine's own speed, timed in the same session as the other benchmarks.
+
+A fixed workload that uses no toolkit code: the forward and backward pass of a small DCGAN-style
+generator (transposed convolutions, batch norm, ReLU; seeded random weights) on a batch of 4, the
+kind of work the iteration-cost benchmarks do. ``benchmarks/conftest.py`` runs it first and last,
+so it brackets the suite. ``gib bench-compare`` divides every new time by the ratio of the new run's
+calibration minima to the baseline's before it applies the thresholds: a runner that is twice as
+slow for every workload (another host, a throttled clock, a busy neighbour for the whole run) is
+not a regression, while a method that became slower relative to plain torch still is.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def workload() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int, first: bool = False) -> list[nn.Module]:
+        conv = nn.ConvTranspose2d(cin, cout, 4, 1 if first else 2, 0 if first else 1, bias=False)
+        return [conv, nn.BatchNorm2d(cout), nn.ReLU()]
+
+    net = nn.Sequential(*block(100, 128, first=True), *block(128, 64), *block(64, 32),
+                        nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.Tanh())  # 1 → 4 → 8 → 16 → 32 pixels
+    return net, torch.randn(4, 100, 1, 1)
+
+
+@pytest.mark.parametrize("position", ["start", "end"])  # the name is perf.CALIBRATION
+def test_machine_calibration(benchmark, position):
+    net, z0 = workload()
+    z = z0.clone().requires_grad_(True)
+
+    def step() -> float:
+        z.grad = None
+        net.zero_grad(set_to_none=True)
+        out = net(z)
+        loss = (out - 0.5).square().mean()
+        loss.backward()
+        return float(loss)
+
+    loss = benchmark.pedantic(step, rounds=20, iterations=5, warmup_rounds=2)
+    benchmark.extra_info["calibration"] = position
+    assert loss == pytest.approx(step())  # the workload is deterministic: nothing but time can differ
