@@ -2,11 +2,12 @@
 
 A fixed workload that uses no toolkit code: the forward and backward pass of a small DCGAN-style
 generator (transposed convolutions, batch norm, ReLU; seeded random weights; 64² output) on a
-batch of 8, the kind of work the iteration-cost benchmarks do. ``benchmarks/conftest.py`` runs it first and last,
-so it brackets the suite. ``gib bench-compare`` divides every new time by the ratio of the new run's
-calibration minima to the baseline's before it applies the thresholds: a runner that is twice as
-slow for every workload (another host, a throttled clock, a busy neighbour for the whole run) is
-not a regression, while a method that became slower relative to plain torch still is.
+batch of 8, the kind of work the iteration-cost benchmarks do. ``benchmarks/conftest.py`` runs it
+first and last, so it brackets the suite. ``gib bench-compare`` divides every new time by the ratio
+of the new run's calibration minima to the baseline's before it applies the thresholds: a runner
+that is twice as slow for every workload (another host, a throttled clock, a busy neighbour for the
+whole run) is not a regression, while a method that became slower relative to plain torch still
+is. Load that changes during the run is not divided out (docs/performance.md, "Machine calibration").
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def test_machine_calibration(benchmark, position):
         loss.backward()
         return float(loss)
 
-    # about 25 ms a step on the 2-core CPU: long enough that the minimum of 30 rounds is stable
-    # (a 4 ms version varied 1.26x between identical runs at the start of the suite)
+    # about 16 ms a step on the 2-core AVX-512 CPU: the minimum of 30 rounds varied 1.04-1.09x
+    # between identical runs (a 4 ms version: 1.26x at the start of the suite)
     loss = benchmark.pedantic(step, rounds=30, iterations=1, warmup_rounds=5)
     benchmark.extra_info["calibration"] = position
     assert loss == pytest.approx(step())  # the workload is deterministic: nothing but time can differ
