@@ -148,7 +148,11 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     The best value repeats to 1e-6 on the CPU kernels the entry was tuned with; on others the float
     rounding differs (the omniart single-code entry, tuned with AVX-512 kernels, gave the same
     settings and 25.2794 instead of 25.2875 dB with AVX2 ones, 2026-12-02), so there only the
-    search's outcome (the settings, to 1e-12) must repeat and the value within 0.05 dB."""
+    search's outcome (the settings, to 1e-12) must repeat and the value within 0.05 dB. A halving
+    search on other kernels may not even do that: a trial's last-bit difference can flip a pruning
+    decision, after which TPE proposes other settings (digiface single-code, halving with AVX2
+    kernels: Adam lr 0.183; with AVX-512 ones: SGD lr 22.0, 2026-12-02; digiface ILO's halving
+    entry reproduced). That case is an expected failure, reported with what came out."""
     from gan_inversion_bench.devices import cpu_capability
     from gan_inversion_bench.profiles import PACKAGE_DIR
 
@@ -159,13 +163,17 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
                     min_resource=t["min_resource"], pruning=t["pruning"])
     assert (" --pruning none" in entry["provenance"]["command"]) == (tc.pruning == "none")
     again = tune(GENERATORS.create(generator), method, tc)
+    again["settings"] = json.loads(json.dumps(again["settings"]))  # as the file holds them: ILO's radii tuple → list
     kernels = cpu_capability()
     same_kernels = bool(kernels) and f", {kernels}," in entry["provenance"]["device"]
     if same_kernels:
         assert again["settings"] == entry["settings"]
     else:  # the same draws, up to the last bit (omniart PmSFC's w0: 0.26599071066206037 vs …603)
-        assert again["settings"] == {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
-                                     for k, v in entry["settings"].items()}
+        expected = {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in entry["settings"].items()}
+        if tc.pruning == "halving" and again["settings"] != expected:
+            pytest.xfail(f"halving search on {kernels or 'unknown'} kernels, entry tuned on "
+                         f"{entry['provenance']['device']}: got {again['settings']}, entry {entry['settings']}")
+        assert again["settings"] == expected
     assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6 if same_kernels else 0.05)
 
 
