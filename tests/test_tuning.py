@@ -146,13 +146,13 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow).
 
     The best value repeats to 1e-6 on the CPU kernels the entry was tuned with; on others the float
-    rounding differs (the omniart single-code entry, tuned with AVX-512 kernels, gave the same
+    rounding differs (the 4-eye omniart single-code entry, tuned with AVX-512 kernels, gave the same
     settings and 25.2794 instead of 25.2875 dB with AVX2 ones, 2026-12-02), so there only the
     search's outcome (the settings, to 1e-12) must repeat and the value within 0.05 dB. A halving
     search on other kernels may not even do that: a trial's last-bit difference can flip a pruning
     decision, after which TPE proposes other settings (digiface single-code, halving with AVX2
     kernels: Adam lr 0.183; with AVX-512 ones: SGD lr 22.0, 2026-12-02; digiface ILO's halving
-    entry reproduced). That case is an expected failure, reported with what came out."""
+    entry gave its settings again). That case is an expected failure, reported with what came out."""
     from gan_inversion_bench.devices import cpu_capability
     from gan_inversion_bench.profiles import PACKAGE_DIR
 
