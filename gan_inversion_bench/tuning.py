@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import json
 import platform
 import tempfile
 import time
@@ -205,7 +206,9 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
     if not complete:
         raise RuntimeError(f"{method.name}: no tuning trial completed")
     best = study.best_trial
-    settings = method.tuning_space(optuna.trial.FixedTrial(best.params))
+    # as the profile file will hold them (JSON: a tuple such as ILO's radii becomes a list), so that the
+    # entry returned here equals the one read back
+    settings = json.loads(json.dumps(method.tuning_space(optuna.trial.FixedTrial(best.params))))
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                "last_step": t.last_step, **({"failed": t.user_attrs["failed"]} if "failed" in t.user_attrs else {})}
               for t in study.trials]

@@ -43,6 +43,14 @@ def test_search_uses_the_declared_space_and_records_the_protocol(G):
     assert entry["provenance"]["generator"]["name"] == "pggan-tiny" and "optuna" in entry["provenance"]["versions"]
 
 
+def test_the_returned_entry_is_the_one_the_profile_file_reads_back(G, tmp_path):
+    """ILO's space gives its radii as a tuple; the entry holds them as the JSON file will (a list)."""
+    entry = tune(G, "ilo", TuneConfig(**{**TC.__dict__, "trials": 2}))
+    assert isinstance(entry["settings"]["radii"], list) and len(entry["settings"]["radii"]) == 1
+    write_entry(tmp_path / "pggan-tiny.json", "pggan-tiny", "ilo", entry)
+    assert read_profile(tmp_path / "pggan-tiny.json")["methods"]["ilo"]["settings"] == entry["settings"]
+
+
 def test_the_code_revision_is_the_one_the_process_started_with(G, monkeypatch):
     """A search takes hours and the checkout may move on meanwhile: every entry of a process states
     the revision its first search ran, not the one at the time the entry was written."""
@@ -163,7 +171,6 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
                     min_resource=t["min_resource"], pruning=t["pruning"])
     assert (" --pruning none" in entry["provenance"]["command"]) == (tc.pruning == "none")
     again = tune(GENERATORS.create(generator), method, tc)
-    again["settings"] = json.loads(json.dumps(again["settings"]))  # as the file holds them: ILO's radii tuple → list
     kernels = cpu_capability()
     same_kernels = bool(kernels) and f", {kernels}," in entry["provenance"]["device"]
     if same_kernels:
