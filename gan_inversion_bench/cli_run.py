@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .cli_common import INT64, BoundedInt, build_generator, coerce, friendly_errors, generator_options, pairs, slug
+from .devices import KERNEL_ENV
 from .imagesets import SEED_LIMIT
 from .registry import GENERATORS, METHODS
 from .tasks import TASKS
@@ -285,12 +286,18 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
                    "interruption resumes exactly where it stopped (default: beside --out, <name>.journal.sqlite; "
                    "a search's trials leave it once its entry is written).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--cpu-kernels", type=click.Choice(sorted(KERNEL_ENV)), default=None,
+              help="Run torch's CPU kernels of this kind (a CPU with AVX-512 can run AVX2 ones), e.g. to repeat "
+                   "an entry whose device names them: the search re-runs in a new process so capped.")
 @friendly_errors
 def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
+    from .devices import rerun_with_kernels
     from .profiles import profile_path, write_entry
     from .tuning import TuneConfig, tune
 
+    if o["cpu_kernels"]:
+        rerun_with_kernels(o["cpu_kernels"], sys.argv[1:])
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
                     seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
                     pruning=o["pruning"])
@@ -311,6 +318,7 @@ def tune_cmd(**o: Any) -> None:
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + (" --pruning none" if tc.pruning == "none" else "")
+            + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
         write_entry(out, o["generator"], name, entry)
         t = entry["tuning"]
