@@ -815,6 +815,11 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
                   f"(`--tuned-from`: "
                   f"{_settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
                   "paired, but the absolute numbers may be below what tuned settings reach.", ""]
+    elif exp.generator != GENERATOR and tuned_source(exp, protocol, ["pmsfc"]) == exp.generator:
+        _, settings = tuned_settings(exp.generator, "pmsfc")
+        lines += [f"**Settings tuned on this generator.** Every row uses `{exp.generator}`'s own tuned PmSFC "
+                  f"profile ({_settings_text(settings)}; `gan_inversion_bench/profiles/{exp.generator}.json`, whose "
+                  "entry records its search); the settings under test go on top.", ""]
     if exp.kind == "subspaces":
         lines += scan_lines(exp, out, protocol)
     cfgs = experiment_configs(exp, out, protocol)

@@ -168,6 +168,14 @@ def test_claim_check_experiment_c_with_transferred_settings(tmp_path, digiface_p
     again = page.read_text().split("## Experiment c")[1]
     assert "`--tuned-from` was given, so every row (not `dcgan-omniart-eyes128`'s own tuned profile" in again
     assert row + f"{psnr['discovered'] - mean:+.2f} |" in again and f"lr {tuned['lr']:.3g}" in again
+    # without --tuned-from, that profile of its own is what every row runs with, and the page names it
+    own_args = [a if a != str(out) else str(tmp_path / "own") for a in args[:-4]] + ["--only", "c/discovered"]
+    own_args[own_args.index("--write") + 1] = str(tmp_path / "own.md")
+    assert cc.main(own_args) == 0
+    assert load_records(tmp_path / "own" / "c" / "discovered")["method_settings"].iloc[0]["lr"] == 0.5
+    own_c = (tmp_path / "own.md").read_text().split("## Experiment c")[1]
+    assert "**Settings tuned on this generator.** Every row uses `dcgan-omniart-eyes128`'s own tuned PmSFC " \
+           "profile (lr 0.5, " in own_c and "Settings transferred" not in own_c
 
     # the page renders c from that folder (its own protocol) while a and b come from another one; a second
     # folder for c becomes a subsection before c's verdict
