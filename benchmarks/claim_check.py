@@ -73,6 +73,9 @@ RANDOM_DRAWS = (1, 2)
 MEAN_RANDOM = "random partitions, mean of the draws"
 #: trace points shown in the plateau table (the last ones: e.g. 128, 256, 512, 1000)
 PLATEAU_POINTS = 4
+#: the paired table along the way starts at this fraction of the budget (the trace's log-spaced points from
+#: there: 32 … 2000 at 2000 iterations, 128 … 8000 at 8000)
+ALONG_FROM = 1 / 64
 
 
 @dataclass(frozen=True)
@@ -498,6 +501,55 @@ def plateau(df: pd.DataFrame, cfgs: list[Config]) -> tuple[list[int], list[list[
     return points, rows
 
 
+def trace_psnr(df: pd.DataFrame, iteration: int) -> pd.Series:
+    """Each record's PSNR at trace point ``iteration`` (NaN where its trace lacks the point)."""
+    def at(trace: Any) -> float:
+        if not isinstance(trace, dict):
+            return math.nan
+        return float(dict(zip(trace.get("iteration") or [], trace.get("psnr") or [], strict=False))
+                     .get(iteration, math.nan))
+
+    column = df["trace"] if "trace" in df else pd.Series([None] * len(df), index=df.index)
+    return column.map(at).astype(float)
+
+
+def along_points(df: pd.DataFrame) -> list[int]:
+    """The trace points every traced ok record has, from ``ALONG_FROM`` of the last one on."""
+    traces = [set(t["iteration"]) for t in _ok(df).get("trace", []) if isinstance(t, dict) and t.get("iteration")]
+    if not traces:
+        return []
+    common = sorted(set.intersection(*traces))
+    return [i for i in common if i > 0 and i >= common[-1] * ALONG_FROM]
+
+
+def along_pairs(df: pd.DataFrame, cfgs: list[Config], pairs: list[tuple[str, str]],
+                kind: str) -> tuple[list[int], dict[tuple[str, str], list[stats.PairedDifference]]]:
+    """The paired PSNR differences of ``pairs`` over all images at each trace point of
+    :func:`along_points`: the records' PSNR replaced by their trace's value at the point (experiments
+    b/c: the mean over the random partitions recomputed from those values), then paired as at the end."""
+    points = along_points(df)
+    out: dict[tuple[str, str], list[stats.PairedDifference]] = {p: [] for p in pairs}
+    for i in points:
+        at = df.assign(psnr=trace_psnr(df, i))
+        if kind != "best":
+            at = with_random_mean(at, cfgs)
+        present = set(at["label"])
+        for a, b in pairs:
+            if a in present and b in present:
+                out[(a, b)].append(stats.paired_differences(at, a, b, "psnr")[stats.OVERALL])
+    return points, {p: d for p, d in out.items() if len(d) == len(points)}
+
+
+def along_lines(df: pd.DataFrame, cfgs: list[Config], pairs: list[tuple[str, str]], kind: str) -> list[str]:
+    points, diffs = along_pairs(df, cfgs, pairs, kind)
+    if not points or not diffs:
+        return []
+    rows = [[f"{a} − {b}", *[f"{_diff(d, '{:+.2f}')} ({d.wins}/{d.n})" for d in ds]] for (a, b), ds in diffs.items()]
+    return ["", "The same pairs along the way: ΔPSNR (dB) over all images at each trace point, with its 95 % BCa "
+            "interval and (wins of A / images), from each record's trace (the PSNR of the start the record keeps, "
+            "at that iteration of the same run):", "", *_table(["A − B", *[f"it {p}" for p in points]], rows)]
+
+
 # ---- the page: Markdown -----------------------------------------------------------------------------
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
@@ -761,12 +813,34 @@ def _sessions(log: dict[str, Any], keys: list[str]) -> list[dict[str, Any]]:
     return [s for k in keys for s in log.get(k, []) if s.get("new_records", 0) > 0]
 
 
+def elapsed_s(sessions: list[dict[str, Any]]) -> float | None:
+    """The time during which at least one of ``sessions`` ran (the union of their intervals, each ending at
+    its ``finished`` and lasting its ``wall_s``); None when a session lacks its finishing time."""
+    try:
+        spans = sorted((end - s["wall_s"], end) for s in sessions
+                       for end in [datetime.datetime.fromisoformat(s["finished"]).timestamp()])
+    except (KeyError, TypeError, ValueError):
+        return None
+    total, reach = 0.0, -math.inf
+    for start, end in spans:
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
+
+
+def _wall_text(sessions: list[dict[str, Any]], n_configs: int) -> str:
+    wall, elapsed = sum(s["wall_s"] for s in sessions), elapsed_s(sessions)
+    overlap = (f"; summed over sessions some of which ran at the same time: {elapsed / 60:.0f} min elapsed while any "
+               "ran" if elapsed is not None and elapsed < wall - 60 else "")
+    return (f"Wall time {wall / 60:.0f} min for {n_configs} configurations (PmSFC's discovery, model loading and "
+            f"warm-up included{overlap})")
+
+
 def protocol_lines(exp: Experiment, df: pd.DataFrame, keys: list[str], log: dict[str, Any],
                    protocol: Protocol) -> list[str]:
     ok = _ok(df)
     n = {sub: ok[ok["subset"] == sub]["image_id"].nunique() for sub in sorted(ok["subset"].unique())}
     sessions = _sessions(log, keys)
-    wall = sum(s["wall_s"] for s in sessions)
     loads = [s["load_before"] for s in sessions] + [s["load_after"][0] for s in sessions]
     load = f"1-minute load {min(loads):.1f}–{max(loads):.1f} at the starts and ends of the runs" if loads else ""
     issue, images = Protocol(), " + ".join(f"{v} {k}" for k, v in n.items())
@@ -775,9 +849,8 @@ def protocol_lines(exp: Experiment, df: pd.DataFrame, keys: list[str], log: dict
             f"(the issue: {issue.restarts}; best of K by final loss), images: {images}"
             f" (the issue: at least {issue.n_generated} generated faces and all 8 photos), the same images and "
             f"initial-code seeds for every configuration; device: {'; '.join(sorted(set(df['device'])))}; "
-            f"fp32. Wall time {wall / 60:.0f} min for {df['label'].nunique()} configurations (PmSFC's discovery, "
-            f"model loading and warm-up included){'; ' + load if load else ''} (2 cores: above 2, other work "
-            "shared the CPU and the times are inflated).", ""]
+            f"fp32. {_wall_text(sessions, df['label'].nunique())}{'; ' + load if load else ''} (2 cores: above 2, "
+            "other work shared the CPU and the times are inflated).", ""]
 
 
 def _verdict(key: str) -> str:
@@ -832,7 +905,8 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     lines += [*summary_lines(df, cfgs), "", CAPACITY[exp.kind], ""]
     paired = df if exp.kind == "best" else with_random_mean(df, cfgs)
     pairs = best_pairs(cfgs, df) if exp.kind == "best" else subspace_pairs(cfgs, paired)
-    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs), *starts_note(df), *plateau_lines(df, cfgs)]
+    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs), *starts_note(df), *plateau_lines(df, cfgs),
+              *along_lines(df, cfgs, pairs, exp.kind)]
     fig = page.parent / "img" / f"claim_check_{exp.key}{'_' + src.out.name if sub else ''}.png"
     caption = write_figure(df, cfgs, fig)
     lines += ["", f"![targets and reconstructions, experiment {exp.key}](img/{fig.name})", "", caption, ""]

@@ -57,6 +57,7 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path, digiface_profi
         assert entry["ratio"] == pytest.approx(entry["feature_trained"] / entry["feature_s0"])
     assert "to the initial S: " in scan["reason"] and "| ratio to initial S |" in text
     assert "| it 1 | it 2 | gain 1→2 |" in text
+    assert "| A − B | it 1 | it 2 |" in text  # the pairs along the way, at the trace points from 1/64 of the budget
     assert text.count("(verdict to be written)") == 2
     for key in ("a", "b"):
         assert (page.parent / "img" / f"claim_check_{key}.png").stat().st_size > 1000
@@ -311,3 +312,84 @@ def test_claim_check_session_log_keeps_every_line_of_concurrent_writers(tmp_path
     log = json.loads((tmp_path / "runs.json").read_text())
     assert sorted(log) == sorted(f"a/config-{i}" for i in range(8))
     assert all(len(v) == 20 and all(e["new_records"] == 3 for e in v) for v in log.values())
+
+
+def _traced(label: str, finals: dict[str, list[float]], iterations: list[int]) -> list[dict]:
+    return [{"label": label, "method": label, "image_id": image, "subset": image.split("/")[0], "status": "ok",
+             "psnr": values[-1], "lpips": 0.1, "trace": {"iteration": iterations, "psnr": values}}
+            for image, values in finals.items()]
+
+
+def test_claim_check_pairs_along_the_way_from_the_traces():
+    """Each trace point's pair is the paired difference of the traces' values there (computed by hand
+    here), the points start at 1/64 of the budget, the last point's pair is the final one, an image
+    whose trace lacks a point is left out at that point only, and experiments b/c average the random
+    partitions point by point."""
+    import pandas as pd
+
+    cc = load("claim_check")
+    from gan_inversion_bench import stats
+
+    its = [0, 1, 2, 4, 8, 16, 32, 64, 128, 200]
+    a = {"generated/000": [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], "generated/001": [5, 5, 5, 5, 5, 5, 5, 9, 9, 9],
+         "photos/x": [1, 2, 3, 4, 5, 6, 7, 8, 9, 12]}
+    b = {"generated/000": [5, 5, 5, 5, 5, 5, 5, 5, 5, 5], "generated/001": [6, 6, 6, 6, 6, 6, 6, 6, 6, 6],
+         "photos/x": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}
+    df = pd.DataFrame(_traced("A", a, its) + _traced("B", b, its))
+    kept = [k for k, i in enumerate(its) if i != 64]
+    df.loc[(df["label"] == "A") & (df["image_id"] == "photos/x"), "trace"] = [
+        {"iteration": [its[k] for k in kept], "psnr": [a["photos/x"][k] for k in kept]}]
+    points, diffs = cc.along_pairs(df, [], [("A", "B"), ("A", "missing")], "best")
+    assert cc.along_points(df) == [4, 8, 16, 32, 128, 200]  # ≥ 200/64, and 64 is not in every trace
+    assert points == [4, 8, 16, 32, 128, 200] and list(diffs) == [("A", "B")]
+    for i, d in zip(points, diffs[("A", "B")], strict=True):
+        k = its.index(i)
+        by_hand = [a[img][k] - b[img][k] for img in a]
+        assert d.n == 3 and d.mean == pytest.approx(sum(by_hand) / 3)
+        assert d.wins == sum(x > 0 for x in by_hand) and d.losses == sum(x < 0 for x in by_hand)
+    final = stats.paired_differences(df, "A", "B", "psnr")[stats.OVERALL]
+    assert diffs[("A", "B")][-1].mean == pytest.approx(final.mean)
+    assert (diffs[("A", "B")][-1].ci_low, diffs[("A", "B")][-1].ci_high) == pytest.approx((final.ci_low, final.ci_high))
+    # an image without the point is left out there (and its absence does not move the points)
+    df.loc[(df["label"] == "A") & (df["image_id"] == "photos/x"), "trace"] = [
+        {"iteration": its[:-1], "psnr": a["photos/x"][:-1]}]
+    points, diffs = cc.along_pairs(df, [], [("A", "B")], "best")
+    assert points[-1] == 128  # 200 is no longer common to every trace
+    # experiments b/c: the random partitions' mean is taken at each point from the trace values
+    r1 = {img: [v + 1 for v in vals] for img, vals in b.items()}
+    r2 = {img: [v + 3 for v in vals] for img, vals in b.items()}
+    sub = pd.DataFrame(_traced("D", a, its) + _traced("R1", r1, its) + _traced("R2", r2, its))
+    cfgs = [cc.Config("b", "discovered", "D", "pmsfc", "g"), cc.Config("b", "random", "R1", "pmsfc", "g"),
+            cc.Config("b", "random:1", "R2", "pmsfc", "g")]
+    points, diffs = cc.along_pairs(sub, cfgs, [("D", cc.MEAN_RANDOM)], "subspaces")
+    for i, d in zip(points, diffs[("D", cc.MEAN_RANDOM)], strict=True):
+        k = its.index(i)
+        assert d.mean == pytest.approx(sum(a[img][k] - (b[img][k] + 2) for img in a) / 3)
+    lines = cc.along_lines(sub, cfgs, [("D", cc.MEAN_RANDOM)], "subspaces")
+    assert "| A − B | it 4 | it 8 | it 16 | it 32 | it 64 | it 128 | it 200 |" in lines
+    row = next(line for line in lines if line.startswith(f"| D − {cc.MEAN_RANDOM} | "))
+    last = diffs[("D", cc.MEAN_RANDOM)][-1]
+    assert row.endswith(f"| {last.mean:+.2f} [{last.ci_low:+.2f}, {last.ci_high:+.2f}] ({last.wins}/3) |")
+    # records without traces give no table
+    assert cc.along_lines(df.assign(trace=None), [], [("A", "B")], "best") == []
+
+
+def test_claim_check_wall_time_says_when_sessions_overlapped():
+    """The protocol line's wall time is the sum over sessions; when sessions ran at the same time it also
+    gives the elapsed time (the union of the sessions' intervals), and without finishing times only the sum."""
+    cc = load("claim_check")
+
+    def session(end: str, wall: float) -> dict:
+        return {"finished": end, "wall_s": wall, "new_records": 1}
+
+    together = [session("2026-12-03T10:00:00", 3600), session("2026-12-03T10:30:00", 3600)]
+    assert cc.elapsed_s(together) == pytest.approx(5400)  # 08:30–10:30, the first inside nothing
+    apart = [session("2026-12-03T10:00:00", 600), session("2026-12-03T12:00:00", 600)]
+    assert cc.elapsed_s(apart) == pytest.approx(1200)  # the gap between them does not count
+    nested = [session("2026-12-03T10:00:00", 3600), session("2026-12-03T09:30:00", 600)]
+    assert cc.elapsed_s(nested) == pytest.approx(3600)
+    assert cc.elapsed_s([{"wall_s": 5, "new_records": 1}]) is None
+    assert "120 min for 2 configurations" in cc._wall_text(together, 2)
+    assert "90 min elapsed while any ran" in cc._wall_text(together, 2)
+    assert "elapsed" not in cc._wall_text(apart, 2) and "20 min for 2" in cc._wall_text(apart, 2)
+    assert "elapsed" not in cc._wall_text([{"wall_s": 7200, "new_records": 1}] * 2, 2)
