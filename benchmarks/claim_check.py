@@ -20,8 +20,10 @@ photos, 3 restarts (best of 3 by final loss). Every configuration is an ordinary
 into its own folder ``OUT/<experiment>/<configuration>`` (SQLite ``results.sqlite``), with one PmSFC
 cache folder ``OUT/cache`` shared by all, so an interrupted check resumes where it stopped. An
 ``OUT`` folder holds one protocol (``OUT/protocol.json``; a different one is refused). The page
-(``--write``) is rendered from the databases; hand-written verdicts between ``<!-- verdict X -->``
-markers survive regeneration. ``--section EXP=FOLDER`` renders an experiment from another folder
+(``--write``) is rendered from the databases: per experiment a summary, paired per-image differences
+at the end, the median PSNR at the last trace points (a plateau test) and the same pairs at every
+trace point from 1/64 of the budget on (does an ordering hold along the way?); hand-written verdicts
+between ``<!-- verdict X -->`` markers survive regeneration. ``--section EXP=FOLDER`` renders an experiment from another folder
 (with that folder's protocol; a second folder for one experiment becomes a subsection), so a page
 whose experiments ran at different scales still comes from one command. A resume never moves
 experiment b/c to another split once configurations ran at one (it stops and says so).
