@@ -23,10 +23,11 @@ cache folder ``OUT/cache`` shared by all, so an interrupted check resumes where 
 (``--write``) is rendered from the databases: per experiment a summary, paired per-image differences
 at the end, the median PSNR at the last trace points (a plateau test) and the same pairs at every
 trace point from 1/64 of the budget on (does an ordering hold along the way?); hand-written verdicts
-between ``<!-- verdict X -->`` markers survive regeneration. ``--section EXP=FOLDER`` renders an experiment from another folder
-(with that folder's protocol; a second folder for one experiment becomes a subsection), so a page
-whose experiments ran at different scales still comes from one command. A resume never moves
-experiment b/c to another split once configurations ran at one (it stops and says so).
+between ``<!-- verdict X -->`` markers survive regeneration. ``--section EXP=FOLDER`` renders an
+experiment from another folder (with that folder's protocol; a second folder for one experiment
+becomes a subsection), so a page whose experiments ran at different scales still comes from one
+command. A resume never moves experiment b/c to another split once configurations ran at one (it
+stops and says so).
 
     python benchmarks/claim_check.py --out runs/claim-check --device cuda --write docs/results.md
     python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
@@ -503,18 +504,6 @@ def plateau(df: pd.DataFrame, cfgs: list[Config]) -> tuple[list[int], list[list[
     return points, rows
 
 
-def trace_psnr(df: pd.DataFrame, iteration: int) -> pd.Series:
-    """Each record's PSNR at trace point ``iteration`` (NaN where its trace lacks the point)."""
-    def at(trace: Any) -> float:
-        if not isinstance(trace, dict):
-            return math.nan
-        return float(dict(zip(trace.get("iteration") or [], trace.get("psnr") or [], strict=False))
-                     .get(iteration, math.nan))
-
-    column = df["trace"] if "trace" in df else pd.Series([None] * len(df), index=df.index)
-    return column.map(at).astype(float)
-
-
 def along_points(df: pd.DataFrame) -> list[int]:
     """The trace points every traced ok record has, from ``ALONG_FROM`` of the last one on."""
     traces = [set(t["iteration"]) for t in _ok(df).get("trace", []) if isinstance(t, dict) and t.get("iteration")]
@@ -528,11 +517,12 @@ def along_pairs(df: pd.DataFrame, cfgs: list[Config], pairs: list[tuple[str, str
                 kind: str) -> tuple[list[int], dict[tuple[str, str], list[stats.PairedDifference]]]:
     """The paired PSNR differences of ``pairs`` over all images at each trace point of
     :func:`along_points`: the records' PSNR replaced by their trace's value at the point (experiments
-    b/c: the mean over the random partitions recomputed from those values), then paired as at the end."""
+    b/c: the mean over the random partitions recomputed from those values; ``tables.at_iteration``, as
+    ``gib compare --at-iteration``), then paired as at the end."""
     points = along_points(df)
     out: dict[tuple[str, str], list[stats.PairedDifference]] = {p: [] for p in pairs}
     for i in points:
-        at = df.assign(psnr=trace_psnr(df, i))
+        at = tables.at_iteration(df, i)
         if kind != "best":
             at = with_random_mean(at, cfgs)
         present = set(at["label"])

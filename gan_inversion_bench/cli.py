@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .cli_common import friendly_errors
+from .cli_common import INT64, friendly_errors
 from .cli_run import run_cmd, tune_cmd
 from .registry import GENERATORS, METHODS
 
@@ -181,27 +181,39 @@ def table_cmd(run_dir: str, fmt: str, out_dir: str | None) -> None:
 @click.option("--b-run", type=click.Path(exists=True, file_okay=False), default=None,
               help="Take B from this other run folder (same generator weights and task; images paired by "
                    "content hash).")
+@click.option("--at-iteration", type=INT64, default=None, metavar="N",
+              help="Compare the quality at iteration N of each run (from the records' traces: PSNR, and LPIPS "
+                   "where it was measured there) instead of at the end.")
 @friendly_errors
-def compare_cmd(run_dir: str, a: str, b: str, metric: str, subset: str, b_run: str | None) -> None:
+def compare_cmd(run_dir: str, a: str, b: str, **o: Any) -> None:
     """Paired comparison of two configurations A and B of a run, image by image.
 
     A and B are labels as `gib table` shows them (or method names when a method ran with one
     configuration). Prints, per subset and metric, the mean difference A − B over the images both
     have, its 95 % bootstrap confidence interval, wins / ties / losses of A, and n. With --b-run,
     B is a configuration of another run folder; the two folders must have inverted the same
-    images (by content) with the same generator weights, or the comparison is refused.
+    images (by content) with the same generator weights, or the comparison is refused. With
+    --at-iteration N, the two are paired as they stood at iteration N of their runs (the records'
+    traces), e.g. two runs of different budgets at equal iterations.
     """
-    from .tables import comparison_text, load_records
+    from .tables import at_iteration, comparison_text, load_records
 
-    if b_run is None:
-        click.echo(comparison_text(load_records(run_dir), a, b, metric=metric, subset=subset))
-        return
-    from .compare_runs import cross_run_records
+    notes = []
+    if o["b_run"] is None:
+        df = load_records(run_dir)
+    else:
+        from .compare_runs import cross_run_records
 
-    df, a, b, n = cross_run_records(run_dir, a, b_run, b)
-    click.echo(comparison_text(df, a, b, metric=metric, subset=subset))
-    click.echo(f"- B from {b_run}: {n} images in both folders with identical content (sha256 of each target) "
-               "and the same generator weights; only those are paired.")
+        df, a, b, n = cross_run_records(run_dir, a, o["b_run"], b)
+        notes.append(f"- B from {o['b_run']}: {n} images in both folders with identical content (sha256 of each "
+                     "target) and the same generator weights; only those are paired.")
+    if o["at_iteration"] is not None:
+        df = at_iteration(df, o["at_iteration"])
+        notes.insert(0, f"- at iteration {o['at_iteration']} of each run, from the records' traces (the quality "
+                        "along the way), not at the end.")
+    click.echo(comparison_text(df, a, b, metric=o["metric"], subset=o["subset"]))
+    if notes:
+        click.echo("\n".join(notes))
 
 
 # ---- gib setup-weights ------------------------------------------------------------------------

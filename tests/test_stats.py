@@ -350,6 +350,69 @@ def test_gib_compare_across_run_folders_refuses_what_does_not_pair(run_dir, long
     assert r.exit_code != 0 and "unknown configuration 'nope'; valid: mganprior" in r.output, r.output
 
 
+# ---- gib compare --at-iteration: the quality along the way, paired ------------------------------------------
+def test_gib_compare_at_the_last_trace_point_is_the_final_comparison(run_dir):
+    """The trace's last point is the end of the run: PSNR paired there equals the final PSNR pairing, and
+    the measures taken only at the end (SSIM, MS-SSIM) are not shown at a trace point."""
+    end = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "single-code", "--metric", "psnr"],
+                             catch_exceptions=False)
+    at = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "single-code", "--at-iteration", "3"],
+                            catch_exceptions=False)
+    assert end.exit_code == 0 and at.exit_code == 0, at.output
+    def psnr_row(output: str) -> list[str]:
+        row = next(line for line in output.splitlines() if line.startswith("| generated") and "PSNR" in line)
+        return [c.strip() for c in row.split("|")[1:-1]]
+
+    assert psnr_row(at.output) == psnr_row(end.output)
+    assert not any(line.startswith("| generated") and "SSIM" in line for line in at.output.splitlines())
+    assert "at iteration 3 of each run, from the records' traces" in at.output
+
+
+def test_gib_compare_at_an_iteration_pairs_two_budgets_at_equal_iterations(run_dir, longer_run):
+    """mGANprior at budget 5 and at budget 3 (same seeds, no schedule) have taken the same steps by iteration
+    2: paired there they tie, while at their ends the longer run is ahead."""
+    r = CliRunner().invoke(main, ["compare", str(longer_run), "mganprior", "mganprior", "--b-run", str(run_dir),
+                                  "--at-iteration", "2", "--metric", "psnr"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    a = tables.at_iteration(tables.load_records(longer_run), 2)
+    b = tables.at_iteration(tables.load_records(run_dir), 2)
+    a, b = (d[d["method"] == "mganprior"].set_index("image_id")["psnr"] for d in (a, b))
+    diff = (a - b).dropna()
+    assert len(diff) == 3 and diff.abs().max() < 1e-3
+    row = next(line for line in r.output.splitlines() if line.startswith("| generated"))
+    assert row.split("|")[3].strip() == "3"
+    ends = [d[d["method"] == "mganprior"].set_index("image_id")["psnr"]
+            for d in (tables.load_records(longer_run), tables.load_records(run_dir))]
+    assert (ends[0] - ends[1]).dropna().mean() > 0.01  # at their ends they differ: the tie is not built in
+
+
+def test_at_iteration_takes_the_trace_and_empties_the_end_only_measures():
+    df = pd.DataFrame([
+        {"image_id": "generated/000", "psnr": 30.0, "mse": 1e-3, "lpips": 0.1, "ssim": 0.9, "ms_ssim": 0.95,
+         "trace": {"iteration": [0, 4, 8], "psnr": [10.0, 20.0, 30.0], "mse": [0.1, 0.01, 1e-3],
+                   "lpips": {"8": 0.1, "4": 0.3}}},
+        {"image_id": "generated/001", "psnr": 31.0, "mse": 1e-3, "lpips": 0.1, "ssim": 0.9, "ms_ssim": 0.95,
+         "trace": {"iteration": [0, 8], "psnr": [11.0, 31.0], "mse": [0.1, 1e-3], "lpips": {"8": 0.1}}},
+        {"image_id": "generated/002", "psnr": 32.0, "mse": 1e-3, "lpips": 0.1, "ssim": 0.9, "ms_ssim": 0.95,
+         "trace": None}])
+    at = tables.at_iteration(df, 4)
+    assert at["psnr"].tolist()[0] == 20.0 and at["mse"].tolist()[0] == 0.01 and at["lpips"].tolist()[0] == 0.3
+    assert at[["psnr", "mse", "lpips"]].iloc[1:].isna().all().all()  # no point 4 in its trace, or no trace
+    assert at["ssim"].isna().all() and at["ms_ssim"].isna().all()
+    assert df["psnr"].tolist() == [30.0, 31.0, 32.0]  # the records themselves are untouched
+    assert tables.trace_iterations(df) == [0, 4, 8]
+    with pytest.raises(ValueError, match=r"no record's trace has iteration 5; the traced iterations are: 0, 4, 8"):
+        tables.at_iteration(df, 5)
+    with pytest.raises(ValueError, match="the records hold no trace"):
+        tables.at_iteration(df.assign(trace=None), 4)
+
+
+def test_gib_compare_at_an_untraced_iteration_says_which_there_are(run_dir):
+    r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "single-code", "--at-iteration", "7"])
+    assert r.exit_code != 0 and "no record's trace has iteration 7; the traced iterations are: 0, 1, 2, 3" in r.output
+    assert "Traceback" not in r.output
+
+
 def test_tables_of_the_run_escape_labels_in_latex(run_dir):
     df = tables.load_records(run_dir)
     df["method"] = df["method"].replace({"mganprior": "m_g & 50% #1"})
