@@ -325,8 +325,11 @@ def tune_cmd(**o: Any) -> None:
         click.echo(f"{name}: best mean PSNR {t['best_value']:.2f} dB (trial {t['best_trial']}, "
                    f"{t['complete_trials']} complete, {t['pruned_trials']} pruned): {entry['settings']}")
         if t["complete_trials"] == 1 and tc.trials > 1:
-            click.echo(f"{name}: warning: only trial {t['best_trial']} ran to the budget; every other trial was "
-                       f"stopped at the first rung ({t['min_resource']} iterations), so the settings are that one "
-                       f"trial's draw, compared with the others only there; --pruning none (or a larger "
+            stops = sorted({int(x["last_step"]) for x in entry["trials"]
+                            if x["state"] == "PRUNED" and x.get("last_step") is not None})
+            where = f"at iteration {', '.join(map(str, stops))}" if stops else "early"
+            click.echo(f"{name}: warning: only trial {t['best_trial']} ran to the budget; the others were stopped "
+                       f"{where} (first rung: {t['min_resource']} iterations), so the settings are that one trial's "
+                       f"draw, compared with the others only where they stopped; --pruning none (or a larger "
                        f"--min-resource) compares them at the budget", err=True)
     click.echo(f"profile: {out}")

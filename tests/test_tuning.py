@@ -294,6 +294,8 @@ def test_a_search_where_one_trial_alone_completed_is_flagged(G, tmp_path, monkey
     def one_complete(*a, **kw):
         entry = real(*a, **kw)
         entry["tuning"].update(complete_trials=1, best_trial=0, pruned_trials=entry["tuning"]["trials"] - 1)
+        for trial, step in zip(entry["trials"][1:], (2, 4), strict=True):  # stopped at two rungs
+            trial.update(state="PRUNED", last_step=step)
         entries.append(entry)
         return entry
 
@@ -305,5 +307,5 @@ def test_a_search_where_one_trial_alone_completed_is_flagged(G, tmp_path, monkey
     monkeypatch.setattr(tuning, "tune", one_complete)
     flagged = CliRunner().invoke(main, args)
     assert flagged.exit_code == 0 and entries, flagged.output
-    assert ("single-code: warning: only trial 0 ran to the budget; every other trial was stopped at the first rung "
-            "(8 iterations)") in flagged.output and "--pruning none" in flagged.output
+    assert ("single-code: warning: only trial 0 ran to the budget; the others were stopped at iteration 2, 4 (first "
+            "rung: 8 iterations)") in flagged.output and "--pruning none" in flagged.output
