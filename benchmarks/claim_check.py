@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gan_inversion_bench import GENERATORS, METHODS, harness, stats, tables
+from gan_inversion_bench import GENERATORS, METHODS, compare_runs, harness, stats, tables
 from gan_inversion_bench.profiles import has_tuned, tuned_settings
 
 SCRIPT = "python benchmarks/claim_check.py"
@@ -517,12 +517,12 @@ def along_pairs(df: pd.DataFrame, cfgs: list[Config], pairs: list[tuple[str, str
                 kind: str) -> tuple[list[int], dict[tuple[str, str], list[stats.PairedDifference]]]:
     """The paired PSNR differences of ``pairs`` over all images at each trace point of
     :func:`along_points`: the records' PSNR replaced by their trace's value at the point (experiments
-    b/c: the mean over the random partitions recomputed from those values; ``tables.at_iteration``, as
+    b/c: the mean over the random partitions recomputed from those values; ``compare_runs.at_iteration``, as
     ``gib compare --at-iteration``), then paired as at the end."""
     points = along_points(df)
     out: dict[tuple[str, str], list[stats.PairedDifference]] = {p: [] for p in pairs}
     for i in points:
-        at = tables.at_iteration(df, i)
+        at = compare_runs.at_iteration(df, i)
         if kind != "best":
             at = with_random_mean(at, cfgs)
         present = set(at["label"])

@@ -196,14 +196,13 @@ def compare_cmd(run_dir: str, a: str, b: str, **o: Any) -> None:
     --at-iteration N, the two are paired as they stood at iteration N of their runs (the records'
     traces), e.g. two runs of different budgets at equal iterations.
     """
-    from .tables import at_iteration, comparison_text, load_records
+    from .compare_runs import at_iteration, cross_run_records
+    from .tables import comparison_text, load_records
 
     notes = []
     if o["b_run"] is None:
         df = load_records(run_dir)
     else:
-        from .compare_runs import cross_run_records
-
         df, a, b, n = cross_run_records(run_dir, a, o["b_run"], b)
         notes.append(f"- B from {o['b_run']}: {n} images in both folders with identical content (sha256 of each "
                      "target) and the same generator weights; only those are paired.")

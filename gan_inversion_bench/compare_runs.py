@@ -1,4 +1,5 @@
-"""Paired comparisons across two run folders (``gib compare RUN A B --b-run OTHER``).
+"""Paired comparisons across two run folders (``gib compare RUN A B --b-run OTHER``), and at an
+iteration along the way (``--at-iteration N``: :func:`at_iteration`).
 
 Two runs pair image by image only when they inverted the same things, and the run folders say
 what that was by content (the ``content`` meta data every run stores: the sha256 of the
@@ -11,6 +12,7 @@ skipped, because it means the two image sets are not the same set.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ import pandas as pd
 from . import stats
 from .store import ResultStore
 from .tables import load_records
+
+NAN = math.nan
 
 
 def _content(run_dir: Path) -> dict[str, Any]:
@@ -77,3 +81,38 @@ def cross_run_records(run_a: str | Path, a: str, run_b: str | Path, b: str) -> t
                          "compare two different configurations")
     both = pd.concat([rows_a.assign(label=new_a), rows_b.assign(label=new_b)], ignore_index=True)
     return both[both["image_id"].isin(common)].reset_index(drop=True), new_a, new_b, len(common)
+
+
+def _trace_value(trace: Any, key: str, iteration: int) -> float:
+    if not isinstance(trace, dict):
+        return NAN
+    values = trace.get(key)
+    if isinstance(values, dict):  # LPIPS: measured at a few points only, keyed by the iteration
+        value = values.get(str(iteration))
+    else:
+        value = dict(zip(trace.get("iteration") or [], values or [], strict=False)).get(iteration)
+    return float(value) if isinstance(value, int | float) else NAN
+
+
+def trace_iterations(df: pd.DataFrame) -> list[int]:
+    """Every iteration at which some record's trace measured the quality (sorted)."""
+    column = df.get("trace", pd.Series(dtype=object))
+    return sorted({int(i) for t in column if isinstance(t, dict) for i in t.get("iteration") or []})
+
+
+def at_iteration(df: pd.DataFrame, iteration: int) -> pd.DataFrame:
+    """The records as they stood at ``iteration`` of their own runs: PSNR and MSE from each record's
+    trace (quality along the way), LPIPS where the trace measured it at that point, and the other
+    quality columns emptied (they are measured only at the end), so that :func:`comparison` pairs
+    the methods at equal iterations. A record whose trace lacks the point has no value there (it
+    drops out of the pairs). Raises ValueError when no record's trace has the point, naming the
+    points there are."""
+    points = trace_iterations(df)
+    if iteration not in points:
+        shown = ", ".join(map(str, points)) if points else "none: the records hold no trace"
+        raise ValueError(f"no record's trace has iteration {iteration}; the traced iterations are: {shown}")
+    traces = df["trace"]
+    return df.assign(psnr=traces.map(lambda t: _trace_value(t, "psnr", iteration)).astype(float),
+                     mse=traces.map(lambda t: _trace_value(t, "mse", iteration)).astype(float),
+                     lpips=traces.map(lambda t: _trace_value(t, "lpips", iteration)).astype(float),
+                     **{c: NAN for c in ("ssim", "ms_ssim", "psnr_starts") if c in df})

@@ -495,41 +495,6 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
     return [results[m][k] for k in keys for m in metrics if k in results[m]]
 
 
-def _trace_value(trace: Any, key: str, iteration: int) -> float:
-    if not isinstance(trace, dict):
-        return NAN
-    values = trace.get(key)
-    if isinstance(values, dict):  # LPIPS: measured at a few points only, keyed by the iteration
-        value = values.get(str(iteration))
-    else:
-        value = dict(zip(trace.get("iteration") or [], values or [], strict=False)).get(iteration)
-    return float(value) if isinstance(value, int | float) else NAN
-
-
-def trace_iterations(df: pd.DataFrame) -> list[int]:
-    """Every iteration at which some record's trace measured the quality (sorted)."""
-    column = df.get("trace", pd.Series(dtype=object))
-    return sorted({int(i) for t in column if isinstance(t, dict) for i in t.get("iteration") or []})
-
-
-def at_iteration(df: pd.DataFrame, iteration: int) -> pd.DataFrame:
-    """The records as they stood at ``iteration`` of their own runs: PSNR and MSE from each record's
-    trace (quality along the way), LPIPS where the trace measured it at that point, and the other
-    quality columns emptied (they are measured only at the end), so that :func:`comparison` pairs
-    the methods at equal iterations. A record whose trace lacks the point has no value there (it
-    drops out of the pairs). Raises ValueError when no record's trace has the point, naming the
-    points there are."""
-    points = trace_iterations(df)
-    if iteration not in points:
-        shown = ", ".join(map(str, points)) if points else "none: the records hold no trace"
-        raise ValueError(f"no record's trace has iteration {iteration}; the traced iterations are: {shown}")
-    traces = df["trace"]
-    return df.assign(psnr=traces.map(lambda t: _trace_value(t, "psnr", iteration)).astype(float),
-                     mse=traces.map(lambda t: _trace_value(t, "mse", iteration)).astype(float),
-                     lpips=traces.map(lambda t: _trace_value(t, "lpips", iteration)).astype(float),
-                     **{c: NAN for c in ("ssim", "ms_ssim", "psnr_starts") if c in df})
-
-
 def _comparison_row(d: stats.PairedDifference) -> list[str]:
     label, fmt = COMPARE_METRICS[d.metric]
     interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"

@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 from click.testing import CliRunner
 
-from gan_inversion_bench import stats, tables
+from gan_inversion_bench import compare_runs, stats, tables
 from gan_inversion_bench.cli import main
 from gan_inversion_bench.harness import RunConfig, run
 
@@ -374,8 +374,8 @@ def test_gib_compare_at_an_iteration_pairs_two_budgets_at_equal_iterations(run_d
     r = CliRunner().invoke(main, ["compare", str(longer_run), "mganprior", "mganprior", "--b-run", str(run_dir),
                                   "--at-iteration", "2", "--metric", "psnr"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    a = tables.at_iteration(tables.load_records(longer_run), 2)
-    b = tables.at_iteration(tables.load_records(run_dir), 2)
+    a = compare_runs.at_iteration(tables.load_records(longer_run), 2)
+    b = compare_runs.at_iteration(tables.load_records(run_dir), 2)
     a, b = (d[d["method"] == "mganprior"].set_index("image_id")["psnr"] for d in (a, b))
     diff = (a - b).dropna()
     assert len(diff) == 3 and diff.abs().max() < 1e-3
@@ -395,16 +395,16 @@ def test_at_iteration_takes_the_trace_and_empties_the_end_only_measures():
          "trace": {"iteration": [0, 8], "psnr": [11.0, 31.0], "mse": [0.1, 1e-3], "lpips": {"8": 0.1}}},
         {"image_id": "generated/002", "psnr": 32.0, "mse": 1e-3, "lpips": 0.1, "ssim": 0.9, "ms_ssim": 0.95,
          "trace": None}])
-    at = tables.at_iteration(df, 4)
+    at = compare_runs.at_iteration(df, 4)
     assert at["psnr"].tolist()[0] == 20.0 and at["mse"].tolist()[0] == 0.01 and at["lpips"].tolist()[0] == 0.3
     assert at[["psnr", "mse", "lpips"]].iloc[1:].isna().all().all()  # no point 4 in its trace, or no trace
     assert at["ssim"].isna().all() and at["ms_ssim"].isna().all()
     assert df["psnr"].tolist() == [30.0, 31.0, 32.0]  # the records themselves are untouched
-    assert tables.trace_iterations(df) == [0, 4, 8]
+    assert compare_runs.trace_iterations(df) == [0, 4, 8]
     with pytest.raises(ValueError, match=r"no record's trace has iteration 5; the traced iterations are: 0, 4, 8"):
-        tables.at_iteration(df, 5)
+        compare_runs.at_iteration(df, 5)
     with pytest.raises(ValueError, match="the records hold no trace"):
-        tables.at_iteration(df.assign(trace=None), 4)
+        compare_runs.at_iteration(df.assign(trace=None), 4)
 
 
 def test_gib_compare_at_an_untraced_iteration_says_which_there_are(run_dir):
