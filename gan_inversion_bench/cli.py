@@ -207,6 +207,9 @@ def compare_cmd(run_dir: str, a: str, b: str, **o: Any) -> None:
         notes.append(f"- B from {o['b_run']}: {n} images in both folders with identical content (sha256 of each "
                      "target) and the same generator weights; only those are paired.")
     if o["at_iteration"] is not None:
+        if o["metric"] not in ("psnr", "lpips", "all"):
+            raise click.UsageError(f"--metric {o['metric']} is measured only at the end of a run; at --at-iteration "
+                                   "the records' traces give psnr and lpips")
         df = at_iteration(df, o["at_iteration"])
         notes.insert(0, f"- at iteration {o['at_iteration']} of each run, from the records' traces (the quality "
                         "along the way), not at the end.")

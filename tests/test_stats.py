@@ -407,9 +407,14 @@ def test_at_iteration_takes_the_trace_and_empties_the_end_only_measures():
         compare_runs.at_iteration(df.assign(trace=None), 4)
 
 
-def test_gib_compare_at_an_untraced_iteration_says_which_there_are(run_dir):
-    r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "single-code", "--at-iteration", "7"])
-    assert r.exit_code != 0 and "no record's trace has iteration 7; the traced iterations are: 0, 1, 2, 3" in r.output
+@pytest.mark.parametrize("args, message", [
+    (["--at-iteration", "7"], "no record's trace has iteration 7; the traced iterations are: 0, 1, 2, 3"),
+    (["--at-iteration", "2", "--metric", "ssim"], "--metric ssim is measured only at the end of a run"),
+    (["--at-iteration", "2", "--metric", "psnr_starts"], "the records' traces give psnr and lpips"),
+])
+def test_gib_compare_at_an_iteration_refuses_what_the_traces_do_not_hold(run_dir, args, message):
+    r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "single-code", *args])
+    assert r.exit_code != 0 and message in r.output, r.output
     assert "Traceback" not in r.output
 
 
