@@ -103,7 +103,7 @@ def trace_iterations(df: pd.DataFrame) -> list[int]:
 def at_iteration(df: pd.DataFrame, iteration: int) -> pd.DataFrame:
     """The records as they stood at ``iteration`` of their own runs: PSNR and MSE from each record's
     trace (quality along the way), LPIPS where the trace measured it at that point, and the other
-    quality columns emptied (they are measured only at the end), so that :func:`comparison` pairs
+    quality columns emptied (they are measured only at the end), so that ``tables.comparison`` pairs
     the methods at equal iterations. A record whose trace lacks the point has no value there (it
     drops out of the pairs). Raises ValueError when no record's trace has the point, naming the
     points there are."""
