@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS, compare_runs, harness, stats, tables
-from gan_inversion_bench.profiles import has_tuned, tuned_settings
+from gan_inversion_bench.profiles import entry_budget, has_tuned, method_entries, tuned_settings
 
 SCRIPT = "python benchmarks/claim_check.py"
 GENERATOR = "dcgan-digiface64"
@@ -185,7 +185,7 @@ def subspace_configs(exp: Experiment, protocol: Protocol, split: int) -> list[Co
     base = {**protocol.discovery(), "split": split, "n_subspaces": R_SUBSPACES, "codes_per_subspace": 5}
     profile = "tuned"
     if transferred(exp, protocol):  # the settings tuned on another generator, stated on the page
-        profile, settings = tuned_settings(protocol.tuned_from, "pmsfc")
+        profile, settings = tuned_settings(protocol.tuned_from, "pmsfc", protocol.iterations)
         base = {**settings, **base}
     g, rk = exp.generator, f"R = {R_SUBSPACES}, K = 5"
     return [Config(exp.key, "discovered", f"discovered masks ({rk})", "pmsfc", g, base, profile, codes=30),
@@ -675,14 +675,15 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(settings.items()))
 
 
-def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config]) -> str:
+def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config], budget: int) -> str:
     """The tuned settings as experiment a's records hold them (the profile may have changed since):
     the profile's keys, from the configurations that use it, leaving out the settings each puts on
-    top; every value a key took. Without records, the current profile's."""
+    top; every value a key took, and the budget of the entry that holds them. Without records, the
+    current profile's entry for ``budget`` iterations."""
     by_name = {c.name: c for c in cfgs}
     parts = []
     for m in ("single-code", "mganprior", "pmsfc"):
-        profile = tuned_settings(generator, m)[1]
+        profile = tuned_settings(generator, m, budget)[1]
         seen: dict[str, set[str]] = {k: set() for k in sorted(profile)}
         for _, row in records.iterrows():
             cfg = by_name.get(row["config"])
@@ -693,7 +694,10 @@ def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config]) -> st
                     seen[k].add(_value_text(row["method_settings"][k]))
         if not any(seen.values()):
             seen = {k: {_value_text(v)} for k, v in profile.items()}
-        parts.append(f"{m}: " + ", ".join(f"{k} {' or '.join(sorted(v))}" for k, v in seen.items() if v))
+        at = sorted({entry_budget(e) or 0 for e in method_entries(generator, m)
+                     if all(_value_text(e["settings"].get(k)) in v for k, v in seen.items() if v)} - {0})
+        where = f" (searched at {' and '.join(map(str, at))} iterations)" if at else " (no current entry holds them)"
+        parts.append(f"{m}: " + ", ".join(f"{k} {' or '.join(sorted(v))}" for k, v in seen.items() if v) + where)
     return "; ".join(parts)
 
 
@@ -743,10 +747,11 @@ def intro_lines(sections: dict[str, list[Source]], main: Source, command: str) -
             f"**Images.** Generated faces: prior samples of `{GENERATOR}` (run seed 0; in-domain, an exact inversion "
             "exists); photos: the 8 bundled photos of scikit-image and scikit-learn (astronaut, chelsea, coffee, "
             "rocket, hubble, ihc, china, flower; out of domain, mostly not faces), centre-cropped and resized to 64².",
-            "", f"**Settings.** `--profile tuned` ({_tuned_text(GENERATOR, main_a, main_cfgs)}{held}), "
-            "from `gib tune` at 100 iterations on held-out generated faces with N = R·K = 30 "
-            "(`gan_inversion_bench/profiles/dcgan-digiface64.json`; each entry records its command): they "
-            f"may not be optimal at {protocol.iterations} iterations, nor at N = R·K = 10. The settings under test "
+            "", f"**Settings.** `--profile tuned` ({_tuned_text(GENERATOR, main_a, main_cfgs, protocol.iterations)}"
+            f"{held}), from `gib tune` on held-out generated faces with N = R·K = 30 "
+            "(`gan_inversion_bench/profiles/dcgan-digiface64.json`; each entry records its command; a run uses the "
+            "entry searched nearest its budget): settings searched at another budget may not be optimal at "
+            f"{protocol.iterations} iterations, and none was searched at N = R·K = 10. The settings under test "
             "go on top (codes, /N, subspaces, w0, partition, split, variant). Loss (all but PmSFC released): pixel "
             "MSE + 0.001 · L1 of VGG16 relu3_3 features at 64² (the quick base profile). Split 3 (512×4×4) for both "
             "multi-code methods in experiment a. PmSFC's subspaces: the paper's discovery "
@@ -872,7 +877,7 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     out, protocol = src.out, src.protocol
     lines = heading_lines(exp, src, main, sub)
     if transferred(exp, protocol) and not sub:
-        _, settings = tuned_settings(protocol.tuned_from, "pmsfc")
+        _, settings = tuned_settings(protocol.tuned_from, "pmsfc", protocol.iterations)
         why = (f"`{exp.generator}` has no tuned PmSFC profile, so every row" if not has_tuned(exp.generator, ["pmsfc"])
                else f"`--tuned-from` was given, so every row (not `{exp.generator}`'s own tuned profile, which the "
                     f"command without `--tuned-from` uses)")
@@ -881,7 +886,7 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
                   f"{_settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
                   "paired, but the absolute numbers may be below what tuned settings reach.", ""]
     elif exp.generator != GENERATOR and tuned_source(exp, protocol, ["pmsfc"]) == exp.generator:
-        _, settings = tuned_settings(exp.generator, "pmsfc")
+        _, settings = tuned_settings(exp.generator, "pmsfc", protocol.iterations)
         lines += [f"**Settings tuned on this generator.** Every row uses `{exp.generator}`'s own tuned PmSFC "
                   f"profile ({_settings_text(settings)}; `gan_inversion_bench/profiles/{exp.generator}.json`, whose "
                   "entry records its search); the settings under test go on top.", ""]

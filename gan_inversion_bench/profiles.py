@@ -12,10 +12,19 @@ A profile file is JSON, one per generator, versioned in the repository under
 ``--profile tuned`` builds each method from its ``base_profile`` with ``settings`` on top;
 ``--profile paper`` stays the seeds' settings. ``GIB_PROFILES`` (a folder) overrides where the
 files are looked up.
+
+**Budgets.** The best settings depend on the budget they were searched at (PmSFC on
+dcgan-digiface64: Adam lr 0.14 at 100 iterations, about 0.04 at 2000; docs/results.md), so a method
+may hold entries searched at several budgets: the one at the smallest budget is the method's entry
+(what older readers see), the others are listed, by budget, under its ``other_budgets``. A run uses the
+entry whose search budget is nearest its own in ratio (a tie goes to the smaller budget); ``gib tune``
+replaces the entry at its own budget and keeps the others. An entry without a recorded budget
+(written by hand) stands alone: writing one replaces every other.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -50,13 +59,62 @@ def read_profile(path: Path) -> dict[str, Any]:
     return data
 
 
-def tuned_settings(generator: str, method: str) -> tuple[str, dict[str, Any]]:
-    """(base profile, settings) of ``method`` tuned for ``generator``."""
+def entries(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A method's entries: the one given and those at its ``other_budgets``, by budget (each without
+    ``other_budgets``)."""
+    others = entry.get("other_budgets") or []
+    if not isinstance(others, list) or not all(isinstance(e, dict) for e in others):
+        raise ProfileError(f"other_budgets must be a list of entries, got {type(others).__name__}")
+    return sorted(({k: v for k, v in e.items() if k != "other_budgets"} for e in [entry, *others]),
+                  key=lambda e: (entry_budget(e) is None, entry_budget(e) or 0))
+
+
+def entry_budget(entry: dict[str, Any]) -> int | None:
+    """The iterations an entry was searched at (``tuning.budget``), or None where it does not say."""
+    tuning = entry.get("tuning")
+    budget = tuning.get("budget") if isinstance(tuning, dict) else None
+    return budget if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0 else None
+
+
+def nearest(found: list[dict[str, Any]], budget: int | None) -> dict[str, Any]:
+    """The entry searched nearest ``budget`` in ratio (ties: the smaller budget); the first without one."""
+    if budget is None or len(found) == 1 or budget < 1:
+        return found[0]
+    def distance(e: dict[str, Any]) -> tuple[float, int]:
+        at = entry_budget(e)
+        return (math.inf, 0) if at is None else (abs(math.log(budget / at)), at)
+
+    return min(found, key=distance)
+
+
+def tuned_entry(generator: str, method: str, budget: int | None = None) -> dict[str, Any]:
+    """``method``'s entry tuned for ``generator``: the one searched nearest ``budget`` iterations (the
+    smallest budget's when None)."""
     path = profile_path(generator)
-    entry = read_profile(path)["methods"].get(method)
-    if not isinstance(entry, dict) or not isinstance(entry.get("settings"), dict):
+    found = method_entries(generator, method)
+    if not found or not isinstance(found[0].get("settings"), dict):
         raise ProfileError(f"no tuned profile of {method!r} for generator {generator!r} in {path}; run "
                            f"`gib tune -g {generator} -m {method}` or use --profile quick / paper")
+    chosen = nearest(found, budget)
+    if not isinstance(chosen.get("settings"), dict):
+        raise ProfileError(f"{path}: {method}: the entry searched at {entry_budget(chosen)} iterations has no settings")
+    return chosen
+
+
+def method_entries(generator: str, method: str) -> list[dict[str, Any]]:
+    """Every entry of ``method`` tuned for ``generator``, by budget (none when it has no entry)."""
+    path = profile_path(generator)
+    entry = read_profile(path)["methods"].get(method)
+    try:
+        return entries(entry) if isinstance(entry, dict) else []
+    except ProfileError as e:
+        raise ProfileError(f"{path}: {method}: {e}") from None
+
+
+def tuned_settings(generator: str, method: str, budget: int | None = None) -> tuple[str, dict[str, Any]]:
+    """(base profile, settings) of ``method`` tuned for ``generator``, from the entry searched nearest
+    ``budget`` iterations (:func:`tuned_entry`)."""
+    entry = tuned_entry(generator, method, budget)
     return str(entry.get("base_profile", "quick")), dict(entry["settings"])
 
 
@@ -70,11 +128,17 @@ def has_tuned(generator: str, methods: list[str]) -> bool:
 
 
 def write_entry(path: Path, generator: str, method: str, entry: dict[str, Any]) -> None:
-    """Add (or replace) one method's entry, keeping the others; written atomically."""
+    """Add (or replace) one method's entry at its budget, keeping the other methods and the method's
+    entries at other budgets; written atomically."""
     data = read_profile(path)
     if data.get("generator") not in (generator, path.stem):
         raise ProfileError(f"{path} is the profile of generator {data.get('generator')!r}, not {generator!r}")
-    data["generator"], data["methods"] = generator, {**data["methods"], method: entry}
+    old = data["methods"].get(method)
+    kept = [e for e in entries(old) if entry_budget(e) not in (None, entry_budget(entry))] \
+        if isinstance(old, dict) and entry_budget(entry) is not None else []
+    first, *others = entries({**entry, "other_budgets": kept})
+    data["generator"], data["methods"] = generator, {**data["methods"],
+                                                     method: {**first, "other_budgets": others} if others else first}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:

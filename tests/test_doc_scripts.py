@@ -99,12 +99,15 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path, digiface_profi
     profile_file = digiface_profile_only / "dcgan-digiface64.json"
     profile = json.loads(profile_file.read_text())
     used = profile["methods"]["single-code"]["settings"]["lr"]
+    settings = next(line for line in page.read_text().splitlines() if line.startswith("**Settings.**"))
+    searched = profile["methods"]["single-code"]["tuning"]["budget"]
+    assert f"single-code: lr {used:.3g}, optimizer adam (searched at {searched} iterations);" in settings
     profile["methods"]["single-code"]["settings"]["lr"] = 0.999
     profile_file.write_text(json.dumps(profile))
     assert cc.main([*args, "--no-run"]) == 0
     settings = next(line for line in page.read_text().splitlines() if line.startswith("**Settings.**"))
-    assert f"single-code: lr {used:.3g}, optimizer adam;" in settings and "0.999" not in settings
-    assert "as experiment a's records hold them" in settings
+    assert f"single-code: lr {used:.3g}, optimizer adam (no current entry holds them);" in settings
+    assert "0.999" not in settings and "as experiment a's records hold them" in settings
 
 
 def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp_path):

@@ -188,11 +188,19 @@ def test_bad_tuning_settings_are_refused():
             TuneConfig(**bad)
 
 
+def _committed_entries() -> list[tuple[str, str, int | None]]:
+    """(generator, method, budget) of every committed entry, at every budget it was searched at."""
+    from gan_inversion_bench.profiles import PACKAGE_DIR, entries, entry_budget
+
+    return [(path.stem, method, entry_budget(e)) for path in sorted(PACKAGE_DIR.glob("*.json"))
+            for method, entry in sorted(read_profile(path)["methods"].items()) for e in entries(entry)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("generator", ["dcgan-digiface64", "dcgan-omniart-eyes128"])
-@pytest.mark.parametrize("method", ["single-code", "mganprior", "pmsfc", "ilo", "idinvert", "pivotal-tuning", "cma-es"])
-def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
-    """`gib tune` with the committed profile's protocol gives the committed settings (minutes each: -m slow).
+@pytest.mark.parametrize(("generator", "method", "budget"), _committed_entries())
+def test_the_committed_profile_is_reproduced_from_its_seed(generator, method, budget):
+    """`gib tune` with the committed profile's protocol gives the committed settings (minutes each, an hour
+    or more at budget 2000 on a 2-core CPU: -m slow).
 
     Natively on the CPU kernels the entry was tuned with (torch reports them; the entry's device names
     them) the search repeats: the settings to 1e-12 (a last-bit difference is allowed: digiface
@@ -208,9 +216,10 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method):
     cannot be had, only a full search is held to its settings (the value within 0.2 dB: the 4-eye
     omniart single-code entry, AVX-512, gave 25.2794 instead of 25.2875 dB with AVX2 kernels); a
     halving search that diverges there is an expected failure, reported with what came out."""
-    from gan_inversion_bench.profiles import PACKAGE_DIR
+    from gan_inversion_bench.profiles import PACKAGE_DIR, entries, entry_budget
 
-    entry = read_profile(PACKAGE_DIR / f"{generator}.json")["methods"][method]
+    entry = next(e for e in entries(read_profile(PACKAGE_DIR / f"{generator}.json")["methods"][method])
+                 if entry_budget(e) == budget)
     t = entry["tuning"]
     tc = TuneConfig(trials=t["trials"], budget=t["budget"], n_images=t["n_images"], image_seed=t["image_seed"],
                     seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
@@ -264,16 +273,20 @@ def _tune_with_kernels(generator: str, method: str, tc: TuneConfig, wanted: str)
 def test_every_committed_profile_entry_is_a_real_search_whose_best_trial_it_holds():
     """The committed profiles hold what they claim: each entry of each generator's file was searched
     (more than one trial ran to the budget; two entries once held TPE's first draw alone), and its
-    recorded best is the best completed trial, found by the command it records."""
-    from gan_inversion_bench.profiles import PACKAGE_DIR
+    recorded best is the best completed trial, found by the command it records; a method's entries at
+    several budgets each say so, at distinct budgets."""
+    from gan_inversion_bench.profiles import PACKAGE_DIR, entries, entry_budget
 
     files = sorted(PACKAGE_DIR.glob("*.json"))
     assert {f.stem for f in files} >= {"dcgan-digiface64", "dcgan-omniart-eyes128"}
     for path in files:
         data = read_profile(path)
         assert data["generator"] == path.stem and data["methods"], path
-        for method, entry in data["methods"].items():
-            where, t = f"{path.name}: {method}", entry["tuning"]
+        for method, entry, budgets in [(m, e, [entry_budget(x) for x in entries(first)])
+                                       for m, first in data["methods"].items() for e in entries(first)]:
+            where, t = f"{path.name}: {method} at {entry_budget(entry)} iterations", entry["tuning"]
+            assert None not in budgets and len(set(budgets)) == len(budgets), f"{where}: budgets {budgets}"
+            assert f" --budget {t['budget']} " in entry["provenance"]["command"], where
             complete = [x for x in entry["trials"] if x["state"] == "COMPLETE"]
             assert t["complete_trials"] == len(complete) >= 2, f"{where}: {len(complete)} trial(s) reached the budget"
             best = max(complete, key=lambda x: x["value"])

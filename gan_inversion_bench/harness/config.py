@@ -23,7 +23,7 @@ from ..generator import SplitGenerator
 from ..imagesets import SEED_LIMIT, ImageItem, ImageSet
 from ..method import INT64_MAX, INT64_MIN, InversionMethod
 from ..precision import ExecutionOptions, effective_precision
-from ..profiles import tuned_settings
+from ..profiles import entry_budget, tuned_entry, tuned_settings
 from ..registry import METHODS
 from ..tasks import Task, TaskError, make_task
 from ..weights import file_sha256
@@ -116,19 +116,46 @@ def build_method(name: str, config: RunConfig) -> InversionMethod:
     """The method ``name`` at the run's profile with its overrides and budget.
 
     Overrides under ``"*"`` apply to every method that has a setting of that name; overrides
-    under the method's own name always apply (an unknown one is refused by the method).
+    under the method's own name always apply (an unknown one is refused by the method). The tuned
+    profile's entry is the one searched nearest the run's budget (:func:`tuned_budget`).
     """
     cls = METHODS.get(name)
-    fields = set(cls.setting_names())
-    general = {k: v for k, v in config.overrides.get("*", {}).items() if k in fields}
-    tuned: dict[str, Any]
-    profile, tuned = config.profile, {}
-    if profile == "tuned":  # the generator's tuned profile on top of the base profile it was tuned from
-        profile, tuned = tuned_settings(config.generator, name) if cls.tunable() else ("quick", {})
-    method: InversionMethod = cls.from_profile(profile, **{**tuned, **general, **config.overrides.get(name, {})})
+    given, profile = _given(name, config), config.profile
+    tuned: dict[str, Any] = {}
+    if profile == "tuned" and cls.tunable():  # the tuned settings on top of the base profile they were tuned from
+        profile, tuned = tuned_settings(config.generator, name, tuned_budget(name, config, given))
+    elif profile == "tuned":
+        profile = "quick"
+    method: InversionMethod = cls.from_profile(profile, **{**tuned, **given})
     if config.budget is not None and method.budget_setting is not None:
         method = method.with_budget(config.budget)
     return method
+
+
+def _given(name: str, config: RunConfig) -> dict[str, Any]:
+    """The run's overrides of one method: those under ``"*"`` it has a setting of, then its own."""
+    fields = set(METHODS.get(name).setting_names())
+    general = {k: v for k, v in config.overrides.get("*", {}).items() if k in fields}
+    return {**general, **config.overrides.get(name, {})}
+
+
+def searched_at(name: str, config: RunConfig) -> int | None:
+    """The budget at which the tuned entry that ``name`` runs with was searched (None: not tuned)."""
+    cls = METHODS.get(name)
+    if config.profile != "tuned" or not cls.tunable():
+        return None
+    return entry_budget(tuned_entry(config.generator, name, tuned_budget(name, config, _given(name, config))))
+
+
+def tuned_budget(name: str, config: RunConfig, given: dict[str, Any]) -> int | None:
+    """The iterations a tuned entry is chosen for: the run's budget (``--iterations``), else the one
+    the method's settings give (the smallest-budget entry's, with the run's overrides on top)."""
+    cls = METHODS.get(name)
+    if config.budget is not None or cls.budget_setting is None:
+        return config.budget
+    profile, tuned = tuned_settings(config.generator, name)
+    method: InversionMethod = cls.from_profile(profile, **{**tuned, **given})
+    return method.budget
 
 
 def validate(config: RunConfig) -> list[str]:

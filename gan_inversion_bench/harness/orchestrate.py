@@ -31,7 +31,7 @@ from ..registry import GENERATORS
 from ..safe_paths import remove_tree
 from ..store import ResultStore, method_key
 from ..tasks import activated
-from .config import RunConfig, RunError, build_method, content_identity, execution_options, validate
+from .config import RunConfig, RunError, build_method, content_identity, execution_options, searched_at, validate
 from .context import Echo, RunContext, RunSetup
 from .costs import BudgetTooSmall, check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
 from .folder import (
@@ -309,12 +309,17 @@ def _run_method(rc: RunContext, setup: RunSetup, name: str) -> None:
     how += ", reference execution" if plan.per_image else ""
     how += f", {rc.dist.world_size} processes" if rc.dist.enabled else ""
     rc.echo(f"{name}: {len(setup.images.items) - n_pending} done, {n_pending} to invert "
-            f"({rc.config.profile} profile, device {setup.prov.device}{how})")
+            f"({_profile_text(rc.config, name)}, device {setup.prov.device}{how})")
     batch_size = _prepare_timing(rc, setup, plan, mine) if mine else 1
     _invert_rounds(rc, setup, plan, mine, batch_size)
     if rc.dist.is_main and not rc.dist.enabled and not plan.per_image:
         with writing_into(rc.run_dir):
             measure_latency(rc, setup, plan, setup.prov.device)
+
+
+def _profile_text(config: RunConfig, name: str) -> str:
+    at = searched_at(name, config)
+    return f"{config.profile} profile" + (f", searched at {at} iterations" if at else "")
 
 
 def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
