@@ -117,6 +117,38 @@ def list_methods() -> None:
         click.echo(f"{name} (v{cls.version}; profiles: {', '.join(cls.PROFILES)}{default}): {doc}")
 
 
+@list_.command("profiles")
+@click.option("--generator", "-g", "generators", multiple=True, help="Only this generator (repeatable).")
+@friendly_errors
+def list_profiles(generators: tuple[str, ...]) -> None:
+    """Tuned profile entries: per generator and method, each search budget with its settings."""
+    from .profiles import method_entries, profile_dir, profile_path, read_profile
+
+    for g in generators:
+        GENERATORS.get(g)  # an unknown name is refused with the registered ones
+    names = list(generators) or sorted(p.stem for p in profile_dir().glob("*.json"))
+    if not names:
+        click.echo(f"no tuned profiles in {profile_dir()} (write one with `gib tune`)")
+    for g in names:
+        methods = read_profile(profile_path(g))["methods"]
+        click.echo(f"{g} ({profile_path(g)})" if methods else
+                   f"{g}: no tuned profile in {profile_dir()} (write one with `gib tune -g {g}`)")
+        for m in sorted(methods):
+            for e in method_entries(g, m):
+                t: dict[str, Any] = e["tuning"] if isinstance(e.get("tuning"), dict) else {}
+                settings = ", ".join(f"{k} {_short(v)}" for k, v in sorted((e.get("settings") or {}).items()))
+                how = (f": best {t['best_value']:.2f} dB on {t.get('n_images')} images, {t.get('complete_trials')} of "
+                       f"{t.get('trials')} trials to the budget" if isinstance(t.get("best_value"), float) else "")
+                click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
+
+
+def _short(v: Any) -> str:
+    """A setting's value with floats (also in lists) to 3 significant digits."""
+    if isinstance(v, list):
+        return "[" + ", ".join(map(_short, v)) + "]"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 @list_.command("imagesets")
 def list_imagesets() -> None:
     """Built-in image sets."""

@@ -118,3 +118,31 @@ def test_a_malformed_budget_list_names_the_file_and_the_method(profiles):
     with pytest.raises(ProfileError, match="searched at 2000 iterations has no settings"):
         tuned_entry("pggan-tiny", "single-code", 2000)
     assert tuned_entry("pggan-tiny", "single-code", 100)["settings"]["lr"] == 0.1
+
+
+def test_gib_list_profiles_shows_every_budget_of_every_method(profiles, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from gan_inversion_bench.cli import main
+
+    searched = {**_entry(2000, 0.0423), "tuning": {"budget": 2000, "best_value": 43.375, "n_images": 4,
+                                                   "complete_trials": 8, "trials": 8}}
+    write_entry(profiles, "pggan-tiny", "single-code", searched)
+    write_entry(profiles, "pggan-tiny", "single-code", _entry(100, 0.14))
+    write_entry(profiles, "pggan-tiny", "ilo", {"settings": {"radii": [0.81915, 2.0]}})
+    r = CliRunner().invoke(main, ["list", "profiles", "-g", "pggan-tiny"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[1:] == [
+        "  ilo at ? iterations: radii [0.819, 2]",
+        "  single-code at 100 iterations: lr 0.14, optimizer adam",
+        "  single-code at 2000 iterations: best 43.38 dB on 4 images, 8 of 8 trials to the budget: lr 0.0423, "
+        "optimizer adam"]
+    assert "pggan-tiny (" in r.output.splitlines()[0]
+    r = CliRunner().invoke(main, ["list", "profiles"])
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("pggan-tiny (")  # every file in GIB_PROFILES
+    r = CliRunner().invoke(main, ["list", "profiles", "-g", "pggan"])
+    assert r.exit_code == 0 and "pggan: no tuned profile in" in r.output and "gib tune -g pggan" in r.output
+    r = CliRunner().invoke(main, ["list", "profiles", "-g", "no-such-gan"])
+    assert r.exit_code != 0 and "unknown generator 'no-such-gan'" in r.output
+    monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "empty"))
+    assert "no tuned profiles in" in CliRunner().invoke(main, ["list", "profiles"]).output
