@@ -364,7 +364,13 @@ def _compiled_synthesise(mode: str) -> Callable[..., Any]:
 
 
 def frozen_copy(generator: SplitGenerator) -> SplitGenerator:
-    """A deep copy in eval mode with gradients off: methods never touch the caller's generator."""
+    """A deep copy in eval mode with gradients off: methods never touch the caller's generator.
+
+    The split points (a dry forward pass, cached on the generator: a property of its architecture)
+    are computed on the caller's generator first, so the copies share them; otherwise every copy ran
+    its own dry pass, inside each inversion, and an inversion's FLOP count depended on whether
+    anything had asked the caller's generator for its split points before."""
+    generator.split_points  # noqa: B018 (fills the cache that the copy inherits)
     g = copy.deepcopy(generator).eval().requires_grad_(False)
     return g
 
