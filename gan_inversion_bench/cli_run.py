@@ -293,7 +293,7 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
     from .devices import rerun_with_kernels
-    from .profiles import profile_path, write_entry
+    from .profiles import entries, entry_budget, profile_path, read_profile, write_entry
     from .tuning import TuneConfig, tune
 
     if o["cpu_kernels"]:
@@ -332,4 +332,8 @@ def tune_cmd(**o: Any) -> None:
                        f"{where} (first rung: {t['min_resource']} iterations), so the settings are that one trial's "
                        f"draw, compared with the others only where they stopped; --pruning none (or a larger "
                        f"--min-resource) compares them at the budget", err=True)
+        budgets = [entry_budget(e) for e in entries(read_profile(out)["methods"][name])]
+        if len(budgets) > 1:
+            click.echo(f"{name}: the profile holds entries searched at {', '.join(map(str, budgets))} iterations; a "
+                       f"run uses the one nearest its budget (this one for about {tc.budget} iterations)")
     click.echo(f"profile: {out}")

@@ -146,3 +146,25 @@ def test_gib_list_profiles_shows_every_budget_of_every_method(profiles, tmp_path
     assert r.exit_code != 0 and "unknown generator 'no-such-gan'" in r.output
     monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "empty"))
     assert "no tuned profiles in" in CliRunner().invoke(main, ["list", "profiles"]).output
+
+
+def test_gib_tune_at_a_second_budget_keeps_the_first_and_says_so(profiles):
+    from click.testing import CliRunner
+
+    from gan_inversion_bench.cli import main
+
+    def tune(budget: int):
+        r = CliRunner().invoke(main, ["tune", "-g", "pggan-tiny", "-m", "single-code", "--trials", "2", "--budget",
+                                      str(budget), "--images", "2", "--pruning", "none", "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        return r.output, method_entries("pggan-tiny", "single-code")
+
+    out, found = tune(4)
+    assert [entry_budget(e) for e in found] == [4] and "the profile holds entries" not in out
+    out, found = tune(8)
+    assert [entry_budget(e) for e in found] == [4, 8]
+    assert "single-code: the profile holds entries searched at 4, 8 iterations" in out
+    out, found = tune(4)  # the same budget again: replaced (not listed twice), the other kept
+    assert [entry_budget(e) for e in found] == [4, 8]
+    assert all(" --budget " + str(entry_budget(e)) + " " in e["provenance"]["command"] for e in found)
+    assert tuned_entry("pggan-tiny", "single-code", 7) == found[1]
