@@ -80,6 +80,7 @@ def nearest(found: list[dict[str, Any]], budget: int | None) -> dict[str, Any]:
     """The entry searched nearest ``budget`` in ratio (ties: the smaller budget); the first without one."""
     if budget is None or len(found) == 1 or budget < 1:
         return found[0]
+
     def distance(e: dict[str, Any]) -> tuple[float, int]:
         at = entry_budget(e)
         return (math.inf, 0) if at is None else (abs(math.log(budget / at)), at)
@@ -134,8 +135,11 @@ def write_entry(path: Path, generator: str, method: str, entry: dict[str, Any]) 
     if data.get("generator") not in (generator, path.stem):
         raise ProfileError(f"{path} is the profile of generator {data.get('generator')!r}, not {generator!r}")
     old = data["methods"].get(method)
-    kept = [e for e in entries(old) if entry_budget(e) not in (None, entry_budget(entry))] \
-        if isinstance(old, dict) and entry_budget(entry) is not None else []
+    try:
+        kept = [e for e in entries(old) if entry_budget(e) not in (None, entry_budget(entry))] \
+            if isinstance(old, dict) and entry_budget(entry) is not None else []
+    except ProfileError as e:
+        raise ProfileError(f"{path}: {method}: {e}") from None
     first, *others = entries({**entry, "other_budgets": kept})
     data["generator"], data["methods"] = generator, {**data["methods"],
                                                      method: {**first, "other_budgets": others} if others else first}

@@ -113,6 +113,9 @@ def test_a_malformed_budget_list_names_the_file_and_the_method(profiles):
         "single-code": {**_entry(100, 0.1), "other_budgets": {"2000": _entry(2000, 0.04)}}}}))
     with pytest.raises(ProfileError, match=r"pggan-tiny\.json: single-code: other_budgets must be a list"):
         tuned_settings("pggan-tiny", "single-code", 2000)
+    with pytest.raises(ProfileError, match=r"pggan-tiny\.json: single-code: other_budgets must be a list"):
+        write_entry(profiles, "pggan-tiny", "single-code", _entry(500, 0.1))  # nothing is overwritten
+    assert "other_budgets" in _stored(profiles) and entry_budget(_stored(profiles)) == 100
     profiles.write_text(json.dumps({"format": 1, "generator": "pggan-tiny", "methods": {
         "single-code": {**_entry(100, 0.1), "other_budgets": [{"tuning": {"budget": 2000}}]}}}))
     with pytest.raises(ProfileError, match="searched at 2000 iterations has no settings"):
