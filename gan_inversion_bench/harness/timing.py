@@ -105,6 +105,7 @@ def count_invert_flops(method: InversionMethod, generator: SplitGenerator, items
     Counted eagerly at the run's precision (compilation does not change the count)."""
     targets, eager = _targets(items, device), ExecutionOptions(precision=options.precision)
     c = item_conditions(generator, items, device)
+    generator.split_points  # noqa: B018 (the dry pass, cached: not part of the first count)
 
     def flops(m: InversionMethod) -> float:
         with execution_context(eager, device), conditioned(generator, c):
