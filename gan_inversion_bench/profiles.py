@@ -14,7 +14,7 @@ A profile file is JSON, one per generator, versioned in the repository under
 files are looked up.
 
 **Budgets.** The best settings depend on the budget they were searched at (PmSFC on
-dcgan-digiface64: Adam lr 0.14 at 100 iterations, about 0.04 at 2000; docs/results.md), so a method
+dcgan-digiface64: Adam lr 0.14 at 100 iterations, 0.017 at 2000; docs/results.md), so a method
 may hold entries searched at several budgets: the one at the smallest budget is the method's entry
 (what older readers see), the others are listed, by budget, under its ``other_budgets``. A run uses the
 entry whose search budget is nearest its own in ratio (a tie goes to the smaller budget); ``gib tune``
