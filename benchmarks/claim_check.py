@@ -695,7 +695,7 @@ def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config], budge
         if not any(seen.values()):
             seen = {k: {_value_text(v)} for k, v in profile.items()}
         at = sorted({entry_budget(e) or 0 for e in method_entries(generator, m)
-                     if all(_value_text(e["settings"].get(k)) in v for k, v in seen.items() if v)} - {0})
+                     if all(_value_text((e.get("settings") or {}).get(k)) in v for k, v in seen.items() if v)} - {0})
         where = f" (searched at {' and '.join(map(str, at))} iterations)" if at else " (no current entry holds them)"
         parts.append(f"{m}: " + ", ".join(f"{k} {' or '.join(sorted(v))}" for k, v in seen.items() if v) + where)
     return "; ".join(parts)
