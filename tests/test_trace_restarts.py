@@ -133,6 +133,34 @@ def test_seconds_budget_is_calibrated_recorded_and_reused_on_resume(tmp_path):
     assert len([t for t in timings(out) if t["kind"] == "calibration"]) == 1
 
 
+def test_a_seconds_calibration_lost_in_timing_noise_gives_fewer_iterations_not_billions(tmp_path, monkeypatch):
+    """t(7) came out below t(2) once on a loaded runner (tiny iterations): the per-iteration time was
+    then clamped to 1e-9 s and the run set off on billions of iterations. Now the longer call's whole
+    time counts as iterations, and the calibration note says so; a clear difference is used as before."""
+    from gan_inversion_bench.harness import costs
+
+    def fake(times):  # the calibration's three calls, then any other timing (the latency) at 0.1 s
+        calls = iter([*times, *[0.1] * 10])
+        monkeypatch.setattr(costs, "_time_invert", lambda *a, **k: next(calls))
+
+    fake([9.0, 0.50, 0.49])  # warm-up (untimed), t(2), t(7)
+    out = run(config(budget=None, budget_seconds=0.3, n_generated=3), tmp_path / "noise", progress=False,
+              echo=lambda s: None)
+    info = next(iter(rows(out).values()))["budget"]
+    cal = next(t for t in timings(out) if t["kind"] == "calibration")
+    n = cal["images"]  # the calibration batch
+    assert info["seconds_per_iteration"] == pytest.approx(0.49 / 7 / n) == cal["seconds"]
+    assert info["iterations"] == int(0.3 // (0.49 / 7 / n)) < 100
+    assert f"t(7) / 7 / {n}" in cal["note"] and "within timing noise" in cal["note"]
+    fake([9.0, 0.20, 0.45])
+    out = run(config(budget=None, budget_seconds=0.3, n_generated=3), tmp_path / "clear", progress=False,
+              echo=lambda s: None)
+    info = next(iter(rows(out).values()))["budget"]
+    cal = next(t for t in timings(out) if t["kind"] == "calibration")
+    assert info["seconds_per_iteration"] == pytest.approx(0.25 / 5 / cal["images"])
+    assert f"(t(7) - t(2)) / 5 / {cal['images']}" in cal["note"]
+
+
 def test_latency_and_preparation_are_timed_once(tmp_path):
     out = run(config(methods=["single-code", "pmsfc"], overrides={"pmsfc": {"discovery_iterations": 3}}),
               tmp_path / "l", progress=False, echo=lambda s: None)

@@ -10,10 +10,12 @@ image alone, and budgets given in compute instead of iterations.
 * **Compute budgets** (``RunConfig.budget_seconds`` / ``budget_flops``): the iteration count is
   derived per method. FLOPs: ``(budget_flops − fixed) / per_iteration`` from the FLOP count.
   Seconds: the per-iteration time is calibrated on the first timed batch shape (a budget of
-  ``CALIBRATION[1]`` minus one of ``CALIBRATION[0]``, so the fixed cost cancels) and stored
-  (``kind = 'calibration'``). With several limits (``--iterations`` too) the smallest binds;
-  every record says which (``budget`` column). The derived count is stored in the run's meta
-  data and reused on resume, so one configuration never mixes different iteration counts.
+  ``CALIBRATION[1]`` minus one of ``CALIBRATION[0]``, after an untimed warm-up call, so the fixed
+  cost cancels; where that difference is within timing noise, the longer call's whole time, so the
+  count errs low) and stored (``kind = 'calibration'``, with a note saying which). With several
+  limits (``--iterations`` too) the smallest binds; every record says which (``budget`` column).
+  The derived count is stored in the run's meta data and reused on resume, so one configuration
+  never mixes different iteration counts.
 """
 from __future__ import annotations
 
@@ -122,6 +124,23 @@ def _why(plan: MethodPlan, c: RunConfig) -> str:
             f"raise the budget or lower that stage's cost")
 
 
+def _calibrate(m: InversionMethod, setup: RunSetup, rows: list[ImageItem], rc: RunContext,
+               plan: MethodPlan) -> tuple[float, str]:
+    """Seconds per iteration and image for --budget-seconds, and how they were found: the time
+    difference of two budgets after an untimed warm-up call. Where the difference does not exceed
+    timing noise (tiny iterations on a loaded machine: t(7) came out below t(2) once, which made the
+    per-iteration time 1e-9 s and the budget billions of iterations), the longer call's whole time
+    counts as iterations: fewer iterations than the budget allows, never more."""
+    lo, hi = CALIBRATION
+    _time_invert(m.with_budget(lo), setup, rows, rc, plan)  # first-call costs (allocation, kernel choice)
+    a, b = (_time_invert(m.with_budget(n), setup, rows, rc, plan) for n in CALIBRATION)
+    if b - a > 0.05 * b:
+        return (b - a) / (hi - lo) / len(rows), \
+            f"per iteration and image: (t({hi}) - t({lo})) / {hi - lo} / {len(rows)}"
+    return b / hi / len(rows), (f"per iteration and image: t({hi}) / {hi} / {len(rows)} (t({hi}) - t({lo}) = "
+                                f"{b - a:.3g} s was within timing noise; the fixed cost counts as iterations)")
+
+
 def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageItem]) -> dict[str, Any]:
     c, m = rc.config, plan.method
     limits: dict[str, int] = {}
@@ -133,15 +152,12 @@ def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageI
             raise ValueError(f"{m.name}: its FLOPs could not be counted, so --budget-flops cannot be applied")
         limits["flops"] = math.floor((c.budget_flops - plan.flops.fixed) / plan.flops.per_iteration)
     if c.budget_seconds is not None:
-        a, b = (_time_invert(m.with_budget(n), setup, rows, rc, plan) for n in CALIBRATION)
-        per_iteration = max(b - a, 1e-9) / (CALIBRATION[1] - CALIBRATION[0]) / len(rows)
+        per_iteration, note = _calibrate(m, setup, rows, rc, plan)
         info["seconds_per_iteration"] = per_iteration
         limits["seconds"] = math.floor(c.budget_seconds / per_iteration)
         if rc.store is not None:
             rc.store.add_timing({"method_key": plan.key, "kind": "calibration", "seconds": per_iteration,
-                                 "images": len(rows), "batch_size": len(rows), "session": rc.session,
-                                 "note": f"per iteration and image: (t({CALIBRATION[1]}) - t({CALIBRATION[0]})) / "
-                                         f"{CALIBRATION[1] - CALIBRATION[0]} / {len(rows)}"})
+                                 "images": len(rows), "batch_size": len(rows), "session": rc.session, "note": note})
     binding = min(limits, key=lambda k: (limits[k], k))
     if limits[binding] < 1:
         raise BudgetTooSmall(f"{m.name}: the compute budget allows less than one iteration ({limits}){_why(plan, c)}")
