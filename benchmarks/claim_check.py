@@ -57,7 +57,14 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS, compare_runs, harness, stats, tables
-from gan_inversion_bench.profiles import entry_budget, has_tuned, method_entries, tuned_settings
+from gan_inversion_bench.profiles import (
+    entry_budget,
+    has_tuned,
+    method_entries,
+    settings_text,
+    tuned_settings,
+    value_text,
+)
 
 SCRIPT = "python benchmarks/claim_check.py"
 GENERATOR = "dcgan-digiface64"
@@ -671,10 +678,6 @@ SCAN_TEXT = ("**Choice of split.** At every split point with at least 2×2 spati
              "the last 100 iterations.")
 
 
-def _settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(settings.items()))
-
-
 def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config], budget: int) -> str:
     """The tuned settings as experiment a's records hold them (the profile may have changed since):
     the profile's keys, from the configurations that use it, leaving out the settings each puts on
@@ -691,18 +694,14 @@ def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config], budge
                 continue
             for k in seen:
                 if k in row["method_settings"] and k not in cfg.overrides:
-                    seen[k].add(_value_text(row["method_settings"][k]))
+                    seen[k].add(value_text(row["method_settings"][k]))
         if not any(seen.values()):
-            seen = {k: {_value_text(v)} for k, v in profile.items()}
+            seen = {k: {value_text(v)} for k, v in profile.items()}
         at = sorted({entry_budget(e) or 0 for e in method_entries(generator, m)
-                     if all(_value_text((e.get("settings") or {}).get(k)) in v for k, v in seen.items() if v)} - {0})
+                     if all(value_text((e.get("settings") or {}).get(k)) in v for k, v in seen.items() if v)} - {0})
         where = f" (searched at {' and '.join(map(str, at))} iterations)" if at else " (no current entry holds them)"
         parts.append(f"{m}: " + ", ".join(f"{k} {' or '.join(sorted(v))}" for k, v in seen.items() if v) + where)
     return "; ".join(parts)
-
-
-def _value_text(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def _all_sources(sections: dict[str, list[Source]]) -> list[Source]:
@@ -883,12 +882,12 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
                     f"command without `--tuned-from` uses)")
         lines += [f"**Settings transferred, not tuned here.** {why} uses the settings tuned on `{protocol.tuned_from}` "
                   f"(`--tuned-from`: "
-                  f"{_settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
+                  f"{settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
                   "paired, but the absolute numbers may be below what tuned settings reach.", ""]
     elif exp.generator != GENERATOR and tuned_source(exp, protocol, ["pmsfc"]) == exp.generator:
         _, settings = tuned_settings(exp.generator, "pmsfc", protocol.iterations)
         lines += [f"**Settings tuned on this generator.** Every row uses `{exp.generator}`'s own tuned PmSFC "
-                  f"profile ({_settings_text(settings)}; `gan_inversion_bench/profiles/{exp.generator}.json`, whose "
+                  f"profile ({settings_text(settings)}; `gan_inversion_bench/profiles/{exp.generator}.json`, whose "
                   "entry records its search); the settings under test go on top.", ""]
     if exp.kind == "subspaces":
         lines += scan_lines(exp, out, protocol)

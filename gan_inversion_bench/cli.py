@@ -122,7 +122,7 @@ def list_methods() -> None:
 @friendly_errors
 def list_profiles(generators: tuple[str, ...]) -> None:
     """Tuned profile entries: per generator and method, each search budget with its settings."""
-    from .profiles import method_entries, profile_dir, profile_path, read_profile
+    from .profiles import method_entries, profile_dir, profile_path, read_profile, settings_text
 
     for g in generators:
         GENERATORS.get(g)  # an unknown name is refused with the registered ones
@@ -136,17 +136,10 @@ def list_profiles(generators: tuple[str, ...]) -> None:
         for m in sorted(methods):
             for e in method_entries(g, m):
                 t: dict[str, Any] = e["tuning"] if isinstance(e.get("tuning"), dict) else {}
-                settings = ", ".join(f"{k} {_short(v)}" for k, v in sorted((e.get("settings") or {}).items()))
+                settings = settings_text(e.get("settings") or {})
                 how = (f": best {t['best_value']:.2f} dB on {t.get('n_images')} images, {t.get('complete_trials')} of "
                        f"{t.get('trials')} trials to the budget" if isinstance(t.get("best_value"), float) else "")
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
-
-
-def _short(v: Any) -> str:
-    """A setting's value with floats (also in lists) to 3 significant digits."""
-    if isinstance(v, list):
-        return "[" + ", ".join(map(_short, v)) + "]"
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 @list_.command("imagesets")

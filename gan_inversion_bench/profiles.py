@@ -119,6 +119,18 @@ def tuned_settings(generator: str, method: str, budget: int | None = None) -> tu
     return str(entry.get("base_profile", "quick")), dict(entry["settings"])
 
 
+def value_text(v: Any) -> str:
+    """A setting's value as the pages and listings show it: floats (also in lists) to 3 significant digits."""
+    if isinstance(v, list):
+        return "[" + ", ".join(map(value_text, v)) + "]"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    """``key value, …`` sorted by key (:func:`value_text`)."""
+    return ", ".join(f"{k} {value_text(v)}" for k, v in sorted(settings.items()))
+
+
 def has_tuned(generator: str, methods: list[str]) -> bool:
     """Whether every method in ``methods`` has a tuned profile for ``generator``."""
     try:

@@ -122,10 +122,10 @@ def build_method(name: str, config: RunConfig) -> InversionMethod:
     cls = METHODS.get(name)
     given, profile = _given(name, config), config.profile
     tuned: dict[str, Any] = {}
-    if profile == "tuned" and cls.tunable():  # the tuned settings on top of the base profile they were tuned from
-        profile, tuned = tuned_settings(config.generator, name, tuned_budget(name, config, given))
-    elif profile == "tuned":
-        profile = "quick"
+    if profile == "tuned":  # the tuned settings on top of the base profile they were tuned from
+        entry = _tuned_entry(name, config, given)
+        profile, tuned = ("quick", {}) if entry is None else (str(entry.get("base_profile", "quick")),
+                                                               dict(entry["settings"]))
     method: InversionMethod = cls.from_profile(profile, **{**tuned, **given})
     if config.budget is not None and method.budget_setting is not None:
         method = method.with_budget(config.budget)
@@ -139,12 +139,17 @@ def _given(name: str, config: RunConfig) -> dict[str, Any]:
     return {**general, **config.overrides.get(name, {})}
 
 
+def _tuned_entry(name: str, config: RunConfig, given: dict[str, Any]) -> dict[str, Any] | None:
+    """The tuned entry ``name`` runs with under the tuned profile (None: nothing to tune, it runs at quick)."""
+    if not METHODS.get(name).tunable():
+        return None
+    return tuned_entry(config.generator, name, tuned_budget(name, config, given))
+
+
 def searched_at(name: str, config: RunConfig) -> int | None:
     """The budget at which the tuned entry that ``name`` runs with was searched (None: not tuned)."""
-    cls = METHODS.get(name)
-    if config.profile != "tuned" or not cls.tunable():
-        return None
-    return entry_budget(tuned_entry(config.generator, name, tuned_budget(name, config, _given(name, config))))
+    entry = _tuned_entry(name, config, _given(name, config)) if config.profile == "tuned" else None
+    return None if entry is None else entry_budget(entry)
 
 
 def tuned_budget(name: str, config: RunConfig, given: dict[str, Any]) -> int | None:
