@@ -504,8 +504,7 @@ def plateau(df: pd.DataFrame, cfgs: list[Config]) -> tuple[list[int], list[list[
             if not traces:
                 continue
             points = list(traces[0]["iteration"][-PLATEAU_POINTS:])
-            psnr = np.array([[dict(zip(t["iteration"], t["psnr"], strict=True)).get(i, np.nan) for i in points]
-                             for t in traces], dtype=float)
+            psnr = np.array([[compare_runs.trace_value(t, "psnr", i) for i in points] for t in traces], dtype=float)
             gain = np.nanmedian(psnr[:, -1] - psnr[:, -2])
             rows.append([c.label, str(subset), *[f"{v:.2f}" for v in np.nanmedian(psnr, axis=0)], f"{gain:+.2f}"])
     return points, rows

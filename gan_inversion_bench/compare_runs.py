@@ -83,7 +83,8 @@ def cross_run_records(run_a: str | Path, a: str, run_b: str | Path, b: str) -> t
     return both[both["image_id"].isin(common)].reset_index(drop=True), new_a, new_b, len(common)
 
 
-def _trace_value(trace: Any, key: str, iteration: int) -> float:
+def trace_value(trace: Any, key: str, iteration: int) -> float:
+    """A record's ``key`` (psnr, mse, lpips) at ``iteration`` of its trace; NaN where the trace lacks it."""
     if not isinstance(trace, dict):
         return NAN
     values = trace.get(key)
@@ -112,7 +113,7 @@ def at_iteration(df: pd.DataFrame, iteration: int) -> pd.DataFrame:
         shown = ", ".join(map(str, points)) if points else "none: the records hold no trace"
         raise ValueError(f"no record's trace has iteration {iteration}; the traced iterations are: {shown}")
     traces = df["trace"]
-    return df.assign(psnr=traces.map(lambda t: _trace_value(t, "psnr", iteration)).astype(float),
-                     mse=traces.map(lambda t: _trace_value(t, "mse", iteration)).astype(float),
-                     lpips=traces.map(lambda t: _trace_value(t, "lpips", iteration)).astype(float),
+    return df.assign(psnr=traces.map(lambda t: trace_value(t, "psnr", iteration)).astype(float),
+                     mse=traces.map(lambda t: trace_value(t, "mse", iteration)).astype(float),
+                     lpips=traces.map(lambda t: trace_value(t, "lpips", iteration)).astype(float),
                      **{c: NAN for c in ("ssim", "ms_ssim", "psnr_starts") if c in df})
