@@ -183,7 +183,8 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig, progress: 
         if on_trial is not None:
             value = "–" if trial.value is None else f"{trial.value:.2f} dB"
             step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
-            on_trial(f"{method_name}: trial {trial.number + 1}/{tc.trials} {trial.state.name.lower()}, "
+            on_trial(f"{method_name}: trial {trial.number} ({trial.number + 1} of {tc.trials}) "
+                     f"{trial.state.name.lower()}, "
                      f"{value}{step}, {trial.params} ({time.perf_counter() - started:.0f} s"
                      f"{', from the journal' if trial.number in replayed else ''})")
 

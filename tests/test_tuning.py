@@ -89,8 +89,11 @@ def test_profile_tuned_applies_the_profile_and_a_missing_one_says_what_to_do(G, 
     # one progress line per finished trial, on stderr, agreeing with the trials the entry records
     lines = [line for line in result.stderr.splitlines() if line.startswith("single-code: trial ")]
     assert [line.split(",")[0] for line in lines] == [
-        f"single-code: trial {t['number'] + 1}/3 {t['state'].lower()}" for t in entry["trials"]]
+        f"single-code: trial {t['number']} ({t['number'] + 1} of 3) {t['state'].lower()}" for t in entry["trials"]]
     assert all(f"{t['value']:.2f} dB" in line for t, line in zip(entry["trials"], lines, strict=True))
+    # the closing line names the best trial by the number its progress line and the entry use
+    best = entry["tuning"]["best_trial"]
+    assert f"(trial {best}, " in result.output and f"{entry['tuning']['best_value']:.2f} dB" in lines[best]
     out = run(RunConfig(generator="pggan-tiny", methods=["single-code"], profile="tuned", images="generated",
                         n_generated=2, budget=3, device="cpu", latency=False), tmp_path / "r", progress=False,
               echo=lambda s: None)
