@@ -285,6 +285,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
               help="SQLite file keeping every finished trial, so that the same command started again after an "
                    "interruption resumes exactly where it stopped (default: beside --out, <name>.journal.sqlite; "
                    "a search's trials leave it once its entry is written).")
+@click.option("--warm-start", is_flag=True,
+              help="Trial 0 is the entry a run at this budget uses now (the tuned profile's, nearest in budget), "
+                   "so the search never ends below the settings it replaces on its own objective.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--cpu-kernels", type=click.Choice(sorted(KERNEL_ENV)), default=None,
               help="Run torch's CPU kernels of this kind (a CPU with AVX-512 can run AVX2 ones), e.g. to repeat "
@@ -308,7 +311,8 @@ def tune_cmd(**o: Any) -> None:
         METHODS.get(name)
         click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
         try:
-            entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal)
+            entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal,
+                         start=_warm_start(o["generator"], name, tc.budget) if o["warm_start"] else None)
         except KeyboardInterrupt:
             click.echo(f"\nInterrupted. Finished trials are kept in {journal}; run the same command again to "
                        "resume.", err=True)
@@ -317,7 +321,7 @@ def tune_cmd(**o: Any) -> None:
             f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
-            + (" --pruning none" if tc.pruning == "none" else "")
+            + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
         write_entry(out, o["generator"], name, entry)
@@ -337,3 +341,16 @@ def tune_cmd(**o: Any) -> None:
             click.echo(f"{name}: the profile holds entries searched at {', '.join(map(str, budgets))} iterations; a "
                        f"run uses the one nearest its budget (this one for about {tc.budget} iterations)")
     click.echo(f"profile: {out}")
+
+
+def _warm_start(generator: str, method: str, budget: int) -> dict[str, Any]:
+    """The entry ``gib tune --warm-start`` starts from: the one a run of ``budget`` iterations uses now."""
+    from .profiles import ProfileError, entry_budget, settings_text, tuned_entry
+
+    try:
+        entry = tuned_entry(generator, method, budget)
+    except ProfileError as e:
+        raise click.UsageError(f"--warm-start: nothing to start from ({e}); drop --warm-start") from None
+    click.echo(f"{method}: warm start: trial 0 is the entry searched at {entry_budget(entry)} iterations "
+               f"({settings_text(entry['settings'])})")
+    return entry
