@@ -414,3 +414,24 @@ def test_claim_check_wall_time_says_when_sessions_overlapped():
     assert "90 min elapsed while any ran" in cc._wall_text(together, 2)
     assert "elapsed" not in cc._wall_text(apart, 2) and "20 min for 2" in cc._wall_text(apart, 2)
     assert "elapsed" not in cc._wall_text([{"wall_s": 7200, "new_records": 1}] * 2, 2)
+
+
+def test_tuning_objective_gives_each_trials_value_again(capsys):
+    """benchmarks/tuning_objective.py recomputes `gib tune`'s objective: each trial's settings give the
+    trial's mean PSNR again; an unknown setting is refused with the settings there are."""
+    from gan_inversion_bench import GENERATORS
+    from gan_inversion_bench.tuning import TuneConfig, tune
+
+    entry = tune(GENERATORS.create("pggan-tiny"), "single-code", TuneConfig(trials=2, budget=3, n_images=2,
+                                                                            pruning="none"))
+    script = load("tuning_objective")
+    for t in entry["trials"]:
+        opt = t["params"]["optimizer"]
+        settings = {"optimizer": opt, "lr": repr(t["params"][f"{opt}_lr"])}
+        values = script.objective("pggan-tiny", "single-code", settings, TuneConfig(trials=1, budget=3, n_images=2))
+        assert len(values) == 2 and sum(values) / 2 == pytest.approx(t["value"], abs=1e-9)
+    assert script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--images", "2",
+                        "--set", f"optimizer={opt}", "--set", f"lr={settings['lr']}"]) == 0
+    assert f"mean {t['value']:.4f} dB, per image" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"--set momentum: single-code has no such setting .*lr"):
+        script.objective("pggan-tiny", "single-code", {"momentum": "0.9"}, TuneConfig(trials=1, budget=3, n_images=2))
