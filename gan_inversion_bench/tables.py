@@ -492,7 +492,9 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
         raise ValueError(f"no images of subset {subset!r} in this run; valid: {', '.join([*subsets, 'all'])}")
     keys = [subset] if subset != "all" else subsets + ([stats.OVERALL] if len(subsets) > 1 else [])
     results = {m: stats.paired_differences(df, a, b, m, settings) for m in metrics}
-    return [results[m][k] for k in keys for m in metrics if k in results[m]]
+    # under "all", the mean of starts only where both sides ran restarts (else it pairs no image)
+    return [results[m][k] for k in keys for m in metrics if k in results[m]
+            and not (metric == "all" and m == "psnr_starts" and results[m][k].differences.empty)]
 
 
 def _comparison_row(d: stats.PairedDifference) -> list[str]:
