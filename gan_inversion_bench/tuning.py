@@ -182,8 +182,6 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     ``journal``: an SQLite file that keeps every finished trial, so that the same search interrupted
     and started again resumes exactly (:mod:`gan_inversion_bench.tune_journal`). ``start``: a profile
     entry of this method whose settings become trial 0 (warm start, module docstring)."""
-    import optuna
-
     from .tune_journal import TuneJournal
 
     revision = process_revision()
@@ -194,15 +192,8 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
         method.prepare(generator, seed=0, cache_dir=cache)
     targets, classes = tuning_images(generator, tc, generator.device)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # on_trial reports each trial instead
-    pruner = optuna.pruners.NopPruner() if tc.pruning == "none" else optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=int(tc.min_resource or 8), reduction_factor=tc.reduction_factor)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed), pruner=pruner)
-    warm = None if start is None else {"budget": (start.get("tuning") or {}).get("budget"),
-                                       "params": start_params(method, start), "settings": start["settings"],
-                                       "code_revision": (start.get("provenance") or {}).get("code_revision")}
-    if warm is not None:
-        study.enqueue_trial(warm["params"])
+    warm = None if start is None else _warm_start(method, start)
+    study = _study(tc, warm)
     started = time.perf_counter()
     log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
                                 "method": method.name, "version": method.version,
@@ -217,11 +208,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
         if log is not None and trial.number not in replayed and trial.state.name in ("COMPLETE", "PRUNED"):
             log.record(trial)
         if on_trial is not None:
-            value = "–" if trial.value is None else f"{trial.value:.2f} dB"
-            step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
-            on_trial(f"{method_name}: trial {trial.number} ({trial.number + 1} of {tc.trials}) "
-                     f"{trial.state.name.lower()}, "
-                     f"{value}{step}, {trial.params} ({time.perf_counter() - started:.0f} s"
+            on_trial(f"{method_name}: {_trial_text(trial, tc.trials)} ({time.perf_counter() - started:.0f} s"
                      f"{', from the journal' if trial.number in replayed else ''})")
 
     with conditioned(generator, classes):
@@ -233,6 +220,35 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
         entry["tuning"]["resumed_trials"] = len(replayed)
         log.finish()
     return entry
+
+
+def _study(tc: TuneConfig, warm: dict[str, Any] | None) -> Any:
+    """The optuna study of ``tc`` (seeded TPE; successive halving or no pruning), with the warm start
+    enqueued as trial 0."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # on_trial reports each trial instead
+    pruner = optuna.pruners.NopPruner() if tc.pruning == "none" else optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=int(tc.min_resource or 8), reduction_factor=tc.reduction_factor)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed), pruner=pruner)
+    if warm is not None:
+        study.enqueue_trial(warm["params"])
+    return study
+
+
+def _warm_start(method: InversionMethod, start: dict[str, Any]) -> dict[str, Any]:
+    """What a warm start enqueues (``params``) and the entry records of the entry it started from."""
+    return {"budget": (start.get("tuning") or {}).get("budget"), "params": start_params(method, start),
+            "settings": start["settings"], "code_revision": (start.get("provenance") or {}).get("code_revision")}
+
+
+def _trial_text(trial: Any, trials: int) -> str:
+    """``trial N (N+1 of T) state, value, params``: N is optuna's number, which the entry and its
+    closing line use."""
+    value = "–" if trial.value is None else f"{trial.value:.2f} dB"
+    step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
+    return (f"trial {trial.number} ({trial.number + 1} of {trials}) {trial.state.name.lower()}, "
+            f"{value}{step}, {trial.params}")
 
 
 def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator,
