@@ -115,7 +115,11 @@ def method_entries(generator: str, method: str) -> list[dict[str, Any]]:
 def tuned_settings(generator: str, method: str, budget: int | None = None) -> tuple[str, dict[str, Any]]:
     """(base profile, settings) of ``method`` tuned for ``generator``, from the entry searched nearest
     ``budget`` iterations (:func:`tuned_entry`)."""
-    entry = tuned_entry(generator, method, budget)
+    return entry_settings(tuned_entry(generator, method, budget))
+
+
+def entry_settings(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(base profile, settings) of a tuned ``entry``: the settings go on top of that profile."""
     return str(entry.get("base_profile", "quick")), dict(entry["settings"])
 
 

@@ -149,12 +149,19 @@ def process_revision() -> str:
     return code_revision()
 
 
+def settings_of(method: InversionMethod, params: dict[str, Any]) -> dict[str, Any]:
+    """The settings a trial's ``params`` stand for under ``method``'s search space, as the profile file
+    holds them (JSON: a tuple such as ILO's radii becomes a list), so that an entry built here equals
+    the one read back. Raises ValueError where ``params`` lack one the space asks for."""
+    import optuna
+
+    return dict(json.loads(json.dumps(method.tuning_space(optuna.trial.FixedTrial(params)))))
+
+
 def start_params(method: InversionMethod, entry: dict[str, Any]) -> dict[str, Any]:
     """The search parameters of a profile ``entry``'s settings: those of its best trial, checked to give
     its settings again under ``method``'s search space now. Raises ValueError where they do not (the
     settings were edited by hand, or the space changed since)."""
-    import optuna
-
     best, trials = (entry.get("tuning") or {}).get("best_trial"), entry.get("trials") or []
     found = [t for t in trials if isinstance(t, dict) and t.get("number") == best]
     if not found or not isinstance(found[0].get("params"), dict):
@@ -162,7 +169,7 @@ def start_params(method: InversionMethod, entry: dict[str, Any]) -> dict[str, An
                          "iterations records no best trial's parameters to start from")
     params = found[0]["params"]
     try:
-        again = json.loads(json.dumps(method.tuning_space(optuna.trial.FixedTrial(params))))
+        again = settings_of(method, params)
     except ValueError as e:
         raise ValueError(f"{method.name}: the entry's best trial {params} does not fit the search space "
                          f"now ({e})") from None
@@ -192,7 +199,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
         method.prepare(generator, seed=0, cache_dir=cache)
     targets, classes = tuning_images(generator, tc, generator.device)
-    warm = None if start is None else _warm_start(method, start)
+    warm = None if start is None else _start_record(method, start)
     study = _study(tc, warm)
     started = time.perf_counter()
     log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
@@ -236,7 +243,7 @@ def _study(tc: TuneConfig, warm: dict[str, Any] | None) -> Any:
     return study
 
 
-def _warm_start(method: InversionMethod, start: dict[str, Any]) -> dict[str, Any]:
+def _start_record(method: InversionMethod, start: dict[str, Any]) -> dict[str, Any]:
     """What a warm start enqueues (``params``) and the entry records of the entry it started from."""
     return {"budget": (start.get("tuning") or {}).get("budget"), "params": start_params(method, start),
             "settings": start["settings"], "code_revision": (start.get("provenance") or {}).get("code_revision")}
@@ -261,9 +268,7 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
     if not complete:
         raise RuntimeError(f"{method.name}: no tuning trial completed")
     best = study.best_trial
-    # as the profile file will hold them (JSON: a tuple such as ILO's radii becomes a list), so that the
-    # entry returned here equals the one read back
-    settings = json.loads(json.dumps(method.tuning_space(optuna.trial.FixedTrial(best.params))))
+    settings = settings_of(method, best.params)
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                "last_step": t.last_step, **({"failed": t.user_attrs["failed"]} if "failed" in t.user_attrs else {})}
               for t in study.trials]

@@ -23,7 +23,7 @@ from ..generator import SplitGenerator
 from ..imagesets import SEED_LIMIT, ImageItem, ImageSet
 from ..method import INT64_MAX, INT64_MIN, InversionMethod
 from ..precision import ExecutionOptions, effective_precision
-from ..profiles import entry_budget, tuned_entry, tuned_settings
+from ..profiles import entry_budget, entry_settings, tuned_entry, tuned_settings
 from ..registry import METHODS
 from ..tasks import Task, TaskError, make_task
 from ..weights import file_sha256
@@ -124,8 +124,7 @@ def build_method(name: str, config: RunConfig) -> InversionMethod:
     tuned: dict[str, Any] = {}
     if profile == "tuned":  # the tuned settings on top of the base profile they were tuned from
         entry = _tuned_entry(name, config, given)
-        profile, tuned = ("quick", {}) if entry is None else (str(entry.get("base_profile", "quick")),
-                                                               dict(entry["settings"]))
+        profile, tuned = ("quick", {}) if entry is None else entry_settings(entry)
     method: InversionMethod = cls.from_profile(profile, **{**tuned, **given})
     if config.budget is not None and method.budget_setting is not None:
         method = method.with_budget(config.budget)
