@@ -139,6 +139,8 @@ def list_profiles(generators: tuple[str, ...]) -> None:
                 settings = settings_text(e.get("settings") or {})
                 how = (f": best {t['best_value']:.2f} dB on {t.get('n_images')} images, {t.get('complete_trials')} of "
                        f"{t.get('trials')} trials to the budget" if isinstance(t.get("best_value"), float) else "")
+                if how and isinstance(t.get("trials"), int) and t["trials"] <= t.get("startup_trials", 10):
+                    how += " (random draws: TPE never modelled)"
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
 
 

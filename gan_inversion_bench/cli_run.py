@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from .devices import KERNEL_ENV
 from .imagesets import SEED_LIMIT
 from .registry import GENERATORS, METHODS
 from .tasks import TASKS
+
+if TYPE_CHECKING:
+    from .tuning import TuneConfig
 
 
 def echo(text: str) -> None:
@@ -278,6 +281,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--pruning", type=click.Choice(["halving", "none"]), default="halving", show_default=True,
               help="halving: stop poor trials early (favours settings that rise fast); none: every trial runs "
                    "to the budget.")
+@click.option("--startup-trials", type=INT64, default=10, show_default=True,
+              help="Trials that TPE draws at random before it models the results (optuna's default); with "
+                   "--trials at or below it the search is a random search.")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
@@ -296,14 +302,14 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
     from .devices import rerun_with_kernels
-    from .profiles import entries, entry_budget, profile_path, read_profile, write_entry
+    from .profiles import profile_path, write_entry
     from .tuning import TuneConfig, tune
 
     if o["cpu_kernels"]:
         rerun_with_kernels(o["cpu_kernels"], sys.argv[1:])
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
                     seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
-                    pruning=o["pruning"])
+                    pruning=o["pruning"], startup_trials=o["startup_trials"])
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
@@ -317,30 +323,47 @@ def tune_cmd(**o: Any) -> None:
             click.echo(f"\nInterrupted. Finished trials are kept in {journal}; run the same command again to "
                        "resume.", err=True)
             sys.exit(130)
-        entry["provenance"]["command"] = (
-            f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
+        entry["provenance"]["command"] = _tune_command(o, name, tc)
+        write_entry(out, o["generator"], name, entry)
+        _report_entry(name, entry, tc, out)
+    click.echo(f"profile: {out}")
+
+
+def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
+    """The ``gib tune`` command that reproduces method ``name``'s entry (its provenance)."""
+    return (f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
+            + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != 10 else "")
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
-        write_entry(out, o["generator"], name, entry)
-        t = entry["tuning"]
-        click.echo(f"{name}: best mean PSNR {t['best_value']:.2f} dB (trial {t['best_trial']}, "
-                   f"{t['complete_trials']} complete, {t['pruned_trials']} pruned): {entry['settings']}")
-        if t["complete_trials"] == 1 and tc.trials > 1:
-            stops = sorted({int(x["last_step"]) for x in entry["trials"]
-                            if x["state"] == "PRUNED" and x.get("last_step") is not None})
-            where = f"at iteration {', '.join(map(str, stops))}" if stops else "early"
-            click.echo(f"{name}: warning: only trial {t['best_trial']} ran to the budget; the others were stopped "
-                       f"{where} (first rung: {t['min_resource']} iterations), so the settings are that one trial's "
-                       f"draw, compared with the others only where they stopped; --pruning none (or a larger "
-                       f"--min-resource) compares them at the budget", err=True)
-        budgets = [entry_budget(e) for e in entries(read_profile(out)["methods"][name])]
-        if len(budgets) > 1:
-            click.echo(f"{name}: the profile holds entries searched at {', '.join(map(str, budgets))} iterations; a "
-                       f"run uses the one nearest its budget (this one for about {tc.budget} iterations)")
-    click.echo(f"profile: {out}")
+
+
+def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -> None:
+    """The closing lines of a method's search: its best, and what the reader should know about it."""
+    from .profiles import entries, entry_budget, read_profile
+
+    t = entry["tuning"]
+    click.echo(f"{name}: best mean PSNR {t['best_value']:.2f} dB (trial {t['best_trial']}, "
+               f"{t['complete_trials']} complete, {t['pruned_trials']} pruned): {entry['settings']}")
+    if t["complete_trials"] == 1 and tc.trials > 1:
+        stops = sorted({int(x["last_step"]) for x in entry["trials"]
+                        if x["state"] == "PRUNED" and x.get("last_step") is not None})
+        where = f"at iteration {', '.join(map(str, stops))}" if stops else "early"
+        click.echo(f"{name}: warning: only trial {t['best_trial']} ran to the budget; the others were stopped "
+                   f"{where} (first rung: {t['min_resource']} iterations), so the settings are that one trial's "
+                   f"draw, compared with the others only where they stopped; --pruning none (or a larger "
+                   f"--min-resource) compares them at the budget", err=True)
+    if tc.trials <= tc.startup_trials:
+        warm = " besides the warm start's trial 0" if "warm_start" in t else ""
+        click.echo(f"{name}: note: TPE models the results only after {tc.startup_trials} trials, so every trial"
+                   f"{warm} was an independent random draw: this was a random search of {tc.trials} trials; "
+                   f"--startup-trials below --trials lets TPE refine around the best", err=True)
+    budgets = [entry_budget(e) for e in entries(read_profile(out)["methods"][name])]
+    if len(budgets) > 1:
+        click.echo(f"{name}: the profile holds entries searched at {', '.join(map(str, budgets))} iterations; a "
+                   f"run uses the one nearest its budget (this one for about {tc.budget} iterations)")
 
 
 def _warm_start(generator: str, method: str, budget: int) -> dict[str, Any]:

@@ -23,7 +23,10 @@ Protocol (:class:`TuneConfig`):
   way favours settings that rise fast early: at budget 1000 it stopped single-code's Adam learning
   rates 0.15 and 0.19 at iteration 128 (0.4–0.6 dB behind lr 0.44 there) and chose lr 0.40, which on
   16 evaluation faces ends 6.8 dB below lr 0.17 (docs/results.md). ``pruning="none"`` runs every
-  trial to the full budget (slower; nothing is judged early). The inversion itself is
+  trial to the full budget (slower; nothing is judged early). TPE models the results only after
+  ``startup_trials`` trials (optuna's default, 10); until then it draws independently at random, so a
+  search of 10 trials or fewer is a random search (the 8-trial searches at 2000 iterations were), and
+  a smaller ``startup_trials`` lets a short search refine around its best. The inversion itself is
   deterministic, so the same seed reproduces the same study and the same best settings;
 * **result**: an entry of the generator's profile file (:mod:`gan_inversion_bench.profiles`)
   with the settings, the protocol, every trial and the provenance;
@@ -79,11 +82,13 @@ class TuneConfig:
     reduction_factor: int = 3
     min_resource: int | None = None  # None: max(8, budget // reduction_factor³) (module docstring)
     pruning: str = "halving"          # "halving" (successive halving) or "none" (every trial to the budget)
+    startup_trials: int = 10          # TPE's independent random draws before it models the results
 
     def __post_init__(self) -> None:
         if self.min_resource is None and isinstance(self.budget, int) and isinstance(self.reduction_factor, int):
             object.__setattr__(self, "min_resource", max(8, self.budget // max(self.reduction_factor, 1) ** 3))
-        for name in ("trials", "budget", "n_images", "image_seed", "reduction_factor", "min_resource"):
+        for name in ("trials", "budget", "n_images", "image_seed", "reduction_factor", "min_resource",
+                     "startup_trials"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -237,7 +242,8 @@ def _study(tc: TuneConfig, warm: dict[str, Any] | None) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # on_trial reports each trial instead
     pruner = optuna.pruners.NopPruner() if tc.pruning == "none" else optuna.pruners.SuccessiveHalvingPruner(
         min_resource=int(tc.min_resource or 8), reduction_factor=tc.reduction_factor)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tc.seed), pruner=pruner)
+    study = optuna.create_study(direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=tc.seed, n_startup_trials=tc.startup_trials))
     if warm is not None:
         study.enqueue_trial(warm["params"])
     return study
