@@ -416,10 +416,12 @@ def test_claim_check_wall_time_says_when_sessions_overlapped():
     assert "elapsed" not in cc._wall_text([{"wall_s": 7200, "new_records": 1}] * 2, 2)
 
 
-def test_tuning_objective_gives_each_trials_value_again(capsys):
+def test_tuning_objective_gives_each_trials_value_again(capsys, tmp_path, monkeypatch):
     """benchmarks/tuning_objective.py recomputes `gib tune`'s objective: each trial's settings give the
-    trial's mean PSNR again; an unknown setting is refused with the settings there are."""
+    trial's mean PSNR again, and so does the entry named by its budget (--entry); an unknown setting or
+    budget is refused with the settings or budgets there are."""
     from gan_inversion_bench import GENERATORS
+    from gan_inversion_bench.profiles import write_entry
     from gan_inversion_bench.tuning import TuneConfig, tune
 
     entry = tune(GENERATORS.create("pggan-tiny"), "single-code", TuneConfig(trials=2, budget=3, n_images=2,
@@ -435,3 +437,10 @@ def test_tuning_objective_gives_each_trials_value_again(capsys):
     assert f"mean {t['value']:.4f} dB, per image" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"--set momentum: single-code has no such setting .*lr"):
         script.objective("pggan-tiny", "single-code", {"momentum": "0.9"}, TuneConfig(trials=1, budget=3, n_images=2))
+    monkeypatch.setenv("GIB_PROFILES", str(tmp_path))
+    write_entry(tmp_path / "pggan-tiny.json", "pggan-tiny", "single-code", entry)
+    assert script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--images", "2", "--entry", "3"]) == 0
+    assert f"mean {entry['tuning']['best_value']:.4f} dB, per image" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"--entry 5: .*pggan-tiny.json holds no single-code entry searched at 5 "
+                                         r"iterations \(its entries' budgets: 3\)"):
+        script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--entry", "5"])
