@@ -229,7 +229,9 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method, bu
                     min_resource=t["min_resource"], pruning=t["pruning"], startup_trials=t.get("startup_trials", 10))
     assert (" --pruning none" in entry["provenance"]["command"]) == (tc.pruning == "none")
     written = re.search(r", (AVX\w*),", entry["provenance"]["device"])
-    again, kernels, capped = _tune_with_kernels(generator, method, tc, written.group(1) if written else "")
+    start = _recorded_start(t.get("warm_start"))
+    again, kernels, capped = _tune_with_kernels(generator, method, tc, written.group(1) if written else "", start)
+    assert again["tuning"].get("warm_start") == t.get("warm_start")
     same_kernels = written is not None and kernels == written.group(1)
     native = same_kernels and not capped
     expected = {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in entry["settings"].items()}
@@ -240,11 +242,22 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method, bu
     assert again["tuning"]["best_value"] == pytest.approx(t["best_value"], abs=1e-6 if native else 0.2)
 
 
+def _recorded_start(record: dict | None) -> dict | None:
+    """The entry a warm-started search began from, rebuilt from the record its entry keeps (that entry
+    may since have been replaced by this one): its settings and best trial's parameters."""
+    if record is None:
+        return None
+    return {"settings": record["settings"], "tuning": {"budget": record["budget"], "best_trial": 0},
+            "trials": [{"number": 0, "state": "COMPLETE", "params": record["params"]}],
+            "provenance": {"code_revision": record["code_revision"]}}
+
+
 #: torch's CPU kernel kinds, each able to stand in for the ones before it
 _KERNEL_ORDER = ["DEFAULT", "AVX2", "AVX512"]
 
 
-def _tune_with_kernels(generator: str, method: str, tc: TuneConfig, wanted: str) -> tuple[dict, str, bool]:
+def _tune_with_kernels(generator: str, method: str, tc: TuneConfig, wanted: str,
+                       start: dict | None = None) -> tuple[dict, str, bool]:
     """``tune`` here, or (when this CPU's kernels are a later kind than ``wanted``, which it can also run)
     in a new process capped at ``wanted``; returns the entry, the kernels it ran with and whether capped."""
     import dataclasses
@@ -257,15 +270,15 @@ def _tune_with_kernels(generator: str, method: str, tc: TuneConfig, wanted: str)
     here = cpu_capability()
     if wanted == here or wanted not in KERNEL_ENV or here not in _KERNEL_ORDER or \
             _KERNEL_ORDER.index(wanted) > _KERNEL_ORDER.index(here):
-        return tune(GENERATORS.create(generator), method, tc), here, False
+        return tune(GENERATORS.create(generator), method, tc, start=start), here, False
     code = ("import json, sys\n"
             "from gan_inversion_bench import GENERATORS\n"
             "from gan_inversion_bench.devices import cpu_capability\n"
             "from gan_inversion_bench.tuning import TuneConfig, tune\n"
-            "g, m, tc = json.loads(sys.argv[1])\n"
-            "e = tune(GENERATORS.create(g), m, TuneConfig(**tc))\n"
+            "g, m, tc, start = json.loads(sys.argv[1])\n"
+            "e = tune(GENERATORS.create(g), m, TuneConfig(**tc), start=start)\n"
             "print(json.dumps({'entry': e, 'kernels': cpu_capability()}, default=str))\n")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps([generator, method, dataclasses.asdict(tc)])],
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([generator, method, dataclasses.asdict(tc), start])],
                           env={**os.environ, **kernel_env(wanted)}, capture_output=True, text=True)
     assert done.returncode == 0, f"the search with {wanted} kernels failed:\n{done.stderr[-3000:]}"
     out = json.loads(done.stdout.strip().splitlines()[-1])
