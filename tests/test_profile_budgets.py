@@ -138,8 +138,8 @@ def test_gib_list_profiles_shows_every_budget_of_every_method(profiles, tmp_path
     assert r.output.splitlines()[1:] == [
         "  ilo at ? iterations: radii [0.819, 2]",
         "  single-code at 100 iterations: lr 0.14, optimizer adam",
-        "  single-code at 2000 iterations: best 43.38 dB on 4 images, 8 of 8 trials to the budget: lr 0.0423, "
-        "optimizer adam"]
+        "  single-code at 2000 iterations: best 43.38 dB on 4 images, 8 of 8 trials to the budget (random draws: "
+        "TPE never modelled): lr 0.0423, optimizer adam"]
     assert "pggan-tiny (" in r.output.splitlines()[0]
     r = CliRunner().invoke(main, ["list", "profiles"])
     assert r.exit_code == 0 and r.output.splitlines()[0].startswith("pggan-tiny (")  # every file in GIB_PROFILES

@@ -58,10 +58,16 @@ def test_gib_tune_says_when_the_search_was_random_and_records_the_start_up(tmp_p
     assert entry["provenance"]["command"].endswith("--startup-trials 2")
 
 
-def test_list_profiles_flags_random_searches_only(tmp_path):
-    """The committed digiface entries at 2000 iterations (8 trials) were random searches; those of 24 trials
-    were not. Entries written before the setting existed used optuna's default of 10."""
+def test_list_profiles_flags_random_searches_only():
+    """An entry is flagged when its search had no more trials than its start-up trials (entries written
+    before the setting existed used optuna's default of 10): on digiface, pivotal-tuning's 10 trials were
+    random, PmSFC's warm-started 9 at 2000 iterations with 4 start-up trials were not."""
+    from gan_inversion_bench.profiles import entry_budget, method_entries
+
     listed = CliRunner().invoke(main, ["list", "profiles", "-g", "dcgan-digiface64"]).output.splitlines()
     flagged = {line.split(":")[0].strip() for line in listed if "(random draws" in line}
-    assert {"mganprior at 2000 iterations", "pmsfc at 2000 iterations"} <= flagged
-    assert not any("at 100 iterations" in name and not name.startswith("pivotal") for name in flagged)
+    assert "pivotal-tuning at 50 iterations" in flagged and "pmsfc at 2000 iterations" not in flagged
+    for method in ("single-code", "mganprior", "pmsfc", "ilo", "pivotal-tuning", "cma-es", "idinvert"):
+        for entry in method_entries("dcgan-digiface64", method):
+            t, name = entry["tuning"], f"{method} at {entry_budget(entry)} iterations"
+            assert (name in flagged) == (t["trials"] <= t.get("startup_trials", 10)), name
