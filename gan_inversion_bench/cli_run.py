@@ -359,7 +359,7 @@ def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -
         warm = " besides the warm start's trial 0" if "warm_start" in t else ""
         click.echo(f"{name}: note: TPE models the results only after {tc.startup_trials} trials, so every trial"
                    f"{warm} was an independent random draw: this was a random search of {tc.trials} trials; "
-                   f"--startup-trials below --trials lets TPE refine around the best", err=True)
+                   f"--startup-trials below --trials makes TPE model the results from that trial on", err=True)
     budgets = [entry_budget(e) for e in entries(read_profile(out)["methods"][name])]
     if len(budgets) > 1:
         click.echo(f"{name}: the profile holds entries searched at {', '.join(map(str, budgets))} iterations; a "

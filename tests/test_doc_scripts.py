@@ -100,9 +100,13 @@ def test_claim_check_runs_resumes_and_keeps_the_verdict(tmp_path, digiface_profi
     profile = json.loads(profile_file.read_text())
     used = profile["methods"]["single-code"]["settings"]["lr"]
     settings = next(line for line in page.read_text().splitlines() if line.startswith("**Settings.**"))
-    searched = profile["methods"]["single-code"]["tuning"]["budget"]
+    from gan_inversion_bench.profiles import entries, entry_budget
+
+    searched = " and ".join(str(entry_budget(e)) for e in entries(profile["methods"]["single-code"])
+                            if e["settings"]["lr"] == used)  # every entry that holds them (100 and 2000)
     assert f"single-code: lr {used:.3g}, optimizer adam (searched at {searched} iterations);" in settings
-    profile["methods"]["single-code"]["settings"]["lr"] = 0.999
+    for e in [profile["methods"]["single-code"], *profile["methods"]["single-code"].get("other_budgets", [])]:
+        e["settings"]["lr"] = 0.999  # every entry re-tuned since
     profile_file.write_text(json.dumps(profile))
     assert cc.main([*args, "--no-run"]) == 0
     settings = next(line for line in page.read_text().splitlines() if line.startswith("**Settings.**"))
@@ -125,7 +129,8 @@ def test_claim_check_states_the_entry_searched_nearest_its_budget():
             lr = tuned_settings("dcgan-digiface64", m, searched)[1]["lr"]
             part = next(x for x in text.split("; ") if x.startswith(f"{m}: "))
             assert f"lr {lr:.3g}," in part and part.endswith(f"(searched at {searched} iterations)"), (budget, part)
-        assert "single-code: lr 0.183, optimizer adam (searched at 100 iterations)" in text
+        # single-code's entries at 100 and 2000 hold the same settings (its warm-started search at 2000 kept them)
+        assert "single-code: lr 0.183, optimizer adam (searched at 100 and 2000 iterations)" in text
 
 
 def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp_path):
