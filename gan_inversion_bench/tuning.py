@@ -38,7 +38,10 @@ Protocol (:class:`TuneConfig`):
   would use it) is enqueued as trial 0, so the search's choice is never worse on its own objective
   than the settings it would replace. Without it, a thin search can miss them: 8 random draws for
   single-code at 2000 iterations chose lr 0.399 (34.77 dB on the tuning faces) where the entry
-  searched at 100, lr 0.183, gives 38.92 dB on the same faces at 2000 (docs/results.md).
+  searched at 100, lr 0.183, gives 38.92 dB on the same faces at 2000 (docs/results.md). Seeded
+  draws can repeat a finished trial's parameters (warm-started with the seed that found the entry,
+  the search draws the entry again); such a trial takes that trial's value (``repeat_of`` in its
+  record) instead of running the same deterministic inversion again.
 """
 from __future__ import annotations
 
@@ -134,6 +137,10 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
         settings = method.tuning_space(trial)  # drawn for a replayed trial too: it advances the sampler
         if journal is not None and trial.number in journal.trials:
             return journal.replay(trial)
+        same = _same_complete_trial(trial)
+        if same is not None:  # the inversion is deterministic: these settings give that trial's value again
+            trial.set_user_attr("repeat_of", same.number)
+            return float(same.value)
         m = method.with_settings(**settings)
         try:
             with tracing(_PruningSink(trial, targets, points)):
@@ -145,6 +152,17 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
         return float(psnr(rec, targets).mean())
 
     return objective
+
+
+def _same_complete_trial(trial: Any) -> Any:
+    """The first finished trial of the study with ``trial``'s very parameters, or None. Seeded draws can
+    repeat: a search warm-started from an entry that the same seed found draws that entry again."""
+    import optuna
+
+    for done in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if done.number != trial.number and done.params == trial.params:
+            return done
+    return None
 
 
 @functools.cache
@@ -278,7 +296,7 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
     best = study.best_trial
     settings = settings_of(method, best.params)
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
-               "last_step": t.last_step, **({"failed": t.user_attrs["failed"]} if "failed" in t.user_attrs else {})}
+               "last_step": t.last_step, **{k: t.user_attrs[k] for k in ("failed", "repeat_of") if k in t.user_attrs}}
               for t in study.trials]
     return {"base_profile": tc.base_profile, "settings": settings,
             "tuning": {**asdict(tc), "objective": f"mean PSNR (dB, [0, 1] range) of {tc.n_images} tuning images "

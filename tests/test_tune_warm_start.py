@@ -74,3 +74,25 @@ def test_cli_warm_start_names_its_entry_records_the_flag_and_keeps_the_other_bud
     assert at4["trials"][0]["params"] == _best_params(at2) and at4["tuning"]["warm_start"]["budget"] == 2
     assert "warm_start" not in at2["tuning"]
     assert read_profile(tmp_path / "profiles" / "pggan-tiny.json")["methods"]["single-code"]["tuning"]["budget"] == 2
+
+
+def test_a_draw_that_repeats_a_finished_trial_is_not_run_again(G, first, monkeypatch):
+    """Warm-started with the seed that found the entry, the search draws the entry's parameters again
+    (trial n + 1 repeats the first search's trial n: the enqueued trial takes no draw). The inversion is
+    deterministic, so the repeat takes the finished trial's value and says so instead of running."""
+    from gan_inversion_bench import METHODS
+
+    method = METHODS.get("single-code")
+    real, calls = method.invert, []
+
+    def counted(self, *a, **kw):
+        calls.append(1)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(method, "invert", counted)
+    best = first["tuning"]["best_trial"]
+    warm = tune(G, "single-code", TuneConfig(trials=best + 2, budget=4, n_images=2, pruning="none"), start=first)
+    repeat = warm["trials"][best + 1]
+    assert repeat["params"] == warm["trials"][0]["params"] == _best_params(first)
+    assert repeat["repeat_of"] == 0 and repeat["value"] == warm["trials"][0]["value"] and repeat["state"] == "COMPLETE"
+    assert len(calls) == best + 1 and not any("repeat_of" in t for t in warm["trials"][:best + 1])
