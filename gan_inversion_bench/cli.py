@@ -122,7 +122,7 @@ def list_methods() -> None:
 @friendly_errors
 def list_profiles(generators: tuple[str, ...]) -> None:
     """Tuned profile entries: per generator and method, each search budget with its settings."""
-    from .profiles import method_entries, profile_dir, profile_path, read_profile, settings_text
+    from .profiles import method_entries, profile_dir, profile_path, random_search, read_profile, settings_text
 
     for g in generators:
         GENERATORS.get(g)  # an unknown name is refused with the registered ones
@@ -139,7 +139,7 @@ def list_profiles(generators: tuple[str, ...]) -> None:
                 settings = settings_text(e.get("settings") or {})
                 how = (f": best {t['best_value']:.2f} dB on {t.get('n_images')} images, {t.get('complete_trials')} of "
                        f"{t.get('trials')} trials to the budget" if isinstance(t.get("best_value"), float) else "")
-                if how and isinstance(t.get("trials"), int) and t["trials"] <= t.get("startup_trials", 10):
+                if how and random_search(t):
                     how += " (random draws: TPE never modelled)"
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
 

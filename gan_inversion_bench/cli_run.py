@@ -13,6 +13,7 @@ import click
 from .cli_common import INT64, BoundedInt, build_generator, coerce, friendly_errors, generator_options, pairs, slug
 from .devices import KERNEL_ENV
 from .imagesets import SEED_LIMIT
+from .profiles import STARTUP_TRIALS
 from .registry import GENERATORS, METHODS
 from .tasks import TASKS
 
@@ -281,7 +282,7 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--pruning", type=click.Choice(["halving", "none"]), default="halving", show_default=True,
               help="halving: stop poor trials early (favours settings that rise fast); none: every trial runs "
                    "to the budget.")
-@click.option("--startup-trials", type=INT64, default=10, show_default=True,
+@click.option("--startup-trials", type=INT64, default=STARTUP_TRIALS, show_default=True,
               help="Trials that TPE draws at random before it models the results (optuna's default); with "
                    "--trials at or below it the search is a random search.")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
@@ -335,14 +336,14 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
-            + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != 10 else "")
+            + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
 
 
 def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -> None:
     """The closing lines of a method's search: its best, and what the reader should know about it."""
-    from .profiles import entries, entry_budget, read_profile
+    from .profiles import entries, entry_budget, random_search, read_profile
 
     t = entry["tuning"]
     click.echo(f"{name}: best mean PSNR {t['best_value']:.2f} dB (trial {t['best_trial']}, "
@@ -355,7 +356,7 @@ def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -
                    f"{where} (first rung: {t['min_resource']} iterations), so the settings are that one trial's "
                    f"draw, compared with the others only where they stopped; --pruning none (or a larger "
                    f"--min-resource) compares them at the budget", err=True)
-    if tc.trials <= tc.startup_trials:
+    if random_search(t):
         warm = " besides the warm start's trial 0" if "warm_start" in t else ""
         click.echo(f"{name}: note: TPE models the results only after {tc.startup_trials} trials, so every trial"
                    f"{warm} was an independent random draw: this was a random search of {tc.trials} trials; "

@@ -32,6 +32,8 @@ from typing import Any
 
 FORMAT = 1
 PACKAGE_DIR = Path(__file__).resolve().parent / "profiles"
+#: optuna TPE's random start-up trials (its default), which entries written before the setting use
+STARTUP_TRIALS = 10
 
 
 class ProfileError(ValueError):
@@ -67,6 +69,13 @@ def entries(entry: dict[str, Any]) -> list[dict[str, Any]]:
         raise ProfileError(f"other_budgets must be a list of entries, got {type(others).__name__}")
     return sorted(({k: v for k, v in e.items() if k != "other_budgets"} for e in [entry, *others]),
                   key=lambda e: (entry_budget(e) is None, entry_budget(e) or 0))
+
+
+def random_search(tuning: dict[str, Any]) -> bool:
+    """Whether an entry's search (its ``tuning`` record) had no more trials than TPE's random start-up
+    trials, so that TPE never modelled the results: a random search."""
+    trials = tuning.get("trials")
+    return isinstance(trials, int) and trials <= tuning.get("startup_trials", STARTUP_TRIALS)
 
 
 def entry_budget(entry: dict[str, Any]) -> int | None:

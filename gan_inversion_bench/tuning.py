@@ -64,6 +64,7 @@ from .imagesets import load_image_set, stack_conditions
 from .method import InversionFailed, InversionMethod
 from .method_tools import tracing
 from .metrics import psnr
+from .profiles import STARTUP_TRIALS
 from .registry import METHODS
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class TuneConfig:
     reduction_factor: int = 3
     min_resource: int | None = None  # None: max(8, budget // reduction_factor³) (module docstring)
     pruning: str = "halving"          # "halving" (successive halving) or "none" (every trial to the budget)
-    startup_trials: int = 10          # TPE's independent random draws before it models the results
+    startup_trials: int = STARTUP_TRIALS  # TPE's independent random draws before it models the results
 
     def __post_init__(self) -> None:
         if self.min_resource is None and isinstance(self.budget, int) and isinstance(self.reduction_factor, int):
