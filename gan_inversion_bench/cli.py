@@ -141,6 +141,8 @@ def list_profiles(generators: tuple[str, ...]) -> None:
                        f"{t.get('trials')} trials to the budget" if isinstance(t.get("best_value"), float) else "")
                 if how and random_search(t):
                     how += " (random draws: TPE never modelled)"
+                if how and isinstance(t.get("fixed"), dict) and t["fixed"]:
+                    how += f" (held fixed: {settings_text(t['fixed'])})"
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
 
 

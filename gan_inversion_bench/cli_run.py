@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_common import INT64, BoundedInt, build_generator, coerce, friendly_errors, generator_options, pairs, slug
+from .cli_common import (
+    INT64,
+    BoundedInt,
+    build_generator,
+    coerce,
+    friendly_errors,
+    generator_options,
+    pairs,
+    parse_assignments,
+    slug,
+)
 from .devices import KERNEL_ENV
 from .imagesets import SEED_LIMIT
 from .profiles import STARTUP_TRIALS
@@ -285,6 +295,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--startup-trials", type=INT64, default=STARTUP_TRIALS, show_default=True,
               help="Trials that TPE draws at random before it models the results (optuna's default); with "
                    "--trials at or below it the search is a random search.")
+@click.option("--fix", multiple=True, metavar="NAME=VALUE",
+              help="Hold a parameter of the search space at one value (repeatable; e.g. optimizer=adam), so the "
+                   "trials go to the others; the value is read as JSON where it parses.")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
@@ -304,18 +317,21 @@ def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
     from .devices import rerun_with_kernels
     from .profiles import profile_path, write_entry
-    from .tuning import TuneConfig, tune
+    from .tuning import TuneConfig, check_fixed, tune
 
     if o["cpu_kernels"]:
         rerun_with_kernels(o["cpu_kernels"], sys.argv[1:])
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
                     seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
-                    pruning=o["pruning"], startup_trials=o["startup_trials"])
+                    pruning=o["pruning"], startup_trials=o["startup_trials"],
+                    fixed=parse_assignments(o["fix"], "--fix"))
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
-    for name in list(o["methods"]) or default_methods():
-        METHODS.get(name)
+    names = list(o["methods"]) or default_methods()
+    for name in names:  # every method's fixed parameters, before any search runs for hours
+        check_fixed(METHODS.get(name).from_profile(tc.base_profile), tc.fixed)
+    for name in names:
         click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
         try:
             entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal,
@@ -337,6 +353,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
             + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")
+            + "".join(f" --fix {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in tc.fixed.items())
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
 
