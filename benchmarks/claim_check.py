@@ -5,7 +5,7 @@ subspaces matter?
 
 * **a. best against best** on ``dcgan-digiface64``: every method at its tuned settings
   (``--profile tuned``); mGANprior N ∈ {10, 30} with and without the official /N; PmSFC's paper
-  variant with R·K ∈ {10 (R = 2), 30 (R = 6)} (K = 5) and w0 ∈ {0.25, 1}; PmSFC as released
+  variant with R·K ∈ {10 (R = 2), 30 (R = 6)} (K = 5) and w0 ∈ {0.25, 1} and its tuned value; PmSFC as released
   (Adam lr 1e-4) at the same budget.
 * **b. subspace relevance**: first a scan of every split point with at least 2×2 spatial features
   (the self-expressive layer S trained with the paper's discovery settings at each; the ratio of
@@ -159,9 +159,11 @@ def best_configs(exp: Experiment, protocol: Protocol) -> list[Config]:
                               f"mGANprior N = {n}{', /N' if div else ''}", "mganprior", g,
                               {"n_codes": n, "divide_by_n": div}, family="mganprior", codes=n))
     for r in (2, 6):
-        for w0 in (0.25, 1.0):
-            out.append(Config(exp.key, f"pmsfc-RK{5 * r}-w{w0:g}", f"PmSFC R·K = {r}·5, w0 = {w0:g}", "pmsfc", g,
-                              {**disc, "n_subspaces": r, "codes_per_subspace": 5, "weight_init": w0},
+        for w0 in (0.25, 1.0, None):  # the two values, then the profile's own (best against best)
+            name, label = (f"w{w0:g}", f"w0 = {w0:g}") if w0 is not None else ("wtuned", "w0 tuned")
+            out.append(Config(exp.key, f"pmsfc-RK{5 * r}-{name}", f"PmSFC R·K = {r}·5, {label}", "pmsfc", g,
+                              {**disc, "n_subspaces": r, "codes_per_subspace": 5,
+                               **({} if w0 is None else {"weight_init": w0})},
                               family="pmsfc", codes=5 * r))
     # as released (Adam lr 1e-4, no perceptual term, the official affinity) except the init: z = 0 is a
     # dead point of this DCGAN (every ReLU at split 3 off, zero gradient), so the codes start from the prior
@@ -462,7 +464,9 @@ def best_pairs(cfgs: list[Config], df: pd.DataFrame) -> list[tuple[str, str]]:
              (best("released"), best("pmsfc", 30)),
              ("mGANprior N = 10", "mGANprior N = 10, /N"), ("mGANprior N = 30", "mGANprior N = 30, /N"),
              ("PmSFC R·K = 2·5, w0 = 0.25", "PmSFC R·K = 2·5, w0 = 1"),
-             ("PmSFC R·K = 6·5, w0 = 0.25", "PmSFC R·K = 6·5, w0 = 1")]
+             ("PmSFC R·K = 6·5, w0 = 0.25", "PmSFC R·K = 6·5, w0 = 1"),
+             ("PmSFC R·K = 2·5, w0 tuned", "PmSFC R·K = 2·5, w0 = 0.25"),
+             ("PmSFC R·K = 6·5, w0 tuned", "PmSFC R·K = 6·5, w0 = 0.25")]
     return [(a, b) for a, b in pairs if a in mean and b in mean]
 
 
@@ -630,7 +634,8 @@ EXPLAIN = {
     "a": ["Each method at its tuned settings. mGANprior with N ∈ {10, 30} codes, with and without the official /N "
           "(the release divides the weighted sum of the N feature maps by N; the tuned profile does not). PmSFC's "
           "paper variant with R·K ∈ {10 (R = 2), 30 (R = 6)} codes (K = 5) and w0 ∈ {0.25, 1}, the initial mixing "
-          "weight the paper does not give (the tuned value is replaced). PmSFC as released (`variant=released`: "
+          "weight the paper does not give (the tuned value is replaced), and at the tuned value (\"w0 tuned\", the "
+          "profile's entry as it stands). PmSFC as released (`variant=released`: "
           "R = 6 masked codes plus one unmasked base code, plain sum, loss 0.01 · MSE(composite) + MSE(base), no "
           "perceptual term, Adam lr 1e-4, the official affinity) at the same budget, **with one change**: the release "
           "starts every code at z = 0, which is a dead point of this DCGAN (all of G1(0) is 0 after the ReLU at "

@@ -133,6 +133,26 @@ def test_claim_check_states_the_entry_searched_nearest_its_budget():
         assert "single-code: lr 0.183, optimizer adam (searched at 100 and 2000 iterations)" in text
 
 
+def test_claim_check_runs_pmsfc_at_its_tuned_w0_beside_the_issues_two():
+    """Experiment a's PmSFC grid: w0 0.25 and 1 (the issue's) replace the tuned value; "w0 tuned" keeps the
+    entry's, and is paired with w0 = 0.25 at the same capacity when both ran."""
+    import pandas as pd
+
+    cc = load("claim_check")
+    cfgs = {c.name: c for c in cc.best_configs(cc.EXPERIMENTS[0], cc.Protocol())}
+    for rk in (10, 30):
+        assert cfgs[f"pmsfc-RK{rk}-w0.25"].overrides["weight_init"] == 0.25
+        assert cfgs[f"pmsfc-RK{rk}-w1"].overrides["weight_init"] == 1.0
+        tuned = cfgs[f"pmsfc-RK{rk}-wtuned"]
+        assert "weight_init" not in tuned.overrides and tuned.codes == rk and tuned.family == "pmsfc"
+    labels = ["PmSFC R·K = 6·5, w0 tuned", "PmSFC R·K = 6·5, w0 = 0.25", "mGANprior N = 30, /N"]
+    df = pd.DataFrame({"label": labels, "psnr": [40.0, 39.0, 42.0], "status": "ok"})
+    pairs = cc.best_pairs(list(cfgs.values()), df)
+    assert ("PmSFC R·K = 6·5, w0 tuned", "mGANprior N = 30, /N") in pairs  # the best PmSFC at 30 codes
+    assert ("PmSFC R·K = 6·5, w0 tuned", "PmSFC R·K = 6·5, w0 = 0.25") in pairs
+    assert not any("2·5" in a or "2·5" in b for a, b in pairs)  # only what ran is paired
+
+
 def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp_path):
     """With --restarts 2 the page adds the mean PSNR over each image's starts to the table and to
     the paired differences, recomputed here from the stored per-start PSNRs."""
