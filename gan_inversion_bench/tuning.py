@@ -233,7 +233,7 @@ def check_fixed(method: InversionMethod, fixed: dict[str, Any], draws: int = 64)
         space.update(trial.distributions)
     for name, value in fixed.items():
         if name not in space:
-            raise ValueError(f"{method.name}: fixed parameter {name!r} is not one its search space draws "
+            raise ValueError(f"{method.name}: fixed parameter {name!r} is not a parameter its search space draws "
                              f"(it draws {', '.join(sorted(space)) or 'nothing'})")
         d = space[name]
         if isinstance(d, optuna.distributions.CategoricalDistribution):

@@ -47,14 +47,14 @@ def test_parameters_of_the_space_are_accepted(method, fixed):
 
 
 @pytest.mark.parametrize("method, fixed, message", [
-    ("single-code", {"optimiser": "adam"}, r"'optimiser' is not one its search space draws \(it draws adam_lr, "
+    ("single-code", {"optimiser": "adam"}, r"'optimiser' is not a parameter its search space draws \(it draws adam_lr, "
                                            r"optimizer, sgd_lr\)"),
     ("single-code", {"optimizer": "rmsprop"}, r"optimizer='rmsprop' is not one of its choices \['sgd', 'adam'\]"),
     ("single-code", {"adam_lr": 2.0}, r"adam_lr=2.0 is outside its search range \[0.001, 0.5\]"),
     ("single-code", {"adam_lr": "fast"}, r"adam_lr='fast' is outside its search range"),
     ("pmsfc", {"weight_init": True}, r"weight_init=True is outside its search range \[0.1, 2\]"),
     ("mganprior", {"divide_by_n": 1}, r"divide_by_n=1 is not one of its choices \[True, False\]"),
-    ("mganprior", {"weight_init": 0.25}, r"mganprior: fixed parameter 'weight_init' is not one"),
+    ("mganprior", {"weight_init": 0.25}, r"mganprior: fixed parameter 'weight_init' is not a parameter"),
 ])
 def test_what_the_space_does_not_draw_is_refused(method, fixed, message):
     with pytest.raises(ValueError, match=message):
@@ -108,7 +108,7 @@ def test_gib_tune_refuses_a_bad_fix_before_any_search_runs(tmp_path):
     result = _tune(["-g", "pggan-tiny", "-m", "mganprior", "-m", "single-code", "--trials", "2", "--budget", "2",
                     "--images", "1", "--device", "cpu", "--out", str(out), "--fix", "divide_by_n=true"])
     assert result.exit_code != 0
-    assert "single-code: fixed parameter 'divide_by_n' is not one its search space draws" in result.output
+    assert "single-code: fixed parameter 'divide_by_n' is not a parameter its search space draws" in result.output
     assert "trials at" not in result.output and not out.exists()
     result = _tune(["-g", "pggan-tiny", "-m", "single-code", "--out", str(out), "--fix", "optimizer"])
     assert result.exit_code != 0 and "--fix" in result.output and not out.exists()

@@ -226,7 +226,8 @@ def test_the_committed_profile_is_reproduced_from_its_seed(generator, method, bu
     t = entry["tuning"]
     tc = TuneConfig(trials=t["trials"], budget=t["budget"], n_images=t["n_images"], image_seed=t["image_seed"],
                     seed=t["seed"], base_profile=t["base_profile"], reduction_factor=t["reduction_factor"],
-                    min_resource=t["min_resource"], pruning=t["pruning"], startup_trials=t.get("startup_trials", 10))
+                    min_resource=t["min_resource"], pruning=t["pruning"], startup_trials=t.get("startup_trials", 10),
+                    fixed=t.get("fixed", {}))
     assert (" --pruning none" in entry["provenance"]["command"]) == (tc.pruning == "none")
     written = re.search(r", (AVX\w*),", entry["provenance"]["device"])
     start = _recorded_start(t.get("warm_start"))
