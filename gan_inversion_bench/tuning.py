@@ -263,10 +263,10 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
         raise ValueError(f"{method_name} has no compute budget, so there is nothing to tune at a budget")
     method = method.with_budget(tc.budget)
     check_fixed(method, tc.fixed)
+    warm = None if start is None else _start_record(method, start, tc.fixed)  # refused before a long prepare
     with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
         method.prepare(generator, seed=0, cache_dir=cache)
     targets, classes = tuning_images(generator, tc, generator.device)
-    warm = None if start is None else _start_record(method, start, tc.fixed)
     study = _study(tc, warm)
     started = time.perf_counter()
     log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
