@@ -7,6 +7,7 @@ import inspect
 import json
 import math
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,15 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def fix_argument(key: str, value: Any) -> str:
+    """``KEY=VALUE`` as one shell word that :func:`parse_assignments` reads back as ``value``: a string
+    stays bare unless it would read back as something else (JSON such as ``"1"`` or ``"true"``, or edge
+    whitespace, which :func:`pairs` strips), then it is written as a JSON string."""
+    bare = isinstance(value, str) and value == value.strip() and parse_value(value) == value
+    text = value if bare else json.dumps(value)
+    return shlex.quote(f"{key}={text}")
 
 
 def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:

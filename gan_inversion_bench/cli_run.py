@@ -15,6 +15,7 @@ from .cli_common import (
     BoundedInt,
     build_generator,
     coerce,
+    fix_argument,
     friendly_errors,
     generator_options,
     pairs,
@@ -353,7 +354,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
             + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")
-            + "".join(f" --fix {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in tc.fixed.items())
+            + "".join(f" --fix {fix_argument(k, v)}" for k, v in tc.fixed.items())
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
 

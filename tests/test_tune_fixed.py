@@ -8,8 +8,11 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gan_inversion_bench.cli import main
+from gan_inversion_bench.cli_common import fix_argument, parse_assignments
 from gan_inversion_bench.profiles import method_entries, read_profile
 from gan_inversion_bench.registry import METHODS
 from gan_inversion_bench.tuning import TuneConfig, _start_record, _study, check_fixed
@@ -100,6 +103,19 @@ def test_gib_tune_fix_records_it_lists_it_and_its_command_reproduces_the_entry(t
     assert rerun.exit_code == 0, rerun.output
     other = read_profile(again)["methods"]["mganprior"]
     assert other["trials"] == entry["trials"] and other["settings"] == entry["settings"]
+
+
+_VALUES = st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(), st.sampled_from(["1", "true", "null", "0.5", '"adam"', "[1]", "adam sgd", "a'b"]))
+
+
+@given(_VALUES)
+def test_a_recorded_fix_reads_back_as_the_same_value_and_type(value):
+    # the provenance command is run again through a shell: every value must come back as it was,
+    # a string that reads as JSON ("1", "true") included
+    (word,) = shlex.split(fix_argument("name", value))
+    back = parse_assignments((word,), "--fix")["name"]
+    assert back == value and type(back) is type(value)
 
 
 def test_gib_tune_refuses_a_bad_fix_before_any_search_runs(tmp_path):
