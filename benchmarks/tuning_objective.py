@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, required=True, help="iterations, as `gib tune --budget`")
     ap.add_argument("--images", type=int, default=4, help="tuning images, as `gib tune --images`")
     ap.add_argument("--image-seed", type=int, default=1)
-    ap.add_argument("--base-profile", choices=["quick", "paper"], default="quick")
+    ap.add_argument("--base-profile", choices=["quick", "paper"], help="default: quick, or --entry's")
     ap.add_argument("--entry", type=int, metavar="N", help="the settings (and base profile) of the tuned profile's "
                     "entry searched at N iterations; --set goes on top")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting (repeatable)")
@@ -77,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"--set {bad[0]!r}: expected KEY=VALUE")
     settings: dict[str, Any] = {}
-    base = a.base_profile
+    base = a.base_profile or "quick"
     if a.entry is not None:
         entry = tuned_entry_at(a.generator, a.method, a.entry)
         settings, base = dict(entry["settings"]), entry.get("base_profile", base)
+        if a.base_profile not in (None, base):  # the entry's settings are deltas on its own base profile
+            ap.error(f"--base-profile {a.base_profile}: the entry searched at {a.entry} was searched on base "
+                     f"profile {base!r}; drop --base-profile, or pass --set on top of that base instead of --entry")
     settings.update(dict(s.split("=", 1) for s in a.set))
     tc = TuneConfig(trials=1, budget=a.budget, n_images=a.images, image_seed=a.image_seed, base_profile=base)
     values = objective(a.generator, a.method, settings, tc, a.device)

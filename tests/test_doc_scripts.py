@@ -466,6 +466,15 @@ def test_tuning_objective_gives_each_trials_value_again(capsys, tmp_path, monkey
     write_entry(tmp_path / "pggan-tiny.json", "pggan-tiny", "single-code", entry)
     assert script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--images", "2", "--entry", "3"]) == 0
     assert f"mean {entry['tuning']['best_value']:.4f} dB, per image" in capsys.readouterr().out
+    # the entry's base profile, named again, is accepted; another one would silently change what its
+    # settings mean, so it is refused
+    assert script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--images", "2", "--entry", "3",
+                        "--base-profile", entry["base_profile"]]) == 0
+    assert f"mean {entry['tuning']['best_value']:.4f} dB, per image" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--entry", "3",
+                     "--base-profile", "paper"])
+    assert "was searched on base profile 'quick'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"--entry 5: .*pggan-tiny.json holds no single-code entry searched at 5 "
                                          r"iterations \(its entries' budgets: 3\)"):
         script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--entry", "5"])
