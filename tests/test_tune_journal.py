@@ -7,18 +7,13 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from gan_inversion_bench import GENERATORS, METHODS
+from gan_inversion_bench import METHODS
 from gan_inversion_bench.cli import main
 from gan_inversion_bench.profiles import read_profile
 from gan_inversion_bench.tune_journal import JournalMismatch
 from gan_inversion_bench.tuning import TuneConfig, tune
 
 TC = TuneConfig(trials=8, budget=8, n_images=2, min_resource=2)
-
-
-@pytest.fixture(scope="module")
-def G():
-    return GENERATORS.create("pggan-tiny")
 
 
 @pytest.fixture(scope="module")

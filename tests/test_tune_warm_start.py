@@ -7,17 +7,11 @@ import copy
 import pytest
 from click.testing import CliRunner
 
-from gan_inversion_bench import GENERATORS
 from gan_inversion_bench.cli import main
 from gan_inversion_bench.profiles import method_entries, read_profile
 from gan_inversion_bench.tuning import TuneConfig, tune
 
 TC = TuneConfig(trials=2, budget=4, n_images=2, pruning="none")
-
-
-@pytest.fixture(scope="module")
-def G():
-    return GENERATORS.create("pggan-tiny")
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ from gan_inversion_bench.tuning import TuneConfig, tune, tuning_images
 TC = TuneConfig(trials=5, budget=8, n_images=2, min_resource=2)
 
 
-@pytest.fixture(scope="module")
-def G():
-    return GENERATORS.create("pggan-tiny")
-
-
 def test_same_seed_same_study_and_profile(G):
     a, b = tune(G, "mganprior", TC), tune(G, "mganprior", TC)
     assert a["settings"] == b["settings"]
