@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,7 +357,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
             + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")
             + "".join(f" --fix {fix_argument(k, v)}" for k, v in tc.fixed.items())
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
-            + "".join(f" --gen-opt {g}" for g in o["gen_opt"]))
+            + "".join(f" --gen-opt {shlex.quote(g)}" for g in o["gen_opt"]))
 
 
 def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -> None:
