@@ -307,6 +307,27 @@ def report_cmd(run_dir: str, out_dir: str | None) -> None:
     click.echo(f"report: {path} (open it in a browser; the folder {path.parent} is self-contained)")
 
 
+# ---- gib archive ------------------------------------------------------------------------------
+@main.command("archive")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+@friendly_errors
+def archive_cmd(run_dir: str, dest: str) -> None:
+    """Copy a run folder's records alone into DEST/results.sqlite, to commit or share.
+
+    A consistent copy (SQLite's backup: rows still in the -wal are included, a run that is still
+    writing is copied as of one transaction), one file with no side files, that `gib table`,
+    `gib compare` (also as --b-run) and `gib report` read. Targets, reconstructions and caches
+    are left out. DEST/results.sqlite must not exist yet."""
+    from .archive import archive_run
+
+    info = archive_run(run_dir, dest)
+    click.echo(f"archive: {info['path']} ({info['records']} records of {info['configurations']} "
+               f"configuration(s), {info['bytes'] / 1024:.0f} KiB; targets, reconstructions and caches left out)")
+    if info["note"]:
+        click.echo(f"note: {info['note']}", err=True)
+
+
 # ---- gib bench-compare ------------------------------------------------------------------------
 @main.command("bench-compare")
 @click.argument("new", type=click.Path(exists=True, dir_okay=False))
