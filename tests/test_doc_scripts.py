@@ -177,6 +177,47 @@ def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp
     assert row.split(" | ")[5].startswith(f"{sum(diff) / 2:+.2f} [")
 
 
+def test_claim_check_archive_renders_the_same_page_from_the_committed_records(tmp_path):
+    """--archive copies the records alone; a page rendered from the archive (--section a=DEST) has the same
+    tables as one rendered from the run folder, names the run folder in its Reproduce line, keeps the figure
+    it cannot draw, and says the records are committed. A second check folder cannot archive into it."""
+    cc = load("claim_check")
+    out, dest = tmp_path / "runs" / "cc", tmp_path / "docs" / "records" / "cc"
+    page, page2 = tmp_path / "docs" / "results.md", tmp_path / "docs" / "again.md"
+    args = ["--out", str(out), "--iterations", "2", "--n-generated", "2", "--images", "generated", "--restarts", "2",
+            "--device", "cpu", "--only", "a/single-code,a/mganprior-N10"]
+    assert cc.main([*args, "--write", str(page), "--archive", str(dest)]) == 0
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "a/mganprior-N10/results.sqlite", "a/single-code/results.sqlite", "archive.json", "protocol.json", "runs.json"]
+    assert cc.main([*args, "--no-run", "--section", f"a={dest}", "--write", str(page2)]) == 0
+
+    def tables_of(text: str) -> list[str]:
+        a = text.split("## Experiment a")[1].split("## Experiment b")[0]
+        return [line for line in a.splitlines() if line.startswith("|")]
+
+    text, again = page.read_text(), page2.read_text()
+    assert tables_of(again) == tables_of(text) and len(tables_of(text)) > 10
+    reproduce = next(line for line in again.splitlines() if line.startswith("**Reproduce:**"))
+    assert f"--out {out} " in reproduce and str(dest) not in reproduce
+    assert f"**Raw records:** `{dest}/a/<configuration>/results.sqlite`" in again
+    assert f"committed (`--archive`: the records alone, from the run folder `{out}`" in again
+    assert "git-ignored" in text and "git-ignored" not in again.split("## Experiment b")[0]
+    assert "![targets and reconstructions, experiment a](img/claim_check_a.png)" in again
+    assert "Drawn when the page was rendered from the run folder" in again
+    # again: nothing new to copy; an archive with fewer records than its run folder is refused, not merged
+    assert cc.main([*args, "--no-run", "--archive", str(dest)]) == 0
+    import sqlite3
+
+    with sqlite3.connect(dest / "a" / "single-code" / "results.sqlite") as conn:
+        conn.execute("DELETE FROM results WHERE image_id = 'generated/001'")
+    with pytest.raises(SystemExit, match=r"holds 1 records, .* 2; remove .*results\.sqlite to archive it again"):
+        cc.main([*args, "--no-run", "--archive", str(dest)])
+    more = [*args[:args.index("--n-generated") + 1], "3", *args[args.index("--n-generated") + 2:]]
+    other = [a if a != str(out) else str(tmp_path / "other") for a in more]
+    with pytest.raises(SystemExit, match="it archives the check folder"):
+        cc.main([*other, "--no-run", "--archive", str(dest)])
+
+
 def test_claim_check_experiment_c_with_transferred_settings(tmp_path, digiface_profile_only):
     """Experiment c on a generator without a tuned PmSFC profile runs with another generator's tuned
     settings (--tuned-from), records them in every configuration and says so on the page."""
