@@ -319,9 +319,14 @@ def archive_cmd(run_dir: str, dest: str) -> None:
     writing is copied as of one transaction), one file with no side files, that `gib table`,
     `gib compare` (also as --b-run) and `gib report` read. Targets, reconstructions and caches
     are left out. DEST/results.sqlite must not exist yet."""
+    import sqlite3
+
     from .archive import archive_run
 
-    info = archive_run(run_dir, dest)
+    try:
+        info = archive_run(run_dir, dest)
+    except (OSError, sqlite3.Error) as e:
+        raise click.ClickException(f"cannot write the archive into {dest}: {type(e).__name__}: {e}") from None
     click.echo(f"archive: {info['path']} ({info['records']} records of {info['configurations']} "
                f"configuration(s), {info['bytes'] / 1024:.0f} KiB; targets, reconstructions and caches left out)")
     if info["note"]:

@@ -109,3 +109,10 @@ def test_a_failure_half_way_leaves_no_file_in_dest(run_dir, tmp_path, monkeypatc
     with pytest.raises(sqlite3.OperationalError):
         archive.archive_run(run_dir, tmp_path / "arch")
     assert os.listdir(tmp_path / "arch") == []
+
+
+def test_a_destination_that_cannot_be_written_gets_one_clear_line(run_dir, tmp_path):
+    (tmp_path / "file").write_text("a file where DEST's parent folder should be")
+    r = gib("archive", str(run_dir), str(tmp_path / "file" / "arch"))
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert f"cannot write the archive into {tmp_path / 'file' / 'arch'}: " in r.output
