@@ -1013,8 +1013,9 @@ def archive_check(out: Path, out_arg: str, dest: Path) -> None:
     for db in sorted(out.glob("*/*/results.sqlite")):
         rel, n = db.parent.relative_to(out), _count(db.parent)
         if (dest / rel / db.name).exists():
-            if _count(dest / rel) != n:
-                raise SystemExit(f"--archive: {dest / rel} holds {_count(dest / rel)} records, {out / rel} {n}; "
+            have = _count(dest / rel)
+            if have != n:
+                raise SystemExit(f"--archive: {dest / rel} holds {have} records, {out / rel} {n}; "
                                  f"remove {dest / rel / db.name} to archive it again")
             continue
         info = archive_run(db.parent, dest / rel)
