@@ -1,0 +1,116 @@
+"""The numbers docs/results.md takes from docs/records/ are what those records give today.
+
+A section rendered from committed records (`### The same from docs/records/NAME`) is rendered again
+from them and its tables must appear, row for row, in that section of the page; the paired numbers
+quoted in prose from `gib compare … --b-run` are recomputed through the command; the Runs rows come
+from each archive's session log. A change to the statistics, the table code or the records that moves
+a published number fails here, instead of leaving the page silently out of date.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gan_inversion_bench.cli import main as gib
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "docs" / "records"
+PAGE = ROOT / "docs" / "results.md"
+ARCHIVES = sorted(p.parent for p in RECORDS.glob("*/archive.json"))
+
+
+def _claim_check():
+    spec = importlib.util.spec_from_file_location("claim_check", ROOT / "benchmarks" / "claim_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["claim_check"] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+def _subsection(text: str, heading_start: str) -> str:
+    """The page's text from the heading that starts with ``heading_start`` to the next heading of any level."""
+    start = next(i for i, line in enumerate(text.splitlines()) if line.startswith(heading_start))
+    lines = text.splitlines()[start:]
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.startswith("#")), len(lines))
+    return "\n".join(lines[:end])
+
+
+def test_there_are_committed_records_and_the_page_names_each():
+    assert ARCHIVES, "docs/records holds no archive (archive.json)"
+    text = PAGE.read_text()
+    for folder in ARCHIVES:
+        assert f"docs/records/{folder.name}" in text, f"docs/results.md never cites {folder}"
+
+
+SECTIONS = [f for f in ARCHIVES if f"### The same from `docs/records/{f.name}`" in PAGE.read_text()]
+
+
+@pytest.mark.parametrize("folder", SECTIONS, ids=[f.name for f in SECTIONS])
+def test_a_section_rendered_from_records_has_the_tables_they_give_today(folder, tmp_path):
+    cc = _claim_check()
+    exp = next(e for e in cc.EXPERIMENTS if e.key == "a")
+    arg = f"docs/records/{folder.name}"
+    src = cc.Source(folder, arg, cc._folder_protocol(folder))
+    rendered = cc.experiment_lines(exp, src, tmp_path / "results.md", src.protocol, sub=True)
+    rows = [line for line in rendered if line.startswith("|")]
+    published = _subsection(PAGE.read_text(), f"### The same from `{arg}`").splitlines()
+    assert len(rows) > 10
+    missing = [row for row in rows if row not in published]
+    assert not missing, f"{len(missing)} rows of {arg} differ from docs/results.md, first: {missing[0]}"
+
+
+def _psnr_row(args: list[str]) -> tuple[float, float, float, int, int]:
+    """mean, CI low, CI high, wins, n of `gib compare`'s PSNR row over the images the two runs share."""
+    res = CliRunner().invoke(gib, ["compare", *args, "--metric", "psnr"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "| PSNR (dB)" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    low, high = map(float, cells[4].strip("[]").split(", "))
+    return float(cells[3]), low, high, int(cells[5].split(" / ")[0]), int(cells[2])
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+# (gib compare arguments, how the page quotes the result: "lead" = A − B as is, "trail" = B ahead of A)
+FULL2 = "docs/records/claim-check-cpu-full2/a"
+QUOTED = [
+    (["docs/records/claim-check-cpu-full2-photos/a/pmsfc-RK30-w0.25", "pmsfc", "single-code",
+      "--b-run", f"{FULL2}/single-code"], "lead"),
+    (["docs/records/claim-check-cpu-full2-faces8/a/pmsfc-RK30-w0.25", "pmsfc", "single-code",
+      "--b-run", f"{FULL2}/single-code"], "lead"),
+    (["docs/records/claim-check-cpu-full2-faces8/a/pmsfc-RK30-w0.25", "pmsfc", "mganprior",
+      "--b-run", f"{FULL2}/mganprior-N30-divN"], "trail"),
+    (["docs/records/claim-check-cpu-full2-photos/a/pmsfc-RK30-w0.25", "pmsfc", "mganprior",
+      "--b-run", f"{FULL2}/mganprior-N30-divN"], "trail"),
+]
+
+
+@pytest.mark.parametrize("args,form", QUOTED, ids=[f"{a[0].split('/')[2]}-{a[2]}" for a, _ in QUOTED])
+def test_paired_numbers_quoted_on_the_page_are_what_gib_compare_gives(args, form):
+    mean, low, high, wins, n = _psnr_row(args)
+    if form == "lead":
+        quoted = f"{_signed(mean)} dB [{_signed(low)}, {_signed(high)}] on {wins} of {n}"
+    else:  # "trails … by 5.66 dB [4.47, 6.72] on the faces (0 of 8)"
+        quoted = rf"{-mean:.2f} dB \[{-high:.2f}, {-low:.2f}\] on the \w+ \({wins} of {n}\)"
+        assert mean < 0 < -high
+    text = PAGE.read_text()
+    assert re.search(quoted if form == "trail" else re.escape(quoted), text), f"docs/results.md lacks {quoted!r}"
+
+
+@pytest.mark.parametrize("folder", ARCHIVES, ids=[f.name for f in ARCHIVES])
+def test_runs_rows_of_committed_records_are_their_session_logs(folder):
+    cc = _claim_check()
+    src = cc.Source(folder, f"docs/records/{folder.name}", cc._folder_protocol(folder))
+    rows = cc._runs_rows(src, ["a"], f"{folder.name}/")
+    assert rows
+    text = PAGE.read_text()
+    for row in rows:
+        line = "| " + " | ".join(row) + " |"
+        assert line in text, f"docs/results.md's Runs table lacks {line!r}"
