@@ -64,12 +64,13 @@ def test_a_section_rendered_from_records_has_the_tables_they_give_today(folder, 
     assert not missing, f"{len(missing)} rows of {arg} differ from docs/results.md, first: {missing[0]}"
 
 
-def _psnr_row(args: list[str]) -> tuple[float, float, float, int, int]:
-    """mean, CI low, CI high, wins, n of `gib compare`'s PSNR row over the images the two runs share."""
+def _psnr_row(args: list[str], subset: str) -> tuple[float, float, float, int, int]:
+    """mean, CI low, CI high, wins, n of `gib compare`'s PSNR row for ``subset`` of the images both runs have."""
     res = CliRunner().invoke(gib, ["compare", *args, "--metric", "psnr"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    row = next(line for line in res.output.splitlines() if "| PSNR (dB)" in line)
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in res.output.splitlines()
+            if "| PSNR (dB)" in line]
+    cells = next(c for c in rows if c[0] == subset)
     low, high = map(float, cells[4].strip("[]").split(", "))
     return float(cells[3]), low, high, int(cells[5].split(" / ")[0]), int(cells[2])
 
@@ -78,30 +79,47 @@ def _signed(x: float) -> str:
     return f"{x:+.2f}".replace("-", "−")
 
 
-# (gib compare arguments, how the page quotes the result: "lead" = A − B as is, "trail" = B ahead of A)
-FULL2 = "docs/records/claim-check-cpu-full2/a"
+R = "docs/records"
+FULL2, FULL3 = f"{R}/claim-check-cpu-full2/a", f"{R}/claim-check-cpu-full3/a"
+PM30 = {s: f"{R}/claim-check-cpu-full2-{s}/a/pmsfc-RK30-w0.25" for s in ("faces8", "photos")}
+# (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
-    (["docs/records/claim-check-cpu-full2-photos/a/pmsfc-RK30-w0.25", "pmsfc", "single-code",
-      "--b-run", f"{FULL2}/single-code"], "lead"),
-    (["docs/records/claim-check-cpu-full2-faces8/a/pmsfc-RK30-w0.25", "pmsfc", "single-code",
-      "--b-run", f"{FULL2}/single-code"], "lead"),
-    (["docs/records/claim-check-cpu-full2-faces8/a/pmsfc-RK30-w0.25", "pmsfc", "mganprior",
-      "--b-run", f"{FULL2}/mganprior-N30-divN"], "trail"),
-    (["docs/records/claim-check-cpu-full2-photos/a/pmsfc-RK30-w0.25", "pmsfc", "mganprior",
-      "--b-run", f"{FULL2}/mganprior-N30-divN"], "trail"),
+    ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
+    ([PM30["faces8"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
+    ([PM30["faces8"], "pmsfc", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "generated", "trail"),
+    ([PM30["photos"], "pmsfc", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "photos", "trail"),
+    ([f"{FULL3}/pmsfc-RK10-w0.25", "pmsfc", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "all", "trail"),
+    ([f"{FULL3}/mganprior-N10-divN", "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"],
+     "generated", "lead"),
+    ([f"{FULL3}/mganprior-N10-divN", "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"],
+     "photos", "lead"),
+    ([PM30["faces8"], "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "generated", "lead"),
+    ([PM30["photos"], "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "photos", "lead"),
+    ([f"{FULL3}/mganprior-N10-divN", "mganprior", "single-code", "--b-run", f"{FULL2}/single-code"], "all", "lead"),
+    ([f"{FULL3}/pmsfc-RK10-w0.25", "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
+    ([f"{FULL3}/pmsfc-RK10-w0.25", "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
 ]
 
 
-@pytest.mark.parametrize("args,form", QUOTED, ids=[f"{a[0].split('/')[2]}-{a[2]}" for a, _ in QUOTED])
-def test_paired_numbers_quoted_on_the_page_are_what_gib_compare_gives(args, form):
-    mean, low, high, wins, n = _psnr_row(args)
+@pytest.mark.parametrize("args,subset,form", QUOTED,
+                         ids=[f"{a[0].split('/')[2]}-{a[0].split('/')[-1]}-{a[2]}-{s}" for a, s, _ in QUOTED])
+def test_paired_numbers_quoted_on_the_page_are_what_gib_compare_gives(args, subset, form):
+    """The page quotes a paired difference as "+7.91 dB [+6.65, +9.44] … 8 of 8" (A − B), or as "trails … by
+    5.66 dB [4.47, 6.72] … (0 of 8)" (B − A); the wins of A follow within a sentence's reach."""
+    mean, low, high, wins, n = _psnr_row(args, subset)
     if form == "lead":
-        quoted = f"{_signed(mean)} dB [{_signed(low)}, {_signed(high)}] on {wins} of {n}"
-    else:  # "trails … by 5.66 dB [4.47, 6.72] on the faces (0 of 8)"
-        quoted = rf"{-mean:.2f} dB \[{-high:.2f}, {-low:.2f}\] on the \w+ \({wins} of {n}\)"
+        quoted = f"{_signed(mean)} dB [{_signed(low)}, {_signed(high)}]"
+    else:
         assert mean < 0 < -high
+        quoted = f"{-mean:.2f} dB [{-high:.2f}, {-low:.2f}]"
     text = PAGE.read_text()
-    assert re.search(quoted if form == "trail" else re.escape(quoted), text), f"docs/results.md lacks {quoted!r}"
+    assert quoted in text, f"docs/results.md lacks {quoted!r} ({' '.join(args)}, {subset})"
+    counts = {f"{wins} of {n}"} | ({"none"} if wins == 0 else set())
+    assert any(any(c in text[k:k + 120] for c in counts) for k in _all(text, quoted)), (quoted, counts)
+
+
+def _all(text: str, sub: str) -> list[int]:
+    return [m.start() for m in re.finditer(re.escape(sub), text)]
 
 
 @pytest.mark.parametrize("folder", ARCHIVES, ids=[f.name for f in ARCHIVES])
