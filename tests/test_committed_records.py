@@ -82,6 +82,7 @@ def _signed(x: float) -> str:
 R = "docs/records"
 FULL2, FULL3 = f"{R}/claim-check-cpu-full2/a", f"{R}/claim-check-cpu-full3/a"
 PM30 = {s: f"{R}/claim-check-cpu-full2-{s}/a/pmsfc-RK30-w0.25" for s in ("faces8", "photos")}
+N30 = {s: f"{R}/claim-check-cpu-full3-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -98,6 +99,10 @@ QUOTED = [
     ([f"{FULL3}/mganprior-N10-divN", "mganprior", "single-code", "--b-run", f"{FULL2}/single-code"], "all", "lead"),
     ([f"{FULL3}/pmsfc-RK10-w0.25", "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
     ([f"{FULL3}/pmsfc-RK10-w0.25", "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
+    ([N30["faces8"], "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "generated", "trail"),
+    ([N30["photos"], "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "photos", "trail"),
+    ([N30["faces8"], "mganprior", "pmsfc", "--b-run", PM30["faces8"]], "generated", "lead"),
+    ([N30["photos"], "mganprior", "pmsfc", "--b-run", PM30["photos"]], "photos", "lead"),
 ]
 
 
