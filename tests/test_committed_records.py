@@ -82,6 +82,8 @@ def _signed(x: float) -> str:
 R = "docs/records"
 FULL2, FULL3 = f"{R}/claim-check-cpu-full2/a", f"{R}/claim-check-cpu-full3/a"
 PM30 = {s: f"{R}/claim-check-cpu-full2-{s}/a/pmsfc-RK30-w0.25" for s in ("faces8", "photos")}
+N10 = {s: f"{R}/claim-check-cpu-full4-{s}/a/mganprior-N10" for s in ("faces8", "photos")}  # without /N
+RELEASED = f"{R}/claim-check-cpu-full4/a/pmsfc-released"
 N30 = {s: f"{R}/claim-check-cpu-full3-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
@@ -103,6 +105,10 @@ QUOTED = [
     ([N30["photos"], "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "photos", "trail"),
     ([N30["faces8"], "mganprior", "pmsfc", "--b-run", PM30["faces8"]], "generated", "lead"),
     ([N30["photos"], "mganprior", "pmsfc", "--b-run", PM30["photos"]], "photos", "lead"),
+    ([RELEASED, "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "all", "lead"),
+    ([RELEASED, "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "all", "lead"),
+    ([N10["faces8"], "mganprior", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "generated", "trail"),
+    ([N10["photos"], "mganprior", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "photos", "trail"),
 ]
 
 
