@@ -925,8 +925,9 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
         lines += ["", f"![targets and reconstructions, experiment {exp.key}](img/{fig.name})", "", caption, ""]
     missing = [c.label for c in cfgs if c.label not in set(df["label"])]
     if missing:
-        lines += [""] * (lines[-1] != "") + [f"Not run in this session: {', '.join(missing)} (the command above "
-                                             "runs them).", ""]
+        if lines[-1]:  # after a table, when no figure was drawn
+            lines.append("")
+        lines += [f"Not run in this session: {', '.join(missing)} (the command above runs them).", ""]
     return lines
 
 

@@ -8,12 +8,11 @@ a published number fails here, instead of leaving the page silently out of date.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load
 from click.testing import CliRunner
 
 from gan_inversion_bench.cli import main as gib
@@ -24,18 +23,16 @@ PAGE = ROOT / "docs" / "results.md"
 ARCHIVES = sorted(p.parent for p in RECORDS.glob("*/archive.json"))
 
 
-def _claim_check():
-    spec = importlib.util.spec_from_file_location("claim_check", ROOT / "benchmarks" / "claim_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["claim_check"] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def cc():
+    """benchmarks/claim_check.py, loaded once for this file's tests."""
+    return load("claim_check")
 
 
 def _subsection(text: str, heading_start: str) -> str:
     """The page's text from the heading that starts with ``heading_start`` to the next heading of any level."""
-    start = next(i for i, line in enumerate(text.splitlines()) if line.startswith(heading_start))
-    lines = text.splitlines()[start:]
+    lines = text.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith(heading_start)):]
     end = next((i for i, line in enumerate(lines[1:], 1) if line.startswith("#")), len(lines))
     return "\n".join(lines[:end])
 
@@ -51,8 +48,7 @@ SECTIONS = [f for f in ARCHIVES if f"### The same from `docs/records/{f.name}`" 
 
 
 @pytest.mark.parametrize("folder", SECTIONS, ids=[f.name for f in SECTIONS])
-def test_a_section_rendered_from_records_has_the_tables_they_give_today(folder, tmp_path):
-    cc = _claim_check()
+def test_a_section_rendered_from_records_has_the_tables_they_give_today(folder, tmp_path, cc):
     exp = next(e for e in cc.EXPERIMENTS if e.key == "a")
     arg = f"docs/records/{folder.name}"
     src = cc.Source(folder, arg, cc._folder_protocol(folder))
@@ -82,9 +78,9 @@ def _signed(x: float) -> str:
 R = "docs/records"
 FULL2, FULL3 = f"{R}/claim-check-cpu-full2/a", f"{R}/claim-check-cpu-full3/a"
 PM30 = {s: f"{R}/claim-check-cpu-full2-{s}/a/pmsfc-RK30-w0.25" for s in ("faces8", "photos")}
+N30 = {s: f"{R}/claim-check-cpu-full3-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N
 N10 = {s: f"{R}/claim-check-cpu-full4-{s}/a/mganprior-N10" for s in ("faces8", "photos")}  # without /N
 RELEASED = f"{R}/claim-check-cpu-full4/a/pmsfc-released"
-N30 = {s: f"{R}/claim-check-cpu-full3-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -134,8 +130,7 @@ def _all(text: str, sub: str) -> list[int]:
 
 
 @pytest.mark.parametrize("folder", ARCHIVES, ids=[f.name for f in ARCHIVES])
-def test_runs_rows_of_committed_records_are_their_session_logs(folder):
-    cc = _claim_check()
+def test_runs_rows_of_committed_records_are_their_session_logs(folder, cc):
     src = cc.Source(folder, f"docs/records/{folder.name}", cc._folder_protocol(folder))
     rows = cc._runs_rows(src, ["a"], f"{folder.name}/")
     assert rows
