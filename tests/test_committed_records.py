@@ -81,6 +81,7 @@ PM30 = {s: f"{R}/claim-check-cpu-full2-{s}/a/pmsfc-RK30-w0.25" for s in ("faces8
 N30 = {s: f"{R}/claim-check-cpu-full3-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N
 N10 = {s: f"{R}/claim-check-cpu-full4-{s}/a/mganprior-N10" for s in ("faces8", "photos")}  # without /N
 RELEASED = f"{R}/claim-check-cpu-full4/a/pmsfc-released"
+FULL5 = f"{R}/claim-check-cpu-full5/a"
 N30_OWN = {s: f"{R}/claim-check-cpu-full6-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N, own lrs
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
@@ -112,6 +113,14 @@ QUOTED = [
     ([N30_OWN["photos"], "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "photos", "lead"),
     ([N30_OWN["faces8"], "mganprior", "pmsfc", "--b-run", PM30["faces8"]], "generated", "lead"),
     ([N30_OWN["photos"], "mganprior", "pmsfc", "--b-run", PM30["photos"]], "photos", "lead"),
+    ([f"{FULL5}/pmsfc-RK10-w1", "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "generated", "lead"),
+    ([f"{FULL5}/pmsfc-RK10-w1", "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "photos", "lead"),
+    ([f"{FULL5}/pmsfc-RK10-w1", "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "all", "lead"),
+    ([f"{FULL5}/pmsfc-RK10-wtuned", "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "all", "trail"),
+    ([f"{FULL5}/pmsfc-RK10-w1", "pmsfc", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "all", "trail"),
+    ([f"{FULL5}/pmsfc-RK10-wtuned", "pmsfc", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "all", "trail"),
+    ([f"{FULL5}/pmsfc-RK10-w1", "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
+    ([f"{FULL5}/pmsfc-RK10-w1", "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
 ]
 
 
