@@ -592,6 +592,10 @@ def _diff(d: stats.PairedDifference, fmt: str) -> str:
         f"{fmt.format(d.mean)} [{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]")
 
 
+NO_PAIRS = ("No paired table: no two configurations of this folder form a pair (`gib compare RUN A B --b-run OTHER` "
+            "pairs them with another folder's records).")
+
+
 def pair_lines(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
     """Paired differences of PSNR and LPIPS (best start), and of the mean PSNR over the starts when
     the records have several starts per image (``--restarts``)."""
@@ -914,8 +918,9 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     lines += [*summary_lines(df, cfgs), "", CAPACITY[exp.kind], ""]
     paired = df if exp.kind == "best" else with_random_mean(df, cfgs)
     pairs = best_pairs(cfgs, df) if exp.kind == "best" else subspace_pairs(cfgs, paired)
-    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs), *starts_note(df), *plateau_lines(df, cfgs),
-              *along_lines(df, cfgs, pairs, exp.kind)]
+    # a folder of one configuration per family and capacity pairs only with other folders (`--b-run`)
+    lines += [PAIRS[exp.kind], "", *pair_lines(paired, pairs)] if pairs else [NO_PAIRS]
+    lines += [*starts_note(df), *plateau_lines(df, cfgs), *along_lines(df, cfgs, pairs, exp.kind)]
     fig = page.parent / "img" / f"claim_check_{exp.key}{'_' + src.out.name if sub else ''}.png"
     caption = write_figure(df, cfgs, fig)
     if caption is None and fig.is_file():

@@ -154,3 +154,14 @@ def test_runs_rows_of_committed_records_are_their_session_logs(folder, cc):
     for row in rows:
         line = "| " + " | ".join(row) + " |"
         assert line in text, f"docs/results.md's Runs table lacks {line!r}"
+
+
+def test_a_folder_without_pairs_says_so_instead_of_an_empty_table(tmp_path, cc):
+    """full5 holds PmSFC at two w0 only: no best-of-family pair, so no paired table, but the sentence."""
+    folder = RECORDS / "claim-check-cpu-full5"
+    exp = next(e for e in cc.EXPERIMENTS if e.key == "a")
+    src = cc.Source(folder, f"docs/records/{folder.name}", cc._folder_protocol(folder))
+    rendered = cc.experiment_lines(exp, src, tmp_path / "results.md", src.protocol, sub=True)
+    assert cc.NO_PAIRS in rendered
+    assert not [line for line in rendered if line.startswith("| A − B |")]
+    assert cc.NO_PAIRS in _subsection(PAGE.read_text(), f"### The same from `{src.arg}`")
