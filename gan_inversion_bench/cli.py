@@ -143,6 +143,8 @@ def list_profiles(generators: tuple[str, ...]) -> None:
                     how += " (random draws: TPE never modelled)"
                 if how and isinstance(t.get("fixed"), dict) and t["fixed"]:
                     how += f" (held fixed: {settings_text(t['fixed'])})"
+                if how and isinstance(t.get("held"), dict) and t["held"]:
+                    how += f" (set for every trial: {settings_text(t['held'])})"
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
 
 

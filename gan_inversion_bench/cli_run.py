@@ -300,6 +300,10 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--fix", multiple=True, metavar="NAME=VALUE",
               help="Hold a parameter of the search space at one value (repeatable; e.g. optimizer=adam), so the "
                    "trials go to the others; the value is read as JSON where it parses.")
+@click.option("--set", "held", multiple=True, metavar="NAME=VALUE",
+              help="Set a method setting that is not searched for every trial (repeatable; e.g. n_codes=10: "
+                   "capacity is not searched, so a search per capacity sets it); the entry's settings include it, "
+                   "and it replaces the entry at this budget, so give it its own --out unless runs should use it.")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
@@ -319,20 +323,20 @@ def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
     from .devices import rerun_with_kernels
     from .profiles import profile_path, write_entry
-    from .tuning import TuneConfig, check_fixed, tune
+    from .tuning import TuneConfig, check_fixed, held_method, tune
 
     if o["cpu_kernels"]:
         rerun_with_kernels(o["cpu_kernels"], sys.argv[1:])
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
                     seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
                     pruning=o["pruning"], startup_trials=o["startup_trials"],
-                    fixed=parse_assignments(o["fix"], "--fix"))
+                    fixed=parse_assignments(o["fix"], "--fix"), held=parse_assignments(o["held"], "--set"))
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
     names = list(o["methods"]) or default_methods()
-    for name in names:  # every method's fixed parameters, before any search runs for hours
-        check_fixed(METHODS.get(name).from_profile(tc.base_profile), tc.fixed)
+    for name in names:  # every method's held settings and fixed parameters, before any search runs for hours
+        check_fixed(held_method(name, tc), tc.fixed)
     for name in names:
         click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
         try:
@@ -356,6 +360,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
             + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
             + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")
             + "".join(f" --fix {fix_argument(k, v)}" for k, v in tc.fixed.items())
+            + "".join(f" --set {fix_argument(k, v)}" for k, v in tc.held.items())
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {shlex.quote(g)}" for g in o["gen_opt"]))
 

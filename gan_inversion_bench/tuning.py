@@ -48,7 +48,13 @@ Protocol (:class:`TuneConfig`):
   Adam's best of 38.9 to 45.9 (docs/results.md), so ``optimizer="adam"`` there lets TPE model Adam's
   learning rates from every trial instead of from the two thirds that drew Adam. A name the
   method's space never draws, a value outside its range and a warm start that contradicts a fixed
-  value are refused.
+  value are refused;
+* **held settings** (optional, ``held``): method settings outside the search space, set for every
+  trial, for a search per configuration. Capacity is not searched, so a search runs at the base
+  profile's (mGANprior N = 30); ``held={"n_codes": 10}`` searches the learning rates for N = 10. The
+  entry's settings include them (a run of that entry uses them unless it overrides them) and its
+  ``tuning`` record names them. A name that is not a setting of the method, a setting the space
+  searches (hold it with ``fixed``) and the budget setting (``budget``) are refused.
 """
 from __future__ import annotations
 
@@ -98,6 +104,7 @@ class TuneConfig:
     pruning: str = "halving"          # "halving" (successive halving) or "none" (every trial to the budget)
     startup_trials: int = STARTUP_TRIALS  # TPE's independent random draws before it models the results
     fixed: dict[str, Any] = field(default_factory=dict)  # search parameters held at one value (module docstring)
+    held: dict[str, Any] = field(default_factory=dict)  # method settings outside the space (module docstring)
 
     def __post_init__(self) -> None:
         if self.min_resource is None and isinstance(self.budget, int) and isinstance(self.reduction_factor, int):
@@ -111,6 +118,16 @@ class TuneConfig:
             raise ValueError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
         if not isinstance(self.fixed, dict) or not all(isinstance(k, str) for k in self.fixed):
             raise ValueError(f"fixed must map parameter names to values, got {self.fixed!r}")
+        if not isinstance(self.held, dict) or not all(isinstance(k, str) for k in self.held):
+            raise ValueError(f"held must map setting names to values, got {self.held!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The protocol as entries and journals record it (``held`` only where a search set it, so the
+        records of searches without it are those written before it existed)."""
+        out = asdict(self)
+        if not self.held:
+            del out["held"]
+        return out
 
 
 class _PruningSink:
@@ -210,27 +227,38 @@ def start_params(method: InversionMethod, entry: dict[str, Any]) -> dict[str, An
     except ValueError as e:
         raise ValueError(f"{method.name}: the entry's best trial {params} does not fit the search space "
                          f"now ({e})") from None
-    if again != entry.get("settings"):
+    held = (entry.get("tuning") or {}).get("held") or {}
+    if {**held, **again} != entry.get("settings"):
         raise ValueError(f"{method.name}: the entry's settings {entry.get('settings')} are not those of its best "
                          f"trial {params} under the search space now ({again}); edited by hand?")
     return dict(params)
 
 
+def _space(method: InversionMethod, draws: int = 64) -> tuple[dict[str, Any], set[str]]:
+    """The parameters ``method``'s search space draws (name → optuna distribution) and the settings it
+    sets. The space can be conditional (SGD's and Adam's rates are separate parameters), so it is
+    drawn ``draws`` times at random (seeded) and a name is the space's where any draw asks for it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line for a check
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space: dict[str, Any] = {}
+    settings: set[str] = set()
+    for _ in range(draws):
+        trial = study.ask()
+        settings.update(method.tuning_space(trial))
+        space.update(trial.distributions)
+    return space, settings
+
+
 def check_fixed(method: InversionMethod, fixed: dict[str, Any], draws: int = 64) -> None:
-    """Refuse ``fixed`` parameters that ``method``'s search space never draws, or values outside the
-    range it draws them from. The space can be conditional (SGD's and Adam's rates are separate
-    parameters), so it is drawn ``draws`` times at random (seeded) and a name is the space's where any
-    draw asks for it."""
+    """Refuse ``fixed`` parameters that ``method``'s search space never draws (:func:`_space`), or values
+    outside the range it draws them from."""
     import optuna
 
     if not fixed:
         return
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    space: dict[str, Any] = {}
-    for _ in range(draws):
-        trial = study.ask()
-        method.tuning_space(trial)
-        space.update(trial.distributions)
+    space = _space(method, draws)[0]
     for name, value in fixed.items():
         if name not in space:
             raise ValueError(f"{method.name}: fixed parameter {name!r} is not a parameter its search space draws "
@@ -243,6 +271,31 @@ def check_fixed(method: InversionMethod, fixed: dict[str, Any], draws: int = 64)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not d.low <= value <= d.high:
             raise ValueError(f"{method.name}: fixed parameter {name}={value!r} is outside its search range "
                              f"[{d.low:g}, {d.high:g}]")
+
+
+def held_method(method_name: str, tc: TuneConfig) -> InversionMethod:
+    """``method_name`` from ``tc``'s base profile with its ``held`` settings (module docstring), at the
+    search's budget. Raises ValueError for a held name that is not a setting of the method, one the
+    search space sets and the budget setting, and for a value the method refuses."""
+    cls = METHODS.get(method_name)
+    unknown = sorted(set(tc.held) - set(cls.setting_names()))
+    if unknown:
+        raise ValueError(f"{method_name}: held setting(s) {unknown} are not settings of the method (its settings: "
+                         f"{', '.join(cls.setting_names())})")
+    if cls.budget_setting in tc.held:
+        raise ValueError(f"{method_name}: {cls.budget_setting} is the budget; the search's budget sets it, not a held "
+                         "setting")
+    if cls.budget_setting is None:
+        raise ValueError(f"{method_name} has no compute budget, so there is nothing to tune at a budget")
+    try:
+        method: InversionMethod = cls.from_profile(tc.base_profile, **tc.held)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{method_name}: held settings {tc.held}: {e}") from None
+    searched = sorted(set(tc.held) & _space(method)[1])
+    if searched:
+        raise ValueError(f"{method_name}: {', '.join(searched)} is searched; hold a parameter of the search space "
+                         "at one value with --fix instead")
+    return method.with_budget(tc.budget)
 
 
 def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
@@ -258,10 +311,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     from .tune_journal import TuneJournal
 
     revision = process_revision()
-    method = METHODS.get(method_name).from_profile(tc.base_profile)
-    if method.budget_setting is None:
-        raise ValueError(f"{method_name} has no compute budget, so there is nothing to tune at a budget")
-    method = method.with_budget(tc.budget)
+    method = held_method(method_name, tc)
     check_fixed(method, tc.fixed)
     warm = None if start is None else _start_record(method, start, tc.fixed)  # refused before a long prepare
     with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
@@ -271,7 +321,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     started = time.perf_counter()
     log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
                                 "method": method.name, "version": method.version,
-                                "settings": method.get_settings(), "protocol": asdict(tc),
+                                "settings": method.get_settings(), "protocol": tc.record(),
                                 "revision": revision, **({"start": warm["params"]} if warm else {})}
                       ) if journal is not None else None
     replayed = set(log.trials) if log is not None else set()
@@ -347,12 +397,12 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
     if not complete:
         raise RuntimeError(f"{method.name}: no tuning trial completed")
     best = study.best_trial
-    settings = settings_of(method, best.params)
+    settings = {**tc.held, **settings_of(method, best.params)}
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                "last_step": t.last_step, **{k: t.user_attrs[k] for k in ("failed", "repeat_of") if k in t.user_attrs}}
               for t in study.trials]
     return {"base_profile": tc.base_profile, "settings": settings,
-            "tuning": {**asdict(tc), "objective": f"mean PSNR (dB, [0, 1] range) of {tc.n_images} tuning images "
+            "tuning": {**tc.record(), "objective": f"mean PSNR (dB, [0, 1] range) of {tc.n_images} tuning images "
                                                   f"after {tc.budget} iterations",
                        "best_value": best.value, "best_trial": best.number, "sampler": "optuna TPESampler",
                        "pruner": PRUNING[tc.pruning],
