@@ -83,20 +83,29 @@ def _tune(args: list[str]):
     return CliRunner().invoke(main, ["tune", *args])
 
 
-def test_gib_tune_fix_records_it_lists_it_and_its_command_reproduces_the_entry(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra, record, values, shown", [
+    (["--fix", "optimizer=adam", "--fix", "divide_by_n=false"], "fixed", {"optimizer": "adam", "divide_by_n": False},
+     ("(held fixed: divide_by_n False, optimizer adam)", "--fix optimizer=adam --fix divide_by_n=false")),
+    # --set (tests/test_tune_held.py): a setting outside the space, in the entry's settings
+    (["--set", "n_codes=4", "--fix", "divide_by_n=false"], "held", {"n_codes": 4},
+     ("(set for every trial: n_codes 4)", "--fix divide_by_n=false --set n_codes=4")),
+])
+def test_gib_tune_fix_and_set_are_recorded_listed_and_the_command_reproduces_the_entry(
+        tmp_path, monkeypatch, extra, record, values, shown):
+    listed, tail = shown
     monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "profiles"))
     out = tmp_path / "profiles" / "pggan-tiny.json"
     result = _tune(["-g", "pggan-tiny", "-m", "mganprior", "--trials", "3", "--budget", "3", "--images", "1",
-                    "--device", "cpu", "--out", str(out), "--fix", "optimizer=adam", "--fix", "divide_by_n=false"])
+                    "--device", "cpu", "--out", str(out), *extra])
     assert result.exit_code == 0, result.output
     entry = read_profile(out)["methods"]["mganprior"]
-    assert entry["tuning"]["fixed"] == {"optimizer": "adam", "divide_by_n": False}
-    assert all(t["params"]["optimizer"] == "adam" and t["params"]["divide_by_n"] is False for t in entry["trials"])
-    assert entry["settings"]["optimizer"] == "adam" and entry["settings"]["divide_by_n"] is False
+    assert entry["tuning"][record] == values
+    assert all(entry["settings"][k] == v for k, v in values.items())
+    if record == "fixed":
+        assert all(t["params"][k] == v for t in entry["trials"] for k, v in values.items())
     command = entry["provenance"]["command"]
-    assert command.endswith("--fix optimizer=adam --fix divide_by_n=false")
-    listed = CliRunner().invoke(main, ["list", "profiles", "-g", "pggan-tiny"]).output
-    assert "(held fixed: divide_by_n False, optimizer adam)" in listed
+    assert command.endswith(tail)
+    assert listed in CliRunner().invoke(main, ["list", "profiles", "-g", "pggan-tiny"]).output
 
     again = tmp_path / "again.json"
     rerun = _tune([*shlex.split(command)[2:], "--device", "cpu", "--out", str(again)])
@@ -118,13 +127,19 @@ def test_a_recorded_fix_reads_back_as_the_same_value_and_type(value):
     assert back == value and type(back) is type(value)
 
 
-def test_gib_tune_refuses_a_bad_fix_before_any_search_runs(tmp_path):
-    out = tmp_path / "p.json"
+@pytest.mark.parametrize("option, message", [
     # single-code's space has no divide_by_n: refused before mganprior's search, named first, runs
+    ("--fix", "single-code: fixed parameter 'divide_by_n' is not a parameter its search space draws"),
+    # single-code has no n_codes (--set, tests/test_tune_held.py)
+    ("--set", "single-code: held setting(s) ['n_codes'] are not settings of the method"),
+])
+def test_gib_tune_refuses_a_bad_fix_or_set_before_any_search_runs(tmp_path, option, message):
+    out = tmp_path / "p.json"
+    value = "divide_by_n=true" if option == "--fix" else "n_codes=4"
     result = _tune(["-g", "pggan-tiny", "-m", "mganprior", "-m", "single-code", "--trials", "2", "--budget", "2",
-                    "--images", "1", "--device", "cpu", "--out", str(out), "--fix", "divide_by_n=true"])
+                    "--images", "1", "--device", "cpu", "--out", str(out), option, value])
     assert result.exit_code != 0
-    assert "single-code: fixed parameter 'divide_by_n' is not a parameter its search space draws" in result.output
+    assert message in result.output
     assert "trials at" not in result.output and not out.exists()
-    result = _tune(["-g", "pggan-tiny", "-m", "single-code", "--out", str(out), "--fix", "optimizer"])
-    assert result.exit_code != 0 and "--fix" in result.output and not out.exists()
+    result = _tune(["-g", "pggan-tiny", "-m", "single-code", "--out", str(out), option, "optimizer"])
+    assert result.exit_code != 0 and option in result.output and not out.exists()

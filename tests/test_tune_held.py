@@ -4,16 +4,11 @@ settings include it, its tuning record and command name it; names the search can
 before anything runs."""
 from __future__ import annotations
 
-import shlex
-
 import pytest
 import torch
-from click.testing import CliRunner
 
 from gan_inversion_bench import GENERATORS, METHODS
-from gan_inversion_bench.cli import main
 from gan_inversion_bench.metrics import psnr
-from gan_inversion_bench.profiles import read_profile
 from gan_inversion_bench.tuning import TuneConfig, held_method, start_params, tune, tuning_images
 
 TC = TuneConfig(trials=3, budget=4, n_images=1, min_resource=2, pruning="none", fixed={"optimizer": "adam"})
@@ -83,35 +78,4 @@ def test_held_must_be_a_mapping_of_names():
             TuneConfig(held=bad)
 
 
-def _tune(args: list[str]):
-    return CliRunner().invoke(main, ["tune", *args])
-
-
-def test_gib_tune_set_records_it_lists_it_and_its_command_reproduces_the_entry(tmp_path, monkeypatch):
-    monkeypatch.setenv("GIB_PROFILES", str(tmp_path / "profiles"))
-    out = tmp_path / "profiles" / "pggan-tiny.json"
-    result = _tune(["-g", "pggan-tiny", "-m", "mganprior", "--trials", "2", "--budget", "3", "--images", "1",
-                    "--device", "cpu", "--out", str(out), "--set", "n_codes=4", "--fix", "divide_by_n=false"])
-    assert result.exit_code == 0, result.output
-    entry = read_profile(out)["methods"]["mganprior"]
-    assert entry["tuning"]["held"] == {"n_codes": 4} and entry["settings"]["n_codes"] == 4
-    command = entry["provenance"]["command"]
-    assert command.endswith("--fix divide_by_n=false --set n_codes=4")
-    listed = CliRunner().invoke(main, ["list", "profiles", "-g", "pggan-tiny"]).output
-    assert "(set for every trial: n_codes 4)" in listed
-
-    again = tmp_path / "again.json"
-    rerun = _tune([*shlex.split(command)[2:], "--device", "cpu", "--out", str(again)])
-    assert rerun.exit_code == 0, rerun.output
-    other = read_profile(again)["methods"]["mganprior"]
-    assert other["trials"] == entry["trials"] and other["settings"] == entry["settings"]
-
-
-def test_gib_tune_refuses_a_bad_set_before_any_search_runs(tmp_path):
-    out = tmp_path / "p.json"
-    # single-code has no n_codes: refused before mganprior's search runs
-    result = _tune(["-g", "pggan-tiny", "-m", "mganprior", "-m", "single-code", "--trials", "2", "--budget", "2",
-                    "--images", "1", "--device", "cpu", "--out", str(out), "--set", "n_codes=4"])
-    assert result.exit_code != 0
-    assert "single-code: held setting(s) ['n_codes'] are not settings of the method" in result.output
-    assert "trials at" not in result.output and not out.exists()
+# recorded, listed, reproduced from its command and refused before a search: tests/test_tune_fixed.py (with --fix)
