@@ -86,6 +86,7 @@ FULL5 = f"{R}/claim-check-cpu-full5/a"
 N30_OWN = {s: f"{R}/claim-check-cpu-full6-{s}/a/mganprior-N30" for s in ("faces8", "photos")}  # without /N, own lrs
 FULL7 = f"{R}/claim-check-cpu-full7/a"  # without /N, own lrs, 32 faces
 N10_OWN_PHOTOS = f"{R}/claim-check-cpu-full7-photos/a/mganprior-N10"
+PM10_OWN = {s: f"{R}/claim-check-cpu-full8-{s}/a/pmsfc-RK10-wtuned" for s in ("faces8", "photos")}  # its own search
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -137,6 +138,14 @@ QUOTED = [
     ([N10_OWN_PHOTOS, "mganprior", "mganprior", "--b-run", N30_OWN["photos"]], "photos", "lead"),
     ([f"{FULL7}/mganprior-N10", "mganprior", "mganprior", "--b-run", N10["faces8"]], "generated", "lead"),
     ([N10_OWN_PHOTOS, "mganprior", "mganprior", "--b-run", N10["photos"]], "photos", "lead"),
+    ([PM10_OWN["faces8"], "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "generated", "lead"),
+    ([PM10_OWN["photos"], "pmsfc", "pmsfc", "--b-run", f"{FULL3}/pmsfc-RK10-w0.25"], "photos", "lead"),
+    ([PM10_OWN["faces8"], "pmsfc", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "generated", "trail"),
+    ([PM10_OWN["photos"], "pmsfc", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "photos", "trail"),
+    ([PM10_OWN["faces8"], "pmsfc", "mganprior", "--b-run", f"{FULL7}/mganprior-N10"], "generated", "trail"),
+    ([PM10_OWN["photos"], "pmsfc", "mganprior", "--b-run", N10_OWN_PHOTOS], "photos", "trail"),
+    ([PM10_OWN["faces8"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
+    ([PM10_OWN["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
 ]
 
 
