@@ -7,16 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan_inversion_bench import GENERATORS, METHODS
+from gan_inversion_bench import METHODS
 from gan_inversion_bench.metrics import psnr
 from gan_inversion_bench.tuning import TuneConfig, held_method, start_params, tune, tuning_images
 
 TC = TuneConfig(trials=3, budget=4, n_images=1, min_resource=2, pruning="none", fixed={"optimizer": "adam"})
-
-
-@pytest.fixture(scope="module")
-def G():
-    return GENERATORS.create("pggan-tiny")
 
 
 @pytest.fixture(scope="module")
