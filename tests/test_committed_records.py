@@ -87,6 +87,8 @@ N30_OWN = {s: f"{R}/claim-check-cpu-full6-{s}/a/mganprior-N30" for s in ("faces8
 FULL7 = f"{R}/claim-check-cpu-full7/a"  # without /N, own lrs, 32 faces
 N10_OWN_PHOTOS = f"{R}/claim-check-cpu-full7-photos/a/mganprior-N10"
 PM10_OWN = {s: f"{R}/claim-check-cpu-full8-{s}/a/pmsfc-RK10-wtuned" for s in ("faces8", "photos")}  # its own search
+PM10_OWN32 = f"{R}/claim-check-cpu-full9/a/pmsfc-RK10-wtuned"  # its own search, 32 faces
+PM30_32 = f"{R}/claim-check-cpu-full10/a/pmsfc-RK30-w0.25"  # 32 faces
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -146,6 +148,7 @@ QUOTED = [
     ([PM10_OWN["photos"], "pmsfc", "mganprior", "--b-run", N10_OWN_PHOTOS], "photos", "trail"),
     ([PM10_OWN["faces8"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
     ([PM10_OWN["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
+    ([PM10_OWN32, "pmsfc", "pmsfc", "--b-run", PM30_32], "generated", "lead"),
 ]
 
 
