@@ -26,9 +26,15 @@ def vd():
     return load("verdicts")
 
 
-def test_the_page_holds_every_row_as_the_records_give_it_today(vd, capsys):
+@pytest.fixture(scope="module")
+def table(vd):
+    """The committed verdicts' table as the records give it today (computed once: each row pairs two folders)."""
+    return vd.table_lines(VERDICTS)
+
+
+def test_the_page_holds_every_row_as_the_records_give_it_today(vd, table, capsys):
     assert vd.main([str(VERDICTS), "--check", str(PAGE)]) == 0, capsys.readouterr().err
-    rows = vd.table_lines(VERDICTS)[2:]
+    rows = table[2:]
     # every claim of experiment a is there, on the faces and on the photos
     text = "\n".join(rows)
     for claim in ("PmSFC ≥ mGANprior, 30 codes", "PmSFC ≥ mGANprior, 10 codes", "mGANprior ≥ single-code",
@@ -36,7 +42,7 @@ def test_the_page_holds_every_row_as_the_records_give_it_today(vd, capsys):
         assert f"| {claim} |" in text and "| faces | 32 |" in text and "| photos | 8 |" in text
 
 
-def test_a_cell_is_what_gib_compare_prints(vd):
+def test_a_cell_is_what_gib_compare_prints(vd, table):
     row = vd.load_rows(VERDICTS)[0]
     subset, pair = next(iter(row["pairs"].items()))
     folder = VERDICTS.parent
@@ -47,7 +53,7 @@ def test_a_cell_is_what_gib_compare_prints(vd):
     cells = next([c.strip() for c in line.strip().strip("|").split("|")] for line in res.output.splitlines()
                  if "| PSNR (dB)" in line)
     mean, ci, wins, n = cells[3], cells[4], cells[5].split(" / ")[0], cells[2]
-    ours = next(line for line in vd.table_lines(VERDICTS)[2:] if f"| {vd.SUBSETS[subset]} |" in line)
+    ours = next(line for line in table[2:] if f"| {vd.SUBSETS[subset]} |" in line)
     assert f"| {n} | {vd._signed(float(mean))} [" in ours
     low, high = (vd._signed(float(x)) for x in ci.strip("[]").split(", "))
     assert f"[{low}, {high}] | {wins} of {n} |" in ours
@@ -62,8 +68,8 @@ def _copy_records(tmp_path: Path, rels: list[str]) -> Path:
     return root
 
 
-def test_a_missing_or_changed_row_fails_the_check_and_names_it(vd, tmp_path, capsys):
-    lines = vd.table_lines(VERDICTS)
+def test_a_missing_or_changed_row_fails_the_check_and_names_it(vd, table, tmp_path, capsys):
+    lines = table
     page = tmp_path / "page.md"
     page.write_text("\n".join(lines[:3] + lines[4:]))
     assert vd.main([str(VERDICTS), "--check", str(page)]) == 1
@@ -78,12 +84,12 @@ def _file(root: Path, rows: object) -> Path:
     return path
 
 
-def test_a_verdicts_file_of_its_own_renders_from_copied_records(vd, tmp_path):
+def test_a_verdicts_file_of_its_own_renders_from_copied_records(vd, table, tmp_path):
     row = vd.load_rows(VERDICTS)[0]
     subset, pair = next(iter(row["pairs"].items()))
     root = _copy_records(tmp_path, [pair[0], pair[2]])
     own = vd.table_lines(_file(root, [{**row, "pairs": {subset: pair}}]))
-    assert own[2] in vd.table_lines(VERDICTS)
+    assert own[2] in table
 
 
 @pytest.mark.parametrize("rows,expected", [
