@@ -306,7 +306,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
                    "and it replaces the entry at this budget, so give it its own --out unless runs should use it.")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES).")
+              help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES). "
+                   "A new file starts as a copy of the profile runs use now, so that it is a whole profile: a run "
+                   "or claim check with GIB_PROFILES=its folder (named <generator>.json) has every method's entry.")
 @click.option("--journal", type=click.Path(dir_okay=False), default=None,
               help="SQLite file keeping every finished trial, so that the same command started again after an "
                    "interruption resumes exactly where it stopped (default: beside --out, <name>.journal.sqlite; "
@@ -334,6 +336,7 @@ def tune_cmd(**o: Any) -> None:
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
+    _start_as_copy(out, profile_path(o["generator"]))
     names = list(o["methods"]) or default_methods()
     for name in names:  # every method's held settings and fixed parameters, before any search runs for hours
         check_fixed(held_method(name, tc), tc.fixed)
@@ -350,6 +353,20 @@ def tune_cmd(**o: Any) -> None:
         write_entry(out, o["generator"], name, entry)
         _report_entry(name, entry, tc, out)
     click.echo(f"profile: {out}")
+
+
+def _start_as_copy(out: Path, current: Path) -> None:
+    """A new ``--out`` file starts as a copy of the profile runs use now (read and checked first), so the
+    search replaces one entry of a whole profile instead of writing a profile of one method."""
+    from .profiles import read_profile
+
+    if out.exists() or not current.is_file() or out.resolve() == current.resolve():
+        return
+    data = read_profile(current)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    click.echo(f"{out}: new, so it starts as a copy of {current} (the profile runs use now: "
+               f"{', '.join(sorted(data['methods'])) or 'no entries'}); the search replaces its own entry")
 
 
 def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
