@@ -89,6 +89,8 @@ N10_OWN_PHOTOS = f"{R}/claim-check-cpu-full7-photos/a/mganprior-N10"
 PM10_OWN = {s: f"{R}/claim-check-cpu-full8-{s}/a/pmsfc-RK10-wtuned" for s in ("faces8", "photos")}  # its own search
 PM10_OWN32 = f"{R}/claim-check-cpu-full9/a/pmsfc-RK10-wtuned"  # its own search, 32 faces
 PM30_32 = f"{R}/claim-check-cpu-full10/a/pmsfc-RK30-w0.25"  # 32 faces
+PM30_W1_32 = f"{R}/claim-check-cpu-full14/a/pmsfc-RK30-w1"  # 32 faces
+N10_OWN_DIVN32 = f"{R}/claim-check-cpu-full16/a/mganprior-N10-divN"  # its own search with /N, 32 faces
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -149,6 +151,12 @@ QUOTED = [
     ([PM10_OWN["faces8"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "generated", "lead"),
     ([PM10_OWN["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
     ([PM10_OWN32, "pmsfc", "pmsfc", "--b-run", PM30_32], "generated", "lead"),
+    ([PM30_W1_32, "pmsfc", "pmsfc", "--b-run", PM30_32, "--at-iteration", "128"], "generated", "trail"),
+    ([PM30_W1_32, "pmsfc", "pmsfc", "--b-run", PM30_32], "generated", "lead"),
+    ([PM30_W1_32, "pmsfc", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "generated", "trail"),
+    ([N10_OWN_DIVN32, "mganprior", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "generated", "lead"),
+    ([N10_OWN_DIVN32, "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "generated", "lead"),
+    ([PM10_OWN32, "pmsfc", "mganprior", "--b-run", N10_OWN_DIVN32], "generated", "trail"),
 ]
 
 
