@@ -11,9 +11,9 @@ from gan_inversion_bench.cli import main
 from gan_inversion_bench.profiles import read_profile
 
 
-def _tune(method: str, out, env=None):
+def _tune(method: str, out):
     return CliRunner().invoke(main, ["tune", "-g", "pggan-tiny", "-m", method, "--trials", "2", "--budget", "2",
-                                     "--images", "1", "--device", "cpu", "--out", str(out)], env=env)
+                                     "--images", "1", "--device", "cpu", "--out", str(out)])
 
 
 def test_a_new_out_file_starts_as_a_copy_of_the_profile_runs_use(tmp_path, monkeypatch):
