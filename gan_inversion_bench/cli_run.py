@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -364,7 +365,7 @@ def _start_as_copy(out: Path, current: Path) -> None:
         return
     data = read_profile(current)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    shutil.copyfile(current, out)
     click.echo(f"{out}: new, so it starts as a copy of {current} (the profile runs use now: "
                f"{', '.join(sorted(data['methods'])) or 'no entries'}); the search replaces its own entry")
 
