@@ -30,6 +30,9 @@ command. A resume never moves experiment b/c to another split once configuration
 stops and says so). ``--archive DEST`` copies what the page is rendered from without the PNGs and
 caches (each configuration's records through ``gib archive``, the protocol, the session log, the
 scans) into a folder to commit, e.g. ``docs/records/NAME``; ``--section EXP=DEST`` renders from it.
+A configuration runs at the tuned profile's entry of the day, which a later search may replace; with
+``--settings-from RECORDS`` (a check folder or such an archive) each runs at the method settings its
+records there hold, so a rerun is the same experiment (the folder keeps the option in its protocol).
 
     python benchmarks/claim_check.py --out runs/claim-check --device cuda --write docs/results.md
     python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
@@ -67,6 +70,8 @@ from gan_inversion_bench.profiles import (
     tuned_settings,
     value_text,
 )
+from gan_inversion_bench.safe_paths import UnsafePathError, inside
+from gan_inversion_bench.store import StoreError
 
 SCRIPT = "python benchmarks/claim_check.py"
 GENERATOR = "dcgan-digiface64"
@@ -101,6 +106,8 @@ class Protocol:
     discovery_iterations: int = 10000
     #: experiments b/c on a generator without a tuned PmSFC profile: use this generator's tuned settings
     tuned_from: str = ""
+    #: a check folder (or its archive) whose records pin each configuration's method settings
+    settings_from: str = ""
 
     def flags(self) -> str:
         """The command-line options that give this protocol (empty for the issue's)."""
@@ -370,15 +377,57 @@ def _count(folder: Path) -> int:
     return len(tables.load_records(folder)) if (folder / "results.sqlite").exists() else 0
 
 
+#: what a pinned rerun (``--settings-from``) takes from its own protocol rather than from the records
+NOT_PINNED = ("iterations",)
+
+
+def pinned_settings(cfg: Config, protocol: Protocol) -> dict[str, Any]:
+    """``--settings-from RECORDS``: the method settings that the records of ``cfg`` (the configuration of
+    the same name) in RECORDS hold, a check folder or its archive, so that a rerun runs at them and not at
+    whatever the profile holds today; the iterations stay this protocol's. Empty without the option.
+    Refused, with the reason, when RECORDS has no records of ``cfg`` (or reaches outside itself), when they
+    were written by another method or method version, hold more than one setting, or contradict what
+    ``cfg`` puts on top of the profile (then they are not this configuration)."""
+    if not protocol.settings_from:
+        return {}
+    root = Path(protocol.settings_from)
+    where = f"--settings-from {root}: {cfg.key}"
+    try:
+        records = tables.load_records(inside(root, f"{cfg.experiment}/{cfg.name}"))
+    except (StoreError, UnsafePathError) as e:
+        raise SystemExit(f"{where}: no records to take its settings from ({e})") from None
+    if records.empty:
+        raise SystemExit(f"{where}: its results.sqlite holds no records to take the settings from")
+    held = {(m, v, json.dumps(s, sort_keys=True)) for m, v, s in
+            zip(records["method"], records["method_version"], records["method_settings"], strict=True)}
+    if len(held) != 1:
+        raise SystemExit(f"{where}: the records hold {len(held)} different method settings; expected one "
+                         "(a configuration runs at one setting)")
+    method, version, text = held.pop()
+    current = METHODS.get(cfg.method).version
+    if (method, version) != (cfg.method, current):
+        raise SystemExit(f"{where}: the records were written by {method} version {version}; this configuration "
+                         f"runs {cfg.method} version {current}, whose settings may not mean the same")
+    settings = json.loads(text)
+    clash = {k: (settings[k], v) for k, v in cfg.overrides.items() if k in settings and settings[k] != v}
+    if clash:
+        raise SystemExit(f"{where}: the records' settings differ from what this configuration puts on top "
+                         f"(recorded, expected): {clash}; RECORDS is not a folder of this configuration")
+    return {k: v for k, v in settings.items() if k not in NOT_PINNED}
+
+
 def run_config(cfg: Config, out: Path, protocol: Protocol, device: str) -> None:
-    """One configuration: an ordinary ``harness.run`` into ``OUT/<experiment>/<name>`` (resumes)."""
+    """One configuration: an ordinary ``harness.run`` into ``OUT/<experiment>/<name>`` (resumes); with
+    ``--settings-from``, at the settings its records there hold."""
     folder = out / cfg.experiment / cfg.name
+    overrides = {**cfg.overrides, **pinned_settings(cfg, protocol)}
     share_cache(out / "cache", folder / "cache")  # S is trained once per split and reused by every configuration
     config = harness.RunConfig(generator=cfg.generator, methods=[cfg.method], profile=cfg.profile,
-                               overrides={cfg.method: dict(cfg.overrides)}, images=protocol.images,
+                               overrides={cfg.method: overrides}, images=protocol.images,
                                n_generated=protocol.n_generated, budget=protocol.iterations,
                                restarts=protocol.restarts, device=device, latency=False)
-    print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}", flush=True)
+    pinned = f" at the settings of {protocol.settings_from}: {overrides}" if protocol.settings_from else ""
+    print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}{pinned}", flush=True)
     before, t0, load0 = _count(folder), time.monotonic(), _loadavg()
     harness.run(config, folder, progress=False)
     share_cache(folder / "cache", out / "cache")
@@ -426,9 +475,11 @@ def run_experiment(exp: Experiment, out: Path, protocol: Protocol, args: argpars
                              "on with them, or use another --out")
         scan["chosen"], scan["reason"], scan["forced"] = chosen, reason, forced
         _write_json(out / exp.key / "scan.json", scan)
-    for cfg in experiment_configs(exp, out, protocol):
-        if selected(only, exp.key, cfg.name):
-            run_config(cfg, out, protocol, args.device)
+    cfgs = [c for c in experiment_configs(exp, out, protocol) if selected(only, exp.key, c.name)]
+    for cfg in cfgs:  # a configuration --settings-from cannot pin is refused before any of them runs
+        pinned_settings(cfg, protocol)
+    for cfg in cfgs:
+        run_config(cfg, out, protocol, args.device)
 
 
 # ---- the page: data ------------------------------------------------------------------------------
@@ -714,6 +765,14 @@ def _tuned_text(generator: str, records: pd.DataFrame, cfgs: list[Config], budge
     return "; ".join(parts)
 
 
+def _recorded_text(df: pd.DataFrame, settings: dict[str, Any]) -> str:
+    """The keys of a profile entry ``settings`` with the values the records ``df`` hold (every value a key
+    took, as the records may postdate or predate the profile); '' without records."""
+    held = [s for s in df.get("method_settings", []) if isinstance(s, dict)]
+    seen = {k: sorted({value_text(s[k]) for s in held if k in s}) for k in sorted(settings)}
+    return ", ".join(f"{k} {' or '.join(v)}" for k, v in seen.items() if v)
+
+
 def _all_sources(sections: dict[str, list[Source]]) -> list[Source]:
     """Every folder the page renders from, each once, in order of first use."""
     return list(dict.fromkeys(s for srcs in sections.values() for s in srcs))
@@ -892,24 +951,34 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     """One experiment's section from one folder (or how to run it, when it has no results there)."""
     out, protocol = src.out, src.protocol
     lines = heading_lines(exp, src, main, sub)
-    if transferred(exp, protocol) and not sub:
+    cfgs = experiment_configs(exp, out, protocol)
+    df = load_experiment(cfgs, out, protocol)
+    if protocol.settings_from:
+        ran = [m for m in dict.fromkeys(c.method for c in cfgs) if not df.empty and (df["method"] == m).any()]
+        held = "; ".join(f"{m}: " + _recorded_text(df[df["method"] == m],
+                                                   tuned_settings(exp.generator, m, protocol.iterations)[1])
+                         for m in ran)
+        lines += [f"**Settings pinned.** `--settings-from {protocol.settings_from}`: every configuration ran at the "
+                  "method settings that the records of the configuration of the same name hold there, not at the "
+                  f"profile entry of the day it ran (the iterations are this protocol's){': ' + held if held else ''}.",
+                  ""]
+    elif transferred(exp, protocol) and not sub:
         _, settings = tuned_settings(protocol.tuned_from, "pmsfc", protocol.iterations)
         why = (f"`{exp.generator}` has no tuned PmSFC profile, so every row" if not has_tuned(exp.generator, ["pmsfc"])
                else f"`--tuned-from` was given, so every row (not `{exp.generator}`'s own tuned profile, which the "
                     f"command without `--tuned-from` uses)")
         lines += [f"**Settings transferred, not tuned here.** {why} uses the settings tuned on `{protocol.tuned_from}` "
-                  f"(`--tuned-from`: "
-                  f"{settings_text(settings)}); the rows differ only in the partition, so the comparison stays "
-                  "paired, but the absolute numbers may be below what tuned settings reach.", ""]
+                  f"(`--tuned-from`: {_recorded_text(df, settings) or settings_text(settings)}); the rows differ only "
+                  "in the partition, so the comparison stays paired, but the absolute numbers may be below what tuned "
+                  "settings reach.", ""]
     elif exp.generator != GENERATOR and tuned_source(exp, protocol, ["pmsfc"]) == exp.generator:
         _, settings = tuned_settings(exp.generator, "pmsfc", protocol.iterations)
         lines += [f"**Settings tuned on this generator.** Every row uses `{exp.generator}`'s own tuned PmSFC "
-                  f"profile ({settings_text(settings)}; `gan_inversion_bench/profiles/{exp.generator}.json`, whose "
-                  "entry records its search); the settings under test go on top.", ""]
+                  f"profile ({_recorded_text(df, settings) or settings_text(settings)}; "
+                  f"`gan_inversion_bench/profiles/{exp.generator}.json`, whose entry records its search); the "
+                  "settings under test go on top.", ""]
     if exp.kind == "subspaces":
         lines += scan_lines(exp, out, protocol)
-    cfgs = experiment_configs(exp, out, protocol)
-    df = load_experiment(cfgs, out, protocol)
     if df.empty:
         return lines + not_run_lines(exp, src)
     log = _read_json(out / "runs.json")
@@ -1071,6 +1140,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--discovery-iterations", type=int, default=None, help="PmSFC stage 1 (paper: 10 000)")
     ap.add_argument("--tuned-from", default=None, help="experiments b/c on a generator without a tuned PmSFC "
                     "profile: use this generator's tuned settings (stated on the page)")
+    ap.add_argument("--settings-from", default=None, metavar="RECORDS",
+                    help="run each configuration at the method settings its records in RECORDS hold (a check "
+                         "folder or its archive under docs/records/), not at today's profile entry: a rerun that "
+                         "is the same experiment; the iterations stay this protocol's")
     ap.add_argument("--only", default=None, help="comma-separated: a, b, c, a/single-code, b/scan, …")
     ap.add_argument("--split", type=int, default=None, help="experiments b/c: this split instead of the scan's choice")
     ap.add_argument("--scan-splits", default=None, help="experiments b/c: scan only these splits (default: all)")
