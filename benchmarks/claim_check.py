@@ -259,9 +259,10 @@ def _log_session(out: Path, key: str, t0: float, load0: list[float], new: int) -
 
 def resolve_protocol(out: Path, args: argparse.Namespace) -> Protocol:
     """The folder's protocol; options given on the command line must agree with it."""
-    stored = _read_json(out / "protocol.json")
+    stored, default = _read_json(out / "protocol.json"), asdict(Protocol())
     given = {f.name: getattr(args, f.name) for f in fields(Protocol) if getattr(args, f.name) is not None}
-    clash = {k: (stored[k], v) for k, v in given.items() if k in stored and stored[k] != v}
+    # a folder whose protocol.json predates an option ran without it (its default)
+    clash = {k: (stored.get(k, default[k]), v) for k, v in given.items() if stored and stored.get(k, default[k]) != v}
     if clash:
         raise SystemExit(f"{out} holds the protocol {stored}; these options differ: {clash}. Use another --out.")
     protocol = Protocol(**{**stored, **given})
@@ -870,6 +871,9 @@ def _commands(exp: Experiment, src: Source) -> list[str]:
            "--write docs/results.md"
     full = f"{SCRIPT} --out runs/claim-check --only {exp.key} --device cuda --write docs/results.md"
     lines = [f"**Reproduce:** `{' '.join(used.split())}`"]
+    if src.arg != out_arg and not protocol.settings_from:  # committed records: their settings can be pinned
+        lines[0] += (f" (at the profile entry of the day it runs; add `--settings-from {src.arg}`, with a new `--out` "
+                     "folder, to run at the settings these records hold)")
     if protocol != Protocol():
         lines[0] += f"; the issue's full protocol (the script's defaults): `{full}`"
     db = f"one SQLite database per configuration (`gib table {src.arg}/{exp.key}/<configuration>` renders one, `gib " \
@@ -953,15 +957,14 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     lines = heading_lines(exp, src, main, sub)
     cfgs = experiment_configs(exp, out, protocol)
     df = load_experiment(cfgs, out, protocol)
-    if protocol.settings_from:
-        ran = [m for m in dict.fromkeys(c.method for c in cfgs) if not df.empty and (df["method"] == m).any()]
-        held = "; ".join(f"{m}: " + _recorded_text(df[df["method"] == m],
+    if protocol.settings_from and not df.empty:
+        method = df["config"].map({c.name: c.method for c in cfgs})
+        held = "; ".join(f"{m}: " + _recorded_text(df[method == m],
                                                    tuned_settings(exp.generator, m, protocol.iterations)[1])
-                         for m in ran)
+                         for m in dict.fromkeys(c.method for c in cfgs) if (method == m).any())
         lines += [f"**Settings pinned.** `--settings-from {protocol.settings_from}`: every configuration ran at the "
                   "method settings that the records of the configuration of the same name hold there, not at the "
-                  f"profile entry of the day it ran (the iterations are this protocol's){': ' + held if held else ''}.",
-                  ""]
+                  f"profile entry of the day it ran (the iterations are this protocol's): {held}.", ""]
     elif transferred(exp, protocol) and not sub:
         _, settings = tuned_settings(protocol.tuned_from, "pmsfc", protocol.iterations)
         why = (f"`{exp.generator}` has no tuned PmSFC profile, so every row" if not has_tuned(exp.generator, ["pmsfc"])

@@ -71,8 +71,9 @@ def test_a_rerun_pins_the_recorded_settings_when_the_profile_has_changed(tmp_pat
     assert json.loads((pinned / "protocol.json").read_text())["settings_from"] == str(recorded)
     text = page.read_text().split("## Experiment b")[0]
     assert f"**Settings pinned.** `--settings-from {recorded}`: every configuration ran at the method settings" in text
-    lr = _settings(recorded / "a" / "single-code")["lr"]
+    lr, n10 = _settings(recorded / "a" / "single-code")["lr"], _settings(recorded / "a" / "mganprior-N10")
     assert f"single-code: lr {lr:.3g}, optimizer " in text
+    assert f"; mganprior: alpha_lr {n10['alpha_lr']:.3g}, " in text and f", lr {n10['lr']:.3g}, " in text
     reproduce = next(line for line in text.splitlines() if line.startswith("**Reproduce:**"))
     assert f"--settings-from {recorded} " in reproduce
     # the folder keeps its pin (like the rest of its protocol): a resume without the option recomputes nothing,
@@ -81,6 +82,11 @@ def test_a_rerun_pins_the_recorded_settings_when_the_profile_has_changed(tmp_pat
     assert _settings(pinned / "a" / "single-code") == _settings(recorded / "a" / "single-code")
     with pytest.raises(SystemExit, match="settings_from"):
         cc.main(["--out", str(pinned), *TINY, "--only", BOTH, "--settings-from", str(plain)])
+    # and a folder that ran unpinned (its protocol.json from before the option, too) cannot be pinned afterwards
+    stored = json.loads((plain / "protocol.json").read_text())
+    (plain / "protocol.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "settings_from"}))
+    with pytest.raises(SystemExit, match=r"'settings_from': \('', "):
+        cc.main(["--out", str(plain), *TINY, "--only", BOTH, "--settings-from", str(recorded)])
 
 
 def _refusal(cc: Any, out: Path, records: Path, only: str) -> str:

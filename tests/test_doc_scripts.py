@@ -187,7 +187,10 @@ def test_claim_check_archive_renders_the_same_page_from_the_committed_records(tm
     text, again = page.read_text(), page2.read_text()
     assert tables_of(again) == tables_of(text) and len(tables_of(text)) > 10
     reproduce = next(line for line in again.splitlines() if line.startswith("**Reproduce:**"))
-    assert f"--out {out} " in reproduce and str(dest) not in reproduce
+    command = reproduce.split("`")[1]
+    assert f"--out {out} " in command and str(dest) not in command
+    assert f"add `--settings-from {dest}`, with a new `--out` folder, to run at the settings these records hold" \
+        in reproduce and "--settings-from" not in text  # only where the records are committed
     assert f"**Raw records:** `{dest}/a/<configuration>/results.sqlite`" in again
     assert f"committed (`--archive`: the records alone, from the run folder `{out}`" in again
     assert "git-ignored" in text and "git-ignored" not in again.split("## Experiment b")[0]
