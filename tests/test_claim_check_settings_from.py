@@ -53,7 +53,7 @@ def recorded(tmp_path, monkeypatch) -> Path:
     return out
 
 
-def test_a_rerun_pins_the_recorded_settings_when_the_profile_has_changed(tmp_path, monkeypatch, recorded):
+def test_a_rerun_pins_the_recorded_settings_when_the_profile_has_changed(tmp_path, monkeypatch, capsys, recorded):
     """After the profile's learning rates change, a plain rerun runs at the new ones and a rerun with
     --settings-from at the recorded ones (every key; the iterations are its own protocol's); its page says so
     and its Reproduce line carries the option."""
@@ -63,6 +63,8 @@ def test_a_rerun_pins_the_recorded_settings_when_the_profile_has_changed(tmp_pat
     assert cc.main(["--out", str(plain), *TINY, "--only", BOTH]) == 0
     assert cc.main(["--out", str(pinned), *TINY, "--only", BOTH, "--settings-from", str(recorded),
                     "--write", str(page)]) == 0
+    said = capsys.readouterr().out
+    assert said.count("every setting of its entry overridden") == 2  # the pinned run's two, not the plain run's
     for name in ("single-code", "mganprior-N10"):
         then, now, again = (_settings(f / "a" / name) for f in (recorded, plain, pinned))
         assert again == then

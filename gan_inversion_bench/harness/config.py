@@ -151,6 +151,14 @@ def searched_at(name: str, config: RunConfig) -> int | None:
     return None if entry is None else entry_budget(entry)
 
 
+def entry_overridden(name: str, config: RunConfig) -> bool:
+    """Whether the run's overrides of ``name`` set every setting of the tuned entry it runs with (e.g.
+    settings pinned to a record's), so that the entry decides nothing."""
+    given = _given(name, config)
+    entry = _tuned_entry(name, config, given) if config.profile == "tuned" else None
+    return entry is not None and set(entry.get("settings") or {}) <= set(given)
+
+
 def tuned_budget(name: str, config: RunConfig, given: dict[str, Any]) -> int | None:
     """The iterations a tuned entry is chosen for: the run's budget (``--iterations``), else the one
     the method's settings give (the smallest-budget entry's, with the run's overrides on top)."""

@@ -31,7 +31,16 @@ from ..registry import GENERATORS
 from ..safe_paths import remove_tree
 from ..store import ResultStore, method_key
 from ..tasks import activated
-from .config import RunConfig, RunError, build_method, content_identity, execution_options, searched_at, validate
+from .config import (
+    RunConfig,
+    RunError,
+    build_method,
+    content_identity,
+    entry_overridden,
+    execution_options,
+    searched_at,
+    validate,
+)
 from .context import Echo, RunContext, RunSetup
 from .costs import BudgetTooSmall, check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
 from .folder import (
@@ -319,7 +328,8 @@ def _run_method(rc: RunContext, setup: RunSetup, name: str) -> None:
 
 def _profile_text(config: RunConfig, name: str) -> str:
     at = searched_at(name, config)
-    return f"{config.profile} profile" + (f", searched at {at} iterations" if at else "")
+    return f"{config.profile} profile" + (f", searched at {at} iterations" if at else "") + (
+        ", every setting of its entry overridden" if entry_overridden(name, config) else "")
 
 
 def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
