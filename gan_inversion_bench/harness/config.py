@@ -145,18 +145,27 @@ def _tuned_entry(name: str, config: RunConfig, given: dict[str, Any]) -> dict[st
     return tuned_entry(config.generator, name, tuned_budget(name, config, given))
 
 
+def _running_entry(name: str, config: RunConfig, given: dict[str, Any]) -> dict[str, Any] | None:
+    """The tuned entry ``name`` runs with (None: not under the tuned profile, or nothing to tune)."""
+    return _tuned_entry(name, config, given) if config.profile == "tuned" else None
+
+
 def searched_at(name: str, config: RunConfig) -> int | None:
     """The budget at which the tuned entry that ``name`` runs with was searched (None: not tuned)."""
-    entry = _tuned_entry(name, config, _given(name, config)) if config.profile == "tuned" else None
+    entry = _running_entry(name, config, _given(name, config))
     return None if entry is None else entry_budget(entry)
 
 
-def entry_overridden(name: str, config: RunConfig) -> bool:
-    """Whether the run's overrides of ``name`` set every setting of the tuned entry it runs with (e.g.
-    settings pinned to a record's), so that the entry decides nothing."""
+def profile_text(name: str, config: RunConfig) -> str:
+    """How ``name``'s settings were chosen, for the progress line: the profile, the budget its tuned entry
+    was searched at, and whether the run's overrides set every setting of that entry (e.g. settings pinned
+    to a record's), so that the entry decides nothing. The entry is resolved once."""
     given = _given(name, config)
-    entry = _tuned_entry(name, config, given) if config.profile == "tuned" else None
-    return entry is not None and set(entry.get("settings") or {}) <= set(given)
+    entry = _running_entry(name, config, given)
+    at = None if entry is None else entry_budget(entry)
+    overridden = entry is not None and set(entry.get("settings") or {}) <= set(given)
+    return f"{config.profile} profile" + (f", searched at {at} iterations" if at else "") + (
+        ", every setting of its entry overridden" if overridden else "")
 
 
 def tuned_budget(name: str, config: RunConfig, given: dict[str, Any]) -> int | None:

@@ -36,9 +36,8 @@ from .config import (
     RunError,
     build_method,
     content_identity,
-    entry_overridden,
     execution_options,
-    searched_at,
+    profile_text,
     validate,
 )
 from .context import Echo, RunContext, RunSetup
@@ -318,18 +317,12 @@ def _run_method(rc: RunContext, setup: RunSetup, name: str) -> None:
     how += ", reference execution" if plan.per_image else ""
     how += f", {rc.dist.world_size} processes" if rc.dist.enabled else ""
     rc.echo(f"{name}: {len(setup.images.items) - n_pending} done, {n_pending} to invert "
-            f"({_profile_text(rc.config, name)}, device {setup.prov.device}{how})")
+            f"({profile_text(name, rc.config)}, device {setup.prov.device}{how})")
     batch_size = _prepare_timing(rc, setup, plan, mine) if mine else 1
     _invert_rounds(rc, setup, plan, mine, batch_size)
     if rc.dist.is_main and not rc.dist.enabled and not plan.per_image:
         with writing_into(rc.run_dir):
             measure_latency(rc, setup, plan, setup.prov.device)
-
-
-def _profile_text(config: RunConfig, name: str) -> str:
-    at = searched_at(name, config)
-    return f"{config.profile} profile" + (f", searched at {at} iterations" if at else "") + (
-        ", every setting of its entry overridden" if entry_overridden(name, config) else "")
 
 
 def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
