@@ -417,18 +417,18 @@ def pinned_settings(cfg: Config, protocol: Protocol) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in NOT_PINNED}
 
 
-def run_config(cfg: Config, out: Path, protocol: Protocol, device: str) -> None:
+def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: dict[str, Any]) -> None:
     """One configuration: an ordinary ``harness.run`` into ``OUT/<experiment>/<name>`` (resumes); with
-    ``--settings-from``, at the settings its records there hold."""
+    ``--settings-from``, at the settings its records there hold (``pinned``, from :func:`pinned_settings`)."""
     folder = out / cfg.experiment / cfg.name
-    overrides = {**cfg.overrides, **pinned_settings(cfg, protocol)}
+    overrides = {**cfg.overrides, **pinned}
     share_cache(out / "cache", folder / "cache")  # S is trained once per split and reused by every configuration
     config = harness.RunConfig(generator=cfg.generator, methods=[cfg.method], profile=cfg.profile,
                                overrides={cfg.method: overrides}, images=protocol.images,
                                n_generated=protocol.n_generated, budget=protocol.iterations,
                                restarts=protocol.restarts, device=device, latency=False)
-    pinned = f" at the settings of {protocol.settings_from}: {overrides}" if protocol.settings_from else ""
-    print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}{pinned}", flush=True)
+    note = f" at the settings of {protocol.settings_from}: {overrides}" if protocol.settings_from else ""
+    print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}{note}", flush=True)
     before, t0, load0 = _count(folder), time.monotonic(), _loadavg()
     harness.run(config, folder, progress=False)
     share_cache(folder / "cache", out / "cache")
@@ -477,10 +477,10 @@ def run_experiment(exp: Experiment, out: Path, protocol: Protocol, args: argpars
         scan["chosen"], scan["reason"], scan["forced"] = chosen, reason, forced
         _write_json(out / exp.key / "scan.json", scan)
     cfgs = [c for c in experiment_configs(exp, out, protocol) if selected(only, exp.key, c.name)]
-    for cfg in cfgs:  # a configuration --settings-from cannot pin is refused before any of them runs
-        pinned_settings(cfg, protocol)
-    for cfg in cfgs:
-        run_config(cfg, out, protocol, args.device)
+    # read first, so that a configuration --settings-from cannot pin is refused before any of them runs
+    pins = [pinned_settings(cfg, protocol) for cfg in cfgs]
+    for cfg, pinned in zip(cfgs, pins, strict=True):
+        run_config(cfg, out, protocol, args.device, pinned)
 
 
 # ---- the page: data ------------------------------------------------------------------------------
