@@ -959,8 +959,8 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
     df = load_experiment(cfgs, out, protocol)
     if protocol.settings_from and not df.empty:
         method = df["config"].map({c.name: c.method for c in cfgs})
-        held = "; ".join(f"{m}: " + _recorded_text(df[method == m],
-                                                   tuned_settings(exp.generator, m, protocol.iterations)[1])
+        held = "; ".join(f"{m}: " + _recorded_text(df[method == m], tuned_settings(
+            tuned_source(exp, protocol, [m]) or exp.generator, m, protocol.iterations)[1])
                          for m in dict.fromkeys(c.method for c in cfgs) if (method == m).any())
         lines += [f"**Settings pinned.** `--settings-from {protocol.settings_from}`: every configuration ran at the "
                   "method settings that the records of the configuration of the same name hold there, not at the "
