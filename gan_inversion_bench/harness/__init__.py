@@ -44,13 +44,14 @@ from .timing import (
     auto_batch_size,
     automatic_batch_size,
     batch_from_probe,
+    batch_within,
     count_invert_flops,
     is_out_of_memory,
     smaller_batch,
     warm_up,
 )
 
-__all__ = ["default_methods",
+__all__ = ["default_methods", "batch_within",
     "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError", "Timer",
     "auto_batch_size", "automatic_batch_size", "batch_from_probe", "build_method", "check_writable",
     "code_revision", "content_identity", "count_invert_flops", "device_name", "execution_options", "fault_point",

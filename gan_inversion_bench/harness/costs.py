@@ -7,6 +7,12 @@ image alone, and budgets given in compute instead of iterations.
 * **Latency**: after a method's batches, the first image is inverted again alone (batch of one,
   the way the original code inverts) and timed (``kind = 'latency'``); the batched rows give the
   throughput. Not repeated on resume once stored.
+* **CPU batch size**: on the CPU the automatic batch (up to 16 images) is lowered where one batch
+  would hold more than ``CPU_BATCH_SECONDS`` of work, estimated from one image's time per
+  iteration (calibrated like the seconds budget below) × iterations × restarts, or from
+  ``--budget-seconds`` × restarts where that is given. An interrupted run loses at most one batch.
+  The methods' results do not depend on the batch (their ``batch_independent`` tag, checked by the
+  conformance suite), so this changes when rows are written, not what they hold.
 * **Compute budgets** (``RunConfig.budget_seconds`` / ``budget_flops``): the iteration count is
   derived per method. FLOPs: ``(budget_flops − fixed) / per_iteration`` from the FLOP count.
   Seconds: the per-iteration time is calibrated on the first timed batch shape (a budget of
@@ -34,10 +40,12 @@ from .config import RunConfig, RunError
 from .context import RunContext, RunSetup
 from .progress import progress_for
 from .records import MethodPlan
-from .timing import Timer, item_conditions
+from .timing import Timer, batch_within, item_conditions
 
 #: the two budgets whose time difference calibrates the per-iteration time of --budget-seconds
 CALIBRATION = (2, 7)
+#: on the CPU, the work (seconds) one automatic batch may hold: what an interrupted run can lose
+CPU_BATCH_SECONDS = 900.0
 
 
 def timed_prepare(method: InversionMethod, generator: SplitGenerator, rc: RunContext) -> float:
@@ -139,6 +147,42 @@ def _calibrate(m: InversionMethod, setup: RunSetup, rows: list[ImageItem], rc: R
             f"per iteration and image: (t({hi}) - t({lo})) / {hi - lo} / {len(rows)}"
     return b / hi / len(rows), (f"per iteration and image: t({hi}) / {hi} / {len(rows)} (t({hi}) - t({lo}) = "
                                 f"{b - a:.3g} s was within timing noise; the fixed cost counts as iterations)")
+
+
+def _planned_iterations(c: RunConfig, plan: MethodPlan) -> float | None:
+    """The iterations each inversion of ``plan`` will run, before :func:`derive_budget` has fixed
+    them: the method's budget, or the FLOP budget's count capped by ``--iterations``."""
+    if c.budget_flops is None:
+        return plan.method.budget
+    if plan.flops is None or not plan.flops.per_iteration:
+        return None
+    by_flops = (c.budget_flops - plan.flops.fixed) / plan.flops.per_iteration
+    return by_flops if c.budget is None else min(by_flops, c.budget)
+
+
+def cpu_batch_size(rc: RunContext, setup: RunSetup, plan: MethodPlan, items: list[ImageItem], bs: int) -> int:
+    """The automatic CPU batch ``bs`` (images, each inverted ``restarts`` times) lowered so that one
+    batch holds at most about ``CPU_BATCH_SECONDS`` of work (see the module docstring)."""
+    c, m, k = rc.config, plan.method, rc.config.restarts
+    if rc.device.type != "cpu" or bs <= 1 or m.budget_setting is None:
+        return bs
+    if c.budget_seconds is not None:
+        per_image, how = c.budget_seconds * k, f"--budget-seconds {c.budget_seconds:g}"
+    else:
+        iterations = _planned_iterations(c, plan)
+        if iterations is None:
+            return bs
+        per_iteration, _ = _calibrate(m, setup, items[:1], rc, plan)
+        per_image, how = per_iteration * iterations * k, f"{per_iteration:.3g} s per iteration × {iterations:.0f}"
+        if k > 1:
+            how += f" × {k} restarts"
+    limit = CPU_BATCH_SECONDS
+    capped = batch_within(per_image, bs, limit)
+    if capped < bs:
+        rc.echo(f"{m.name}: automatic CPU batch of {capped} image(s), not {bs}: about {per_image:.0f} s per image "
+                f"({how}), and a batch holds at most about {limit:.0f} s of work, so an interrupted run loses at "
+                f"most that (--batch-size sets it)")
+    return capped
 
 
 def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageItem]) -> dict[str, Any]:

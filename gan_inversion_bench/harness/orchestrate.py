@@ -41,7 +41,15 @@ from .config import (
     validate,
 )
 from .context import Echo, RunContext, RunSetup
-from .costs import BudgetTooSmall, check_memory, derive_budget, measure_latency, record_prepare, timed_prepare
+from .costs import (
+    BudgetTooSmall,
+    check_memory,
+    cpu_batch_size,
+    derive_budget,
+    measure_latency,
+    record_prepare,
+    timed_prepare,
+)
 from .folder import (
     check_writable,
     fault_point,
@@ -400,7 +408,8 @@ def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: lis
     if plan.per_image:
         plan.budget_info = derive_budget(rc, setup, plan, mine[:1])
         return 1
-    bs = rc.config.batch_size or max(1, automatic_batch_size(plan.method, G, mine, rc.device, options, rc.echo) // k)
+    bs = rc.config.batch_size or cpu_batch_size(rc, setup, plan, mine, max(
+        1, automatic_batch_size(plan.method, G, mine, rc.device, options, rc.echo) // k))
     plan.budget_info = derive_budget(rc, setup, plan, [it for it in mine[:bs] for _ in range(k)])
     if options.compile != "off" or (rc.device.type == "cuda" and bs > 1):
         # compile, and on CUDA select kernels and grow the allocator, for the timed batch shape

@@ -12,8 +12,11 @@ without a budget reports the FLOPs of one call.
 
 The automatic batch size is, on CUDA, estimated from a memory probe (one iteration at 1 and at
 up to 4 images; the growth of ``max_memory_allocated`` per image is scaled to 80 % of the free
-memory) and, on the CPU, up to 16 images. When ``invert`` runs out of memory the batch is halved
-and retried, down to one image.
+memory) and, on the CPU, up to 16 images, fewer where one batch would hold more than about
+``costs.CPU_BATCH_SECONDS`` of work (:func:`batch_within`, from a timed estimate in
+:func:`~gan_inversion_bench.harness.costs.cpu_batch_size`): results are stored per batch, so a long
+CPU run interrupted mid-batch loses at most that much, and its progress moves at least that often.
+When ``invert`` runs out of memory the batch is halved and retried, down to one image.
 """
 from __future__ import annotations
 
@@ -136,6 +139,14 @@ def warm_up(method: InversionMethod, generator: SplitGenerator, items: list[Imag
             raise
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def batch_within(seconds_per_image: float, n: int, seconds: float) -> int:
+    """The most of ``n`` images (at least 1) whose estimated work, ``seconds_per_image`` each,
+    fits in ``seconds``; all ``n`` where the estimate is not positive (too fast to time)."""
+    if not seconds_per_image > 0:
+        return max(1, n)
+    return max(1, min(n, int(seconds // seconds_per_image)))
 
 
 def auto_batch_size(n: int, device: torch.device) -> int:
