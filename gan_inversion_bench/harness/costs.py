@@ -149,15 +149,22 @@ def _calibrate(m: InversionMethod, setup: RunSetup, rows: list[ImageItem], rc: R
                                 f"{b - a:.3g} s was within timing noise; the fixed cost counts as iterations)")
 
 
-def _planned_iterations(c: RunConfig, plan: MethodPlan) -> float | None:
+def _flops_iterations(c: RunConfig, plan: MethodPlan) -> int | None:
+    """The iterations ``--budget-flops`` allows: ``(budget_flops − fixed) / per_iteration``, rounded
+    down; None where the FLOPs could not be counted."""
+    assert c.budget_flops is not None
+    if plan.flops is None or not plan.flops.per_iteration:
+        return None
+    return math.floor((c.budget_flops - plan.flops.fixed) / plan.flops.per_iteration)
+
+
+def _planned_iterations(c: RunConfig, plan: MethodPlan) -> int | None:
     """The iterations each inversion of ``plan`` will run, before :func:`derive_budget` has fixed
     them: the method's budget, or the FLOP budget's count capped by ``--iterations``."""
     if c.budget_flops is None:
         return plan.method.budget
-    if plan.flops is None or not plan.flops.per_iteration:
-        return None
-    by_flops = (c.budget_flops - plan.flops.fixed) / plan.flops.per_iteration
-    return by_flops if c.budget is None else min(by_flops, c.budget)
+    by_flops = _flops_iterations(c, plan)
+    return by_flops if by_flops is None or c.budget is None else min(by_flops, c.budget)
 
 
 def cpu_batch_size(rc: RunContext, setup: RunSetup, plan: MethodPlan, items: list[ImageItem], bs: int) -> int:
@@ -192,9 +199,10 @@ def _limits(rc: RunContext, setup: RunSetup, plan: MethodPlan, rows: list[ImageI
         limits["iterations"] = c.budget
     info: dict[str, Any] = {"seconds": c.budget_seconds, "flops": c.budget_flops}
     if c.budget_flops is not None:
-        if plan.flops is None or not plan.flops.per_iteration:
+        by_flops = _flops_iterations(c, plan)
+        if by_flops is None:
             raise ValueError(f"{m.name}: its FLOPs could not be counted, so --budget-flops cannot be applied")
-        limits["flops"] = math.floor((c.budget_flops - plan.flops.fixed) / plan.flops.per_iteration)
+        limits["flops"] = by_flops
     if c.budget_seconds is not None:
         per_iteration, note = _calibrate(m, setup, rows, rc, plan)
         info["seconds_per_iteration"] = per_iteration
