@@ -53,8 +53,16 @@ class GibGroup(click.Group):
 
 @click.group(cls=GibGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gan-inversion-bench")
-def main() -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="GIB_THREADS", show_envvar=True,
+              help="torch's CPU threads for this command (default: PyTorch's, one per core). On a CPU that other "
+                   "work shares, give each process 1: a parallel operation waits for its slowest thread, and a "
+                   "thread whose core is busy elsewhere stalls them all.")
+def main(threads: int | None) -> None:
     """Benchmark GAN-inversion methods on shared image sets with honest metrics and timing."""
+    if threads is not None:
+        import torch  # only here: `gib --help` and the listings stay light
+
+        torch.set_num_threads(threads)
 
 
 # ---- gib list ---------------------------------------------------------------------------------

@@ -83,3 +83,38 @@ def test_clear_errors(cli, tmp_path, args, message):
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "gan_inversion_bench", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "run" in r.stdout and "table" in r.stdout
+
+
+@pytest.fixture
+def keep_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_threads_sets_torch_threads_and_the_record_says_so(tmp_path, monkeypatch, keep_threads, how):
+    import torch
+
+    from gan_inversion_bench import tables
+
+    want = 3 if torch.get_num_threads() != 3 else 2  # a value that differs from the one the suite runs with
+    args = ["run", "-g", "pggan-tiny", "-m", "single-code", "--images", "generated", "--n", "1",
+            "--iterations", "2", "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"]
+    if how == "option":
+        args = ["--threads", str(want), *args]
+    else:
+        monkeypatch.setenv("GIB_THREADS", str(want))
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert torch.get_num_threads() == want
+    devices = set(tables.load_records(tmp_path / "run")["device"])
+    assert devices and all(d.endswith(f", {want} torch threads)") for d in devices), devices
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_threads_refuses_impossible_values(value, keep_threads):
+    r = CliRunner().invoke(main, ["--threads", value, "list", "methods"])
+    assert r.exit_code != 0 and "--threads" in r.output and "Traceback" not in r.output
