@@ -62,6 +62,7 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS, compare_runs, harness, stats, tables
+from gan_inversion_bench.method_tools import LR_SCHEDULES
 from gan_inversion_bench.profiles import (
     entry_budget,
     has_tuned,
@@ -108,6 +109,8 @@ class Protocol:
     tuned_from: str = ""
     #: a check folder (or its archive) whose records pin each configuration's method settings
     settings_from: str = ""
+    #: the learning-rate schedule of every configuration (method_tools.LR_SCHEDULES), on top of its settings
+    lr_schedule: str = "constant"
 
     def flags(self) -> str:
         """The command-line options that give this protocol (empty for the issue's)."""
@@ -422,6 +425,8 @@ def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: 
     ``--settings-from``, at the settings its records there hold (``pinned``, from :func:`pinned_settings`)."""
     folder = out / cfg.experiment / cfg.name
     overrides = {**cfg.overrides, **pinned}
+    if protocol.lr_schedule != "constant":  # the settings' own schedule is the default one, left out of keys
+        overrides["lr_schedule"] = protocol.lr_schedule
     share_cache(out / "cache", folder / "cache")  # S is trained once per split and reused by every configuration
     config = harness.RunConfig(generator=cfg.generator, methods=[cfg.method], profile=cfg.profile,
                                overrides={cfg.method: overrides}, images=protocol.images,
@@ -921,12 +926,19 @@ def protocol_lines(exp: Experiment, df: pd.DataFrame, keys: list[str], log: dict
     load = f"1-minute load {min(loads):.1f}–{max(loads):.1f} at the starts and ends of the runs" if loads else ""
     issue, images = Protocol(), " + ".join(f"{v} {k}" for k, v in n.items())
     return [f"**Protocol used:** {protocol.iterations} iterations (the issue: {issue.iterations}), "
-            f"{protocol.restarts} restart{'s' if protocol.restarts > 1 else ''} per image "
+            f"{protocol.restarts} restart{'s' if protocol.restarts > 1 else ''} per image{_schedule_text(protocol)} "
             f"(the issue: {issue.restarts}; best of K by final loss), images: {images}"
             f" (the issue: at least {issue.n_generated} generated faces and all 8 photos), the same images and "
             f"initial-code seeds for every configuration; device: {'; '.join(sorted(set(df['device'])))}; "
             f"fp32. {_wall_text(sessions, df['label'].nunique())}{'; ' + load if load else ''} (2 cores: above 2, "
             "other work shared the CPU and the times are inflated).", ""]
+
+
+def _schedule_text(protocol: Protocol) -> str:
+    if protocol.lr_schedule == "constant":
+        return ""
+    return (f" with a {protocol.lr_schedule} learning-rate schedule (every rate of the settings decays to 0 over the "
+            "iterations; the profiles' rates were tuned constant)")
 
 
 def _verdict(key: str) -> str:
@@ -1147,6 +1159,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run each configuration at the method settings its records in RECORDS hold (a check "
                          "folder or its archive under docs/records/), not at today's profile entry: a rerun that "
                          "is the same experiment; the iterations stay this protocol's")
+    ap.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
+                    help="every configuration's learning-rate schedule (default: constant, the profiles'; cosine "
+                         "decays every rate to 0 over the iterations)")
     ap.add_argument("--only", default=None, help="comma-separated: a, b, c, a/single-code, b/scan, …")
     ap.add_argument("--split", type=int, default=None, help="experiments b/c: this split instead of the scan's choice")
     ap.add_argument("--scan-splits", default=None, help="experiments b/c: scan only these splits (default: all)")

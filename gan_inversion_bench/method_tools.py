@@ -2,7 +2,7 @@
 
 * :func:`optimise`: the optimisation loop (per-image losses summed, non-finite losses recorded
   per image with the last finite iterate kept, progress, ``torch.compile`` of the step inside a
-  compile mode);
+  compile mode, an optional learning-rate schedule, :data:`LR_SCHEDULES`);
 * :func:`per_image_normal`, :func:`code_seeds`, :func:`as_seed_list`: initial codes that depend
   only on each image's seed, so a batch gives every image what it gets alone;
 * :func:`check_targets`, :func:`positive_int`, :func:`positive_float`,
@@ -83,6 +83,28 @@ def make_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple[
     return torch.optim.Adam(groups, lr=lr, betas=betas)
 
 
+#: learning-rate schedules of :func:`optimise` (a method's ``lr_schedule`` setting): ``"constant"`` (the
+#: seeds'), ``"cosine"``: every learning rate times ``(1 + cos(π t / T)) / 2`` at step t of T, from the
+#: full rate at the first step down towards 0 at the last (Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5
+#: with one cycle and η_min = 0). A constant rate tuned at a short budget can leave a long run
+#: oscillating about its floor (docs/results.md, experiment c at 2000 iterations); the decay lets it settle.
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_lr_schedule(name: Any) -> None:
+    """Refuse a schedule :func:`optimise` does not know, naming the setting and the valid ones."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}, got {name!r}")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The multiplier of every learning rate at step ``step`` (0-based) of ``total``."""
+    check_lr_schedule(schedule)
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
 def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, optimizer: str, lr: float,
              iterations: int, progress: ProgressFn | None = None, **extra: Any) -> tuple[Tensor, dict[int, str]]:
     """Run ``iterations`` steps minimising ``per_image_loss().sum()``.
@@ -93,6 +115,8 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     failures. Raises :class:`InversionFailed` if every image fails.
 
     Optional keywords: ``lrs`` (a learning rate per parameter, None entries take ``lr``),
+    ``schedule`` (one of :data:`LR_SCHEDULES`, default ``"constant"``: every rate times
+    :func:`lr_factor` of the step, counted over ``total``, through ``torch.optim.lr_scheduler``),
     ``snapshot`` (a function returning the current reconstructions ``[B, 3, R, R]``; with it the
     loop reports quality along the way through :func:`trace_point` before the first step and
     after every step), and ``start`` and ``total`` for a method whose run is several calls in
@@ -105,7 +129,7 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     closure ``per_image_loss`` (the forward pass; its backward is compiled with it) is compiled
     with ``torch.compile``; methods with their own loop get the generator compiled instead.
     """
-    unknown = set(extra) - {"lrs", "snapshot", "start", "total"}
+    unknown = set(extra) - {"lrs", "schedule", "snapshot", "start", "total"}
     if unknown:
         raise TypeError(f"optimise() got unexpected keyword arguments {sorted(unknown)}")
     if iterations < 1:
@@ -116,12 +140,20 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     if start < 0 or total < start + iterations:
         raise ValueError(f"start must be >= 0 and total >= start + iterations, got start={start}, total={total}, "
                          f"iterations={iterations}")
-    loop = _Loop(params, per_image_loss, make_optimizer(optimizer, params, lr, lrs=extra.get("lrs")))
+    schedule = extra.get("schedule", "constant")
+    check_lr_schedule(schedule)
+    opt = make_optimizer(optimizer, params, lr, lrs=extra.get("lrs"))
+    # LambdaLR counts its own steps from 0; a later phase (start > 0) continues the run's schedule
+    scheduler = None if schedule == "constant" else torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(schedule, start + k, total))
+    loop = _Loop(params, per_image_loss, opt)
     every = max(1, total // 100)
     if snapshot is not None and start == 0:
         trace_point(0, snapshot)
     for it in range(start, start + iterations):
         loop.step(it)
+        if scheduler is not None:
+            scheduler.step()
         if snapshot is not None:
             trace_point(it + 1, snapshot)
         if (it + 1) % every == 0 or it + 1 == start + iterations:

@@ -50,6 +50,7 @@ from gan_inversion_bench.method_tools import (
     SeedStyleLoss,
     as_seed_list,
     check_execution,
+    check_lr_schedule,
     check_split_setting,
     check_targets,
     code_seeds,
@@ -105,6 +106,7 @@ class MGANPriorSettings:
     iterations: int = 3000
     optimizer: str = "sgd"           # "sgd" (no momentum) or "adam"
     lr: float = 1.0
+    lr_schedule: str = "constant"    # "constant" (the official) or "cosine" (method_tools.LR_SCHEDULES)
     mse_weight: float = 1.0
     perceptual_weight: float = 0.001
     perceptual_size: int | None = 256  # None: the generator's resolution
@@ -122,6 +124,7 @@ class MGANPriorSettings:
         check_split_setting(self.split)
         positive_int(self.iterations, "iterations")
         positive_float(self.lr, "lr")
+        check_lr_schedule(self.lr_schedule)
         make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
         loss_weights(mse_weight=self.mse_weight, perceptual_weight=self.perceptual_weight)
         if self.perceptual_size is not None:
@@ -145,7 +148,8 @@ class MGANPrior(InversionMethod):
     }
     tags = MethodTags(uses_split=True)
     #: settings added after results were first stored: left out of result keys at these values
-    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "divide_by_n": True, "alpha_lr": None}
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "divide_by_n": True, "alpha_lr": None,
+                                                    "lr_schedule": "constant"}
 
     def get_tags(self) -> MethodTags:
         return replace(self.tags, per_image_execution=self.settings.execution == "reference")
@@ -229,7 +233,7 @@ class MGANPrior(InversionMethod):
         synthesize = self._synthesizer(G, split, z, alpha)
         history, failures = optimise([z, alpha], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
                                      iterations=s.iterations, progress=progress,
-                                     lrs=None if s.alpha_lr is None else [None, s.alpha_lr],
+                                     lrs=None if s.alpha_lr is None else [None, s.alpha_lr], schedule=s.lr_schedule,
                                      snapshot=lambda: synthesize().float())
         with torch.no_grad():
             recon = synthesize().float()

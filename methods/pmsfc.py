@@ -65,6 +65,7 @@ from gan_inversion_bench.method_tools import (
     SeedStyleLoss,
     as_seed_list,
     check_execution,
+    check_lr_schedule,
     check_split_setting,
     check_targets,
     invert_each,
@@ -172,6 +173,7 @@ class PmSFCSettings:
     iterations: int | None = None          # paper 3000, released 20 000
     optimizer: str | None = None           # paper "sgd", released "adam"
     lr: float | None = None                # paper 1.0, released 1e-4
+    lr_schedule: str = "constant"          # both: "constant" (as released) or "cosine" (method_tools.LR_SCHEDULES)
     init: str | None = None                # codes: "normal" (prior) or "zero"; paper normal, released zero
     weight_init: float = 1.0               # paper: every w starts here, w0 (docs/methods.md: sweep 0.1 … 2)
     weight_lr: float | None = None         # paper: the learning rate of the w (None: lr, one optimiser)
@@ -224,6 +226,7 @@ class PmSFCSettings:
                 raise ValueError(f"{name}: {e}") from None
         if self.init not in ("normal", "zero"):
             raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
+        check_lr_schedule(self.lr_schedule)
         if self.affinity not in AFFINITIES:
             raise ValueError(f"affinity must be one of {AFFINITIES}, got {self.affinity!r}")
         if self.partition not in ("discovered", "random") and not re.fullmatch(r"random:\d{1,9}", str(self.partition)):
@@ -276,7 +279,7 @@ class PmSFC(InversionMethod):
 
     #: settings added after results were first stored: left out of result keys at these values
     KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "weight_lr": None,
-                                                    "partition": "discovered"}
+                                                    "partition": "discovered", "lr_schedule": "constant"}
 
     def capacity(self) -> dict[str, int]:
         """R·K codes (paper) or R·P + 1 (released: one base code besides the subspace codes)."""
@@ -420,7 +423,7 @@ class PmSFC(InversionMethod):
         synthesize = self._paper_synthesizer(G, split, z, w, masks)
         history, failures = optimise([z, w], lambda: loss(synthesize().float()), optimizer=s.optimizer, lr=s.lr,
                                      iterations=s.iterations, progress=progress,
-                                     lrs=None if s.weight_lr is None else [None, s.weight_lr],
+                                     lrs=None if s.weight_lr is None else [None, s.weight_lr], schedule=s.lr_schedule,
                                      snapshot=lambda: synthesize().float())
         with torch.no_grad():
             recon = synthesize().float()
@@ -476,7 +479,7 @@ class PmSFC(InversionMethod):
             return s.composite_weight * err[:b] + s.base_weight * err[b:]
 
         history, failures = optimise([z, z_base], per_image_loss, optimizer=s.optimizer, lr=s.lr,
-                                     iterations=s.iterations, progress=progress,
+                                     iterations=s.iterations, progress=progress, schedule=s.lr_schedule,
                                      snapshot=lambda: synthesize()[:b])
         with torch.no_grad():
             images = synthesize()

@@ -24,6 +24,7 @@ from gan_inversion_bench.method_tools import (
     SeedStyleLoss,
     as_seed_list,
     check_execution,
+    check_lr_schedule,
     check_targets,
     invert_each,
     loss_weights,
@@ -44,6 +45,7 @@ class SingleCodeSettings:
     iterations: int = 3000
     optimizer: str = "sgd"          # "sgd" (no momentum) or "adam"
     lr: float = 1.0
+    lr_schedule: str = "constant"   # "constant" (the seeds') or "cosine" (method_tools.LR_SCHEDULES)
     init: str = "normal"            # "normal": z ~ N(0, I); "zero": z = 0
     mse_weight: float = 1.0
     perceptual_weight: float = 0.001
@@ -54,6 +56,7 @@ class SingleCodeSettings:
         positive_int(self.iterations, "iterations")
         check_execution(self.execution)
         positive_float(self.lr, "lr")
+        check_lr_schedule(self.lr_schedule)
         make_optimizer(self.optimizer, [torch.zeros(1, requires_grad=True)], 1.0)  # validates the name
         if self.init not in ("normal", "zero"):
             raise ValueError(f"init must be 'normal' or 'zero', got {self.init!r}")
@@ -76,7 +79,7 @@ class SingleCode(InversionMethod):
     }
 
     #: settings added after results were first stored: left out of result keys at these values
-    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched"}
+    KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "lr_schedule": "constant"}
 
     def tuning_space(self, trial: Any) -> dict[str, Any]:
         """The optimiser and its learning rate."""
@@ -117,7 +120,8 @@ class SingleCode(InversionMethod):
                                          perceptual_size=s.perceptual_size or G.resolution)
         loss = SeedStyleLoss(loss_fn) if reference else loss_fn
         history, failures = optimise([z], lambda: loss(G(z).float()), optimizer=s.optimizer, lr=s.lr,
-                                     iterations=s.iterations, progress=progress, snapshot=lambda: G(z).float())
+                                     iterations=s.iterations, progress=progress, schedule=s.lr_schedule,
+                                     snapshot=lambda: G(z).float())
         with torch.no_grad():
             recon = G(z).float()
         return InversionResult(reconstructions=recon.detach(), latents={"z": z.detach()}, loss_history=history,

@@ -134,3 +134,22 @@ def test_settings_from_refuses_folders_that_do_not_hold_the_configuration(tmp_pa
                      [changed[c] for c in cols])
     why = _refusal(cc, tmp_path / "o5", mixed, "a/single-code")
     assert "hold 2 different method settings; expected one" in why
+
+
+def test_a_learning_rate_schedule_goes_on_top_of_the_pinned_settings(tmp_path, recorded):
+    """--lr-schedule cosine: every configuration runs at the records' settings with the schedule added; the
+    folder keeps it as part of its protocol, and the page's protocol and Reproduce lines say so."""
+    cc = load("claim_check")
+    out, page = tmp_path / "cosine", tmp_path / "results.md"
+    assert cc.main(["--out", str(out), *TINY, "--only", BOTH, "--settings-from", str(recorded),
+                    "--lr-schedule", "cosine", "--write", str(page)]) == 0
+    for name in ("single-code", "mganprior-N10"):
+        then, now = _settings(recorded / "a" / name), _settings(out / "a" / name)
+        assert now == {**then, "lr_schedule": "cosine"} and then["lr_schedule"] == "constant"
+    assert json.loads((out / "protocol.json").read_text())["lr_schedule"] == "cosine"
+    text = page.read_text().split("## Experiment b")[0]
+    assert "1 restart per image with a cosine learning-rate schedule (every rate of the settings decays" in text
+    reproduce = next(line for line in text.splitlines() if line.startswith("**Reproduce:**"))
+    assert "--lr-schedule cosine " in reproduce
+    with pytest.raises(SystemExit, match=r"'lr_schedule': \('cosine', 'constant'\)"):
+        cc.main(["--out", str(out), *TINY, "--only", BOTH, "--lr-schedule", "constant"])

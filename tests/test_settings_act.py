@@ -60,11 +60,13 @@ CHANGES: dict[str, dict[str, Change]] = {
     "single-code": {
         "iterations": Change(4), "optimizer": Change("adam"), "lr": Change(0.5), "init": Change("zero"),
         "mse_weight": Change(0.5), "perceptual_weight": Change(0.1), "perceptual_size": Change(32, PW),
+        "lr_schedule": Change("cosine"),
     },
     "mganprior": {
         "n_codes": Change(5), "split": Change(2), "iterations": Change(4), "optimizer": Change("adam"),
         "lr": Change(5.0), "mse_weight": Change(0.5), "perceptual_weight": Change(0.1),
         "perceptual_size": Change(32, PW), "divide_by_n": Change(False), "alpha_lr": Change(1.0),
+        "lr_schedule": Change("cosine"),
     },
     "pmsfc": {
         "variant": Change("released"), "split": Change(2), "n_subspaces": Change(3),
@@ -83,7 +85,7 @@ CHANGES: dict[str, dict[str, Change]] = {
         "threshold_ratio": Change(0.6, {"affinity": "official"}),
         "subspace_dim": Change(2, {"affinity": "official"}),
         "affinity_power": Change(0.5, {"affinity": "official"}),
-        "partition": Change("random"),
+        "partition": Change("random"), "lr_schedule": Change("cosine"),
     },
     "ilo": {  # the suite's feature steps stay far inside any L1 ball: a radius binds only at a large feature_lr
         "iterations": Change(12), "stage_weights": Change((1.0, 1.0, 1.0, 1.0)), "splits": Change((1, 2, 3)),
