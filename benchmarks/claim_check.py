@@ -420,7 +420,8 @@ def pinned_settings(cfg: Config, protocol: Protocol) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in NOT_PINNED}
 
 
-def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: dict[str, Any]) -> None:
+def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: dict[str, Any],
+               batch_size: int | None = None) -> None:
     """One configuration: an ordinary ``harness.run`` into ``OUT/<experiment>/<name>`` (resumes); with
     ``--settings-from``, at the settings its records there hold (``pinned``, from :func:`pinned_settings`)."""
     folder = out / cfg.experiment / cfg.name
@@ -431,7 +432,7 @@ def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: 
     config = harness.RunConfig(generator=cfg.generator, methods=[cfg.method], profile=cfg.profile,
                                overrides={cfg.method: overrides}, images=protocol.images,
                                n_generated=protocol.n_generated, budget=protocol.iterations,
-                               restarts=protocol.restarts, device=device, latency=False)
+                               restarts=protocol.restarts, device=device, latency=False, batch_size=batch_size)
     note = f" at the settings of {protocol.settings_from}: {overrides}" if protocol.settings_from else ""
     print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}{note}", flush=True)
     before, t0, load0 = _count(folder), time.monotonic(), _loadavg()
@@ -485,7 +486,7 @@ def run_experiment(exp: Experiment, out: Path, protocol: Protocol, args: argpars
     # read first, so that a configuration --settings-from cannot pin is refused before any of them runs
     pins = [pinned_settings(cfg, protocol) for cfg in cfgs]
     for cfg, pinned in zip(cfgs, pins, strict=True):
-        run_config(cfg, out, protocol, args.device, pinned)
+        run_config(cfg, out, protocol, args.device, pinned, args.batch_size)
 
 
 # ---- the page: data ------------------------------------------------------------------------------
@@ -1166,6 +1167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", type=int, default=None, help="experiments b/c: this split instead of the scan's choice")
     ap.add_argument("--scan-splits", default=None, help="experiments b/c: scan only these splits (default: all)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="images per batch (default: the harness's estimate); under Adam an image's result can depend "
+                         "on its batch by a fraction of a dB, so a run paired with other records can match theirs")
     ap.add_argument("--no-run", action="store_true", help="only write the page from existing results")
     ap.add_argument("--section", action="append", default=[], metavar="EXP=FOLDER",
                     help="the page renders experiment EXP from FOLDER (a check folder with its own protocol) instead "

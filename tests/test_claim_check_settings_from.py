@@ -138,11 +138,14 @@ def test_settings_from_refuses_folders_that_do_not_hold_the_configuration(tmp_pa
 
 def test_a_learning_rate_schedule_goes_on_top_of_the_pinned_settings(tmp_path, recorded):
     """--lr-schedule cosine: every configuration runs at the records' settings with the schedule added; the
-    folder keeps it as part of its protocol, and the page's protocol and Reproduce lines say so."""
+    folder keeps it as part of its protocol, and the page's protocol and Reproduce lines say so. --batch-size
+    (to match the batches of the records a run is paired with) reaches the records."""
     cc = load("claim_check")
     out, page = tmp_path / "cosine", tmp_path / "results.md"
     assert cc.main(["--out", str(out), *TINY, "--only", BOTH, "--settings-from", str(recorded),
-                    "--lr-schedule", "cosine", "--write", str(page)]) == 0
+                    "--lr-schedule", "cosine", "--n-generated", "2", "--batch-size", "1", "--write", str(page)]) == 0
+    with sqlite3.connect(out / "a" / "single-code" / "results.sqlite") as conn:
+        assert conn.execute("SELECT batch_size, COUNT(*) FROM results GROUP BY batch_size").fetchall() == [(1, 2)]
     for name in ("single-code", "mganprior-N10"):
         then, now = _settings(recorded / "a" / name), _settings(out / "a" / name)
         assert now == {**then, "lr_schedule": "cosine"} and then["lr_schedule"] == "constant"
@@ -152,4 +155,4 @@ def test_a_learning_rate_schedule_goes_on_top_of_the_pinned_settings(tmp_path, r
     reproduce = next(line for line in text.splitlines() if line.startswith("**Reproduce:**"))
     assert "--lr-schedule cosine " in reproduce
     with pytest.raises(SystemExit, match=r"'lr_schedule': \('cosine', 'constant'\)"):
-        cc.main(["--out", str(out), *TINY, "--only", BOTH, "--lr-schedule", "constant"])
+        cc.main(["--out", str(out), *TINY, "--n-generated", "2", "--only", BOTH, "--lr-schedule", "constant"])
