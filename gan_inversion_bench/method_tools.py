@@ -129,31 +129,15 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
     closure ``per_image_loss`` (the forward pass; its backward is compiled with it) is compiled
     with ``torch.compile``; methods with their own loop get the generator compiled instead.
     """
-    unknown = set(extra) - {"lrs", "schedule", "snapshot", "start", "total"}
-    if unknown:
-        raise TypeError(f"optimise() got unexpected keyword arguments {sorted(unknown)}")
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    start, total = _phase(extra, iterations)
     snapshot = extra.get("snapshot")
-    start = int(extra.get("start", 0))
-    total = int(extra.get("total", start + iterations))
-    if start < 0 or total < start + iterations:
-        raise ValueError(f"start must be >= 0 and total >= start + iterations, got start={start}, total={total}, "
-                         f"iterations={iterations}")
-    schedule = extra.get("schedule", "constant")
-    check_lr_schedule(schedule)
     opt = make_optimizer(optimizer, params, lr, lrs=extra.get("lrs"))
-    # LambdaLR counts its own steps from 0; a later phase (start > 0) continues the run's schedule
-    scheduler = None if schedule == "constant" else torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: lr_factor(schedule, start + k, total))
-    loop = _Loop(params, per_image_loss, opt)
+    loop = _Loop(params, per_image_loss, opt, _scheduler(opt, extra.get("schedule", "constant"), start, total))
     every = max(1, total // 100)
     if snapshot is not None and start == 0:
         trace_point(0, snapshot)
     for it in range(start, start + iterations):
         loop.step(it)
-        if scheduler is not None:
-            scheduler.step()
         if snapshot is not None:
             trace_point(it + 1, snapshot)
         if (it + 1) % every == 0 or it + 1 == start + iterations:
@@ -163,6 +147,31 @@ def optimise(params: list[Tensor], per_image_loss: Callable[[], Tensor], *, opti
                 progress(it + 1, total)
     failures = loop.failures() if bool((loop.bad_iteration >= 0).any()) else {}
     return torch.stack(loop.history).cpu(), failures
+
+
+def _phase(extra: dict[str, Any], iterations: int) -> tuple[int, int]:
+    """``(start, total)`` from :func:`optimise`'s keywords, validated with the rest of them."""
+    unknown = set(extra) - {"lrs", "schedule", "snapshot", "start", "total"}
+    if unknown:
+        raise TypeError(f"optimise() got unexpected keyword arguments {sorted(unknown)}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    start = int(extra.get("start", 0))
+    total = int(extra.get("total", start + iterations))
+    if start < 0 or total < start + iterations:
+        raise ValueError(f"start must be >= 0 and total >= start + iterations, got start={start}, total={total}, "
+                         f"iterations={iterations}")
+    return start, total
+
+
+def _scheduler(opt: torch.optim.Optimizer, schedule: Any, start: int,
+               total: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``schedule`` over steps ``start`` … ``total``; None for the constant one. LambdaLR counts its
+    own steps from 0, so a later phase (``start`` > 0) continues the run's schedule."""
+    check_lr_schedule(schedule)
+    if schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(schedule, start + k, total))
 
 
 # ---- quality along the way ----------------------------------------------------------------------
@@ -197,8 +206,9 @@ class _Loop:
     """The state of :func:`optimise`. Failure bookkeeping stays on the device: no host
     synchronisation inside the loop except the all-failed check at the progress points."""
 
-    def __init__(self, params: list[Tensor], per_image_loss: Callable[[], Tensor], opt: torch.optim.Optimizer):
-        self.params, self.opt = params, opt
+    def __init__(self, params: list[Tensor], per_image_loss: Callable[[], Tensor], opt: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
+        self.params, self.opt, self.scheduler = params, opt, scheduler
         self.loss_step = maybe_compile(per_image_loss)
         b, device = params[0].shape[0], params[0].device
         self.alive = torch.ones(b, dtype=torch.bool, device=device)
@@ -233,6 +243,8 @@ class _Loop:
                     p.grad.copy_(torch.where(self._rows(p), p.grad, torch.zeros_like(p.grad)))
                 good.copy_(torch.where(self._rows(p), p, good))
         self.opt.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         with torch.no_grad():
             for p, good in zip(self.params, self.last_good, strict=True):
                 p.copy_(torch.where(self._rows(p), p, good))

@@ -35,9 +35,8 @@ generator's weights, the code version, the split point, the discovery settings a
   ``f = Σ_r G1(z_r) ⊙ m_r + G1(z_base)``, loss ``0.01·MSE(G2(f), x) + MSE(G2(G1(z_base)), x)``,
   Adam lr 1e-4, 20 000 iterations; the reported image is ``G2(f)``.
 
-Settings left at ``None`` take the variant's defaults (:data:`VARIANT_DEFAULTS`) when the
-settings object is built, so stored settings are always concrete. ``docs/methods.md`` explains
-every default and the measurements behind the ones the paper does not give.
+Settings left at ``None`` take the variant's defaults (:data:`VARIANT_DEFAULTS`) when the settings object is built,
+so stored settings are always concrete. ``docs/methods.md`` explains every default and its measurements.
 
 Both variants run G1 once per iteration on all codes of all images. ``execution="reference"``
 runs the official pattern instead, for speed comparisons (``docs/performance.md``): one image at
@@ -213,10 +212,9 @@ class PmSFCSettings:
         for name in ("n_subspaces", "codes_per_subspace", "iterations", "discovery_iterations", "discovery_batch",
                      "subspace_dim"):
             positive_int(getattr(self, name), name)
-        for name in ("lr", "discovery_lr", "denominator_eps", "threshold_ratio", "affinity_power", "s_init"):
+        for name in ("lr", "discovery_lr", "denominator_eps", "threshold_ratio", "affinity_power", "s_init",
+                     *(("weight_lr",) if self.weight_lr is not None else ())):  # weight_lr None: the codes' lr
             positive_float(getattr(self, name), name)
-        if self.weight_lr is not None:
-            positive_float(self.weight_lr, "weight_lr")
         if self.threshold_ratio > 1:
             raise ValueError(f"threshold_ratio must be in (0, 1], got {self.threshold_ratio}")
         for name in ("optimizer", "discovery_optimizer"):
@@ -233,9 +231,8 @@ class PmSFCSettings:
             raise ValueError(f"partition must be 'discovered', 'random' or 'random:N' (N a seed): {self.partition!r}")
         if self.official_orientation not in ORIENTATIONS:
             raise ValueError(f"official_orientation must be one of {ORIENTATIONS}, got {self.official_orientation!r}")
-        for name in ("weight_init",):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if not math.isfinite(self.weight_init):
+            raise ValueError(f"weight_init must be finite, got {self.weight_init!r}")
         for name in ("mse_weight", "perceptual_weight", "composite_weight", "base_weight", "data_weight",
                      "sparsity_weight"):
             v = getattr(self, name)

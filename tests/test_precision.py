@@ -229,8 +229,8 @@ def test_run_records_precision_throughput_and_keeps_default_keys(tmp_path):
 
     diff = perf.count_flops(lambda: m(2).invert(G, t)) - perf.count_flops(lambda: m(1).invert(G, t))
     assert r["flops_per_iteration"] == pytest.approx(diff)
-    # keys made before the execution setting existed stay valid (old folders resume)
-    settings = {k: v for k, v in r["method_settings"].items() if k != "execution"}
+    # keys made before the execution and lr_schedule settings existed stay valid (old folders resume)
+    settings = {k: v for k, v in r["method_settings"].items() if k not in ("execution", "lr_schedule")}
     assert r["method_key"] == method_key("single-code", "1", settings, {"prepared": {}, "profile": "quick"})
     assert "TFLOP/s" in tables.to_markdown(tables.load_records(out))
 
