@@ -91,6 +91,7 @@ PM10_OWN32 = f"{R}/claim-check-cpu-full9/a/pmsfc-RK10-wtuned"  # its own search,
 PM30_32 = f"{R}/claim-check-cpu-full10/a/pmsfc-RK30-w0.25"  # 32 faces
 PM30_W1_32 = f"{R}/claim-check-cpu-full14/a/pmsfc-RK30-w1"  # 32 faces
 N10_OWN_DIVN32 = f"{R}/claim-check-cpu-full16/a/mganprior-N10-divN"  # its own search with /N, 32 faces
+C2000, C2000_COS = f"{R}/claim-check-cpu-c2000/c", f"{R}/claim-check-cpu-c2000-cos/c"  # constant, cosine lr
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -157,6 +158,12 @@ QUOTED = [
     ([N10_OWN_DIVN32, "mganprior", "mganprior", "--b-run", f"{FULL3}/mganprior-N10-divN"], "generated", "lead"),
     ([N10_OWN_DIVN32, "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "generated", "lead"),
     ([PM10_OWN32, "pmsfc", "mganprior", "--b-run", N10_OWN_DIVN32], "generated", "trail"),
+    # experiment c at 2000 iterations: every learning rate decayed (cosine) against the constant rates
+    *[([f"{C2000_COS}/{c}", "pmsfc", "pmsfc", "--b-run", f"{C2000}/{c}"], "generated", "lead")
+      for c in ("R1-K30", "discovered", "random")],
+    ([f"{C2000_COS}/R1-K30", "pmsfc", "pmsfc", "--b-run", f"{C2000}/random"], "generated", "lead"),
+    ([f"{C2000_COS}/R1-K30", "pmsfc", "pmsfc", "--b-run", f"{C2000}/discovered"], "generated", "lead"),
+    ([f"{C2000_COS}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_COS}/random"], "generated", "trail"),
 ]
 
 
