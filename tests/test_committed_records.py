@@ -92,6 +92,7 @@ PM30_32 = f"{R}/claim-check-cpu-full10/a/pmsfc-RK30-w0.25"  # 32 faces
 PM30_W1_32 = f"{R}/claim-check-cpu-full14/a/pmsfc-RK30-w1"  # 32 faces
 N10_OWN_DIVN32 = f"{R}/claim-check-cpu-full16/a/mganprior-N10-divN"  # its own search with /N, 32 faces
 C2000, C2000_COS = f"{R}/claim-check-cpu-c2000/c", f"{R}/claim-check-cpu-c2000-cos/c"  # constant, cosine lr
+XCPU, XCPU_COS = f"{R}/claim-check-cpu-xcpu/a", f"{R}/claim-check-cpu-xcpu-cos/a"  # constant, cosine lr (Xeon)
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -164,6 +165,12 @@ QUOTED = [
     ([f"{C2000_COS}/R1-K30", "pmsfc", "pmsfc", "--b-run", f"{C2000}/random"], "generated", "lead"),
     ([f"{C2000_COS}/R1-K30", "pmsfc", "pmsfc", "--b-run", f"{C2000}/discovered"], "generated", "lead"),
     ([f"{C2000_COS}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_COS}/random"], "generated", "trail"),
+    # experiment a on the Xeon: every learning rate decayed (cosine) against the constant rates
+    ([f"{XCPU_COS}/single-code", "single-code", "single-code", "--b-run", f"{XCPU}/single-code"], "generated", "lead"),
+    ([f"{XCPU_COS}/mganprior-N30-divN", "mganprior", "mganprior", "--b-run", f"{XCPU}/mganprior-N30-divN"],
+     "generated", "lead"),
+    ([f"{XCPU}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XCPU_COS}/single-code"], "generated",
+     "lead"),
 ]
 
 

@@ -3,6 +3,7 @@ direct reading of a committed records database, and its refusals."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -46,3 +47,16 @@ def test_refusals(tmp_path, capsys):
         st.main([str(RECORDS / "claim-check-cpu-xcpu" / "a" / "single-code"), "--above", "0.5"])
     assert st.main([str(RECORDS / "claim-check-cpu-xcpu" / "a" / "mganprior-N30-divN")]) == 0
     assert "| mganprior | 2000 | 8 | 1.000 |" in capsys.readouterr().out
+
+
+def test_the_pages_table_is_what_the_records_give_today():
+    """docs/results.md, "Has each run settled?": the rows its command prints from the committed records."""
+    st = load("settling")
+    page = (RECORDS.parent / "results.md").read_text()
+    command = re.search(r"\*\*Reproduce:\*\* `python benchmarks/settling\.py ([^`]+)`", page)
+    assert command, "docs/results.md has no settling.py command"
+    folders = command.group(1).split()
+    rendered = st.markdown(st.pd.concat([st.settling(RECORDS.parent.parent / f) for f in folders], ignore_index=True),
+                           1.1).splitlines()
+    missing = [row for row in rendered[2:] if row.replace(str(RECORDS.parent.parent) + "/", "") not in page]
+    assert len(rendered) == len(folders) + 2 and not missing, missing[:1]
