@@ -171,6 +171,7 @@ QUOTED = [
      "generated", "lead"),
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XCPU_COS}/single-code"], "generated",
      "lead"),
+    ([f"{XCPU}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XCPU}/single-code"], "generated", "lead"),
 ]
 
 
