@@ -382,13 +382,14 @@ def _count(folder: Path) -> int:
 
 
 #: what a pinned rerun (``--settings-from``) takes from its own protocol rather than from the records
-NOT_PINNED = ("iterations",)
+NOT_PINNED = ("iterations", "lr_schedule")  # the protocol's own (--iterations, --lr-schedule)
 
 
 def pinned_settings(cfg: Config, protocol: Protocol) -> dict[str, Any]:
     """``--settings-from RECORDS``: the method settings that the records of ``cfg`` (the configuration of
     the same name) in RECORDS hold, a check folder or its archive, so that a rerun runs at them and not at
-    whatever the profile holds today; the iterations stay this protocol's. Empty without the option.
+    whatever the profile holds today; the iterations and the learning-rate schedule stay this protocol's.
+    Empty without the option.
     Refused, with the reason, when RECORDS has no records of ``cfg`` (or reaches outside itself), when they
     were written by another method or method version, hold more than one setting, or contradict what
     ``cfg`` puts on top of the profile (then they are not this configuration)."""
@@ -425,9 +426,7 @@ def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: 
     """One configuration: an ordinary ``harness.run`` into ``OUT/<experiment>/<name>`` (resumes); with
     ``--settings-from``, at the settings its records there hold (``pinned``, from :func:`pinned_settings`)."""
     folder = out / cfg.experiment / cfg.name
-    overrides = {**cfg.overrides, **pinned}
-    if protocol.lr_schedule != "constant":  # the settings' own schedule is the default one, left out of keys
-        overrides["lr_schedule"] = protocol.lr_schedule
+    overrides = {**cfg.overrides, **pinned, "lr_schedule": protocol.lr_schedule}  # constant: left out of keys
     share_cache(out / "cache", folder / "cache")  # S is trained once per split and reused by every configuration
     config = harness.RunConfig(generator=cfg.generator, methods=[cfg.method], profile=cfg.profile,
                                overrides={cfg.method: overrides}, images=protocol.images,
@@ -977,7 +976,8 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
                          for m in dict.fromkeys(c.method for c in cfgs) if (method == m).any())
         lines += [f"**Settings pinned.** `--settings-from {protocol.settings_from}`: every configuration ran at the "
                   "method settings that the records of the configuration of the same name hold there, not at the "
-                  f"profile entry of the day it ran (the iterations are this protocol's): {held}.", ""]
+                  "profile entry of the day it ran (the iterations and the learning-rate schedule are this "
+                  f"protocol's): {held}.", ""]
     elif transferred(exp, protocol) and not sub:
         _, settings = tuned_settings(protocol.tuned_from, "pmsfc", protocol.iterations)
         why = (f"`{exp.generator}` has no tuned PmSFC profile, so every row" if not has_tuned(exp.generator, ["pmsfc"])
@@ -1159,7 +1159,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings-from", default=None, metavar="RECORDS",
                     help="run each configuration at the method settings its records in RECORDS hold (a check "
                          "folder or its archive under docs/records/), not at today's profile entry: a rerun that "
-                         "is the same experiment; the iterations stay this protocol's")
+                         "is the same experiment; the iterations and the learning-rate schedule stay "
+                         "this protocol's")
     ap.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
                     help="every configuration's learning-rate schedule (default: constant, the profiles'; cosine "
                          "decays every rate to 0 over the iterations)")

@@ -156,3 +156,16 @@ def test_a_learning_rate_schedule_goes_on_top_of_the_pinned_settings(tmp_path, r
     assert "--lr-schedule cosine " in reproduce
     with pytest.raises(SystemExit, match=r"'lr_schedule': \('cosine', 'constant'\)"):
         cc.main(["--out", str(out), *TINY, "--n-generated", "2", "--only", BOTH, "--lr-schedule", "constant"])
+
+
+def test_the_schedule_is_the_protocols_not_the_pinned_records(tmp_path, recorded):
+    """Records that ran with the decay, pinned by a folder without --lr-schedule, run at the constant rate that
+    this folder's protocol (and its page) states; the other settings stay pinned."""
+    cc = load("claim_check")
+    decayed, again = tmp_path / "decayed", tmp_path / "again"
+    assert cc.main(["--out", str(decayed), *TINY, "--only", BOTH, "--settings-from", str(recorded),
+                    "--lr-schedule", "cosine"]) == 0
+    assert cc.main(["--out", str(again), *TINY, "--only", BOTH, "--settings-from", str(decayed)]) == 0
+    for name in ("single-code", "mganprior-N10"):
+        assert _settings(again / "a" / name) == _settings(recorded / "a" / name)
+        assert _settings(decayed / "a" / name)["lr_schedule"] == "cosine"
