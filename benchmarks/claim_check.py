@@ -72,7 +72,7 @@ from gan_inversion_bench.profiles import (
     value_text,
 )
 from gan_inversion_bench.safe_paths import UnsafePathError, inside
-from gan_inversion_bench.store import StoreError
+from gan_inversion_bench.store import ResultStore, StoreError
 
 SCRIPT = "python benchmarks/claim_check.py"
 GENERATOR = "dcgan-digiface64"
@@ -258,6 +258,35 @@ def _log_session(out: Path, key: str, t0: float, load0: list[float], new: int) -
         log = _read_json(out / "runs.json")
         log.setdefault(key, []).append(entry)
         _write_json(out / "runs.json", log)
+
+
+def session_log(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """``OUT/runs.json``, and the sessions it cannot hold: a line is written when a session ends, so one that
+    was killed (or stopped, or failed) after writing records has none there. Those come from the records
+    themselves (:func:`unfinished_sessions`), after the configuration's ended sessions."""
+    log = _read_json(out / "runs.json")
+    for db in sorted(out.glob("*/*/results.sqlite")):
+        if unfinished := unfinished_sessions(db.parent):
+            key = db.parent.relative_to(out).as_posix()
+            log[key] = [*log.get(key, []), *unfinished]
+    return log
+
+
+def unfinished_sessions(folder: Path) -> list[dict[str, Any]]:
+    """A configuration's sessions that wrote records but never ended (the harness's session table:
+    ``abandoned`` when killed, ``interrupted``, ``failed``, or ``running`` still): the records each wrote,
+    and the time from its start to its last record as its wall time (no load was measured)."""
+    with ResultStore(folder, create=False) as store:
+        sessions, rows = store.sessions(), store.results()
+    lines = []
+    for s in sessions:
+        made = [datetime.datetime.fromisoformat(r["created"]) for r in rows if r["session"] == s["id"]]
+        if s["status"] == "finished" or not made:
+            continue
+        start = datetime.datetime.fromisoformat(s["started"])
+        lines.append({"status": s["status"], "new_records": len(made), "wall_s": round((max(made) - start)
+                      .total_seconds(), 1), "finished": max(made).isoformat(), "load_before": None, "load_after": None})
+    return lines
 
 
 def resolve_protocol(out: Path, args: argparse.Namespace) -> Protocol:
@@ -922,7 +951,7 @@ def protocol_lines(exp: Experiment, df: pd.DataFrame, keys: list[str], log: dict
     ok = _ok(df)
     n = {sub: ok[ok["subset"] == sub]["image_id"].nunique() for sub in sorted(ok["subset"].unique())}
     sessions = _sessions(log, keys)
-    loads = [s["load_before"] for s in sessions] + [s["load_after"][0] for s in sessions]
+    loads = [x for s in sessions if s["load_after"] for x in (s["load_before"], s["load_after"][0])]
     load = f"1-minute load {min(loads):.1f}–{max(loads):.1f} at the starts and ends of the runs" if loads else ""
     issue, images = Protocol(), " + ".join(f"{v} {k}" for k, v in n.items())
     return [f"**Protocol used:** {protocol.iterations} iterations (the issue: {issue.iterations}), "
@@ -997,7 +1026,7 @@ def experiment_lines(exp: Experiment, src: Source, page: Path, main: Protocol, s
         lines += scan_lines(exp, out, protocol)
     if df.empty:
         return lines + not_run_lines(exp, src)
-    log = _read_json(out / "runs.json")
+    log = session_log(out)
     keys = [c.key for c in cfgs] + [k for k in log if k.startswith(f"{exp.key}/scan")]
     lines += protocol_lines(exp, df, keys, log, protocol) + _commands(exp, src)
     lines += [*summary_lines(df, cfgs), "", CAPACITY[exp.kind], ""]
@@ -1058,6 +1087,11 @@ def _natural(key: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
+UNFINISHED_TEXT = (" A session that never ended (killed: `abandoned`; stopped: `interrupted`; `failed`; or still "
+                   "`running`) is read from its records: the harness's session table says which, and its wall time "
+                   "runs from its start to its last record.")
+
+
 def runs_lines(sections: dict[str, list[Source]], main: Source) -> list[str]:
     rows = []
     for src in _all_sources(sections):
@@ -1066,12 +1100,12 @@ def runs_lines(sections: dict[str, list[Source]], main: Source) -> list[str]:
     return ["## Runs", "", "Every configuration's sessions that added records: wall time (discovery, model loading and "
             "warm-up included) and the load average before → after (1/5/15 minutes; 2 cores: a load above 2 means "
             "other work shared the CPU). A configuration from another folder than the first is prefixed with its "
-            "folder's name.", "",
+            f"folder's name.{UNFINISHED_TEXT if any('not measured' in r[-1] for r in rows) else ''}", "",
             *_table(["configuration", "sessions", "wall (s)", "records", "load before → after"], rows), ""]
 
 
 def _runs_rows(src: Source, experiments: list[str], prefix: str) -> list[list[str]]:
-    log = _read_json(src.out / "runs.json")
+    log = session_log(src.out)
     rows = []
     for key, sessions in sorted(log.items(), key=lambda kv: _natural(kv[0])):
         if key.split("/")[0] not in experiments:
@@ -1079,9 +1113,14 @@ def _runs_rows(src: Source, experiments: list[str], prefix: str) -> list[list[st
         done = [s for s in sessions if s.get("new_records", 0) > 0] or sessions[-1:]
         rows.append([prefix + key, str(len(done)), f"{sum(s['wall_s'] for s in done):.0f}",
                      str(sum(s.get("new_records", 0) for s in done)),
-                     ", ".join(f"{s['load_before']:.1f} → {'/'.join(f'{x:.1f}' for x in s['load_after'])}"
-                               for s in done)])
+                     ", ".join(map(_load_text, done))])
     return rows
+
+
+def _load_text(session: dict[str, Any]) -> str:
+    if not session["load_after"]:  # from the records: it never ended
+        return f"{session['status']} (not measured; wall time to its last record)"
+    return f"{session['load_before']:.1f} → {'/'.join(f'{x:.1f}' for x in session['load_after'])}"
 
 
 #: the page may end with other results between two of these markers; regenerating keeps them

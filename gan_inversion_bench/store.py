@@ -297,6 +297,14 @@ class ResultStore:
     def finish_session(self, session: int, status: str) -> None:
         self.conn.execute("UPDATE sessions SET finished = ?, status = ? WHERE id = ?", (now(), status, session))
 
+    SESSION_COLUMNS = ("id", "started", "finished", "status", "host", "pid")
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session in order: ``status`` is ``running`` while one runs (or until the next takes the lock
+        after a kill: then ``abandoned``), ``finished``, ``interrupted`` (Ctrl-C) or ``failed``."""
+        cur = self.conn.execute(f"SELECT {', '.join(self.SESSION_COLUMNS)} FROM sessions ORDER BY id")
+        return [dict(zip(self.SESSION_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+
     # ---- results -------------------------------------------------------------------------------
     # ---- one-off and per-image costs (not per result) ----------------------------------------------
     TIMING_COLUMNS = ("method_key", "kind", "seconds", "images", "batch_size", "device", "timer", "note", "session",

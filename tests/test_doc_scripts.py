@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -511,3 +512,39 @@ def test_tuning_objective_gives_each_trials_value_again(capsys, tmp_path, monkey
     with pytest.raises(SystemExit, match=r"--entry 5: .*pggan-tiny.json holds no single-code entry searched at 5 "
                                          r"iterations \(its entries' budgets: 3\)"):
         script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--entry", "5"])
+
+
+def test_claim_check_keeps_a_killed_sessions_records_in_the_runs_table(tmp_path, digiface_profile_only):
+    """A session killed after its first record has no line in runs.json (written when a session ends): the
+    Runs table reads it from the records (the harness's session table), beside the session that finished
+    the configuration, in the run folder and in its archive."""
+    import subprocess
+    import sys
+
+    from gan_inversion_bench import harness
+
+    cc = load("claim_check")
+    out = tmp_path / "cc"
+    args = ["--out", str(out), "--iterations", "2", "--n-generated", "2", "--images", "generated", "--restarts", "1",
+            "--batch-size", "1", "--device", "cpu", "--only", "a/single-code"]
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "claim_check.py"
+    killed = subprocess.run([sys.executable, str(script), *args], env={**os.environ, harness.KILL_ENV: "committed:1"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / "runs.json").exists()
+    src = cc.Source(out, "cc", cc._folder_protocol(out))
+    (row,) = cc._runs_rows(src, ["a"], "")
+    assert row[:2] == ["a/single-code", "1"] and float(row[2]) >= 0 and row[3:] == [
+        "1", "running (not measured; wall time to its last record)"]
+    assert cc.main(args) == 0  # resumes: the second image; the killed session is now abandoned
+    (row,) = cc._runs_rows(src, ["a"], "")
+    assert row[:2] == ["a/single-code", "2"] and row[3] == "2"
+    finished, abandoned = row[4].split(", ")
+    assert "→" in finished and abandoned == "abandoned (not measured; wall time to its last record)"
+    log = json.loads((out / "runs.json").read_text())
+    assert [s["new_records"] for s in log["a/single-code"]] == [1]
+    sections = {e.key: [src] if e.key == "a" else [] for e in cc.EXPERIMENTS}
+    assert cc.UNFINISHED_TEXT in "\n".join(cc.runs_lines(sections, src))
+    cc.archive_check(out, "cc", tmp_path / "archive")
+    archived = cc.Source(tmp_path / "archive", "archive", cc._folder_protocol(tmp_path / "archive"))
+    assert cc._runs_rows(archived, ["a"], "") == [row]
