@@ -153,6 +153,9 @@ def list_profiles(generators: tuple[str, ...]) -> None:
                     how += f" (held fixed: {settings_text(t['fixed'])})"
                 if how and isinstance(t.get("held"), dict) and t["held"]:
                     how += f" (set for every trial: {settings_text(t['held'])})"
+                if how and isinstance(t.get("choices"), dict) and t["choices"]:
+                    how += " (chosen among: " + "; ".join(f"{k} {', '.join(map(str, v))}"
+                                                          for k, v in t["choices"].items()) + ")"
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
 
 

@@ -66,6 +66,20 @@ def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
     return {key: parse_value(value) for key, value in pairs(items, what)}
 
 
+def parse_choices(items: tuple[str, ...]) -> dict[str, list[Any]]:
+    """``NAME=V1,V2,...`` items (``--choose``): the values split at commas and each read as JSON where it
+    parses, or a whole JSON list (which :func:`fix_argument` writes, so a recorded command reads back)."""
+    out = {}
+    for key, text in pairs(items, "--choose"):
+        whole = parse_value(text)
+        values = whole if isinstance(whole, list) else [parse_value(v.strip()) for v in text.split(",")]
+        if len(values) < 2 or any(values.count(v) > 1 for v in values):
+            raise click.BadParameter(f"{key}: expected at least two distinct values, got {text!r}",
+                                     param_hint="--choose")
+        out[key] = values
+    return out
+
+
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 

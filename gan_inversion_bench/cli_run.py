@@ -22,6 +22,7 @@ from .cli_common import (
     generator_options,
     pairs,
     parse_assignments,
+    parse_choices,
     slug,
 )
 from .devices import KERNEL_ENV
@@ -305,6 +306,10 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
               help="Set a method setting that is not searched for every trial (repeatable; e.g. n_codes=10: "
                    "capacity is not searched, so a search per capacity sets it); the entry's settings include it, "
                    "and it replaces the entry at this budget, so give it its own --out unless runs should use it.")
+@click.option("--choose", multiple=True, metavar="NAME=V1,V2,...",
+              help="Search a method setting that is not searched among the values given (repeatable; e.g. "
+                   "lr_schedule=constant,cosine: the schedule is a choice per method and budget, like the rate); "
+                   "the values are read as JSON where they parse (a JSON list too).")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES). "
@@ -333,7 +338,8 @@ def tune_cmd(**o: Any) -> None:
     tc = TuneConfig(trials=o["trials"], budget=o["budget"], n_images=o["n_images"], image_seed=o["image_seed"],
                     seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
                     pruning=o["pruning"], startup_trials=o["startup_trials"],
-                    fixed=parse_assignments(o["fix"], "--fix"), held=parse_assignments(o["held"], "--set"))
+                    fixed=parse_assignments(o["fix"], "--fix"), held=parse_assignments(o["held"], "--set"),
+                    choices=parse_choices(o["choose"]))
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
@@ -379,6 +385,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
             + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")
             + "".join(f" --fix {fix_argument(k, v)}" for k, v in tc.fixed.items())
             + "".join(f" --set {fix_argument(k, v)}" for k, v in tc.held.items())
+            + "".join(f" --choose {fix_argument(k, v)}" for k, v in tc.choices.items())
             + (f" --cpu-kernels {o['cpu_kernels']}" if o["cpu_kernels"] else "")
             + "".join(f" --gen-opt {shlex.quote(g)}" for g in o["gen_opt"]))
 

@@ -54,7 +54,15 @@ Protocol (:class:`TuneConfig`):
   profile's (mGANprior N = 30); ``held={"n_codes": 10}`` searches the learning rates for N = 10. The
   entry's settings include them (a run of that entry uses them unless it overrides them) and its
   ``tuning`` record names them. A name that is not a setting of the method, a setting the space
-  searches (hold it with ``fixed``) and the budget setting (``budget``) are refused.
+  searches (hold it with ``fixed``) and the budget setting (``budget``) are refused;
+* **chosen settings** (optional, ``choices``): method settings outside the search space that the search
+  draws among given values, as a categorical parameter of the setting's own name. The learning-rate
+  schedule is one: on generated faces single-code at its tuned constant rate ended 52 dB below the same
+  rate decayed, and mGANprior 2.3 dB above it (docs/results.md), so which schedule a method needs is a
+  question for its search, as its rate is. ``choices={"lr_schedule": ["constant", "cosine"]}`` searches
+  both. The names are checked as held ones are, every value must be one the method accepts, a name may
+  not be both held and chosen, and a warm start takes the value its entry ran at (refused where that is
+  not among the choices). Without choices the search draws exactly what it drew before they existed.
 """
 from __future__ import annotations
 
@@ -91,7 +99,8 @@ PRUNING = {"halving": "optuna SuccessiveHalvingPruner on the mean PSNR at log-sp
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """The tuning protocol (module docstring)."""
+    """The tuning protocol (module docstring). ``held`` and ``choices`` are recorded only where a search
+    set them, so the records of searches without them are those written before they existed."""
 
     trials: int = 24
     budget: int = 100
@@ -105,6 +114,7 @@ class TuneConfig:
     startup_trials: int = STARTUP_TRIALS  # TPE's independent random draws before it models the results
     fixed: dict[str, Any] = field(default_factory=dict)  # search parameters held at one value (module docstring)
     held: dict[str, Any] = field(default_factory=dict)  # method settings outside the space (module docstring)
+    choices: dict[str, list[Any]] = field(default_factory=dict)  # settings outside the space, drawn among values
 
     def __post_init__(self) -> None:
         if self.min_resource is None and isinstance(self.budget, int) and isinstance(self.reduction_factor, int):
@@ -120,13 +130,19 @@ class TuneConfig:
             raise ValueError(f"fixed must map parameter names to values, got {self.fixed!r}")
         if not isinstance(self.held, dict) or not all(isinstance(k, str) for k in self.held):
             raise ValueError(f"held must map setting names to values, got {self.held!r}")
+        if not isinstance(self.choices, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and len(v) >= 2 and all(
+                    isinstance(x, (str, int, float, bool)) and v.count(x) == 1 for x in v)
+                for k, v in self.choices.items()):
+            raise ValueError("choices must map setting names to lists of at least two distinct values (strings, "
+                             f"numbers or booleans), got {self.choices!r}")
 
     def record(self) -> dict[str, Any]:
-        """The protocol as entries and journals record it (``held`` only where a search set it, so the
-        records of searches without it are those written before it existed)."""
+        """The protocol as entries and journals record it."""
         out = asdict(self)
-        if not self.held:
-            del out["held"]
+        for name in ("held", "choices"):
+            if not out[name]:
+                del out[name]
         return out
 
 
@@ -163,7 +179,7 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
     points = set(trace_points(tc.budget))
 
     def objective(trial: Any) -> float:
-        settings = method.tuning_space(trial)  # drawn for a replayed trial too: it advances the sampler
+        settings = draw(method, trial, tc.choices)  # drawn for a replayed trial too: it advances the sampler
         if journal is not None and trial.number in journal.trials:
             return journal.replay(trial)
         same = _same_complete_trial(trial)
@@ -203,13 +219,23 @@ def process_revision() -> str:
     return code_revision()
 
 
-def settings_of(method: InversionMethod, params: dict[str, Any]) -> dict[str, Any]:
-    """The settings a trial's ``params`` stand for under ``method``'s search space, as the profile file
-    holds them (JSON: a tuple such as ILO's radii becomes a list), so that an entry built here equals
-    the one read back. Raises ValueError where ``params`` lack one the space asks for."""
+def draw(method: InversionMethod, trial: Any, choices: dict[str, list[Any]]) -> dict[str, Any]:
+    """A trial's settings: ``method``'s search space, then each chosen setting (module docstring) drawn
+    among its values."""
+    settings = method.tuning_space(trial)
+    for name, values in choices.items():
+        settings[name] = trial.suggest_categorical(name, values)
+    return settings
+
+
+def settings_of(method: InversionMethod, params: dict[str, Any],
+                choices: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    """The settings a trial's ``params`` stand for under ``method``'s search space (and ``choices``), as
+    the profile file holds them (JSON: a tuple such as ILO's radii becomes a list), so that an entry built
+    here equals the one read back. Raises ValueError where ``params`` lack one the space asks for."""
     import optuna
 
-    return dict(json.loads(json.dumps(method.tuning_space(optuna.trial.FixedTrial(params)))))
+    return dict(json.loads(json.dumps(draw(method, optuna.trial.FixedTrial(params), choices or {}))))
 
 
 def start_params(method: InversionMethod, entry: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +249,7 @@ def start_params(method: InversionMethod, entry: dict[str, Any]) -> dict[str, An
                          "iterations records no best trial's parameters to start from")
     params = found[0]["params"]
     try:
-        again = settings_of(method, params)
+        again = settings_of(method, params, (entry.get("tuning") or {}).get("choices") or {})
     except ValueError as e:
         raise ValueError(f"{method.name}: the entry's best trial {params} does not fit the search space "
                          f"now ({e})") from None
@@ -291,11 +317,32 @@ def held_method(method_name: str, tc: TuneConfig) -> InversionMethod:
         method: InversionMethod = cls.from_profile(tc.base_profile, **tc.held)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{method_name}: held settings {tc.held}: {e}") from None
-    searched = sorted(set(tc.held) & _space(method)[1])
+    searched = sorted((set(tc.held) | set(tc.choices)) & _space(method)[1])
     if searched:
         raise ValueError(f"{method_name}: {', '.join(searched)} is searched; hold a parameter of the search space "
                          "at one value with --fix instead")
+    _check_choices(method, tc)
     return method.with_budget(tc.budget)
+
+
+def _check_choices(method: InversionMethod, tc: TuneConfig) -> None:
+    """Refuse chosen settings (module docstring) that are not settings, the budget, held too, or a value
+    the method refuses."""
+    cls, name = type(method), method.name
+    unknown = sorted(set(tc.choices) - set(cls.setting_names()))
+    if unknown:
+        raise ValueError(f"{name}: chosen setting(s) {unknown} are not settings of the method (its settings: "
+                         f"{', '.join(cls.setting_names())})")
+    for bad, why in ((set(tc.choices) & {cls.budget_setting}, "the budget; the search's budget sets it"),
+                     (set(tc.choices) & set(tc.held), "both held (--set) and chosen (--choose)")):
+        if bad:
+            raise ValueError(f"{name}: {', '.join(sorted(map(str, bad)))} is {why}")
+    for setting, values in tc.choices.items():
+        for value in values:
+            try:
+                cls.from_profile(tc.base_profile, **tc.held, **{setting: value})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{name}: chosen value {setting}={value!r}: {e}") from None
 
 
 def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
@@ -313,7 +360,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     revision = process_revision()
     method = held_method(method_name, tc)
     check_fixed(method, tc.fixed)
-    warm = None if start is None else _start_record(method, start, tc.fixed)  # refused before a long prepare
+    warm = None if start is None else _start_record(method, start, tc)  # refused before a long prepare
     with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
         method.prepare(generator, seed=0, cache_dir=cache)
     targets, classes = tuning_images(generator, tc, generator.device)
@@ -365,11 +412,19 @@ def _study(tc: TuneConfig, warm: dict[str, Any] | None) -> Any:
     return study
 
 
-def _start_record(method: InversionMethod, start: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """What a warm start enqueues (``params``) and the entry records of the entry it started from.
-    Raises ValueError where the start contradicts a ``fixed`` parameter."""
+def _start_record(method: InversionMethod, start: dict[str, Any], tc: TuneConfig) -> dict[str, Any]:
+    """What a warm start enqueues (``params``: with each chosen setting at the value its entry ran at) and
+    the entry records of the entry it started from. Raises ValueError where the start contradicts a
+    ``fixed`` parameter or ran at a value the ``choices`` do not offer."""
     budget, params = (start.get("tuning") or {}).get("budget"), start_params(method, start)
-    for name, value in fixed.items():
+    for name, values in tc.choices.items():
+        value = params.get(name, (start.get("settings") or {}).get(name, method.get_settings()[name]))
+        if value not in values:
+            raise ValueError(f"{method.name}: the warm start (the entry searched at {budget} iterations) ran at "
+                             f"{name}={value!r}, which the search does not choose among ({values}); drop the warm "
+                             "start or add its value")
+        params[name] = value
+    for name, value in tc.fixed.items():
         if name in params and params[name] != value:
             raise ValueError(f"{method.name}: the warm start (the entry searched at {budget} iterations) has "
                              f"{name}={params[name]!r}, but the search holds {name} at {value!r}; drop the warm "
@@ -397,7 +452,7 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
     if not complete:
         raise RuntimeError(f"{method.name}: no tuning trial completed")
     best = study.best_trial
-    settings = {**tc.held, **settings_of(method, best.params)}
+    settings = {**tc.held, **settings_of(method, best.params, tc.choices)}
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                "last_step": t.last_step, **{k: t.user_attrs[k] for k in ("failed", "repeat_of") if k in t.user_attrs}}
               for t in study.trials]

@@ -67,10 +67,10 @@ def test_what_the_space_does_not_draw_is_refused(method, fixed, message):
 def test_a_warm_start_that_contradicts_a_fixed_value_is_refused():
     method = METHODS.get("single-code")()
     entry = method_entries("dcgan-digiface64", "single-code")[0]  # searched at 100 iterations: Adam
-    assert _start_record(method, entry, {"optimizer": "adam"})["params"]["optimizer"] == "adam"
+    assert _start_record(method, entry, TuneConfig(fixed={"optimizer": "adam"}))["params"]["optimizer"] == "adam"
     with pytest.raises(ValueError, match=r"the warm start \(the entry searched at 100 iterations\) has "
                                          r"optimizer='adam', but the search holds optimizer at 'sgd'"):
-        _start_record(method, entry, {"optimizer": "sgd"})
+        _start_record(method, entry, TuneConfig(fixed={"optimizer": "sgd"}))
 
 
 def test_fixed_must_be_a_mapping_of_names():
