@@ -1132,7 +1132,8 @@ ARCHIVED = "archive.json"
 def archive_check(out: Path, out_arg: str, dest: Path) -> None:
     """``--archive DEST``: what the page is rendered from, without the PNGs and caches, for committing:
     each configuration's records (``gib archive``: one consistent SQLite file), the protocol, the session
-    log, the split scans, and ``archive.json`` naming ``out_arg``. A configuration already archived with
+    log, the split scans, and ``archive.json`` naming ``out_arg``. A configuration without records is left
+    out (archiving it while it starts would block its later archive). A configuration already archived with
     as many records is skipped; one with fewer is refused (remove it to archive it again). ``DEST`` serves
     one check folder: ``--section EXP=DEST`` renders from it, and its Reproduce line names ``out_arg``."""
     from gan_inversion_bench.archive import archive_run
@@ -1143,6 +1144,9 @@ def archive_check(out: Path, out_arg: str, dest: Path) -> None:
                          f"archive {out_arg} into another folder")
     for db in sorted(out.glob("*/*/results.sqlite")):
         rel, n = db.parent.relative_to(out), _count(db.parent)
+        if n == 0:  # a configuration that has not written a record yet (still starting, or failed at once)
+            print(f"not archived {rel}: no records yet", flush=True)
+            continue
         if (dest / rel / db.name).exists():
             have = _count(dest / rel)
             if have != n:

@@ -514,10 +514,10 @@ def test_tuning_objective_gives_each_trials_value_again(capsys, tmp_path, monkey
         script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--entry", "5"])
 
 
-def test_claim_check_keeps_a_killed_sessions_records_in_the_runs_table(tmp_path, digiface_profile_only):
+def test_claim_check_keeps_a_killed_sessions_records_in_the_runs_table(tmp_path, digiface_profile_only, capsys):
     """A session killed after its first record has no line in runs.json (written when a session ends): the
     Runs table reads it from the records (the harness's session table), beside the session that finished
-    the configuration, in the run folder and in its archive."""
+    the configuration, in the run folder and in its archive. A configuration without records is not archived."""
     import subprocess
     import sys
 
@@ -545,6 +545,12 @@ def test_claim_check_keeps_a_killed_sessions_records_in_the_runs_table(tmp_path,
     assert [s["new_records"] for s in log["a/single-code"]] == [1]
     sections = {e.key: [src] if e.key == "a" else [] for e in cc.EXPERIMENTS}
     assert cc.UNFINISHED_TEXT in "\n".join(cc.runs_lines(sections, src))
+    from gan_inversion_bench.store import ResultStore
+
+    (out / "a" / "mganprior-N10").mkdir()
+    ResultStore(out / "a" / "mganprior-N10").close()  # a configuration that has just started: no record yet
     cc.archive_check(out, "cc", tmp_path / "archive")
+    assert "not archived a/mganprior-N10: no records yet" in capsys.readouterr().out
+    assert not (tmp_path / "archive" / "a" / "mganprior-N10").exists()  # its later archive is not blocked
     archived = cc.Source(tmp_path / "archive", "archive", cc._folder_protocol(tmp_path / "archive"))
     assert cc._runs_rows(archived, ["a"], "") == [row]
