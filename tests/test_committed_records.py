@@ -93,6 +93,7 @@ PM30_W1_32 = f"{R}/claim-check-cpu-full14/a/pmsfc-RK30-w1"  # 32 faces
 N10_OWN_DIVN32 = f"{R}/claim-check-cpu-full16/a/mganprior-N10-divN"  # its own search with /N, 32 faces
 C2000, C2000_COS = f"{R}/claim-check-cpu-c2000/c", f"{R}/claim-check-cpu-c2000-cos/c"  # constant, cosine lr
 XCPU, XCPU_COS = f"{R}/claim-check-cpu-xcpu/a", f"{R}/claim-check-cpu-xcpu-cos/a"  # constant, cosine lr (Xeon)
+XPH, XPH_COS = f"{R}/claim-check-cpu-xcpu-photos/a", f"{R}/claim-check-cpu-xcpu-cos-photos/a"  # the same, photos
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -172,6 +173,17 @@ QUOTED = [
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XCPU_COS}/single-code"], "generated",
      "lead"),
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XCPU}/single-code"], "generated", "lead"),
+    # ... and on the 8 photos
+    ([f"{XPH_COS}/single-code", "single-code", "single-code", "--b-run", f"{XPH}/single-code"], "photos", "trail"),
+    ([f"{XPH_COS}/mganprior-N30-divN", "mganprior", "mganprior", "--b-run", f"{XPH}/mganprior-N30-divN"], "photos",
+     "trail"),
+    ([f"{XPH}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XPH}/single-code"], "photos", "lead"),
+    ([f"{XPH_COS}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XPH_COS}/single-code"], "photos",
+     "lead"),
+    ([f"{XPH}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", f"{XPH_COS}/single-code"], "photos", "lead"),
+    ([f"{XPH}/single-code", "single-code", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
+    ([f"{XPH}/mganprior-N30-divN", "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "photos",
+     "lead"),
 ]
 
 
