@@ -307,9 +307,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
                    "capacity is not searched, so a search per capacity sets it); the entry's settings include it, "
                    "and it replaces the entry at this budget, so give it its own --out unless runs should use it.")
 @click.option("--choose", multiple=True, metavar="NAME=V1,V2,...",
-              help="Search a method setting that is not searched among the values given (repeatable; e.g. "
-                   "lr_schedule=constant,cosine: the schedule is a choice per method and budget, like the rate); "
-                   "the values are read as JSON where they parse (a JSON list too).")
+              help="Draw a method setting that the search space does not hold among the values given, in every "
+                   "trial (repeatable; e.g. lr_schedule=constant,cosine: the schedule is a choice per method and "
+                   "budget, like the rate); the values are read as JSON where they parse (a JSON list too).")
 @click.option("--base-profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Profile file to write (default: gan_inversion_bench/profiles/<generator>.json, or $GIB_PROFILES). "
