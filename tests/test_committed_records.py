@@ -94,6 +94,7 @@ N10_OWN_DIVN32 = f"{R}/claim-check-cpu-full16/a/mganprior-N10-divN"  # its own s
 C2000, C2000_COS = f"{R}/claim-check-cpu-c2000/c", f"{R}/claim-check-cpu-c2000-cos/c"  # constant, cosine lr
 XCPU, XCPU_COS = f"{R}/claim-check-cpu-xcpu/a", f"{R}/claim-check-cpu-xcpu-cos/a"  # constant, cosine lr (Xeon)
 XPH, XPH_COS = f"{R}/claim-check-cpu-xcpu-photos/a", f"{R}/claim-check-cpu-xcpu-cos-photos/a"  # the same, photos
+XPH_SCHED = f"{R}/claim-check-cpu-xcpu-sched-photos/a/single-code"  # at its schedule search's entry, photos
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -184,6 +185,9 @@ QUOTED = [
     ([f"{XPH}/single-code", "single-code", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
     ([f"{XPH}/mganprior-N30-divN", "mganprior", "mganprior", "--b-run", f"{FULL2}/mganprior-N30-divN"], "photos",
      "lead"),
+    ([XPH_SCHED, "single-code", "single-code", "--b-run", f"{XPH}/single-code"], "photos", "lead"),
+    ([XPH_SCHED, "single-code", "single-code", "--b-run", f"{XPH_COS}/single-code"], "photos", "lead"),
+    ([f"{XPH}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", XPH_SCHED], "photos", "lead"),
 ]
 
 
