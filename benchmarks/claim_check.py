@@ -1088,6 +1088,8 @@ def _natural(key: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
+#: the load cell of a session read from its records (:func:`unfinished_sessions`): nothing was measured
+UNMEASURED = "not measured; wall time to its last record"
 UNFINISHED_TEXT = (" A session that never ended (killed: `abandoned`; stopped: `interrupted`; `failed`; or still "
                    "`running`) is read from its records: the harness's session table says which, and its wall time "
                    "runs from its start to its last record.")
@@ -1101,7 +1103,7 @@ def runs_lines(sections: dict[str, list[Source]], main: Source) -> list[str]:
     return ["## Runs", "", "Every configuration's sessions that added records: wall time (discovery, model loading and "
             "warm-up included) and the load average before → after (1/5/15 minutes; 2 cores: a load above 2 means "
             "other work shared the CPU). A configuration from another folder than the first is prefixed with its "
-            f"folder's name.{UNFINISHED_TEXT if any('not measured' in r[-1] for r in rows) else ''}", "",
+            f"folder's name.{UNFINISHED_TEXT if any(UNMEASURED in r[-1] for r in rows) else ''}", "",
             *_table(["configuration", "sessions", "wall (s)", "records", "load before → after"], rows), ""]
 
 
@@ -1120,7 +1122,7 @@ def _runs_rows(src: Source, experiments: list[str], prefix: str) -> list[list[st
 
 def _load_text(session: dict[str, Any]) -> str:
     if not session["load_after"]:  # from the records: it never ended
-        return f"{session['status']} (not measured; wall time to its last record)"
+        return f"{session['status']} ({UNMEASURED})"
     return f"{session['load_before']:.1f} → {'/'.join(f'{x:.1f}' for x in session['load_after'])}"
 
 

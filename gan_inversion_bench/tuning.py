@@ -301,16 +301,11 @@ def check_fixed(method: InversionMethod, fixed: dict[str, Any], draws: int = 64)
 
 def held_method(method_name: str, tc: TuneConfig) -> InversionMethod:
     """``method_name`` from ``tc``'s base profile with its ``held`` settings (module docstring), at the
-    search's budget. Raises ValueError for a held name that is not a setting of the method, one the
-    search space sets and the budget setting, and for a value the method refuses."""
+    search's budget. Raises ValueError for a held or chosen name that is not a setting of the method, one
+    the search space sets and the budget setting, and for a value the method refuses."""
     cls = METHODS.get(method_name)
-    unknown = sorted(set(tc.held) - set(cls.setting_names()))
-    if unknown:
-        raise ValueError(f"{method_name}: held setting(s) {unknown} are not settings of the method (its settings: "
-                         f"{', '.join(cls.setting_names())})")
-    if cls.budget_setting in tc.held:
-        raise ValueError(f"{method_name}: {cls.budget_setting} is the budget; the search's budget sets it, not a held "
-                         "setting")
+    _refuse_names(method_name, cls, tc.held, "held")
+    _refuse_names(method_name, cls, tc.choices, "chosen")
     if cls.budget_setting is None:
         raise ValueError(f"{method_name} has no compute budget, so there is nothing to tune at a budget")
     try:
@@ -325,18 +320,24 @@ def held_method(method_name: str, tc: TuneConfig) -> InversionMethod:
     return method.with_budget(tc.budget)
 
 
-def _check_choices(method: InversionMethod, tc: TuneConfig) -> None:
-    """Refuse chosen settings (module docstring) that are not settings, the budget, held too, or a value
-    the method refuses."""
-    cls, name = type(method), method.name
-    unknown = sorted(set(tc.choices) - set(cls.setting_names()))
+def _refuse_names(method_name: str, cls: type[InversionMethod], names: dict[str, Any], kind: str) -> None:
+    """Held or chosen settings (module docstring) must be settings of the method and not its budget."""
+    unknown = sorted(set(names) - set(cls.setting_names()))
     if unknown:
-        raise ValueError(f"{name}: chosen setting(s) {unknown} are not settings of the method (its settings: "
+        raise ValueError(f"{method_name}: {kind} setting(s) {unknown} are not settings of the method (its settings: "
                          f"{', '.join(cls.setting_names())})")
-    for bad, why in ((set(tc.choices) & {cls.budget_setting}, "the budget; the search's budget sets it"),
-                     (set(tc.choices) & set(tc.held), "both held (--set) and chosen (--choose)")):
-        if bad:
-            raise ValueError(f"{name}: {', '.join(sorted(map(str, bad)))} is {why}")
+    if cls.budget_setting in names:
+        raise ValueError(f"{method_name}: {cls.budget_setting} is the budget; the search's budget sets it, not a "
+                         f"{kind} setting")
+
+
+def _check_choices(method: InversionMethod, tc: TuneConfig) -> None:
+    """Refuse chosen settings (module docstring) that are held too, or a value the method refuses (names
+    and the budget: :func:`_refuse_names`)."""
+    cls, name = type(method), method.name
+    both = sorted(set(tc.choices) & set(tc.held))
+    if both:
+        raise ValueError(f"{name}: {', '.join(both)} is both held (--set) and chosen (--choose)")
     for setting, values in tc.choices.items():
         for value in values:
             try:
