@@ -286,7 +286,13 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--budget", type=INT64, default=100, show_default=True,
               help="Iterations of every trial: the budget the tuned profile is for.")
 @click.option("--images", "n_images", type=INT64, default=4, show_default=True,
-              help="Tuning images (generated, disjoint from the evaluation images).")
+              help="Tuning images: how many (generated, or the first of --tune-images).")
+@click.option("--tune-images", "tune_images", default="generated", show_default=True,
+              metavar="generated|photos-tune|folder:PATH",
+              help="The tuning image set: generated (seed --image-seed, disjoint from the evaluation set's), "
+                   "photos-tune (4 real photos no evaluation set holds) or a folder of real images; an "
+                   "evaluation photo among them is refused. Generated targets reward finding the generating "
+                   "code, so a setting meant for real images is tuned on real ones.")
 @click.option("--image-seed", type=BoundedInt(-SEED_LIMIT, SEED_LIMIT, SEED_WHY), default=1, show_default=True,
               help="Run seed of the tuning images (the evaluation set uses 0).")
 @click.option("--seed", type=BoundedInt(0, 2**32 - 1, "numpy's seed range, which optuna uses"), default=0,
@@ -331,7 +337,7 @@ def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
     from .devices import rerun_with_kernels
     from .profiles import profile_path, write_entry
-    from .tuning import TuneConfig, check_fixed, held_method, tune
+    from .tuning import TuneConfig, check_fixed, held_method, tune, tuning_set
 
     if o["cpu_kernels"]:
         rerun_with_kernels(o["cpu_kernels"], sys.argv[1:])
@@ -339,16 +345,18 @@ def tune_cmd(**o: Any) -> None:
                     seed=o["seed"], base_profile=o["base_profile"], min_resource=o["min_resource"],
                     pruning=o["pruning"], startup_trials=o["startup_trials"],
                     fixed=parse_assignments(o["fix"], "--fix"), held=parse_assignments(o["held"], "--set"),
-                    choices=parse_choices(o["choose"]))
+                    choices=parse_choices(o["choose"]), images=o["tune_images"])
     G = build_generator(o["generator"], o["weights"], o["gen_opt"], o["device"])
     out = Path(o["out"]).expanduser() if o["out"] else profile_path(o["generator"])
     journal = Path(o["journal"]).expanduser() if o["journal"] else out.with_name(out.stem + ".journal.sqlite")
     _start_as_copy(out, profile_path(o["generator"]))
     names = list(o["methods"]) or default_methods()
-    for name in names:  # every method's held settings and fixed parameters, before any search runs for hours
+    tuning_set(G, tc)  # the tuning images, refused before any search runs for hours
+    for name in names:  # every method's held settings and fixed parameters too
         check_fixed(held_method(name, tc), tc.fixed)
     for name in names:
-        click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images …")
+        click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images "
+                   f"({tc.images}) …")
         try:
             entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal,
                          start=_warm_start(o["generator"], name, tc.budget) if o["warm_start"] else None)
@@ -380,6 +388,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
     """The ``gib tune`` command that reproduces method ``name``'s entry (its provenance)."""
     return (f"gib tune -g {o['generator']} -m {name} --trials {tc.trials} --budget {tc.budget} --images {tc.n_images} "
             f"--image-seed {tc.image_seed} --seed {tc.seed} --base-profile {tc.base_profile}"
+            + (f" --tune-images {shlex.quote(tc.images)}" if tc.images != "generated" else "")
             + (f" --min-resource {tc.min_resource}" if o["min_resource"] is not None else "")
             + (" --pruning none" if tc.pruning == "none" else "") + (" --warm-start" if o["warm_start"] else "")
             + (f" --startup-trials {tc.startup_trials}" if tc.startup_trials != STARTUP_TRIALS else "")

@@ -5,6 +5,9 @@ Specs (``gib list imagesets``):
 * ``generated``: N in-domain images sampled from the generator itself; image i uses the latent
   drawn with seed ``seed * 1000 + i``; the ground-truth latents are kept.
 * ``photos``: 8 real photos bundled with scikit-image and scikit-learn (out-of-domain targets).
+* ``photos-tune``: 4 other real photos, bundled with matplotlib and scikit-image, that no
+  evaluation set holds: the real tuning images of ``gib tune --tune-images photos-tune``, so that a
+  setting is chosen on real targets without seeing the evaluated ones.
 * ``generated-mixed``: like ``generated``, but for a class-conditional generator each image has
   its own class, one-hot, drawn uniformly with the seed ``CLASS_SEED_OFFSET + seed * 1000 + i``
   (:meth:`~gan_inversion_bench.generator.SplitGenerator.sample_conditions`): ``item.condition``
@@ -103,10 +106,20 @@ PHOTOS = {
     "china": ("sklearn", "datasets/images/china.jpg", "CC BY 2.0 (danielbuechele, Flickr)"),
     "flower": ("sklearn", "datasets/images/flower.jpg", "CC BY 2.0 (vultilion, Flickr)"),
 }
+#: the held-out real tuning photos (``photos-tune``), none of them in ``PHOTOS``; two colour, two grey
+TUNING_PHOTOS = {
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
+                     "public domain (U.S. Navy photograph of Grace Hopper)"),
+    "retina": ("skimage", "data/retina.jpg", "CC0 (Mikael Häggström, Wikimedia Commons)"),
+    "camera": ("skimage", "data/camera.png", "CC0 (Lav Varshney)"),
+    "coins": ("skimage", "data/coins.png", "no known copyright restrictions (Brooklyn Museum)"),
+}
 
 IMAGESET_HELP = {
     "generated": "N images sampled from the generator (seeded), ground-truth latents kept",
     "photos": "8 real photos bundled with scikit-image and scikit-learn: " + ", ".join(PHOTOS),
+    "photos-tune": "4 real tuning photos that no evaluation set holds (gib tune --tune-images): "
+                   + ", ".join(TUNING_PHOTOS),
     "generated-mixed": "like generated, each image with its own seeded class (class-conditional generators)",
     "generated+photos": "generated and photos (the embedded default)",
     "generated-mixed+photos": "generated-mixed and photos",
@@ -191,11 +204,13 @@ def load_image_file(path: Path, resolution: int) -> Tensor:
                             f"valid image file") from None
 
 
-def photos(resolution: int) -> list[ImageItem]:
+def photos(resolution: int, *, tuning: bool = False) -> list[ImageItem]:
+    """The bundled evaluation photos (``photos``), or with ``tuning`` the held-out ones (``photos-tune``)."""
     items = []
-    for key, (module, rel, licence) in PHOTOS.items():
+    prefix, table = ("photos-tune", TUNING_PHOTOS) if tuning else ("photos", PHOTOS)
+    for key, (module, rel, licence) in table.items():
         path = _package_dir(module) / rel
-        items.append(ImageItem(f"photos/{key}", load_image_file(path, resolution),
+        items.append(ImageItem(f"{prefix}/{key}", load_image_file(path, resolution),
                                {"source": f"{module}:{rel}", "licence": licence}))
     return items
 
@@ -359,11 +374,12 @@ def load_image_set(spec: str, generator: Any, *, n: int = 8, seed: int = 0) -> I
         if rest:
             items += photos(r)
         return ImageSet(f"{base}(n={n},seed={seed})" + (f"+{rest}" if rest else ""), items)
-    if spec == "photos":
-        return ImageSet("photos", photos(r))
+    if spec in ("photos", "photos-tune"):
+        return ImageSet(spec, photos(r, tuning=spec == "photos-tune"))
     if spec.startswith("folder:"):
         return folder(Path(spec[len("folder:"):]).expanduser(), r)
     if Path(spec).expanduser().is_dir():
         return folder(Path(spec).expanduser(), r)
     raise ImageSetError(f"unknown image set {spec!r}; expected one of: generated, generated-mixed, photos, "
-                        f"generated+photos, generated-mixed+photos, folder:PATH (or an existing directory)")
+                        f"photos-tune, generated+photos, generated-mixed+photos, folder:PATH (or an existing "
+                        f"directory)")

@@ -7,9 +7,15 @@ Protocol (:class:`TuneConfig`):
   optimiser, its learning rate(s) (a separate one for mixing weights where a method has them) and
   initialisation choices the paper leaves open (mGANprior's /N, PmSFC's w0). Budget and capacity
   are not searched;
-* **tuning images** are generated faces from a latent seed range disjoint from the evaluation
-  set's (evaluation: ``generated`` with run seed 0, latent seeds 0 … n−1; tuning: run seed
-  ``image_seed`` = 1, latent seeds 1000 …), so no evaluated image is seen while tuning;
+* **tuning images** (``images``) are by default generated faces from a latent seed range disjoint
+  from the evaluation set's (evaluation: ``generated`` with run seed 0, latent seeds 0 … n−1; tuning:
+  run seed ``image_seed`` = 1, latent seeds 1000 …), so no evaluated image is seen while tuning.
+  Generated targets reward whatever finds the generating code: at 2000 iterations single-code's
+  search on them chose a decayed rate that reached 93 dB there and gained nothing on real photos
+  (docs/results.md). ``images="photos-tune"`` (4 bundled real photos that no evaluation set holds) or
+  ``"folder:PATH"`` tunes on real targets instead: the first ``n_images`` of the set, refused where
+  the set has fewer or where one of them is, by content, one of the evaluation ``photos``; the entry
+  records each tuning image's id and sha256 (that of the run records' ``content``);
 * **objective**: mean PSNR over the tuning images after ``budget`` iterations (the budget the
   profile is for);
 * **search**: optuna's TPE sampler (seeded) with asynchronous successive halving
@@ -82,7 +88,8 @@ import torch
 from torch import Tensor
 
 from .generator import SplitGenerator, conditioned
-from .imagesets import load_image_set, stack_conditions
+from .harness.config import image_sha256
+from .imagesets import ImageItem, load_image_set, photos, stack_conditions
 from .method import InversionFailed, InversionMethod
 from .method_tools import tracing
 from .metrics import psnr
@@ -92,6 +99,8 @@ from .registry import METHODS
 if TYPE_CHECKING:
     from .tune_journal import TuneJournal
 
+#: the named tuning image sets (``TuneConfig.images``; ``folder:PATH`` besides)
+TUNING_SETS = ("generated", "photos-tune")
 #: ``TuneConfig.pruning`` → how the profile describes it
 PRUNING = {"halving": "optuna SuccessiveHalvingPruner on the mean PSNR at log-spaced iterations",
            "none": "none: every trial ran to the full budget"}
@@ -115,6 +124,7 @@ class TuneConfig:
     fixed: dict[str, Any] = field(default_factory=dict)  # search parameters held at one value (module docstring)
     held: dict[str, Any] = field(default_factory=dict)  # method settings outside the space (module docstring)
     choices: dict[str, list[Any]] = field(default_factory=dict)  # settings outside the space, drawn among values
+    images: str = "generated"  # the tuning image set: generated (seed image_seed), photos-tune or folder:PATH
 
     def __post_init__(self) -> None:
         if self.min_resource is None and isinstance(self.budget, int) and isinstance(self.reduction_factor, int):
@@ -130,6 +140,9 @@ class TuneConfig:
             raise ValueError(f"fixed must map parameter names to values, got {self.fixed!r}")
         if not isinstance(self.held, dict) or not all(isinstance(k, str) for k in self.held):
             raise ValueError(f"held must map setting names to values, got {self.held!r}")
+        if not isinstance(self.images, str) or not (self.images in TUNING_SETS or self.images.startswith("folder:")):
+            raise ValueError(f"images must be one of {', '.join(TUNING_SETS)} or folder:PATH (tuning images that no "
+                             f"evaluation set holds), got {self.images!r}")
         if not isinstance(self.choices, dict) or not all(
                 isinstance(k, str) and isinstance(v, list) and len(v) >= 2 and all(
                     isinstance(x, (str, int, float, bool)) and v.count(x) == 1 for x in v)
@@ -143,6 +156,8 @@ class TuneConfig:
         for name in ("held", "choices"):
             if not out[name]:
                 del out[name]
+        if self.images == "generated":
+            del out["images"]
         return out
 
 
@@ -164,12 +179,40 @@ class _PruningSink:
             raise optuna.TrialPruned(f"mean PSNR {value:.2f} dB at iteration {iteration}")
 
 
+def tuning_set(generator: SplitGenerator, tc: TuneConfig) -> list[ImageItem]:
+    """The tuning images of ``tc`` (module docstring). Raises ValueError where a real set has fewer than
+    ``n_images`` images or one of them is an evaluation photo."""
+    if tc.images == "generated":
+        return load_image_set("generated", generator, n=tc.n_images, seed=tc.image_seed).items
+    found = load_image_set(tc.images, generator).items
+    if len(found) < tc.n_images:
+        raise ValueError(f"tuning images {tc.images!r}: {len(found)} readable image(s), fewer than the "
+                         f"{tc.n_images} asked for (--images)")
+    items = found[:tc.n_images]
+    evaluated = {image_sha256(it): it.id for it in photos(generator.resolution)}
+    for it in items:
+        if image_sha256(it) in evaluated:
+            raise ValueError(f"tuning images {tc.images!r}: {it.id} is the evaluation photo "
+                             f"{evaluated[image_sha256(it)]} (same pixels at {generator.resolution}²); tuning "
+                             "images must be disjoint from the evaluation images")
+    return items
+
+
 def tuning_images(generator: SplitGenerator, tc: TuneConfig, device: torch.device) -> tuple[Tensor, Tensor | None]:
     """The tuning targets ``[n, 3, R, R]`` (and their classes for a conditional generator)."""
-    images = load_image_set("generated", generator, n=tc.n_images, seed=tc.image_seed)
-    targets = torch.stack([it.image for it in images.items]).to(device)
-    classes = stack_conditions(generator, images.items)
+    items = tuning_set(generator, tc)
+    targets = torch.stack([it.image for it in items]).to(device)
+    classes = stack_conditions(generator, items)
     return targets, None if classes is None else classes.to(device)
+
+
+def tuning_record(generator: SplitGenerator, tc: TuneConfig) -> dict[str, Any]:
+    """How the entry names its tuning images: the generated seeds, or a real set's ids and sha256."""
+    if tc.images == "generated":
+        return {"tuning_images": f"generated, run seed {tc.image_seed} (latent seeds {tc.image_seed * 1000} …)"}
+    items = tuning_set(generator, tc)
+    return {"tuning_images": f"{tc.images}: the first {len(items)} ({', '.join(it.id for it in items)})",
+            "tuning_image_sha256": {it.id: image_sha256(it) for it in items}}
 
 
 def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tensor, tc: TuneConfig,
@@ -463,7 +506,7 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
                        "best_value": best.value, "best_trial": best.number, "sampler": "optuna TPESampler",
                        "pruner": PRUNING[tc.pruning],
                        "complete_trials": len(complete), "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
-                       "tuning_images": f"generated, run seed {tc.image_seed} (latent seeds {tc.image_seed * 1000} …)"},
+                       **tuning_record(generator, tc)},
             "provenance": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                            "code_revision": revision, "device": device_name(generator.device),
                            "generator": generator.describe(), "method_version": method.version,
