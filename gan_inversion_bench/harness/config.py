@@ -156,6 +156,22 @@ def searched_at(name: str, config: RunConfig) -> int | None:
     return None if entry is None else entry_budget(entry)
 
 
+def tuned_on(name: str, config: RunConfig, images: ImageSet) -> list[str]:
+    """The ids of the run's images that the tuned entry ``name`` runs with was tuned on, so that its
+    numbers there are not held-out ones: a real tuning image by its recorded sha256
+    (:func:`image_sha256`), a generated tuning face by its latent seed (the entry's run seed × 1000 + i)."""
+    entry = _running_entry(name, config, _given(name, config))
+    tuning = (entry or {}).get("tuning") or {}
+    hashes = set((tuning.get("tuning_image_sha256") or {}).values())
+    seeds: set[int] = set()
+    if tuning and tuning.get("images", "generated") == "generated":
+        seed, n = tuning.get("image_seed", 1), tuning.get("n_images", 0)
+        seeds = {seed * 1000 + i for i in range(n)} if isinstance(seed, int) and isinstance(n, int) else set()
+    return [it.id for it in images.items
+            if (it.latent is not None and it.meta.get("latent_seed") in seeds)
+            or (it.latent is None and hashes and image_sha256(it) in hashes)]
+
+
 def profile_text(name: str, config: RunConfig) -> str:
     """How ``name``'s settings were chosen, for the progress line: the profile, the budget its tuned entry
     was searched at, and whether the run's overrides set every setting of that entry (e.g. settings pinned

@@ -38,6 +38,7 @@ from .config import (
     content_identity,
     execution_options,
     profile_text,
+    tuned_on,
     validate,
 )
 from .context import Echo, RunContext, RunSetup
@@ -326,11 +327,26 @@ def _run_method(rc: RunContext, setup: RunSetup, name: str) -> None:
     how += f", {rc.dist.world_size} processes" if rc.dist.enabled else ""
     rc.echo(f"{name}: {len(setup.images.items) - n_pending} done, {n_pending} to invert "
             f"({profile_text(name, rc.config)}, device {setup.prov.device}{how})")
+    _note_tuned_on(rc, setup, name)
     batch_size = _prepare_timing(rc, setup, plan, mine) if mine else 1
     _invert_rounds(rc, setup, plan, mine, batch_size)
     if rc.dist.is_main and not rc.dist.enabled and not plan.per_image:
         with writing_into(rc.run_dir):
             measure_latency(rc, setup, plan, setup.prov.device)
+
+
+def _note_tuned_on(rc: RunContext, setup: RunSetup, name: str) -> None:
+    """Warns, and records in the meta data ``tuned_on``, where the tuned entry a method runs with was tuned
+    on images this run evaluates (:func:`~.config.tuned_on`)."""
+    seen = tuned_on(name, rc.config, setup.images)
+    if not seen:
+        return
+    rc.echo(f"{name}: warning: its tuned entry was tuned on {len(seen)} of the images this run evaluates "
+            f"({', '.join(seen[:4])}{' …' if len(seen) > 4 else ''}): its numbers on them are not held-out "
+            "(the run folder's meta data 'tuned_on' lists them)")
+    if rc.dist.is_main and rc.store is not None:
+        with writing_into(rc.run_dir):
+            rc.store.set_meta("tuned_on", {**(rc.store.get_meta("tuned_on") or {}), name: seen})
 
 
 def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
