@@ -9,7 +9,8 @@ search's choice beats the entry it would replace on the search's own objective (
     python benchmarks/tuning_objective.py -m pmsfc --budget 2000 --entry 100   # an entry's settings at 2000
 
 The images, their order, the initial-code seeds and the base profile are the search's
-(`tuning.tuning_images`, seeds 0 … n−1, `--base-profile quick`), so a trial's settings give its value again.
+(`tuning.tuning_images`, seeds 0 … n−1, `--base-profile quick`; `--tune-images` as the search's), so a
+trial's settings give its value again.
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, required=True, help="iterations, as `gib tune --budget`")
     ap.add_argument("--images", type=int, default=4, help="tuning images, as `gib tune --images`")
     ap.add_argument("--image-seed", type=int, default=1)
+    ap.add_argument("--tune-images", default="generated", metavar="generated|photos-tune|folder:PATH",
+                    help="the tuning image set, as `gib tune --tune-images`")
     ap.add_argument("--base-profile", choices=["quick", "paper"], help="default: quick, or --entry's")
     ap.add_argument("--entry", type=int, metavar="N", help="the settings (and base profile) of the tuned profile's "
                     "entry searched at N iterations; --set goes on top")
@@ -85,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--base-profile {a.base_profile}: the entry searched at {a.entry} was searched on base "
                      f"profile {base!r}; drop --base-profile, or pass --set on top of that base instead of --entry")
     settings.update(dict(s.split("=", 1) for s in a.set))
-    tc = TuneConfig(trials=1, budget=a.budget, n_images=a.images, image_seed=a.image_seed, base_profile=base)
+    try:
+        tc = TuneConfig(trials=1, budget=a.budget, n_images=a.images, image_seed=a.image_seed, base_profile=base,
+                        images=a.tune_images)
+    except ValueError as e:
+        ap.error(str(e))
     values = objective(a.generator, a.method, settings, tc, a.device)
     print(f"{a.method} at {settings} after {a.budget} iterations: mean {sum(values) / len(values):.4f} dB, "
           f"per image {', '.join(f'{v:.2f}' for v in values)}")

@@ -514,6 +514,27 @@ def test_tuning_objective_gives_each_trials_value_again(capsys, tmp_path, monkey
         script.main(["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--entry", "5"])
 
 
+def test_tuning_objective_scores_on_the_searchs_real_tuning_images(capsys):
+    """--tune-images as the search's: a search on the held-out photos gives its trial's value again, which the
+    generated tuning faces do not; an evaluation set is refused."""
+    from gan_inversion_bench import GENERATORS
+    from gan_inversion_bench.tuning import TuneConfig, tune
+
+    tc = TuneConfig(trials=1, budget=3, n_images=2, pruning="none", images="photos-tune")
+    t = tune(GENERATORS.create("pggan-tiny"), "single-code", tc)["trials"][0]
+    opt = t["params"]["optimizer"]
+    args = ["-g", "pggan-tiny", "-m", "single-code", "--budget", "3", "--images", "2",
+            "--set", f"optimizer={opt}", "--set", f"lr={t['params'][f'{opt}_lr']!r}"]
+    script = load("tuning_objective")
+    assert script.main([*args, "--tune-images", "photos-tune"]) == 0
+    assert f"mean {t['value']:.4f} dB, per image" in capsys.readouterr().out
+    assert script.main(args) == 0
+    assert f"mean {t['value']:.4f} dB" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main([*args, "--tune-images", "photos"])
+    assert "images must be one of generated, photos-tune or folder:PATH" in capsys.readouterr().err
+
+
 def test_claim_check_keeps_a_killed_sessions_records_in_the_runs_table(tmp_path, digiface_profile_only, capsys):
     """A session killed after its first record has no line in runs.json (written when a session ends): the
     Runs table reads it from the records (the harness's session table), beside the session that finished
