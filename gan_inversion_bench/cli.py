@@ -145,8 +145,10 @@ def list_profiles(generators: tuple[str, ...]) -> None:
             for e in method_entries(g, m):
                 t: dict[str, Any] = e["tuning"] if isinstance(e.get("tuning"), dict) else {}
                 settings = settings_text(e.get("settings") or {})
-                how = (f": best {t['best_value']:.2f} dB on {t.get('n_images')} images, {t.get('complete_trials')} of "
-                       f"{t.get('trials')} trials to the budget" if isinstance(t.get("best_value"), float) else "")
+                on = "" if t.get("images", "generated") == "generated" else f" {t['images']}"
+                how = (f": best {t['best_value']:.2f} dB on {t.get('n_images')}{on} images, "
+                       f"{t.get('complete_trials')} of {t.get('trials')} trials to the budget"
+                       if isinstance(t.get("best_value"), float) else "")
                 if how and random_search(t):
                     how += " (random draws: TPE never modelled)"
                 if how and isinstance(t.get("fixed"), dict) and t["fixed"]:

@@ -2,6 +2,7 @@
 content from the evaluation photos, with every tuning image named and hashed in the entry."""
 from __future__ import annotations
 
+import shlex
 import shutil
 
 import pytest
@@ -84,7 +85,8 @@ def test_a_folder_holding_an_evaluation_photo_is_refused_by_content(G, tmp_path)
     assert [it.id for it in tuning_set(G, TuneConfig(**{**tc.__dict__, "n_images": 1}))] == ["folder/b.png"]
 
 
-def test_the_cli_refuses_bad_tuning_images_before_any_search_and_writes_the_option_in_the_command(tmp_path):
+def test_the_cli_refuses_bad_tuning_images_before_any_search_and_writes_the_option_in_the_command(tmp_path,
+                                                                                                monkeypatch):
     out = tmp_path / "p.json"
     base = ["tune", "-g", "pggan-tiny", "-m", "single-code", "--trials", "1", "--budget", "2", "--out", str(out)]
     r = CliRunner().invoke(main, [*base, "--tune-images", "photos"])
@@ -98,6 +100,16 @@ def test_the_cli_refuses_bad_tuning_images_before_any_search_and_writes_the_opti
     entry = next(e for e in entries(read_profile(out)["methods"]["single-code"]) if e["tuning"]["budget"] == 2)
     assert "--tune-images photos-tune" in entry["provenance"]["command"]
     assert list(entry["tuning"]["tuning_image_sha256"]) == ["photos-tune/grace_hopper"]
+    monkeypatch.setenv("GIB_PROFILES", str(tmp_path))
+    out.rename(tmp_path / "pggan-tiny.json")
+    listed = CliRunner().invoke(main, ["list", "profiles", "-g", "pggan-tiny"]).output
+    assert "single-code at 2 iterations: best" in listed and "on 1 photos-tune images" in listed
+    # the recorded command searches the same photos again, to the same trials
+    again = tmp_path / "again.json"
+    rerun = CliRunner().invoke(main, ["tune", *shlex.split(entry["provenance"]["command"])[2:], "--out", str(again)])
+    assert rerun.exit_code == 0, rerun.output
+    other = next(e for e in entries(read_profile(again)["methods"]["single-code"]) if e["tuning"]["budget"] == 2)
+    assert other["trials"] == entry["trials"] and other["tuning"]["images"] == "photos-tune"
 
 
 # ---- a run under a tuned entry says where it evaluates its own tuning images -----------------------
