@@ -6,6 +6,14 @@ A profile file's entry of METHOD searched at BUDGET iterations or a
 search's journal (`--journal`, the trials a search finished before it was stopped; every study in it):
 per trial its number, each parameter it drew, and its mean PSNR on the tuning images; ◀ marks the best
 finished trial of each search. Files are only read (the journal through SQLite in read-only mode).
+
+    python benchmarks/search_trials.py --paired A_SOURCE B_SOURCE
+
+pairs the finished trials of two searches that drew the same parameters (a seeded TPE draws the same
+settings in its random start-up trials whatever the tuning images, so two searches that differ only in
+their images score the same settings on both) and prints their two values side by side, with each
+value's rank within its search's pairs and Spearman's rank correlation of the two (scipy.stats.spearmanr):
+whether the two tuning sets order the same settings alike.
 """
 from __future__ import annotations
 
@@ -66,6 +74,36 @@ def rows(searches: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
     return lines
 
 
+def paired(a: tuple[str, list[dict[str, Any]]], b: tuple[str, list[dict[str, Any]]]) -> list[str]:
+    """The finished trials of searches ``a`` and ``b`` with the same parameters, side by side (module docstring)."""
+    from scipy.stats import rankdata, spearmanr
+
+    def done(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {json.dumps(t["params"], sort_keys=True): t for t in trials
+                if t["state"] == "COMPLETE" and t["value"] is not None}
+
+    left, right = done(a[1]), done(b[1])
+    keys = [k for k in left if k in right]
+    if len(keys) < 3:
+        raise SystemExit(f"--paired: {len(keys)} finished trial(s) drew the same parameters in both searches; "
+                         "a rank correlation needs at least 3")
+    names = [k for k in COLUMNS if any(k in left[key]["params"] for key in keys)]
+    va, vb = [left[k]["value"] for k in keys], [right[k]["value"] for k in keys]
+    ra, rb = rankdata([-v for v in va], method="min"), rankdata([-v for v in vb], method="min")
+    lines = [f"A: {a[0]}; B: {b[0]}. Rank 1: the highest mean PSNR among these pairs.", "",
+             "| trial A | trial B | " + " | ".join(COLUMNS[k] for k in names)
+             + " | A mean PSNR (dB) | B mean PSNR (dB) | rank in A | rank in B |",
+             "|---|---|" + "---|" * len(names) + "---|---|---|---|"]
+    for key, x, y, i, j in zip(keys, va, vb, ra, rb):
+        cells = [_cell(left[key]["params"].get(k)) for k in names]
+        lines.append(f"| {left[key]['number']} | {right[key]['number']} | " + " | ".join(cells)
+                     + f" | {x:.2f} | {y:.2f} | {int(i)} | {int(j)} |")
+    rho = spearmanr(va, vb)
+    lines += ["", f"Spearman's rank correlation of A and B over these {len(keys)} settings: {rho.statistic:+.2f} "
+                  f"(two-sided p = {rho.pvalue:.2g})."]
+    return lines
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "–"
@@ -75,6 +113,7 @@ def _cell(value: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sources", nargs="+", help="PROFILE.json:METHOD@BUDGET or JOURNAL.sqlite")
+    ap.add_argument("--paired", action="store_true", help="pair the same settings of two searches (module docstring)")
     args = ap.parse_args(argv)
     searches = []
     for source in args.sources:
@@ -89,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             searches += profile_trials(path, method, int(budget))
         else:
             searches += journal_trials(path)
-    print("\n".join(rows(searches)))
+    if args.paired and len(searches) != 2:
+        raise SystemExit(f"--paired: expected two searches, got {len(searches)}")
+    print("\n".join(paired(*searches) if args.paired else rows(searches)))
     return 0
 
 

@@ -86,12 +86,49 @@ def test_bad_arguments_are_refused(st, searched, arg, message):
         st.main([arg.format(searched=searched)])
 
 
-def test_the_pages_table_is_what_the_committed_searches_give_today(st, capsys):
-    """docs/results.md, "Searching the schedule": the rows its command prints from the committed files."""
+def test_the_pages_tables_are_what_the_committed_searches_give_today(st, capsys):
+    """docs/results.md, "Searching the schedule" and "Tuning on real photos": the rows each of its commands
+    prints from the committed files."""
     page = (ROOT / "docs" / "results.md").read_text()
-    command = re.search(r"\*\*Reproduce the table:\*\* `python benchmarks/search_trials\.py ([^`]+)`", page)
-    assert command, "docs/results.md has no search_trials.py command"
-    assert st.main([str(ROOT / a) for a in command.group(1).split()]) == 0
-    printed = capsys.readouterr().out.replace(str(ROOT) + "/", "").splitlines()
-    missing = [row for row in printed if row not in page]
-    assert len(printed) > 4 and not missing, missing[:1]
+    commands = re.findall(r"\*\*Reproduce the table:\*\* `python benchmarks/search_trials\.py ([^`]+)`", page)
+    assert commands, "docs/results.md has no search_trials.py command"
+    for command in commands:
+        assert st.main([a if a.startswith("--") else str(ROOT / a) for a in command.split()]) == 0
+        printed = [row for row in capsys.readouterr().out.replace(str(ROOT) + "/", "").splitlines() if row]
+        missing = [row for row in printed if row not in page]
+        assert len(printed) > 4 and not missing, missing[:1]
+
+
+def test_two_searches_differing_only_in_their_images_score_the_same_settings(st, tmp_path, capsys):
+    """A seeded search draws the same settings in its random start-up trials whatever its tuning images, so
+    --paired puts the two values of each setting side by side; the rank correlation is Spearman's, checked
+    against the Pearson correlation of the ranks computed here."""
+    import numpy as np
+
+    files = {}
+    for images in ("generated", "photos-tune"):
+        files[images] = tmp_path / images / "pggan-tiny.json"
+        result = CliRunner().invoke(gib, ["tune", "-g", "pggan-tiny", "-m", "single-code", "--trials", "4",
+                                          "--budget", "3", "--images", "2", "--pruning", "none", "--device", "cpu",
+                                          "--tune-images", images, "--out", str(files[images])])
+        assert result.exit_code == 0, result.output
+    a, b = (read_profile(files[k])["methods"]["single-code"]["trials"] for k in ("generated", "photos-tune"))
+    assert [t["params"] for t in a] == [t["params"] for t in b] and [t["value"] for t in a] != [t["value"] for t in b]
+    assert st.main(["--paired", f"{files['generated']}:single-code@3", f"{files['photos-tune']}:single-code@3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    body = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert len(body) == 4
+    for line, x, y in zip(body, a, b, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:2] == [str(x["number"])] * 2 and cells[-4:-2] == [f"{x['value']:.2f}", f"{y['value']:.2f}"]
+    ra, rb = (np.argsort(np.argsort([-t["value"] for t in trials])) for trials in (a, b))
+    rho = float(np.corrcoef(ra, rb)[0, 1])
+    assert f"over these 4 settings: {rho:+.2f} (two-sided p = " in lines[-1]
+    with pytest.raises(SystemExit, match="--paired: expected two searches, got 1"):
+        st.main(["--paired", f"{files['generated']}:single-code@3"])
+    other = tmp_path / "other" / "pggan-tiny.json"  # another seed: no setting in common
+    result = CliRunner().invoke(gib, ["tune", "-g", "pggan-tiny", "-m", "single-code", "--trials", "2", "--budget", "3",
+                                      "--images", "1", "--seed", "7", "--device", "cpu", "--out", str(other)])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(SystemExit, match=r"--paired: 0 finished trial\(s\) drew the same parameters"):
+        st.main(["--paired", f"{files['generated']}:single-code@3", f"{other}:single-code@3"])
