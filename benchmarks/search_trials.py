@@ -94,7 +94,7 @@ def paired(a: tuple[str, list[dict[str, Any]]], b: tuple[str, list[dict[str, Any
              "| trial A | trial B | " + " | ".join(COLUMNS[k] for k in names)
              + " | A mean PSNR (dB) | B mean PSNR (dB) | rank in A | rank in B |",
              "|---|---|" + "---|" * len(names) + "---|---|---|---|"]
-    for key, x, y, i, j in zip(keys, va, vb, ra, rb):
+    for key, x, y, i, j in zip(keys, va, vb, ra, rb, strict=True):
         cells = [_cell(left[key]["params"].get(k)) for k in names]
         lines.append(f"| {left[key]['number']} | {right[key]['number']} | " + " | ".join(cells)
                      + f" | {x:.2f} | {y:.2f} | {int(i)} | {int(j)} |")
