@@ -32,13 +32,8 @@ from .safe_paths import inside, write_atomic
 from .store import ResultStore
 
 #: (column, label, higher is better, format)
-COLUMNS = [
-    ("psnr", "PSNR (dB)", True, "{:.2f}"),
-    ("ssim", "SSIM", True, "{:.4f}"),
-    ("lpips", "LPIPS", False, "{:.4f}"),
-    ("time_s", "batched s/img", False, "{:.3g}"),
-    ("latency_s", "alone s/img", False, "{:.3g}"),
-]
+COLUMNS = [("psnr", "PSNR (dB)", True, "{:.2f}"), ("ssim", "SSIM", True, "{:.4f}"), ("lpips", "LPIPS", False, "{:.4f}"),
+           ("time_s", "batched s/img", False, "{:.3g}"), ("latency_s", "alone s/img", False, "{:.3g}")]
 #: the quality columns: a mean and an interval over images
 QUALITY = ("psnr", "ssim", "lpips")
 #: the inpainting column, shown when any record has it
@@ -56,9 +51,10 @@ NAN = math.nan
 def load_records(run_dir: str | Path) -> pd.DataFrame:
     """Every result row, with ``subset`` (the image set part of the id) and, per configuration, the
     one-off costs from the ``timings`` table: ``latency_s`` (one image alone) and ``prepare_s``
-    (with ``prepare_note``); ``psnr_starts``: per image, the mean PSNR over its restarts (NaN for one start)."""
+    (with ``prepare_note``); ``psnr_starts``: per image, the mean PSNR over its restarts (NaN for one start).
+    ``attrs["tuned_on"]``: the meta data's method → images its tuned entry was tuned on (harness.config.tuned_on)."""
     with ResultStore(run_dir, create=False) as store:
-        rows, times = store.results(), store.timings()
+        rows, times, tuned_on = store.results(), store.timings(), store.get_meta("tuned_on") or {}
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -74,7 +70,9 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
         df[f"{kind}_s"] = [latest[(k, kind)]["seconds"] if (k, kind) in latest else NAN for k in df["method_key"]]
     df["prepare_note"] = [latest[(k, "prepare")]["note"] if (k, "prepare") in latest else None
                           for k in df["method_key"]]
-    return stats.with_start_means(df)
+    df = stats.with_start_means(df)
+    df.attrs["tuned_on"] = tuned_on
+    return df
 
 
 def task_label(task: Any) -> str:
@@ -317,6 +315,8 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
         if name in conv:
             lines.append(conv[name])
     lines += _missing_values(df) + _task_lines(df) + _start_lines(df)
+    lines += [f"Not held out: {m}'s tuned entry was tuned on {len(ids)} of these images ({', '.join(ids)})."
+              for m, ids in sorted((df.attrs.get("tuned_on") or {}).items())]
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append("Time per image: inversion of a batch divided by its size, so the images of a batch share one "
                  "measurement: mean over timed batches, with the bootstrap interval over batches (as above) only "

@@ -161,7 +161,12 @@ def test_a_run_on_a_real_tuning_photo_warns_and_records_it(G64, tmp_path, monkey
                "(folder/hopper.jpg)" in line for line in lines), lines
     with ResultStore(out, create=False) as store:
         assert store.get_meta("tuned_on") == {"single-code": ["folder/hopper.jpg"]}
+    from gan_inversion_bench.tables import load_records, to_markdown
+
+    footer = "Not held out: single-code's tuned entry was tuned on 1 of these images (folder/hopper.jpg)."
+    assert footer in to_markdown(load_records(out))
     clean = run(RunConfig(**{**config.__dict__, "images": f"folder:{folder}", "profile": "quick"}), tmp_path / "q",
                 echo=lines.append, progress=False)
     with ResultStore(clean, create=False) as store:
         assert store.get_meta("tuned_on") is None
+    assert "Not held out" not in to_markdown(load_records(clean))
