@@ -95,6 +95,8 @@ C2000, C2000_COS = f"{R}/claim-check-cpu-c2000/c", f"{R}/claim-check-cpu-c2000-c
 XCPU, XCPU_COS = f"{R}/claim-check-cpu-xcpu/a", f"{R}/claim-check-cpu-xcpu-cos/a"  # constant, cosine lr (Xeon)
 XPH, XPH_COS = f"{R}/claim-check-cpu-xcpu-photos/a", f"{R}/claim-check-cpu-xcpu-cos-photos/a"  # the same, photos
 XPH_SCHED = f"{R}/claim-check-cpu-xcpu-sched-photos/a/single-code"  # at its schedule search's entry, photos
+XPH_PT = f"{R}/claim-check-cpu-xcpu-phototune-photos/a/single-code"  # at its search on real photos' entry
+XPH_PT_MGP = f"{R}/claim-check-cpu-xcpu-phototune-mganprior-photos/a/mganprior-N30-divN"  # the same, mGANprior
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -188,6 +190,10 @@ QUOTED = [
     ([XPH_SCHED, "single-code", "single-code", "--b-run", f"{XPH}/single-code"], "photos", "lead"),
     ([XPH_SCHED, "single-code", "single-code", "--b-run", f"{XPH_COS}/single-code"], "photos", "lead"),
     ([f"{XPH}/mganprior-N30-divN", "mganprior", "single-code", "--b-run", XPH_SCHED], "photos", "lead"),
+    ([XPH_PT, "single-code", "single-code", "--b-run", f"{XPH}/single-code"], "photos", "lead"),
+    ([XPH_PT, "single-code", "single-code", "--b-run", XPH_SCHED], "photos", "lead"),
+    ([XPH_PT_MGP, "mganprior", "mganprior", "--b-run", f"{XPH}/mganprior-N30-divN"], "photos", "lead"),
+    ([XPH_PT_MGP, "mganprior", "single-code", "--b-run", XPH_PT], "photos", "lead"),
 ]
 
 
