@@ -97,6 +97,7 @@ XPH, XPH_COS = f"{R}/claim-check-cpu-xcpu-photos/a", f"{R}/claim-check-cpu-xcpu-
 XPH_SCHED = f"{R}/claim-check-cpu-xcpu-sched-photos/a/single-code"  # at its schedule search's entry, photos
 XPH_PT = f"{R}/claim-check-cpu-xcpu-phototune-photos/a/single-code"  # at its search on real photos' entry
 XPH_PT_MGP = f"{R}/claim-check-cpu-xcpu-phototune-mganprior-photos/a/mganprior-N30-divN"  # the same, mGANprior
+XCPU_PT_MGP = f"{R}/claim-check-cpu-xcpu-phototune-mganprior/a/mganprior-N30-divN"  # that entry, 8 faces
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -194,6 +195,8 @@ QUOTED = [
     ([XPH_PT, "single-code", "single-code", "--b-run", XPH_SCHED], "photos", "lead"),
     ([XPH_PT_MGP, "mganprior", "mganprior", "--b-run", f"{XPH}/mganprior-N30-divN"], "photos", "lead"),
     ([XPH_PT_MGP, "mganprior", "single-code", "--b-run", XPH_PT], "photos", "lead"),
+    ([XCPU_PT_MGP, "mganprior", "mganprior", "--b-run", f"{XCPU}/mganprior-N30-divN"], "generated", "trail"),
+    ([XCPU_PT_MGP, "mganprior", "single-code", "--b-run", f"{XCPU}/single-code"], "generated", "lead"),
 ]
 
 
