@@ -191,26 +191,27 @@ def tuning_set(generator: SplitGenerator, tc: TuneConfig) -> list[ImageItem]:
     items = found[:tc.n_images]
     evaluated = {image_sha256(it): it.id for it in photos(generator.resolution)}
     for it in items:
-        if image_sha256(it) in evaluated:
-            raise ValueError(f"tuning images {tc.images!r}: {it.id} is the evaluation photo "
-                             f"{evaluated[image_sha256(it)]} (same pixels at {generator.resolution}²); tuning "
-                             "images must be disjoint from the evaluation images")
+        same = evaluated.get(image_sha256(it))
+        if same is not None:
+            raise ValueError(f"tuning images {tc.images!r}: {it.id} is the evaluation photo {same} (same pixels "
+                             f"at {generator.resolution}²); tuning images must be disjoint from the evaluation images")
     return items
 
 
-def tuning_images(generator: SplitGenerator, tc: TuneConfig, device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """The tuning targets ``[n, 3, R, R]`` (and their classes for a conditional generator)."""
-    items = tuning_set(generator, tc)
+def tuning_images(generator: SplitGenerator, tc: TuneConfig, device: torch.device,
+                  items: list[ImageItem] | None = None) -> tuple[Tensor, Tensor | None]:
+    """The tuning targets ``[n, 3, R, R]`` (and their classes for a conditional generator), from ``items``
+    where the caller has already loaded :func:`tuning_set`."""
+    items = tuning_set(generator, tc) if items is None else items
     targets = torch.stack([it.image for it in items]).to(device)
     classes = stack_conditions(generator, items)
     return targets, None if classes is None else classes.to(device)
 
 
-def tuning_record(generator: SplitGenerator, tc: TuneConfig) -> dict[str, Any]:
-    """How the entry names its tuning images: the generated seeds, or a real set's ids and sha256."""
+def tuning_record(tc: TuneConfig, items: list[ImageItem]) -> dict[str, Any]:
+    """How the entry names its tuning images ``items``: the generated seeds, or a real set's ids and sha256."""
     if tc.images == "generated":
         return {"tuning_images": f"generated, run seed {tc.image_seed} (latent seeds {tc.image_seed * 1000} …)"}
-    items = tuning_set(generator, tc)
     return {"tuning_images": f"{tc.images}: the first {len(items)} ({', '.join(it.id for it in items)})",
             "tuning_image_sha256": {it.id: image_sha256(it) for it in items}}
 
@@ -407,7 +408,8 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     warm = None if start is None else _start_record(method, start, tc)  # refused before a long prepare
     with tempfile.TemporaryDirectory(prefix="gib-tune-") as cache:
         method.prepare(generator, seed=0, cache_dir=cache)
-    targets, classes = tuning_images(generator, tc, generator.device)
+    items = tuning_set(generator, tc)
+    targets, classes = tuning_images(generator, tc, generator.device, items)
     study = _study(tc, warm)
     started = time.perf_counter()
     log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
@@ -428,7 +430,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
 
     with conditioned(generator, classes):
         study.optimize(_objective(method, generator, targets, tc, log), n_trials=tc.trials, callbacks=[report])
-    entry = _entry(method, study, tc, generator, revision)
+    entry = _entry(method, study, tc, generator, revision, tuning_record(tc, items))
     if warm is not None:
         entry["tuning"]["warm_start"] = {**warm, "trial": 0}
     if log is not None:
@@ -487,7 +489,8 @@ def _trial_text(trial: Any, trials: int) -> str:
 
 
 def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator,
-           revision: str) -> dict[str, Any]:
+           revision: str, images: dict[str, Any]) -> dict[str, Any]:
+    """The profile entry of a finished search; ``images``: how it names its tuning images (:func:`tuning_record`)."""
     import optuna
 
     from .harness.provenance import device_name, library_versions
@@ -506,7 +509,7 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
                        "best_value": best.value, "best_trial": best.number, "sampler": "optuna TPESampler",
                        "pruner": PRUNING[tc.pruning],
                        "complete_trials": len(complete), "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
-                       **tuning_record(generator, tc)},
+                       **images},
             "provenance": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                            "code_revision": revision, "device": device_name(generator.device),
                            "generator": generator.describe(), "method_version": method.version,
