@@ -98,6 +98,10 @@ XPH_SCHED = f"{R}/claim-check-cpu-xcpu-sched-photos/a/single-code"  # at its sch
 XPH_PT = f"{R}/claim-check-cpu-xcpu-phototune-photos/a/single-code"  # at its search on real photos' entry
 XPH_PT_MGP = f"{R}/claim-check-cpu-xcpu-phototune-mganprior-photos/a/mganprior-N30-divN"  # the same, mGANprior
 XCPU_PT_MGP = f"{R}/claim-check-cpu-xcpu-phototune-mganprior/a/mganprior-N30-divN"  # that entry, 8 faces
+XPH_PM = f"{R}/claim-check-cpu-xcpu-pmsfc-photos/a/pmsfc-RK30-wtuned"  # PmSFC's committed entry, photos (Xeon)
+XPH_PT_PM = f"{R}/claim-check-cpu-xcpu-phototune-pmsfc-photos/a/pmsfc-RK30-wtuned"  # its searches' entry, photos
+XCPU_PT_PM = f"{R}/claim-check-cpu-xcpu-phototune-pmsfc/a/pmsfc-RK30-wtuned"  # that entry, 8 faces
+FULL17 = f"{R}/claim-check-cpu-full17/a/pmsfc-RK30-wtuned"  # PmSFC's committed entry, 32 faces (Xeon)
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -197,6 +201,14 @@ QUOTED = [
     ([XPH_PT_MGP, "mganprior", "single-code", "--b-run", XPH_PT], "photos", "lead"),
     ([XCPU_PT_MGP, "mganprior", "mganprior", "--b-run", f"{XCPU}/mganprior-N30-divN"], "generated", "trail"),
     ([XCPU_PT_MGP, "mganprior", "single-code", "--b-run", f"{XCPU}/single-code"], "generated", "lead"),
+    ([XPH_PM, "pmsfc", "pmsfc", "--b-run", f"{R}/claim-check-cpu-full13-photos/a/pmsfc-RK30-wtuned"], "photos", "lead"),
+    ([f"{XPH}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", XPH_PM], "photos", "lead"),
+    ([XPH_PT_PM, "pmsfc", "pmsfc", "--b-run", XPH_PM], "photos", "lead"),
+    ([XPH_PT_MGP, "mganprior", "pmsfc", "--b-run", XPH_PT_PM], "photos", "lead"),
+    ([XPH_PT_PM, "pmsfc", "single-code", "--b-run", XPH_PT], "photos", "lead"),
+    ([XCPU_PT_PM, "pmsfc", "pmsfc", "--b-run", FULL17], "generated", "lead"),
+    ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", XCPU_PT_PM], "generated", "lead"),
+    ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", FULL17], "generated", "lead"),
 ]
 
 
