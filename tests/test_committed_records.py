@@ -209,6 +209,7 @@ QUOTED = [
     ([XCPU_PT_PM, "pmsfc", "pmsfc", "--b-run", FULL17], "generated", "lead"),
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", XCPU_PT_PM], "generated", "lead"),
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", FULL17], "generated", "lead"),
+    ([XCPU_PT_MGP, "mganprior", "pmsfc", "--b-run", XCPU_PT_PM], "generated", "lead"),
 ]
 
 
