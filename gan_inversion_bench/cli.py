@@ -158,6 +158,10 @@ def list_profiles(generators: tuple[str, ...]) -> None:
                 if how and isinstance(t.get("choices"), dict) and t["choices"]:
                     how += " (chosen among: " + "; ".join(f"{k} {', '.join(map(str, v))}"
                                                           for k, v in t["choices"].items()) + ")"
+                c = t.get("choice")
+                if how and isinstance(c, dict) and c.get("rests_on_one_image"):
+                    how += (f" (its lead over the {c.get('against')} rests on one tuning image, "
+                            f"{c.get('largest_image')})")
                 click.echo(f"  {m} at {t.get('budget', '?')} iterations{how}: {settings}")
 
 

@@ -402,6 +402,7 @@ def _tune_command(o: dict[str, Any], name: str, tc: TuneConfig) -> str:
 def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -> None:
     """The closing lines of a method's search: its best, and what the reader should know about it."""
     from .profiles import entries, entry_budget, random_search, read_profile
+    from .tune_choice import choice_lines
 
     t = entry["tuning"]
     click.echo(f"{name}: best mean PSNR {t['best_value']:.2f} dB (trial {t['best_trial']}, "
@@ -419,6 +420,8 @@ def _report_entry(name: str, entry: dict[str, Any], tc: TuneConfig, out: Path) -
         click.echo(f"{name}: note: TPE models the results only after {tc.startup_trials} trials, so every trial"
                    f"{warm} was an independent random draw: this was a random search of {tc.trials} trials; "
                    f"--startup-trials below --trials makes TPE model the results from that trial on", err=True)
+    for line, warning in choice_lines(name, t.get("choice")):
+        click.echo(line, err=warning)
     budgets = [entry_budget(e) for e in entries(read_profile(out)["methods"][name])]
     if len(budgets) > 1:
         click.echo(f"{name}: the profile holds entries searched at {', '.join(map(str, budgets))} iterations; a "

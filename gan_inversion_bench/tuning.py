@@ -18,43 +18,37 @@ Protocol (:class:`TuneConfig`):
   records each tuning image's id and sha256 (that of the run records' ``content``);
 * **objective**: mean PSNR over the tuning images after ``budget`` iterations (the budget the
   profile is for);
-* **search**: optuna's TPE sampler (seeded) with asynchronous successive halving
-  (``SuccessiveHalvingPruner``) on the mean PSNR reported at the trace points (log-spaced
-  iterations), so poor settings stop early. The first rung (``min_resource``) defaults to
-  ``max(8, budget // reduction_factor³)``, so a long budget has about four rungs up to it and no
-  setting is judged at a tiny fraction of it (at budget 1000 a first rung of 8 iterations stopped
-  16 of 24 trials of mGANprior and of PmSFC after 8 steps; with the scaled rung 16 and 13 of them
-  were stopped after 64, and the best settings of both did not change, so for these two the short
-  first rung cost nothing, but nothing guarantees that in general). Pruning on the PSNR along the
-  way favours settings that rise fast early: at budget 1000 it stopped single-code's Adam learning
-  rates 0.15 and 0.19 at iteration 128 (0.4–0.6 dB behind lr 0.44 there) and chose lr 0.40, which on
-  16 evaluation faces ends 6.8 dB below lr 0.17 (docs/results.md). ``pruning="none"`` runs every
-  trial to the full budget (slower; nothing is judged early). TPE models the results only after
-  ``startup_trials`` trials (optuna's default, 10); until then it draws independently at random, so a
-  search of 10 trials or fewer is a random search (the 8-trial searches at 2000 iterations were). A
-  smaller ``startup_trials`` makes TPE model sooner, which is no promise of a better result: with 4,
-  PmSFC's 5 modelled trials at 2000 iterations (30.1 to 37.7 dB) all stayed below the warm start's
-  41.09 (docs/results.md). The inversion itself is
-  deterministic, so the same seed reproduces the same study and the same best settings;
+* **search**: optuna's TPE sampler (seeded) with asynchronous successive halving (``SuccessiveHalvingPruner``) on
+  the mean PSNR reported at the trace points (log-spaced iterations), so poor settings stop early. The first rung
+  (``min_resource``) defaults to ``max(8, budget // reduction_factor³)``, so a long budget has about four rungs up
+  to it and no setting is judged at a tiny fraction of it (at budget 1000 mGANprior's and PmSFC's best settings were
+  the same with a first rung of 8 as with the scaled 64: luck, not a guarantee). Pruning on the PSNR along the way
+  favours settings that rise fast early: at budget 1000 it stopped single-code's Adam learning rates 0.15 and 0.19
+  at iteration 128 (0.4–0.6 dB behind lr 0.44 there) and chose lr 0.40, which on 16 evaluation faces ends 6.8 dB
+  below lr 0.17 (docs/results.md). ``pruning="none"`` runs every trial to the full budget (slower; nothing is judged
+  early). TPE models the results only after ``startup_trials`` trials (optuna's default, 10); until then it draws
+  independently at random, so a search of 10 trials or fewer is a random search (the 8-trial searches at 2000
+  iterations were). A smaller ``startup_trials`` makes TPE model sooner, which is no promise of a better result:
+  with 4, PmSFC's 5 modelled trials at 2000 iterations (30.1 to 37.7 dB) all stayed below the warm start's 41.09
+  (docs/results.md). The inversion itself is deterministic, so the same seed reproduces the same study and the same
+  best settings;
 * **result**: an entry of the generator's profile file (:mod:`gan_inversion_bench.profiles`)
   with the settings, the protocol, every trial and the provenance;
 * **journal** (optional): every finished trial in SQLite, so an interrupted search resumes to the
   very study an uninterrupted one gives (:mod:`gan_inversion_bench.tune_journal`);
-* **warm start** (optional, ``start``): an entry the profile already holds (a run at this budget
-  would use it) is enqueued as trial 0, so the search's choice is never worse on its own objective
-  than the settings it would replace. Without it, a thin search can miss them: 8 random draws for
-  single-code at 2000 iterations chose lr 0.399 (34.77 dB on the tuning faces) where the entry
-  searched at 100, lr 0.183, gives 38.92 dB on the same faces at 2000 (docs/results.md). Seeded
-  draws can repeat a finished trial's parameters (warm-started with the seed that found the entry,
-  the search draws the entry again); such a trial takes that trial's value (``repeat_of`` in its
-  record) instead of running the same deterministic inversion again;
-* **fixed parameters** (optional, ``fixed``): named parameters of the method's space held at one
-  value (optuna's ``PartialFixedSampler`` around TPE), so that the search spends its trials on the
-  rest. At 2000 iterations every search chose Adam and its SGD trials gave 18.6 to 35.5 dB against
-  Adam's best of 38.9 to 45.9 (docs/results.md), so ``optimizer="adam"`` there lets TPE model Adam's
-  learning rates from every trial instead of from the two thirds that drew Adam. A name the
-  method's space never draws, a value outside its range and a warm start that contradicts a fixed
-  value are refused;
+* **warm start** (optional, ``start``): an entry the profile already holds (a run at this budget would use it) is
+  enqueued as trial 0, so the search's choice is never worse on its own objective than the settings it would
+  replace. Without it, a thin search can miss them: 8 random draws for single-code at 2000 iterations chose lr 0.399
+  (34.77 dB on the tuning faces) where the entry searched at 100, lr 0.183, gives 38.92 dB on the same faces at 2000
+  (docs/results.md). Seeded draws can repeat a finished trial's parameters (warm-started with the seed that found
+  the entry, the search draws the entry again); such a trial takes that trial's value (``repeat_of`` in its record)
+  instead of running the same deterministic inversion again;
+* **fixed parameters** (optional, ``fixed``): named parameters of the method's space held at one value (optuna's
+  ``PartialFixedSampler`` around TPE), so that the search spends its trials on the rest. At 2000 iterations every
+  search chose Adam and its SGD trials gave 18.6 to 35.5 dB against Adam's best of 38.9 to 45.9 (docs/results.md),
+  so ``optimizer="adam"`` there lets TPE model Adam's learning rates from every trial instead of from the two thirds
+  that drew Adam. A name the method's space never draws, a value outside its range and a warm start that contradicts
+  a fixed value are refused;
 * **held settings** (optional, ``held``): method settings outside the search space, set for every
   trial, for a search per configuration. Capacity is not searched, so a search runs at the base
   profile's (mGANprior N = 30); ``held={"n_codes": 10}`` searches the learning rates for N = 10. The
@@ -68,7 +62,8 @@ Protocol (:class:`TuneConfig`):
   question for its search, as its rate is. ``choices={"lr_schedule": ["constant", "cosine"]}`` searches
   both. The names are checked as held ones are, every value must be one the method accepts, a name may
   not be both held and chosen, and a warm start takes the value its entry ran at (refused where that is
-  not among the choices). Without choices the search draws exactly what it drew before they existed.
+  not among the choices). Without choices the search draws exactly what it drew before they existed;
+* **the choice checked** per tuning image against the settings it replaces (:mod:`.tune_choice`).
 """
 from __future__ import annotations
 
@@ -95,6 +90,7 @@ from .method_tools import tracing
 from .metrics import psnr
 from .profiles import STARTUP_TRIALS
 from .registry import METHODS
+from .tune_choice import PER_IMAGE, choice_check
 
 if TYPE_CHECKING:
     from .tune_journal import TuneJournal
@@ -229,6 +225,8 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
         same = _same_complete_trial(trial)
         if same is not None:  # the inversion is deterministic: these settings give that trial's value again
             trial.set_user_attr("repeat_of", same.number)
+            if PER_IMAGE in same.user_attrs:
+                trial.set_user_attr(PER_IMAGE, same.user_attrs[PER_IMAGE])
             return float(same.value)
         m = method.with_settings(**settings)
         try:
@@ -237,8 +235,9 @@ def _objective(method: InversionMethod, generator: SplitGenerator, targets: Tens
         except InversionFailed as e:
             trial.set_user_attr("failed", str(e)[:300])
             return 0.0
-        rec = torch.nan_to_num(result.reconstructions.float(), nan=0.0).clamp(-1, 1)
-        return float(psnr(rec, targets).mean())
+        per_image = psnr(torch.nan_to_num(result.reconstructions.float(), nan=0.0).clamp(-1, 1), targets)
+        trial.set_user_attr(PER_IMAGE, [float(v) for v in per_image])  # for the paired check (tune_choice)
+        return float(per_image.mean())
 
     return objective
 
@@ -433,6 +432,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     entry = _entry(method, study, tc, generator, revision, tuning_record(tc, items))
     if warm is not None:
         entry["tuning"]["warm_start"] = {**warm, "trial": 0}
+    entry["tuning"]["choice"] = choice_check(entry, [it.id for it in items])
     if log is not None:
         entry["tuning"]["resumed_trials"] = len(replayed)
         log.finish()
@@ -500,8 +500,9 @@ def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: Split
         raise RuntimeError(f"{method.name}: no tuning trial completed")
     best = study.best_trial
     settings = {**tc.held, **settings_of(method, best.params, tc.choices)}
+    kept = ("failed", "repeat_of", PER_IMAGE)  # the user attributes a trial's record keeps
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
-               "last_step": t.last_step, **{k: t.user_attrs[k] for k in ("failed", "repeat_of") if k in t.user_attrs}}
+               "last_step": t.last_step, **{k: t.user_attrs[k] for k in kept if k in t.user_attrs}}
               for t in study.trials]
     return {"base_profile": tc.base_profile, "settings": settings,
             "tuning": {**tc.record(), "objective": f"mean PSNR (dB, [0, 1] range) of {tc.n_images} tuning images "

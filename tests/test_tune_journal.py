@@ -39,7 +39,8 @@ class Interrupt:
 
 
 def study(entry):
-    return [(t["number"], t["state"], t["params"], t["value"], t["last_step"]) for t in entry["trials"]]
+    return [(t["number"], t["state"], t["params"], t["value"], t["last_step"], t.get("per_image_psnr"))
+            for t in entry["trials"]]
 
 
 def test_an_interrupted_search_resumes_to_the_uninterrupted_study(G, uninterrupted, tmp_path, monkeypatch):
@@ -60,6 +61,7 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_study(G, uninterrupt
     assert resumed["settings"] == uninterrupted["settings"]
     assert resumed["tuning"]["best_value"] == uninterrupted["tuning"]["best_value"]
     assert resumed["tuning"]["resumed_trials"] == 5
+    assert resumed["tuning"]["choice"] == uninterrupted["tuning"]["choice"] is not None  # per-image values replayed
     assert lines[0].startswith("mganprior: resuming, 5 of 8 trials replayed from")
     assert sum(line.endswith(", from the journal)") for line in lines) == 5
     assert not journal.exists()  # the finished search left the journal; its entry keeps the trials

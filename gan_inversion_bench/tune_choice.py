@@ -1,0 +1,93 @@
+"""Does a search's choice lead on its tuning images, or on one of them? The paired check of ``gib tune``.
+
+A search ranks its trials by the mean PSNR over a handful of tuning images, and a mean over four
+images can be made by one. On `photos-tune` PmSFC's search at 2000 iterations chose settings 2.80 dB
+above the entry it would replace, and 11.85 of that came from one photo (a retinal fundus image, unlike
+every evaluation photo) while the other three moved by +0.35, +0.01 and −0.99 dB; on the 8 evaluation
+photos the choice was level with the entry it replaced (docs/results.md, "Tuning on real photos").
+The mean could not tell; the per-image differences could.
+
+So every completed trial records its per-image PSNR (``per_image_psnr`` in the entry's trial list, in
+the order of the tuning images), and :func:`choice_check` pairs the best trial with the trial it must
+beat: the warm start (trial 0) where the search had one (the settings the choice would replace), else
+the runner-up (the best other completed trial with other settings). It records, in the entry's
+``tuning["choice"]``:
+
+* each tuning image's difference best − other (dB) and on how many images the best is ahead;
+* their mean with a 95 % bootstrap interval over the images (:func:`stats.bootstrap_ci`, BCa): with
+  four images any interval is too narrow and is shown only beside n;
+* the mean without the image that favours the best most, and ``rests_on_one_image``: the best leads on
+  the mean but not without that image. ``gib tune`` then warns, naming the image. The choice is kept
+  (the search's objective is the mean, so a search repeats from its seed); the warning says that the
+  tuning images do not back it, and that more tuning images (``--images``) would.
+
+Entries written before per-image values were recorded have none; they get no check (None), and
+``benchmarks/tuning_objective.py`` recomputes any trial's per-image values from its settings.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .stats import bootstrap_ci
+
+__all__ = ["PER_IMAGE", "choice_check", "choice_lines"]
+
+#: the key of a trial record's per-image PSNR (dB), in the order of the tuning images
+PER_IMAGE = "per_image_psnr"
+
+
+def _compared(trials: list[dict[str, Any]], best: dict[str, Any], warm: bool) -> dict[str, Any] | None:
+    """The trial the best must beat: the warm start (trial 0) or the best other completed trial whose
+    settings differ (a repeat of the best's settings has its values, so it says nothing)."""
+    if warm:
+        zero = next((t for t in trials if t["number"] == 0), None)
+        return zero if zero is not None and zero["number"] != best["number"] and PER_IMAGE in zero else None
+    others = [t for t in trials if t["state"] == "COMPLETE" and t["number"] != best["number"] and PER_IMAGE in t
+              and t["params"] != best["params"] and t.get("repeat_of") != best["number"]]
+    return max(others, key=lambda t: (t["value"], -t["number"])) if others else None
+
+
+def choice_check(entry: dict[str, Any], image_ids: list[str]) -> dict[str, Any] | None:
+    """The paired check of ``entry``'s best trial (module docstring), or None where it has no per-image
+    values, no trial to compare with, or the warm start is itself the best. ``image_ids``: the tuning
+    images in the order the trials record them. Raises ValueError where a trial records another
+    number of images than ``image_ids`` names."""
+    t = entry["tuning"]
+    trials = entry["trials"]
+    best = next(x for x in trials if x["number"] == t["best_trial"])
+    other = _compared(trials, best, "warm_start" in t)
+    if PER_IMAGE not in best or other is None:
+        return None
+    for x in (best, other):
+        if len(x[PER_IMAGE]) != len(image_ids):
+            raise ValueError(f"trial {x['number']} records {len(x[PER_IMAGE])} per-image PSNR values, but the "
+                             f"search names {len(image_ids)} tuning images ({', '.join(image_ids)})")
+    diffs = [float(a) - float(b) for a, b in zip(best[PER_IMAGE], other[PER_IMAGE], strict=True)]
+    mean, low, high = bootstrap_ci(diffs)
+    top = max(range(len(diffs)), key=lambda i: diffs[i])
+    rest = [d for i, d in enumerate(diffs) if i != top]
+    without = sum(rest) / len(rest) if rest else math.nan
+    return {"best_trial": best["number"], "against_trial": other["number"],
+            "against": "warm start" if "warm_start" in t else "runner-up",
+            "images": list(image_ids), "differences": diffs, "mean": mean, "low": low, "high": high,
+            "ahead": sum(d > 0 for d in diffs), "n": len(diffs), "largest_image": image_ids[top],
+            "mean_without_largest": without, "rests_on_one_image": bool(mean > 0 and not without > 0)}
+
+
+def choice_lines(name: str, check: dict[str, Any] | None) -> list[tuple[str, bool]]:
+    """``gib tune``'s closing lines on the check: (text, is a warning)."""
+    if check is None:
+        return []
+    c = check
+    per = ", ".join(f"{i} {d:+.2f}" for i, d in zip(c["images"], c["differences"], strict=True))
+    interval = "" if math.isnan(c["low"]) else f" [{c['low']:+.2f}, {c['high']:+.2f}]"
+    lines = [(f"{name}: trial {c['best_trial']} − the {c['against']} (trial {c['against_trial']}) per tuning image: "
+              f"{per} dB; mean {c['mean']:+.2f}{interval} (95 % bootstrap over {c['n']} images), ahead on "
+              f"{c['ahead']} of {c['n']}", False)]
+    if c["rests_on_one_image"]:
+        lines.append((f"{name}: warning: the choice rests on one tuning image: without {c['largest_image']} "
+                      f"({c['differences'][c['images'].index(c['largest_image'])]:+.2f} dB) trial "
+                      f"{c['best_trial']} leads the {c['against']} by {c['mean_without_largest']:+.2f} dB on average; "
+                      "more tuning images (--images) would say whether it carries over", True))
+    return lines
