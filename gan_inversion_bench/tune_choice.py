@@ -21,8 +21,9 @@ the runner-up (the best other completed trial with other settings). It records, 
   (the search's objective is the mean, so a search repeats from its seed); the warning says that the
   tuning images do not back it, and that more tuning images (``--images``) would.
 
-Entries written before per-image values were recorded have none; they get no check (None), and
-``benchmarks/tuning_objective.py`` recomputes any trial's per-image values from its settings.
+Entries written before per-image values were recorded have none; they get no check (None).
+``python benchmarks/tuning_objective.py -m METHOD --check PROFILE.json --entry BUDGET`` scores such an
+entry's two trials again on its tuning images and prints the same check.
 """
 from __future__ import annotations
 
@@ -31,19 +32,19 @@ from typing import Any
 
 from .stats import bootstrap_ci
 
-__all__ = ["PER_IMAGE", "choice_check", "choice_lines"]
+__all__ = ["PER_IMAGE", "choice_check", "choice_lines", "compared_trial"]
 
 #: the key of a trial record's per-image PSNR (dB), in the order of the tuning images
 PER_IMAGE = "per_image_psnr"
 
 
-def _compared(trials: list[dict[str, Any]], best: dict[str, Any], warm: bool) -> dict[str, Any] | None:
-    """The trial the best must beat: the warm start (trial 0) or the best other completed trial whose
-    settings differ (a repeat of the best's settings has its values, so it says nothing)."""
+def compared_trial(trials: list[dict[str, Any]], best: dict[str, Any], warm: bool) -> dict[str, Any] | None:
+    """The trial the best must beat: the warm start (trial 0) where ``warm``, or the best other completed
+    trial whose settings differ (a repeat of the best's settings has its values, so it says nothing)."""
     if warm:
         zero = next((t for t in trials if t["number"] == 0), None)
-        return zero if zero is not None and zero["number"] != best["number"] and PER_IMAGE in zero else None
-    others = [t for t in trials if t["state"] == "COMPLETE" and t["number"] != best["number"] and PER_IMAGE in t
+        return zero if zero is not None and zero["number"] != best["number"] else None
+    others = [t for t in trials if t["state"] == "COMPLETE" and t["number"] != best["number"]
               and t["params"] != best["params"] and t.get("repeat_of") != best["number"]]
     return max(others, key=lambda t: (t["value"], -t["number"])) if others else None
 
@@ -56,8 +57,8 @@ def choice_check(entry: dict[str, Any], image_ids: list[str]) -> dict[str, Any] 
     t = entry["tuning"]
     trials = entry["trials"]
     best = next(x for x in trials if x["number"] == t["best_trial"])
-    other = _compared(trials, best, "warm_start" in t)
-    if PER_IMAGE not in best or other is None:
+    other = compared_trial(trials, best, "warm_start" in t)
+    if other is None or PER_IMAGE not in best or PER_IMAGE not in other:
         return None
     for x in (best, other):
         if len(x[PER_IMAGE]) != len(image_ids):

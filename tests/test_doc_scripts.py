@@ -535,6 +535,41 @@ def test_tuning_objective_scores_on_the_searchs_real_tuning_images(capsys):
     assert "images must be one of generated, photos-tune or folder:PATH" in capsys.readouterr().err
 
 
+def test_tuning_objective_checks_a_search_written_before_per_image_values(capsys, tmp_path):
+    """--check scores an entry's best trial and the trial it is paired with again, and prints the very check
+    `gib tune` writes now (tune_choice); an entry without per-image values (as every search before them)
+    gets it too. A missing file, a missing --entry or a budget the file lacks are refused."""
+    import json
+
+    from gan_inversion_bench import GENERATORS
+    from gan_inversion_bench.profiles import write_entry
+    from gan_inversion_bench.tune_choice import choice_lines
+    from gan_inversion_bench.tuning import TuneConfig, tune
+
+    entry = tune(GENERATORS.create("pggan-tiny"), "mganprior", TuneConfig(trials=3, budget=4, n_images=2,
+                                                                          pruning="none"))
+    expected = entry["tuning"]["choice"]
+    old = json.loads(json.dumps(entry))
+    for t in old["trials"]:
+        t.pop("per_image_psnr", None)
+    del old["tuning"]["choice"]
+    path = tmp_path / "pggan-tiny.json"
+    write_entry(path, "pggan-tiny", "mganprior", old)
+    script = load("tuning_objective")
+    assert script.main(["-m", "mganprior", "--check", str(path), "--entry", "4"]) == 0
+    out = capsys.readouterr().out
+    for number in (expected["best_trial"], expected["against_trial"]):
+        value = next(t["value"] for t in entry["trials"] if t["number"] == number)
+        assert f"mganprior: trial {number} recorded {value:.4f} dB, scored again {value:.4f} dB" in out
+    assert choice_lines("mganprior", expected)[0][0] in out
+    for args, message in [(["--check", str(tmp_path / "none.json"), "--entry", "4"], "no such profile file"),
+                          (["--check", str(path)], "--check needs --entry N"),
+                          (["--check", str(path), "--entry", "5"], "no mganprior entry searched at 5 iterations")]:
+        with pytest.raises(SystemExit):
+            script.main(["-m", "mganprior", *args])
+        assert message in capsys.readouterr().err
+
+
 def test_claim_check_keeps_a_killed_sessions_records_in_the_runs_table(tmp_path, digiface_profile_only, capsys):
     """A session killed after its first record has no line in runs.json (written when a session ends): the
     Runs table reads it from the records (the harness's session table), beside the session that finished
