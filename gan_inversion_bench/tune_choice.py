@@ -16,10 +16,11 @@ the runner-up (the best other completed trial with other settings). It records, 
 * each tuning image's difference best − other (dB) and on how many images the best is ahead;
 * their mean with a 95 % bootstrap interval over the images (:func:`stats.bootstrap_ci`, BCa): with
   four images any interval is too narrow and is shown only beside n;
-* the mean without the image that favours the best most, and ``rests_on_one_image``: the best leads on
-  the mean but not without that image. ``gib tune`` then warns, naming the image. The choice is kept
-  (the search's objective is the mean, so a search repeats from its seed); the warning says that the
-  tuning images do not back it, and that more tuning images (``--images``) would.
+* the mean without the image that favours the best most, and ``rests_on_one_image``: the best leads on the
+  mean but not without that image (or a search of one tuning image leads at all). ``gib tune`` then warns,
+  naming the image. The choice is kept (the search's objective is the mean, so a search repeats from its
+  seed); the warning says that the tuning images do not back it, and that more of them (``--images``) would
+  say whether it carries over.
 
 Entries written before per-image values were recorded have none; they get no check (None).
 ``python benchmarks/tuning_objective.py -m METHOD --check PROFILE.json --entry BUDGET`` scores such an
@@ -83,12 +84,16 @@ def choice_lines(name: str, check: dict[str, Any] | None) -> list[tuple[str, boo
     c = check
     per = ", ".join(f"{i} {d:+.2f}" for i, d in zip(c["images"], c["differences"], strict=True))
     interval = "" if math.isnan(c["low"]) else f" [{c['low']:+.2f}, {c['high']:+.2f}]"
+    one = c["n"] == 1  # a single tuning image: nothing is left without it
+    rest = "" if one else (f"; without its most favourable image ({c['largest_image']}) "
+                           f"{c['mean_without_largest']:+.2f}")
     lines = [(f"{name}: trial {c['best_trial']} − the {c['against']} (trial {c['against_trial']}) per tuning image: "
               f"{per} dB; mean {c['mean']:+.2f}{interval} (95 % bootstrap over {c['n']} images), ahead on "
-              f"{c['ahead']} of {c['n']}", False)]
+              f"{c['ahead']} of {c['n']}{rest}", False)]
     if c["rests_on_one_image"]:
-        lines.append((f"{name}: warning: the choice rests on one tuning image: without {c['largest_image']} "
-                      f"({c['differences'][c['images'].index(c['largest_image'])]:+.2f} dB) trial "
-                      f"{c['best_trial']} leads the {c['against']} by {c['mean_without_largest']:+.2f} dB on average; "
-                      "more tuning images (--images) would say whether it carries over", True))
+        why = ("the search had only that one" if one else
+               f"without {c['largest_image']} ({c['differences'][c['images'].index(c['largest_image'])]:+.2f} dB) "
+               f"trial {c['best_trial']} leads the {c['against']} by {c['mean_without_largest']:+.2f} dB on average")
+        lines.append((f"{name}: warning: the choice rests on one tuning image: {why}; more tuning images (--images) "
+                      "would say whether it carries over", True))
     return lines

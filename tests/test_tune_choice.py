@@ -51,7 +51,8 @@ def test_a_choice_one_image_made_is_named_against_the_warm_start():
     assert (check["low"], check["high"]) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
     lines = choice_lines("pmsfc", check)
     assert [warning for _, warning in lines] == [False, True]
-    assert "photos-tune/retina +11.85" in lines[0][0] and "ahead on 3 of 4" in lines[0][0]
+    assert "photos-tune/retina +11.85" in lines[0][0]
+    assert "ahead on 3 of 4; without its most favourable image (photos-tune/retina) -0.21" in lines[0][0]
     assert "without photos-tune/retina (+11.85 dB) trial 1 leads the warm start by -0.21 dB" in lines[1][0]
 
 
@@ -79,6 +80,15 @@ def test_no_check_where_there_is_nothing_to_pair(case):
     else:
         entry = _entry([_trial(0, [3.0] * 4), _trial(1, None, state="PRUNED")], warm=False)
     assert choice_check(entry, IDS) is None and choice_lines("m", None) == []
+
+
+def test_a_search_of_one_tuning_image_rests_on_it():
+    check = choice_check(_entry([_trial(0, [20.0]), _trial(1, [21.5])], warm=True), IDS[:1])
+    assert check["rests_on_one_image"] is True and math.isnan(check["mean_without_largest"])
+    assert math.isnan(check["low"]) and check["mean"] == pytest.approx(1.5)
+    text, warning = choice_lines("m", check)[1]
+    assert warning and "the choice rests on one tuning image: the search had only that one" in text
+    assert "nan" not in choice_lines("m", check)[0][0]
 
 
 def test_a_trial_that_records_another_number_of_images_is_refused():
