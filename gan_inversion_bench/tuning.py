@@ -63,7 +63,7 @@ Protocol (:class:`TuneConfig`):
   both. The names are checked as held ones are, every value must be one the method accepts, a name may
   not be both held and chosen, and a warm start takes the value its entry ran at (refused where that is
   not among the choices). Without choices the search draws exactly what it drew before they existed;
-* **the choice checked** per tuning image against the settings it replaces (:mod:`.tune_choice`).
+* **the choice checked** per tuning image against the warm start or the runner-up (:mod:`.tune_choice`).
 """
 from __future__ import annotations
 
