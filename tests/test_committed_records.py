@@ -102,6 +102,7 @@ XPH_PM = f"{R}/claim-check-cpu-xcpu-pmsfc-photos/a/pmsfc-RK30-wtuned"  # PmSFC's
 XPH_PT_PM = f"{R}/claim-check-cpu-xcpu-phototune-pmsfc-photos/a/pmsfc-RK30-wtuned"  # its searches' entry, photos
 XCPU_PT_PM = f"{R}/claim-check-cpu-xcpu-phototune-pmsfc/a/pmsfc-RK30-wtuned"  # that entry, 8 faces
 FULL17 = f"{R}/claim-check-cpu-full17/a/pmsfc-RK30-wtuned"  # PmSFC's committed entry, 32 faces (Xeon)
+C2000_PH = f"{R}/claim-check-cpu-c2000-photos/c"  # experiment c on the 8 photos at 2000 iterations (Xeon)
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -210,6 +211,9 @@ QUOTED = [
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", XCPU_PT_PM], "generated", "lead"),
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", FULL17], "generated", "lead"),
     ([XCPU_PT_MGP, "mganprior", "pmsfc", "--b-run", XCPU_PT_PM], "generated", "lead"),
+    ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/random"], "photos", "lead"),
+    ([f"{C2000_PH}/random", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
+    ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
 ]
 
 
