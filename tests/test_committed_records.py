@@ -212,6 +212,7 @@ QUOTED = [
     ([f"{XCPU}/mganprior-N30-divN", "mganprior", "pmsfc", "--b-run", FULL17], "generated", "lead"),
     ([XCPU_PT_MGP, "mganprior", "pmsfc", "--b-run", XCPU_PT_PM], "generated", "lead"),
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/random"], "photos", "lead"),
+    ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/random-s1"], "photos", "lead"),
     ([f"{C2000_PH}/random", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
 ]
