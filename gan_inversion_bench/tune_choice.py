@@ -52,9 +52,9 @@ def compared_trial(trials: list[dict[str, Any]], best: dict[str, Any], warm: boo
 
 def choice_check(entry: dict[str, Any], image_ids: list[str]) -> dict[str, Any] | None:
     """The paired check of ``entry``'s best trial (module docstring), or None where it has no per-image
-    values, no trial to compare with, or the warm start is itself the best. ``image_ids``: the tuning
-    images in the order the trials record them. Raises ValueError where a trial records another
-    number of images than ``image_ids`` names."""
+    values, no trial to compare with, the warm start is itself the best, or a PSNR is infinite.
+    ``image_ids``: the tuning images in the order the trials record them. Raises ValueError where a
+    trial records another number of images than ``image_ids`` names."""
     t = entry["tuning"]
     trials = entry["trials"]
     best = next(x for x in trials if x["number"] == t["best_trial"])
@@ -66,6 +66,8 @@ def choice_check(entry: dict[str, Any], image_ids: list[str]) -> dict[str, Any] 
             raise ValueError(f"trial {x['number']} records {len(x[PER_IMAGE])} per-image PSNR values, but the "
                              f"search names {len(image_ids)} tuning images ({', '.join(image_ids)})")
     diffs = [float(a) - float(b) for a, b in zip(best[PER_IMAGE], other[PER_IMAGE], strict=True)]
+    if not all(math.isfinite(d) for d in diffs):  # an exact reconstruction (PSNR inf): no finite difference
+        return None
     mean, low, high = bootstrap_ci(diffs)
     top = max(range(len(diffs)), key=lambda i: diffs[i])
     rest = [d for i, d in enumerate(diffs) if i != top]

@@ -68,7 +68,8 @@ def test_without_a_warm_start_the_best_meets_the_runner_up_with_other_settings()
     assert [warning for _, warning in choice_lines("m", check)] == [False]
 
 
-@pytest.mark.parametrize("case", ["no per-image values", "the warm start is the best", "one complete trial"])
+@pytest.mark.parametrize("case", ["no per-image values", "the warm start is the best", "one complete trial",
+                                  "an exact reconstruction"])
 def test_no_check_where_there_is_nothing_to_pair(case):
     if case == "no per-image values":  # an entry written before trials recorded them
         trials = [_trial(0, [1.0] * 4), _trial(1, [2.0] * 4)]
@@ -77,8 +78,10 @@ def test_no_check_where_there_is_nothing_to_pair(case):
         entry = _entry(trials, warm=True)
     elif case == "the warm start is the best":
         entry = _entry([_trial(0, [3.0] * 4), _trial(1, [2.0] * 4)], warm=True)
-    else:
+    elif case == "one complete trial":
         entry = _entry([_trial(0, [3.0] * 4), _trial(1, None, state="PRUNED")], warm=False)
+    else:  # psnr() gives inf for identical images; inf − x has no interval, and the search must still finish
+        entry = _entry([_trial(0, [3.0] * 4), _trial(1, [math.inf, 4.0, 4.0, 4.0])], warm=True)
     assert choice_check(entry, IDS) is None and choice_lines("m", None) == []
 
 
