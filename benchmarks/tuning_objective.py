@@ -31,7 +31,7 @@ from gan_inversion_bench.generator import conditioned
 from gan_inversion_bench.metrics import psnr
 from gan_inversion_bench.profiles import entry_budget, method_entries, profile_path
 from gan_inversion_bench.registry import METHODS
-from gan_inversion_bench.tune_choice import PER_IMAGE, choice_check, choice_lines, compared_trial
+from gan_inversion_bench.tune_choice import PER_IMAGE, choice_check, choice_lines, compared_trial, image_labels
 from gan_inversion_bench.tuning import TuneConfig, settings_of, tuning_images, tuning_set
 
 
@@ -74,7 +74,7 @@ def check_search(generator: str, method: str, entry: dict[str, Any], device: str
         trial[PER_IMAGE] = objective(generator, method, settings, tc, device)
         print(f"{method}: trial {trial['number']} recorded {trial['value']:.4f} dB, scored again "
               f"{sum(trial[PER_IMAGE]) / len(trial[PER_IMAGE]):.4f} dB")
-    ids = [it.id for it in tuning_set(build_generator(generator, None, (), device), tc)]
+    ids = image_labels(tuning_set(build_generator(generator, None, (), device), tc))
     check = choice_check({**entry, "trials": trials}, ids)
     for line, _ in choice_lines(method, check):
         print(line)

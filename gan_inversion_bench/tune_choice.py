@@ -29,14 +29,21 @@ entry's two trials again on its tuning images and prints the same check.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from .stats import bootstrap_ci
 
-__all__ = ["PER_IMAGE", "choice_check", "choice_lines", "compared_trial"]
+__all__ = ["PER_IMAGE", "choice_check", "choice_lines", "compared_trial", "image_labels"]
 
 #: the key of a trial record's per-image PSNR (dB), in the order of the tuning images
 PER_IMAGE = "per_image_psnr"
+
+
+def image_labels(items: Iterable[Any]) -> list[str]:
+    """The tuning images' names in the check: a photo's id; a generated image by its latent seed
+    (``generated/seed1000``), since the evaluation set's ``generated/000`` is another face (seed 0)."""
+    return [f"generated/seed{it.meta['latent_seed']}" if "latent_seed" in it.meta else it.id for it in items]
 
 
 def compared_trial(trials: list[dict[str, Any]], best: dict[str, Any], warm: bool) -> dict[str, Any] | None:

@@ -90,7 +90,7 @@ from .method_tools import tracing
 from .metrics import psnr
 from .profiles import STARTUP_TRIALS
 from .registry import METHODS
-from .tune_choice import PER_IMAGE, choice_check
+from .tune_choice import PER_IMAGE, choice_check, image_labels
 
 if TYPE_CHECKING:
     from .tune_journal import TuneJournal
@@ -432,7 +432,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     entry = _entry(method, study, tc, generator, revision, tuning_record(tc, items))
     if warm is not None:
         entry["tuning"]["warm_start"] = {**warm, "trial": 0}
-    entry["tuning"]["choice"] = choice_check(entry, [it.id for it in items])
+    entry["tuning"]["choice"] = choice_check(entry, image_labels(items))
     if log is not None:
         entry["tuning"]["resumed_trials"] = len(replayed)
         log.finish()

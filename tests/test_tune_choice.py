@@ -166,12 +166,26 @@ def test_gib_tune_warns_when_its_choice_rests_on_one_image(tmp_path, monkeypatch
             "--device", "cpu", "--pruning", "none"]
     plain = CliRunner().invoke(main, args)
     assert plain.exit_code == 0, plain.output
-    assert "per tuning image: generated/000 " in plain.output and "(95 % bootstrap over 2 images)" in plain.output
+    assert "per tuning image: generated/seed1000 " in plain.output and "(95 % bootstrap over 2 images)" in plain.output
     monkeypatch.setattr(tuning, "tune", one_image)
     flagged = CliRunner().invoke(main, args)
     assert flagged.exit_code == 0, flagged.output
-    assert ("mganprior: warning: the choice rests on one tuning image: without generated/000 (+9.00 dB)"
+    assert ("mganprior: warning: the choice rests on one tuning image: without generated/seed1000 (+9.00 dB)"
             in flagged.output)
     assert "leads the runner-up by -1.00 dB on average" in flagged.output
     listed = CliRunner().invoke(main, ["list", "profiles", "-g", "pggan-tiny"])  # the entry keeps the check
-    assert "(its lead over the runner-up rests on one tuning image, generated/000)" in listed.output, listed.output
+    assert "(its lead over the runner-up rests on one tuning image, generated/seed1000)" in listed.output, listed.output
+
+
+def test_tuning_images_are_named_so_that_no_evaluation_image_shares_the_name(G):
+    from gan_inversion_bench.imagesets import load_image_set
+    from gan_inversion_bench.tune_choice import image_labels
+    from gan_inversion_bench.tuning import tuning_set
+
+    faces = tuning_set(G, TuneConfig(n_images=2))
+    assert image_labels(faces) == ["generated/seed1000", "generated/seed1001"]
+    evaluated = {it.id for it in load_image_set("generated", G, n=4).items}  # latent seeds 0 … 3
+    assert "generated/000" in evaluated and not evaluated & set(image_labels(faces))
+    assert [it.meta["latent_seed"] for it in faces] == [1000, 1001]
+    real = tuning_set(G, TuneConfig(n_images=2, images="photos-tune"))
+    assert image_labels(real) == [it.id for it in real] == IDS[:2]
