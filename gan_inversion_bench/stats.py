@@ -29,6 +29,15 @@ and wins / ties / losses, where a win means A is better in the metric's directio
 Pairing removes the image-to-image variation that both configurations share, so the paired
 interval is much narrower than the two tables' intervals suggest.
 
+**A test beside the interval.** Each comparison also carries the two-sided p-value of a sign-flip
+permutation test of the same mean (:func:`sign_flip_p`): under "A and B are exchangeable on every
+image" each difference is as likely negative as positive, so the p-value is the share of the 2^n
+sign patterns whose mean is at least as far from 0 as the observed one (all patterns where 2^n is
+at most the resample count, else a seeded random sample of them). Unlike the bootstrap it does not
+shrink with a handful of images: it cannot go below 2/2^n (0.0078 at n = 8, whatever the gap). A
+table of many comparisons adjusts them together (:func:`fdr_q`, Benjamini–Hochberg): with 70 rows
+at 95 %, about 3 intervals would exclude 0 by chance alone.
+
 This module depends on numpy, pandas and scipy only (layer 0 of docs/architecture.md).
 """
 from __future__ import annotations
@@ -44,7 +53,8 @@ import numpy.typing as npt
 import pandas as pd
 
 __all__ = ["BootstrapSettings", "DEFAULT", "CI_METHODS", "HIGHER_IS_BETTER", "OVERALL", "PairedDifference",
-           "bootstrap_ci", "config_labels", "resolve_label", "paired_differences", "with_start_means"]
+           "bootstrap_ci", "config_labels", "fdr_q", "resolve_label", "paired_differences", "sign_flip_p",
+           "with_start_means"]
 
 #: the interval methods offered (case-insensitive); BCa is the default, see the module docstring
 CI_METHODS = ("BCa", "percentile")
@@ -69,6 +79,12 @@ class BootstrapSettings:
     def describe(self, over: str = "images") -> str:
         return (f"{self.confidence * 100:g} % bootstrap confidence interval of the mean over {over} "
                 f"(scipy.stats.bootstrap, {self.method}, {self.n_resamples} resamples, seed {self.seed})")
+
+    def describe_test(self) -> str:
+        """How :func:`sign_flip_p` computes a comparison's p-value at these settings."""
+        return (f"two-sided sign-flip permutation test of the mean difference (scipy.stats.permutation_test; all "
+                f"2^n sign patterns where 2^n <= {self.n_resamples}, else {self.n_resamples} drawn with seed "
+                f"{self.seed}); with n images it cannot fall below 2/2^n, 0.0078 at n = 8")
 
 
 DEFAULT = BootstrapSettings()
@@ -139,6 +155,41 @@ def _interval(x: npt.NDArray[np.float64], confidence: float, n_resamples: int, s
         res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
                               method=method, vectorized=True, **options)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def sign_flip_p(differences: npt.ArrayLike, *, n_resamples: int = DEFAULT.n_resamples,
+                seed: int = DEFAULT.seed) -> float:
+    """Two-sided p-value of the sign-flip permutation test that paired ``differences`` have mean 0
+    (``scipy.stats.permutation_test``, one sample: each sign flipped independently). Exact (every one
+    of the 2^n sign patterns) where 2^n <= ``n_resamples``, else ``n_resamples`` patterns drawn from
+    ``numpy.random.default_rng(seed)``. NaN for fewer than 2 values; 1 where every difference is 0.
+    NaN or ±inf values raise ValueError, as in :func:`bootstrap_ci`."""
+    from scipy import stats
+
+    x = _finite_1d(differences)
+    if x.size < 2:
+        return math.nan
+    if not np.any(x):
+        return 1.0
+    key = "rng" if "rng" in inspect.signature(stats.permutation_test).parameters else "random_state"
+    res = stats.permutation_test((x,), lambda v, axis: np.mean(v, axis=axis), permutation_type="samples",
+                                 vectorized=True, n_resamples=n_resamples, alternative="two-sided",
+                                 **{key: np.random.default_rng(seed)})
+    return float(res.pvalue)
+
+
+def fdr_q(p_values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Benjamini–Hochberg adjusted p-values (q) of a family of tests
+    (``scipy.stats.false_discovery_control``): the tests with q < alpha hold at a false discovery rate
+    of alpha. NaN entries (no test: n < 2) are left NaN and not counted in the family."""
+    from scipy import stats
+
+    p = np.asarray(p_values, dtype=np.float64)
+    q = np.full(p.shape, math.nan)
+    have = ~np.isnan(p)
+    if have.any():
+        q[have] = stats.false_discovery_control(p[have], method="bh")
+    return q
 
 
 # ---- configurations and paired comparisons ---------------------------------------------------------
@@ -214,6 +265,7 @@ class PairedDifference:
     wins: int  # A better in the metric's direction
     ties: int  # exactly equal
     losses: int  # B better
+    p_value: float = math.nan  # two-sided sign-flip permutation test of the mean (sign_flip_p); NaN for n < 2
 
     @property
     def n(self) -> int:
@@ -237,9 +289,10 @@ def _paired(diff: pd.Series, key: tuple[str, str, str, str], higher: bool,
     else:
         mean = low = high = math.nan
     better, worse = int((diff > 0).sum()), int((diff < 0).sum())
+    p = sign_flip_p(diff.to_numpy(), n_resamples=settings.n_resamples, seed=settings.seed) if len(diff) else math.nan
     return PairedDifference(*key, differences=diff, mean=mean, ci_low=low, ci_high=high,
                             wins=better if higher else worse, ties=int((diff == 0).sum()),
-                            losses=worse if higher else better)
+                            losses=worse if higher else better, p_value=p)
 
 
 def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,

@@ -10,11 +10,11 @@ the mean over timed batches, with an interval over batches only when there are a
 (the footer gives the number of batches of every row). Times measured on different devices or
 at different batch sizes (a resume on another machine, another ``--batch-size``) are never
 averaged together: such a cell says ``not averaged`` and the footer gives each condition's time
-(:func:`timing_conditions`). Renderers write Markdown (terminal),
-CSV (numbers only: ``psnr_mean, psnr_ci_low, psnr_ci_high, psnr_std, …``) and LaTeX
-(booktabs, special characters escaped). Every rendering carries a footer with the metric
-conventions, how the intervals were computed and the timer, taken from the records themselves.
-``comparison_text`` renders ``gib compare``: paired per-image differences of two configurations.
+(:func:`timing_conditions`). Renderers write Markdown (terminal), CSV (numbers only: ``psnr_mean,
+psnr_ci_low, psnr_ci_high, psnr_std, …``) and LaTeX (booktabs, special characters escaped). Every
+rendering carries a footer with the metric conventions, how the intervals were computed and the
+timer, taken from the records themselves. ``comparison_text`` renders ``gib compare``: paired
+per-image differences of two configurations, with intervals and a sign-flip test's p-values.
 """
 from __future__ import annotations
 
@@ -438,8 +438,7 @@ def _latex(df: pd.DataFrame, s: pd.DataFrame) -> str:
     header, rows = _display(s)
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}",
              r"\toprule", _tex_row(header), r"\midrule"]
-    lines += [_tex_row(r) for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}",
+    lines += [*(_tex_row(r) for r in rows), r"\bottomrule", r"\end{tabular}",
               r"\caption{" + _tex(" ".join(footer(df))) + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -501,7 +500,7 @@ def _comparison_row(d: stats.PairedDifference) -> list[str]:
     label, fmt = COMPARE_METRICS[d.metric]
     interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"
     return [d.subset, label, str(d.n), "–" if math.isnan(d.mean) else fmt.format(d.mean), interval,
-            f"{d.wins} / {d.ties} / {d.losses}"]
+            f"{d.wins} / {d.ties} / {d.losses}", "–" if math.isnan(d.p_value) else f"{d.p_value:.2g}"]
 
 
 def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
@@ -511,10 +510,11 @@ def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", su
     if not found:
         return f"nothing to compare: no {metric} values in this run"
     a, b = found[0].a, found[0].b
-    header = ["images", "metric", "n", "mean A − B", f"{settings.confidence * 100:g} % CI", "wins / ties / losses"]
+    head = ["images", "metric", "n", "mean A − B", f"{settings.confidence * 100:g} % CI", "wins / ties / losses", "p"]
     notes = [f"A = {a}, B = {b}: per-image differences A − B on the images both have (status ok in both).",
              "win: A better (PSNR, SSIM, MS-SSIM higher; LPIPS lower); tie: exactly equal; loss: B better.",
-             f"CI: {settings.describe('images')}; – : fewer than 2 images, no interval."]
+             f"CI: {settings.describe('images')}; – : fewer than 2 images, no interval.",
+             f"p: {settings.describe_test()}."]
     if any(d.subset == stats.OVERALL for d in found):
         notes.append(f"images '{stats.OVERALL}': every subset pooled.")
-    return _markdown_table(header, [_comparison_row(d) for d in found]) + "\n\n" + "\n".join(f"- {x}" for x in notes)
+    return _markdown_table(head, [_comparison_row(d) for d in found]) + "\n\n" + "\n".join(f"- {x}" for x in notes)

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gan_inversion_bench import compare_runs, stats, tables
 from gan_inversion_bench.cli import main
@@ -251,13 +253,13 @@ def test_gib_compare_prints_the_paired_differences(run_dir):
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["images", "metric", "n", "mean A − B", "95 % CI",
-                                                           "wins / ties / losses"]
+                                                           "wins / ties / losses", "p"]
     df = tables.load_records(run_dir)
     for metric, label, fmt in (("psnr", "PSNR (dB)", "{:+.2f}"), ("lpips", "LPIPS", "{:+.4f}"),
                                ("ssim", "SSIM", "{:+.4f}"), ("ms_ssim", "MS-SSIM", "{:+.4f}")):
         d = stats.paired_differences(df, "single-code", "mganprior", metric)["generated"]
         cells = ["generated", label, "3", fmt.format(d.mean), f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]",
-                 f"{d.wins} / {d.ties} / {d.losses}"]
+                 f"{d.wins} / {d.ties} / {d.losses}", f"{_exact_sign_flip_p(d.differences.to_numpy()):.2g}"]
         assert any([c.strip() for c in line.split("|")[1:-1]] == cells for line in lines), (cells, r.output)
         assert d.wins + d.ties + d.losses == 3
     assert "A = single-code, B = mganprior" in r.output and "BCa, 9999 resamples, seed 0" in r.output
@@ -314,7 +316,8 @@ def test_gib_compare_across_run_folders_pairs_the_common_images(run_dir, longer_
     cells = [c.strip() for c in row.split("|")[1:-1]]
     _, low, high = stats.bootstrap_ci(diff.to_numpy())
     assert cells == ["generated", "PSNR (dB)", "3", f"{diff.mean():+.2f}", f"[{low:+.2f}, {high:+.2f}]",
-                     f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()}"]
+                     f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()}",
+                     f"{_exact_sign_flip_p(diff.to_numpy()):.2g}"]
     assert f"A = mganprior ({longer_run}), B = mganprior ({run_dir})" in r.output
     assert "3 images in both folders with identical content" in r.output
 
@@ -451,3 +454,67 @@ def test_configurations_of_one_method_get_readable_labels():
                                            "mganprior (precision=bf16, restarts=3)"]
     df3 = pd.DataFrame([rec("mganprior@a", {"n_codes": 10}), rec("mganprior@f", {"n_codes": 10})])
     assert config_labels(df3).tolist() == ["mganprior@a", "mganprior@f"]  # nothing visible differs: the keys
+
+
+# ---- the sign-flip test and the Benjamini–Hochberg q -------------------------------------------------------
+def _exact_sign_flip_p(x: np.ndarray) -> float:
+    """An independent exact sign-flip test: every one of the 2^n sign patterns enumerated, two-sided as
+    scipy defines it (twice the smaller one-sided share, at most 1); no scipy."""
+    n = len(x)
+    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # [2^n, n] of ±1
+    means = (signs * x).mean(axis=1)
+    observed = x.mean()
+    eps = 1e-12 * max(1.0, abs(observed))
+    return float(min(1.0, 2 * min((means >= observed - eps).mean(), (means <= observed + eps).mean())))
+
+
+@pytest.mark.parametrize("x", [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [0.1, -0.2, 0.3, 0.05, 0.2, -0.1, 0.4, 0.1],
+                               [-1.2, -0.4, 0.3], [2.5, -2.5, 1.0, -1.0], [-0.87, -1.1, -0.5, 0.2, -0.9, -1.3, -0.6,
+                                                                           -0.4, -0.75, -1.0, -0.2, 0.1, -0.3]])
+def test_the_sign_flip_p_is_the_exact_share_of_sign_patterns(x):
+    x = np.asarray(x)
+    assert stats.sign_flip_p(x) == pytest.approx(_exact_sign_flip_p(x), abs=1e-12)
+
+
+def test_the_sign_flip_p_beyond_the_exact_range_estimates_the_exact_share():
+    x = np.random.default_rng(3).normal(0.3, 1.0, 16)  # 65 536 patterns > 9999: drawn
+    exact = _exact_sign_flip_p(x)
+    assert 0.01 < exact < 0.9
+    assert stats.sign_flip_p(x) == pytest.approx(exact, abs=0.02)  # 9999 draws: sd of the share < 0.005
+    assert stats.sign_flip_p(x) == stats.sign_flip_p(x)  # seeded
+    assert stats.sign_flip_p(np.full(32, -1.0)) == pytest.approx(2 / 10_000)  # the floor of 9999 draws, not 2/2^32
+
+
+def test_the_sign_flip_p_edge_cases():
+    assert math.isnan(stats.sign_flip_p([0.7]))
+    assert stats.sign_flip_p([0.0, 0.0, 0.0]) == 1.0
+    assert stats.sign_flip_p(np.full(8, 0.3)) == pytest.approx(2 / 256)  # the least 8 images can give
+    with pytest.raises(ValueError, match="NaN or ±inf"):
+        stats.sign_flip_p([1.0, math.nan])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-20, 20).filter(lambda v: abs(v) > 1e-3), min_size=2, max_size=9),
+       st.floats(0.01, 100))
+def test_the_sign_flip_p_ignores_the_sign_and_the_scale_of_the_differences(x, scale):
+    p = stats.sign_flip_p(x)
+    assert 0 < p <= 1
+    assert stats.sign_flip_p([-v for v in x]) == pytest.approx(p, abs=1e-9)
+    assert stats.sign_flip_p([scale * v for v in x]) == pytest.approx(p, abs=1e-9)
+
+
+def _bh(p: list[float]) -> list[float]:
+    """Benjamini–Hochberg by its definition: q_i = min over the p_j >= p_i of p_j * m / rank_j, at most 1."""
+    m = len(p)
+    ranked = sorted(p)
+    return [min(1.0, min(v * m / (ranked.index(v) + ranked.count(v)) for v in ranked if v >= pi)) for pi in p]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(0.0001, 1.0), st.just(math.nan)), min_size=1, max_size=12))
+def test_fdr_q_is_benjamini_hochberg_over_the_tests_that_ran(p):
+    q = stats.fdr_q(p)
+    ran = [v for v in p if not math.isnan(v)]
+    expected = iter(_bh(ran))
+    for pi, qi in zip(p, q, strict=True):
+        assert math.isnan(qi) if math.isnan(pi) else qi == pytest.approx(next(expected), rel=1e-9)
