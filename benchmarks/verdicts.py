@@ -8,8 +8,12 @@ each image subset the run folder and method of A and of B (folders relative to t
 folder, and never outside it: the records may come from someone else). Each cell is what
 ``gib compare A_RUN A B --b-run B_RUN --metric psnr`` prints for that subset: the mean of A − B over
 the images both folders inverted (paired by content), its 95 % BCa bootstrap interval, and on how
-many images A is ahead. ``--check PAGE`` fails, naming the first row that differs, unless the page
-holds every row of the table as it is computed today.
+many images A is ahead; then the two-sided p-value of a sign-flip permutation test of the same mean
+(``stats.sign_flip_p``, the p column of ``gib compare``) and its Benjamini–Hochberg q over every row of
+the table (``stats.fdr_q``): a row with q < 0.05 holds at a false discovery rate of 5 % across the
+table, which an interval that excludes 0 does not promise when the table has dozens of rows.
+``--check PAGE`` fails, naming the first row that differs, unless the page holds every row of the
+table as it is computed today.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from gan_inversion_bench.compare_runs import cross_run_records
 from gan_inversion_bench.tables import comparison
 
 SUBSETS = {"generated": "faces", "photos": "photos"}
-HEADER = ["claim or setting", "A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "A ahead", "records (A; B)"]
+HEADER = ["claim or setting", "A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "A ahead", "p", "q (BH)",
+          "records (A; B)"]
 
 
 class VerdictsError(ValueError):
@@ -87,18 +92,40 @@ def _signed(x: float) -> str:
     return f"{x:+.2f}".replace("-", "−")
 
 
+def _p(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:.2g}"
+
+
 def table_lines(path: Path) -> list[str]:
     """The Markdown table of a verdicts file, one line per row and subset."""
     rows, root = load_rows(path), path.parent
+    found = [(row, subset, pair, paired(root, subset, pair)) for row in rows for subset, pair in row["pairs"].items()]
+    q = stats.fdr_q([d.p_value for *_, d in found])
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for row in rows:
-        for subset, pair in row["pairs"].items():
-            d = paired(root, subset, pair)
-            ci = "–" if math.isnan(d.ci_low) else f"[{_signed(d.ci_low)}, {_signed(d.ci_high)}]"
-            cells = [row["claim"], f"{row['a']} − {row['b']}", SUBSETS[subset], str(d.n), f"{_signed(d.mean)} {ci}",
-                     f"{d.wins} of {d.n}", f"{_short(pair[0])}; {_short(pair[2])}"]
-            lines.append("| " + " | ".join(cells) + " |")
+    for (row, subset, pair, d), qi in zip(found, q, strict=True):
+        ci = "–" if math.isnan(d.ci_low) else f"[{_signed(d.ci_low)}, {_signed(d.ci_high)}]"
+        cells = [row["claim"], f"{row['a']} − {row['b']}", SUBSETS[subset], str(d.n), f"{_signed(d.mean)} {ci}",
+                 f"{d.wins} of {d.n}", _p(d.p_value), _p(qi), f"{_short(pair[0])}; {_short(pair[2])}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def check_page(page: list[str], lines: list[str]) -> str | None:
+    """What is wrong with the page's table against ``lines`` (the table as computed today), or None. The
+    table is the block of ``|`` lines under the page's header line; it must hold every row, and no other
+    (a row left over from an earlier rendering, or one pasted twice)."""
+    missing = [line for line in lines[2:] if line not in page]
+    if missing:
+        return f"{len(missing)} of {len(lines) - 2} rows differ or are missing, first:\n{missing[0]}"
+    if lines[0] not in page:
+        return f"no table with the header {lines[0]}"
+    start = page.index(lines[0])
+    end = next((i for i in range(start, len(page)) if not page[i].startswith("|")), len(page))
+    rows = page[start + 2:end]
+    extra = [line for i, line in enumerate(rows) if line not in lines or line in rows[:i]]
+    if extra:
+        return f"{len(extra)} rows that the records do not give (left over or repeated), first:\n{extra[0]}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,13 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check is None:
         print("\n".join(lines))
         return 0
-    page = args.check.read_text()
-    missing = [line for line in lines[2:] if line not in page]
-    if missing:
-        print(f"{args.check}: {len(missing)} of {len(lines) - 2} rows differ or are missing, first:\n{missing[0]}",
-              file=sys.stderr)
+    problem = check_page(args.check.read_text().split("\n"), lines)
+    if problem:
+        print(f"{args.check}: {problem}", file=sys.stderr)
         return 1
-    print(f"{args.check}: all {len(lines) - 2} rows as computed today")
+    print(f"{args.check}: all {len(lines) - 2} rows as computed today, and no other")
     return 0
 
 

@@ -56,7 +56,21 @@ def test_a_cell_is_what_gib_compare_prints(vd, table):
     ours = next(line for line in table[2:] if f"| {vd.SUBSETS[subset]} |" in line)
     assert f"| {n} | {vd._signed(float(mean))} [" in ours
     low, high = (vd._signed(float(x)) for x in ci.strip("[]").split(", "))
-    assert f"[{low}, {high}] | {wins} of {n} |" in ours
+    assert f"[{low}, {high}] | {wins} of {n} | {cells[6]} |" in ours  # and gib compare's p
+
+
+def test_q_is_benjamini_hochberg_of_the_p_column_over_every_row(vd, table):
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table[2:]]
+    p, q = [float(c[6]) for c in cells], [float(c[7]) for c in cells]
+    m, ranked = len(p), sorted(p)
+    # by its definition (an implementation of its own): q_i = min over p_j >= p_i of p_j m / rank_j; then
+    # rounded as the table prints it
+    expected = [min(1.0, min(v * m / (len(ranked) - ranked[::-1].index(v)) for v in ranked if v >= pi)) for pi in p]
+    # the table prints 2 significant digits of p, so recomputing from the printed p agrees to that rounding
+    assert all(abs(qi - e) <= 0.06 * e + 1e-4 for qi, e in zip(q, expected, strict=True)), (q, expected)
+    assert all(qi >= pi for pi, qi in zip(p, q, strict=True))
+    # the rows of 8 photos cannot fall below 2/256
+    assert all(float(c[6]) >= 0.0078 for c in cells if c[3] == "8")
 
 
 def _copy_records(tmp_path: Path, rels: list[str]) -> Path:
@@ -78,6 +92,19 @@ def test_a_missing_or_changed_row_fails_the_check_and_names_it(vd, table, tmp_pa
     assert vd.main([str(VERDICTS), "--check", str(page)]) == 1
 
 
+@pytest.mark.parametrize("change", ["repeated", "left over"])
+def test_a_row_the_records_do_not_give_fails_the_check(vd, table, tmp_path, capsys, change):
+    """The page's table must be exactly today's: a row pasted twice (the page once held one) or left
+    from an earlier rendering fails, though every row of today's is there."""
+    extra = table[4] if change == "repeated" else table[4].replace(" of 8 |", " of 7 |")
+    page = tmp_path / "page.md"
+    page.write_text("\n".join(["intro", "", *table[:5], extra, *table[5:], "", "after"]))
+    assert vd.main([str(VERDICTS), "--check", str(page)]) == 1
+    assert "the records do not give (left over or repeated), first:\n" + extra in capsys.readouterr().err
+    page.write_text("\n".join(["intro", "", *table, "", "after"]))
+    assert vd.main([str(VERDICTS), "--check", str(page)]) == 0
+
+
 def _file(root: Path, rows: object) -> Path:
     path = root / "v.json"
     path.write_text(json.dumps({"rows": rows}))
@@ -89,7 +116,9 @@ def test_a_verdicts_file_of_its_own_renders_from_copied_records(vd, table, tmp_p
     subset, pair = next(iter(row["pairs"].items()))
     root = _copy_records(tmp_path, [pair[0], pair[2]])
     own = vd.table_lines(_file(root, [{**row, "pairs": {subset: pair}}]))
-    assert own[2] in table
+    cells, committed = own[2].split(" | "), table[2].split(" | ")
+    # the same row, but for q: a family of one test has q = p
+    assert cells[:7] + cells[8:] == committed[:7] + committed[8:] and cells[7] == cells[6]
 
 
 @pytest.mark.parametrize("rows,expected", [
