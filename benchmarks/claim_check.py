@@ -696,8 +696,9 @@ def pair_lines(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
             m = ms.get(subset)
             mean_of_starts = [_diff(m, "{:+.2f}"), f"{m.wins}/{m.ties}/{m.losses}"] if m else []
             rows.append([f"{a} − {b}", subset, str(p.n), _diff(p, "{:+.2f}"), f"{p.wins}/{p.ties}/{p.losses}",
+                         "–" if math.isnan(p.p_value) else f"{p.p_value:.2g}",
                          *mean_of_starts, _diff(q, "{:+.3f}"), f"{q.wins}/{q.ties}/{q.losses}"])
-    return _table(["A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "PSNR W/T/L",
+    return _table(["A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "PSNR W/T/L", "PSNR p",
                    *(["ΔPSNR mean of starts [95 % CI]", "W/T/L"] if starts else []), "ΔLPIPS [95 % CI]",
                    "LPIPS W/T/L"], rows)
 
@@ -753,12 +754,14 @@ CAPACITY = {
 }
 PAIRS = {
     "best": "Paired differences per image (A − B on the same target: mean with its 95 % BCa bootstrap interval over "
-            "images, and wins/ties/losses of A). For each family and capacity, the *best* configuration (highest mean "
-            "PSNR over all images of this run; chosen on the same images, every configuration is in the table above) "
-            "is paired; where both of its settings ran, a pair within one family isolates one setting (mGANprior's /N, "
-            "PmSFC's w0).",
+            "images, wins/ties/losses of A, and the p-value of a two-sided sign-flip permutation test of the PSNR "
+            "mean, which cannot fall below 2/2^n). For each family and capacity, the *best* configuration (highest "
+            "mean PSNR over all images of this run; chosen on the same images, every configuration is in the table "
+            "above) is paired; where both of its settings ran, a pair within one family isolates one setting "
+            "(mGANprior's /N, PmSFC's w0).",
     "subspaces": "Paired differences per image (A − B on the same target: mean with its 95 % BCa bootstrap interval "
-                 f"over images, and wins/ties/losses of A). \"{MEAN_RANDOM}\": each image's mean over the random "
+                 "over images, wins/ties/losses of A, and the p-value of a two-sided sign-flip permutation test of "
+                 f"the PSNR mean, which cannot fall below 2/2^n). \"{MEAN_RANDOM}\": each image's mean over the random "
                  "partitions (where there are several), so the discovered masks meet the partition draw averaged "
                  "out rather than one draw:",
 }

@@ -164,7 +164,8 @@ def test_claim_check_with_restarts_pairs_the_best_and_the_mean_of_the_starts(tmp
                                 for i, r in zip(records["image_id"], records["restarts"], strict=True)}
     diff = [mean_of_starts["mganprior-N10"][i] - d for i, d in mean_of_starts["single-code"].items()]
     row = next(line for line in text.splitlines() if line.startswith("| mGANprior N = 10 − single-code | generated |"))
-    assert row.split(" | ")[5].startswith(f"{sum(diff) / 2:+.2f} [")
+    assert row.split(" | ")[6].startswith(f"{sum(diff) / 2:+.2f} [")  # after ΔPSNR, W/T/L and its p
+    assert "| PSNR W/T/L | PSNR p | ΔPSNR mean of starts [95 % CI] |" in text
 
 
 def test_claim_check_archive_renders_the_same_page_from_the_committed_records(tmp_path):
