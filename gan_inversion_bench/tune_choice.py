@@ -16,6 +16,9 @@ the runner-up (the best other completed trial with other settings). It records, 
 * each tuning image's difference best − other (dB) and on how many images the best is ahead;
 * their mean with a 95 % bootstrap interval over the images (:func:`stats.bootstrap_ci`, BCa): with
   four images any interval is too narrow and is shown only beside n;
+* ``p``: a sign-flip permutation test of that mean (:func:`stats.sign_flip_p`); with four images it cannot
+  fall below 2/16 = 0.125, however the images agree, so no search over four images can show its choice
+  is better at 5 %;
 * the mean without the image that favours the best most, and ``rests_on_one_image``: the best leads on the
   mean but not without that image (or a search of one tuning image leads at all). ``gib tune`` then warns,
   naming the image. The choice is kept (the search's objective is the mean, so a search repeats from its
@@ -32,7 +35,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from .stats import bootstrap_ci
+from .stats import bootstrap_ci, sign_flip_p
 
 __all__ = ["PER_IMAGE", "choice_check", "choice_lines", "compared_trial", "image_labels"]
 
@@ -80,7 +83,7 @@ def choice_check(entry: dict[str, Any], image_ids: list[str]) -> dict[str, Any] 
     rest = [d for i, d in enumerate(diffs) if i != top]
     without = sum(rest) / len(rest) if rest else math.nan
     return {"best_trial": best["number"], "against_trial": other["number"],
-            "against": "warm start" if "warm_start" in t else "runner-up",
+            "against": "warm start" if "warm_start" in t else "runner-up", "p": sign_flip_p(diffs),
             "images": list(image_ids), "differences": diffs, "mean": mean, "low": low, "high": high,
             "ahead": sum(d > 0 for d in diffs), "n": len(diffs), "largest_image": image_ids[top],
             "mean_without_largest": without, "rests_on_one_image": bool(mean > 0 and not without > 0)}
@@ -96,9 +99,11 @@ def choice_lines(name: str, check: dict[str, Any] | None) -> list[tuple[str, boo
     one = c["n"] == 1  # a single tuning image: nothing is left without it
     rest = "" if one else (f"; without its most favourable image ({c['largest_image']}) "
                            f"{c['mean_without_largest']:+.2f}")
+    test = "" if math.isnan(c.get("p", math.nan)) else (f"; sign-flip p {c['p']:.3g} (the least {c['n']} images "
+                                                         f"can give: {2 / 2 ** c['n']:.3g})")
     lines = [(f"{name}: trial {c['best_trial']} − the {c['against']} (trial {c['against_trial']}) per tuning image: "
               f"{per} dB; mean {c['mean']:+.2f}{interval} (95 % bootstrap over {c['n']} images), ahead on "
-              f"{c['ahead']} of {c['n']}{rest}", False)]
+              f"{c['ahead']} of {c['n']}{rest}{test}", False)]
     if c["rests_on_one_image"]:
         why = ("the search had only that one" if one else
                f"without {c['largest_image']} ({max(c['differences']):+.2f} dB) "

@@ -54,6 +54,10 @@ def test_a_choice_one_image_made_is_named_against_the_warm_start():
     assert "photos-tune/retina +11.85" in lines[0][0]
     assert "ahead on 3 of 4; without its most favourable image (photos-tune/retina) -0.22" in lines[0][0]
     assert "without photos-tune/retina (+11.85 dB) trial 1 leads the warm start by -0.22 dB" in lines[1][0]
+    # the sign-flip test, by hand: of the 16 sign patterns, 5 give a mean at least the observed one (+11.85 with
+    # -1.00 flipped to +1.00: 4 patterns; and the observed one), and 5 their mirror images: p = 10/16
+    assert check["p"] == pytest.approx(10 / 16)
+    assert "sign-flip p 0.625 (the least 4 images can give: 0.125)" in lines[0][0]
 
 
 def test_without_a_warm_start_the_best_meets_the_runner_up_with_other_settings():
