@@ -35,8 +35,8 @@ image" each difference is as likely negative as positive, so the p-value is the 
 sign patterns whose mean is at least as far from 0 as the observed one (all patterns where 2^n is
 at most the resample count, else a seeded random sample of them). Unlike the bootstrap it does not
 shrink with a handful of images: it cannot go below 2/2^n (0.0078 at n = 8, whatever the gap). A
-table of many comparisons adjusts them together (:func:`fdr_q`, Benjamini–Hochberg): with 70 rows
-at 95 %, about 3 intervals would exclude 0 by chance alone.
+table of many comparisons adjusts them together (:func:`fdr_q`, Benjamini–Hochberg): of 70 rows at
+95 %, about 3.5 intervals would exclude 0 by chance alone if nothing differed.
 
 This module depends on numpy, pandas and scipy only (layer 0 of docs/architecture.md).
 """
@@ -84,7 +84,8 @@ class BootstrapSettings:
         """How :func:`sign_flip_p` computes a comparison's p-value at these settings."""
         return (f"two-sided sign-flip permutation test of the mean difference (scipy.stats.permutation_test; all "
                 f"2^n sign patterns where 2^n <= {self.n_resamples}, else {self.n_resamples} drawn with seed "
-                f"{self.seed}); with n images it cannot fall below 2/2^n, 0.0078 at n = 8")
+                f"{self.seed}); it cannot fall below 2/2^n (0.0078 at n = 8), nor below "
+                f"{2 / (self.n_resamples + 1):.2g} with drawn patterns")
 
 
 DEFAULT = BootstrapSettings()
