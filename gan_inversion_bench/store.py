@@ -331,6 +331,12 @@ class ResultStore:
     def done_images(self, key: str) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT image_id FROM results WHERE method_key = ?", (key,))}
 
+    def batch_size(self, key: str, device: str) -> int | None:
+        """The largest batch (images) that ``key``'s stored rows on ``device`` ran at (a last batch is smaller)."""
+        row = self.conn.execute("SELECT MAX(batch_size) FROM results WHERE method_key = ? AND device = ?",
+                                (key, device)).fetchone()
+        return int(row[0]) if row and row[0] else None
+
     def add_results(self, rows: Iterable[dict[str, Any]]) -> None:
         """Insert rows in one transaction (all or nothing)."""
         rows = list(rows)

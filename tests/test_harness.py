@@ -119,6 +119,33 @@ def test_interrupted_run_keeps_results_and_resumes(tmp_path, monkeypatch):
     assert statuses == ["interrupted", "finished"]
 
 
+def test_a_resume_keeps_the_batch_size_its_stored_results_ran_at(tmp_path, monkeypatch):
+    """The automatic batch size depends on the load when it is estimated (the CPU cap times an
+    iteration), and under Adam an image's result on its batch; so a resume without --batch-size runs at
+    the size of the stored rows on this device, and says so, instead of estimating again."""
+    from gan_inversion_bench.harness import orchestrate
+
+    monkeypatch.setattr(orchestrate, "automatic_batch_size", lambda *a, **k: 2)
+    out = run(config(batch_size=None, n_generated=5), tmp_path / "r", progress=False, echo=lambda s: None)
+    first = {r["image_id"]: r for r in rows(out)}
+    assert [first[f"generated/{i:03d}"]["batch_size"] for i in range(5)] == [2, 2, 2, 2, 1]
+    with ResultStore(out) as st:
+        st.conn.execute("DELETE FROM results WHERE image_id IN ('generated/002', 'generated/003')")
+        key, device = first["generated/000"]["method_key"], first["generated/000"]["device"]
+        assert st.batch_size(key, device) == 2 and st.batch_size(key, "another device") is None
+    monkeypatch.setattr(orchestrate, "automatic_batch_size", lambda *a, **k: 1)  # another load, another estimate
+    said: list[str] = []
+    run(config(batch_size=None, n_generated=5), out, progress=False, echo=said.append)
+    again = {r["image_id"]: r for r in rows(out)}
+    assert again["generated/002"]["batch_size"] == again["generated/003"]["batch_size"] == 2
+    assert any("batch of 2 image(s), the size its stored results ran at" in m for m in said), said
+    assert again["generated/002"]["timer"] == first["generated/000"]["timer"]  # "batch of 2", as the first session
+    with ResultStore(out) as st:
+        st.conn.execute("DELETE FROM results WHERE image_id IN ('generated/002', 'generated/003')")
+    run(config(batch_size=1, n_generated=5), out, progress=False, echo=lambda s: None)  # --batch-size wins
+    assert {r["batch_size"] for r in rows(out) if r["image_id"] in ("generated/002", "generated/003")} == {1}
+
+
 def test_changed_identity_refused(tmp_path):
     run(config(), tmp_path / "r", progress=False, echo=lambda s: None)
     with pytest.raises(RunError, match="different configuration"):

@@ -424,7 +424,7 @@ def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: lis
     if plan.per_image:
         plan.budget_info = derive_budget(rc, setup, plan, mine[:1])
         return 1
-    bs = rc.config.batch_size or cpu_batch_size(rc, setup, plan, mine, max(
+    bs = rc.config.batch_size or _stored_batch(rc, setup, plan) or cpu_batch_size(rc, setup, plan, mine, max(
         1, automatic_batch_size(plan.method, G, mine, rc.device, options, rc.echo) // k))
     plan.budget_info = derive_budget(rc, setup, plan, [it for it in mine[:bs] for _ in range(k)])
     if options.compile != "off" or (rc.device.type == "cuda" and bs > 1):
@@ -432,6 +432,19 @@ def _prepare_timing(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: lis
         rows = [it for it in mine[:bs] for _ in range(k)]
         warm_up(plan.method, G, rows, rc.device, options, iterations=2 if options.compile != "off" else 1)
     return bs
+
+
+def _stored_batch(rc: RunContext, setup: RunSetup, plan: MethodPlan) -> int | None:
+    """On resume, the batch size the configuration's stored rows ran at on this device. The automatic CPU
+    choice times an iteration, so it depends on the load when it is estimated; a resume that estimated
+    again could run at another size, whose times the tables then keep apart (``not averaged``) and whose
+    batch shape may round differently. So a resume keeps the size (``--batch-size`` sets another)."""
+    size = rc.dist.broadcast(rc.store.batch_size(plan.key, setup.prov.device) if rc.dist.is_main and rc.store
+                             else None)
+    if size:
+        rc.echo(f"{plan.method.name}: batch of {size} image(s), the size its stored results ran at "
+                f"(--batch-size sets another)")
+    return size
 
 
 def _invert_rounds(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: list[ImageItem], bs: int) -> None:
