@@ -45,7 +45,8 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -266,11 +267,19 @@ class PairedDifference:
     wins: int  # A better in the metric's direction
     ties: int  # exactly equal
     losses: int  # B better
-    p_value: float = math.nan  # two-sided sign-flip permutation test of the mean (sign_flip_p); NaN for n < 2
+    settings: BootstrapSettings = field(default=DEFAULT, repr=False, compare=False)  # of the interval and the test
 
     @property
     def n(self) -> int:
         return len(self.differences)
+
+    @cached_property
+    def p_value(self) -> float:
+        """Two-sided sign-flip permutation test of the mean (:func:`sign_flip_p` at ``settings``); NaN for n < 2.
+        Computed when first read: most comparisons (a table along the way, the LPIPS columns) never show it."""
+        if self.n < 2:
+            return math.nan
+        return sign_flip_p(self.differences.to_numpy(), n_resamples=self.settings.n_resamples, seed=self.settings.seed)
 
 
 def _subset(image_id: object) -> str:
@@ -290,10 +299,9 @@ def _paired(diff: pd.Series, key: tuple[str, str, str, str], higher: bool,
     else:
         mean = low = high = math.nan
     better, worse = int((diff > 0).sum()), int((diff < 0).sum())
-    p = sign_flip_p(diff.to_numpy(), n_resamples=settings.n_resamples, seed=settings.seed) if len(diff) else math.nan
     return PairedDifference(*key, differences=diff, mean=mean, ci_low=low, ci_high=high,
                             wins=better if higher else worse, ties=int((diff == 0).sum()),
-                            losses=worse if higher else better, p_value=p)
+                            losses=worse if higher else better, settings=settings)
 
 
 def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,
