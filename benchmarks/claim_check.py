@@ -696,7 +696,7 @@ def pair_lines(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
             m = ms.get(subset)
             mean_of_starts = [_diff(m, "{:+.2f}"), f"{m.wins}/{m.ties}/{m.losses}"] if m else []
             rows.append([f"{a} − {b}", subset, str(p.n), _diff(p, "{:+.2f}"), f"{p.wins}/{p.ties}/{p.losses}",
-                         "–" if math.isnan(p.p_value) else f"{p.p_value:.2g}",
+                         stats.p_text(p.p_value),
                          *mean_of_starts, _diff(q, "{:+.3f}"), f"{q.wins}/{q.ties}/{q.losses}"])
     return _table(["A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "PSNR W/T/L", "PSNR p",
                    *(["ΔPSNR mean of starts [95 % CI]", "W/T/L"] if starts else []), "ΔLPIPS [95 % CI]",

@@ -92,10 +92,6 @@ def _signed(x: float) -> str:
     return f"{x:+.2f}".replace("-", "−")
 
 
-def _p(x: float) -> str:
-    return "–" if math.isnan(x) else f"{x:.2g}"
-
-
 def table_lines(path: Path) -> list[str]:
     """The Markdown table of a verdicts file, one line per row and subset."""
     rows, root = load_rows(path), path.parent
@@ -105,7 +101,8 @@ def table_lines(path: Path) -> list[str]:
     for (row, subset, pair, d), qi in zip(found, q, strict=True):
         ci = "–" if math.isnan(d.ci_low) else f"[{_signed(d.ci_low)}, {_signed(d.ci_high)}]"
         cells = [row["claim"], f"{row['a']} − {row['b']}", SUBSETS[subset], str(d.n), f"{_signed(d.mean)} {ci}",
-                 f"{d.wins} of {d.n}", _p(d.p_value), _p(qi), f"{_short(pair[0])}; {_short(pair[2])}"]
+                 f"{d.wins} of {d.n}", stats.p_text(d.p_value), stats.p_text(qi),
+                 f"{_short(pair[0])}; {_short(pair[2])}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

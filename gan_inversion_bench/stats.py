@@ -54,7 +54,7 @@ import numpy.typing as npt
 import pandas as pd
 
 __all__ = ["BootstrapSettings", "DEFAULT", "CI_METHODS", "HIGHER_IS_BETTER", "OVERALL", "PairedDifference",
-           "bootstrap_ci", "config_labels", "fdr_q", "resolve_label", "paired_differences", "sign_flip_p",
+           "bootstrap_ci", "config_labels", "fdr_q", "p_text", "resolve_label", "paired_differences", "sign_flip_p",
            "with_start_means"]
 
 #: the interval methods offered (case-insensitive); BCa is the default, see the module docstring
@@ -178,6 +178,11 @@ def sign_flip_p(differences: npt.ArrayLike, *, n_resamples: int = DEFAULT.n_resa
                                  vectorized=True, n_resamples=n_resamples, alternative="two-sided",
                                  **{key: np.random.default_rng(seed)})
     return float(res.pvalue)
+
+
+def p_text(p: float) -> str:
+    """A p- or q-value as every table prints it: two significant digits, ``–`` where there is none."""
+    return "–" if math.isnan(p) else f"{p:.2g}"
 
 
 def fdr_q(p_values: npt.ArrayLike) -> npt.NDArray[np.float64]:

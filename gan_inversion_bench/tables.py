@@ -500,7 +500,7 @@ def _comparison_row(d: stats.PairedDifference) -> list[str]:
     label, fmt = COMPARE_METRICS[d.metric]
     interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"
     return [d.subset, label, str(d.n), "–" if math.isnan(d.mean) else fmt.format(d.mean), interval,
-            f"{d.wins} / {d.ties} / {d.losses}", "–" if math.isnan(d.p_value) else f"{d.p_value:.2g}"]
+            f"{d.wins} / {d.ties} / {d.losses}", stats.p_text(d.p_value)]
 
 
 def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
