@@ -54,8 +54,8 @@ import numpy.typing as npt
 import pandas as pd
 
 __all__ = ["BootstrapSettings", "DEFAULT", "CI_METHODS", "HIGHER_IS_BETTER", "OVERALL", "PairedDifference",
-           "bootstrap_ci", "config_labels", "fdr_q", "p_text", "resolve_label", "paired_differences", "sign_flip_p",
-           "with_start_means"]
+           "bootstrap_ci", "config_labels", "fdr_q", "p_text", "resolve_label", "paired_differences", "sign_flip_floor",
+           "sign_flip_p", "with_start_means"]
 
 #: the interval methods offered (case-insensitive); BCa is the default, see the module docstring
 CI_METHODS = ("BCa", "percentile")
@@ -178,6 +178,12 @@ def sign_flip_p(differences: npt.ArrayLike, *, n_resamples: int = DEFAULT.n_resa
                                  vectorized=True, n_resamples=n_resamples, alternative="two-sided",
                                  **{key: np.random.default_rng(seed)})
     return float(res.pvalue)
+
+
+def sign_flip_floor(n: int, n_resamples: int = DEFAULT.n_resamples) -> float:
+    """The least p :func:`sign_flip_p` can give for ``n`` values: 2/2^n where it enumerates the sign
+    patterns, 2/(n_resamples + 1) where it draws them."""
+    return 2 / 2 ** n if 2 ** n <= n_resamples else 2 / (n_resamples + 1)
 
 
 def p_text(p: float) -> str:

@@ -35,7 +35,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from .stats import bootstrap_ci, sign_flip_p
+from .stats import bootstrap_ci, sign_flip_floor, sign_flip_p
 
 __all__ = ["PER_IMAGE", "choice_check", "choice_lines", "compared_trial", "image_labels"]
 
@@ -100,7 +100,7 @@ def choice_lines(name: str, check: dict[str, Any] | None) -> list[tuple[str, boo
     rest = "" if one else (f"; without its most favourable image ({c['largest_image']}) "
                            f"{c['mean_without_largest']:+.2f}")
     test = "" if math.isnan(c.get("p", math.nan)) else (f"; sign-flip p {c['p']:.3g} (the least {c['n']} images "
-                                                         f"can give: {2 / 2 ** c['n']:.3g})")
+                                                         f"can give: {sign_flip_floor(c['n']):.3g})")
     lines = [(f"{name}: trial {c['best_trial']} − the {c['against']} (trial {c['against_trial']}) per tuning image: "
               f"{per} dB; mean {c['mean']:+.2f}{interval} (95 % bootstrap over {c['n']} images), ahead on "
               f"{c['ahead']} of {c['n']}{rest}{test}", False)]

@@ -489,6 +489,8 @@ def test_the_sign_flip_p_edge_cases():
     assert math.isnan(stats.sign_flip_p([0.7]))
     assert stats.sign_flip_p([0.0, 0.0, 0.0]) == 1.0
     assert stats.sign_flip_p(np.full(8, 0.3)) == pytest.approx(2 / 256)  # the least 8 images can give
+    assert stats.sign_flip_floor(8) == 2 / 256 and stats.sign_flip_floor(13) == 2 / 2 ** 13
+    assert stats.sign_flip_floor(16) == 2 / 10_000 == pytest.approx(stats.sign_flip_p(np.full(16, 0.3)))  # drawn
     with pytest.raises(ValueError, match="NaN or ±inf"):
         stats.sign_flip_p([1.0, math.nan])
 
