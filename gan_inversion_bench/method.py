@@ -190,6 +190,11 @@ class InversionMethod:
     #: settings added after results were first stored, with their defaults: left out of result
     #: keys while at these values, so older run folders resume without recomputation
     KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: the keys of :meth:`prepared_state` that say what ``prepare`` learned (masks, weights), as
+    #: opposed to how its run went (losses, paths); ``None``: every key. A resume whose preparation
+    #: ran again (its cache gone, another machine) continues the stored rows where these agree and
+    #: is refused where they differ (:mod:`gan_inversion_bench.harness.resume`)
+    PREPARED_IDENTITY: ClassVar[tuple[str, ...] | None] = None
     commands: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -331,6 +331,12 @@ class ResultStore:
     def done_images(self, key: str) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT image_id FROM results WHERE method_key = ?", (key,))}
 
+    def prepared_states(self, method: str) -> list[tuple[str, Any, int]]:
+        """Per stored key of ``method``: the key, one distinct ``prepared`` state under it and its row count."""
+        cur = self.conn.execute("SELECT method_key, prepared, COUNT(*) FROM results WHERE method = ? "
+                                "GROUP BY method_key, prepared ORDER BY method_key", (method,))
+        return [(k, _loads(p) if p is not None else None, n) for k, p, n in cur.fetchall()]
+
     def batch_size(self, key: str, device: str) -> int | None:
         """The largest batch (images) that ``key``'s stored rows on ``device`` ran at (a last batch is smaller)."""
         row = self.conn.execute("SELECT MAX(batch_size) FROM results WHERE method_key = ? AND device = ?",

@@ -271,6 +271,7 @@ class IDEncoder(InversionMethod):
     }
     budget_setting: ClassVar[str | None] = None
     tags = MethodTags(deterministic=True, needs_prepare=True, improves_in_domain=False, supports_tasks=False)
+    PREPARED_IDENTITY = ("encoder", "weights_sha256")  # the rest: how its training ran
     in_default_run = False  # tuned for dcgan-digiface64, but it would lengthen the default run (README)
 
     def prepare(self, generator: SplitGenerator, *, seed: int = 0, cache_dir: Any = None,

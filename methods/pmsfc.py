@@ -3,25 +3,23 @@
 Two stages, both at a split point ℓ (G1: z → features ``[C, H, W]``, G2: features → image).
 
 **Stage 1, subspace discovery** (:meth:`PmSFC.prepare`; paper eqs. (4)-(6), Algorithm 1;
-seed-methods.md §4). A self-expressive layer ``S`` (C×C, no bias, no nonlinearity, diagonal
-masked to zero in every use: ``S̃ = S ⊙ (1 − I)``) rebuilds every channel from the others.
-With ``F`` = G1(z) flattened channel-major to ``[C, B·H·W]`` (each channel is one data point)::
+seed-methods.md §4). A self-expressive layer ``S`` (C×C, no bias, no nonlinearity, diagonal masked to zero in
+every use: ``S̃ = S ⊙ (1 − I)``) rebuilds every channel from the others. With ``F`` = G1(z) flattened
+channel-major to ``[C, B·H·W]`` (each channel is one data point)::
 
     L_recF = mean (F − S̃F)²                          (4)  over B·C·H·W
     L_recD = mean (G2(F) − G2(T(S̃F)))²              (5)  over B·3·R·R, T = un-flatten
     L      = L_recF + λ · L_recD + μ · mean|S̃|        (6)  (mean over all C² entries, as the code)
 
-Row i of ``S`` holds the coefficients of channel i (the official orientation; the paper's
-``F(z) = F(z)S`` with channels as *columns* is the transpose). Fresh prior latents every
-iteration, Adam, ``S`` initialised to the constant 1e-4. The affinity is the paper's
-``A = (|S̃| + |S̃ᵀ|)/2`` (``affinity="paper"``), or the official code's post-processing
-(``affinity="official"``; thresholding, rank-(d·R+1) SVD, power; see :func:`official_affinity`).
+Row i of ``S`` holds the coefficients of channel i (the official orientation; the paper's ``F(z) = F(z)S``
+with channels as *columns* is the transpose). Fresh prior latents every iteration, Adam, ``S`` initialised to
+the constant 1e-4. The affinity is the paper's ``A = (|S̃| + |S̃ᵀ|)/2`` (``affinity="paper"``), or the official
+code's post-processing (``affinity="official"``; thresholding, rank-(d·R+1) SVD, power; :func:`official_affinity`).
 Spectral clustering (Ng-Jordan-Weiss, scikit-learn, seeded) splits the C channels into R
 subspaces; labels are renumbered by decreasing cluster size, and ``masks_[r]`` is the binary
-indicator ``m_r ∈ {0, 1}^C``. The masks partition the channels. ``S``, the loss curves and the
-masks are cached on disk (``cache_dir``, default ``$GIB_CACHE``), keyed by the content of the
-generator's weights, the code version, the split point, the discovery settings and the seed. Instead of training,
-``s_matrix`` imports an official ``value50.pkl`` (a pickled float32 (C, C) numpy array).
+indicator ``m_r ∈ {0, 1}^C``; they partition the channels. ``S``, the loss curves and the masks are
+cached (``cache_dir``, default ``$GIB_CACHE``), keyed by the generator's weights, the code version, the
+split point, the discovery settings and the seed; ``s_matrix`` imports an official ``value50.pkl`` instead.
 
 **Stage 2, inversion** (:meth:`PmSFC.invert`), ``variant``:
 
@@ -30,21 +28,21 @@ generator's weights, the code version, the split point, the discovery settings a
   ``f = Σ_r f^r`` (masks select channels in place, so the sum *is* the re-ordering of (8)),
   ``x̂ = G2(f)``, loss MSE + 0.001·VGG16-relu3_3 L1 as mGANprior. The denominator is guarded:
   ``|Σ_k tanh(w)| ≥ denominator_eps`` with its sign kept (sign(0) := +).
-* ``"released"`` (what ``PmSFC.py`` computes, seed-methods.md §5.1): one zero-initialised code
-  per subspace (``codes_per_subspace`` of them, summed) plus one unmasked base code,
-  ``f = Σ_r G1(z_r) ⊙ m_r + G1(z_base)``, loss ``0.01·MSE(G2(f), x) + MSE(G2(G1(z_base)), x)``,
-  Adam lr 1e-4, 20 000 iterations; the reported image is ``G2(f)``.
+* ``"released"`` (what ``PmSFC.py`` computes, seed-methods.md §5.1): one zero-initialised code per subspace
+  (``codes_per_subspace`` of them, summed) plus one unmasked base code, ``f = Σ_r G1(z_r) ⊙ m_r + G1(z_base)``,
+  loss ``0.01·MSE(G2(f), x) + MSE(G2(G1(z_base)), x)``, Adam lr 1e-4, 20 000 iterations; image ``G2(f)``.
 
-Settings left at ``None`` take the variant's defaults (:data:`VARIANT_DEFAULTS`) when the settings object is built,
-so stored settings are always concrete. ``docs/methods.md`` explains every default and its measurements.
+Settings left at ``None`` take the variant's defaults (:data:`VARIANT_DEFAULTS`), so stored settings are
+always concrete. ``docs/methods.md`` explains every default and its measurements.
 
-Both variants run G1 once per iteration on all codes of all images. ``execution="reference"``
-runs the official pattern instead, for speed comparisons (``docs/performance.md``): one image at
-a time, one G1 call per code (and, released, separate G2 calls for the composite and the base),
-generator and VGG parameters trainable, target features recomputed every iteration.
+Both variants run G1 once per iteration on all codes of all images. ``execution="reference"`` runs the official
+pattern instead, for speed comparisons (``docs/performance.md``): one image at a time, one G1 call per code (and,
+released, separate G2 calls for the composite and the base), generator and VGG parameters trainable, target
+features recomputed every iteration.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -277,6 +275,7 @@ class PmSFC(InversionMethod):
     #: settings added after results were first stored: left out of result keys at these values
     KEY_OMITS_DEFAULTS: ClassVar[dict[str, Any]] = {"execution": "batched", "weight_lr": None,
                                                     "partition": "discovered", "lr_schedule": "constant"}
+    PREPARED_IDENTITY = ("split", "affinity", "cluster_sizes", "masks_sha256")  # the rest: how discovery ran
 
     def capacity(self) -> dict[str, int]:
         """R·K codes (paper) or R·P + 1 (released: one base code besides the subspace codes)."""
@@ -363,9 +362,10 @@ class PmSFC(InversionMethod):
         """JSON-able summary stored with every result (identical whether trained or cached)."""
         if not hasattr(self, "masks_"):
             return {}
-        final = {k: v[-1] for k, v in self.loss_curves_.items() if v}
+        final, masks = {k: v[-1] for k, v in self.loss_curves_.items() if v}, self.masks_.to("cpu", torch.uint8)
         return {"split": self.split_, "cluster_sizes": self.masks_.sum(1).tolist(), "affinity": self.affinity_name(),
                 "cache_key": self.cache_key_, "masks_key": self.masks_key_, "s_source": self.s_source_,
+                "masks_sha256": hashlib.sha256(masks.numpy().tobytes()).hexdigest()[:20],
                 "discovery_iterations": len(self.loss_curves_.get("total", [])), "final_losses": final,
                 "clustering_warnings": self.clustering_notes_}
 

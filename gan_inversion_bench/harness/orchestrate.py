@@ -65,6 +65,7 @@ from .invert import invert_batch, store_rows
 from .observe import observe, save_observations
 from .provenance import code_revision, device_name, library_versions, resolve_device
 from .records import MethodPlan, Provenance, resolved_split
+from .resume import continued_key
 from .timing import automatic_batch_size, count_invert_flops, is_out_of_memory, smaller_batch, warm_up
 
 
@@ -359,22 +360,30 @@ def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
         options = ExecutionOptions()
     if per_image and rc.config.batch_size not in (None, 1):
         rc.echo(f"{name}: reference execution inverts one image at a time (batch size 1)")
-    plan = MethodPlan(method, run_method_key(method, rc.config, options), options,
-                      resolved_split(method, setup.generator), per_image=per_image)
+    key = run_method_key(method, rc.config, options)
+    if rc.dist.is_main and rc.store is not None:
+        key, note = continued_key(rc.store, method, lambda p: run_method_key(method, rc.config, options, p),
+                                  rc.run_dir)
+        if note:
+            rc.echo(note)
+    plan = MethodPlan(method, key, options, resolved_split(method, setup.generator), per_image=per_image)
     if rc.dist.is_main:
         with writing_into(rc.run_dir):
             record_prepare(rc, plan, prepare_s, setup.prov.device)
     return plan
 
 
-def run_method_key(method: InversionMethod, config: RunConfig, options: ExecutionOptions) -> str:
-    """The key under which a method's results are stored. Settings a method added after results
-    were first stored are left out while at the defaults it declares (``KEY_OMITS_DEFAULTS``), so are
-    settings without effect under the others (``unused_settings``), and so are the default execution
-    options (fp32, no compile), so old run folders resume without recomputation."""
+def run_method_key(method: InversionMethod, config: RunConfig, options: ExecutionOptions,
+                   prepared: dict[str, Any] | None = None) -> str:
+    """The key under which a method's results are stored (with ``prepared`` in place of the method's
+    prepared state where given). Settings a method added after results were first stored are left out
+    while at the defaults it declares (``KEY_OMITS_DEFAULTS``), so are settings without effect under the
+    others (``unused_settings``), and so are the default execution options (fp32, no compile), so old run
+    folders resume without recomputation."""
     omit, unused = method.KEY_OMITS_DEFAULTS, method.unused_settings()
     settings = {k: v for k, v in method.get_settings().items() if not (k in omit and omit[k] == v) and k not in unused}
-    extra = {"prepared": method.prepared_state(), "profile": config.profile, **options.non_defaults()}
+    extra = {"prepared": method.prepared_state() if prepared is None else prepared, "profile": config.profile,
+             **options.non_defaults()}
     if config.restarts > 1:
         extra["restarts"] = config.restarts
     if config.task != "reconstruct":  # reconstruct keeps the keys it had before tasks existed
