@@ -1172,6 +1172,38 @@ def archive_check(out: Path, out_arg: str, dest: Path) -> None:
     _write_json(dest / ARCHIVED, {"out": out_arg})
 
 
+def seed_from_records(records: Path, out: Path) -> None:
+    """``--resume-from RECORDS``: an unfinished check continues from its archive (a run folder lives only on
+    the machine that ran it). Copies into ``out`` what it lacks: the protocol (one that differs is refused),
+    each configuration's ``results.sqlite``, the session log and the split scans. The configurations resume
+    from their records like any run folder; a preparation made again is checked against them
+    (``gan_inversion_bench.harness.resume``). A link inside ``records`` is refused, never followed."""
+    from gan_inversion_bench.safe_paths import problem
+
+    if not (records / "protocol.json").is_file():
+        raise SystemExit(f"--resume-from {records}: no protocol.json there; expected a folder --archive wrote")
+    theirs, ours = _read_json(records / "protocol.json"), _read_json(out / "protocol.json")
+    if ours and ours != theirs:
+        raise SystemExit(f"--resume-from {records}: its protocol {theirs} differs from {out}'s {ours}; "
+                         f"resume into another --out")
+    copied, kept = [], []
+    wanted = [*sorted(records.glob("*/*/results.sqlite")), records / "protocol.json", records / "runs.json",
+              *sorted(records.glob("*/scan.json"))]
+    for src in wanted:  # all checked before anything is copied
+        if problem(records, src.relative_to(records)):
+            raise SystemExit(f"--resume-from {src}: refused: {problem(records, src.relative_to(records))}")
+    for src in filter(Path.is_file, wanted):
+        rel = src.relative_to(records)
+        if (out / rel).exists():
+            kept.append(rel.as_posix())
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out / rel)
+        copied.append(rel.as_posix())
+    print(f"--resume-from {records}: copied {', '.join(copied) or 'nothing'}"
+          + (f"; {out} already holds {', '.join(kept)} (kept)" if kept else ""), flush=True)
+
+
 def write_page(sections: dict[str, list[Source]], main: Source, page: Path, command: str) -> None:
     """The page: each experiment from its folders (``--section``; the first as the section, the others as
     subsections before its verdict), then every folder's sessions and the conventions."""
@@ -1222,6 +1254,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated: a, b, c, a/single-code, b/scan, …")
     ap.add_argument("--split", type=int, default=None, help="experiments b/c: this split instead of the scan's choice")
     ap.add_argument("--scan-splits", default=None, help="experiments b/c: scan only these splits (default: all)")
+    ap.add_argument("--resume-from", default=None, metavar="RECORDS",
+                    help="continue a check archived unfinished (--archive) on another machine: copy its records, "
+                         "protocol, session log and scans into --out where --out lacks them, then run the rest")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="images per batch (default: the harness's estimate); under Adam an image's result can depend "
@@ -1238,6 +1273,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     sections = parse_sections(args.section)
     out.mkdir(parents=True, exist_ok=True)
+    if args.resume_from:
+        seed_from_records(Path(args.resume_from), out)
     protocol = resolve_protocol(out, args)
     if not args.no_run:
         for name in ("single-code", "mganprior", "pmsfc"):  # import now: a long run keeps the code it started with
