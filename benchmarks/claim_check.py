@@ -967,9 +967,18 @@ def protocol_lines(exp: Experiment, df: pd.DataFrame, keys: list[str], log: dict
             f"{protocol.restarts} restart{'s' if protocol.restarts > 1 else ''} per image{_schedule_text(protocol)} "
             f"(the issue: {issue.restarts}; best of K by final loss), images: {images}"
             f" (the issue: at least {issue.n_generated} generated faces and all 8 photos), the same images and "
-            f"initial-code seeds for every configuration; device: {'; '.join(sorted(set(df['device'])))}; "
+            f"initial-code seeds for every configuration; {_devices_text(df)}; "
             f"fp32. {_wall_text(sessions, df['label'].nunique())}{'; ' + load if load else ''} (2 cores: above 2, "
             "other work shared the CPU and the times are inflated).", ""]
+
+
+def _devices_text(df: pd.DataFrame) -> str:
+    """The device, or the devices with how many results ran on each (a check continued on another machine)."""
+    counts = df["device"].value_counts().sort_index()
+    if len(counts) == 1:
+        return f"device: {counts.index[0]}"
+    return ("devices (results per device; a per-image pair can span two): "
+            + "; ".join(f"{d} ({n})" for d, n in counts.items()))
 
 
 def _schedule_text(protocol: Protocol) -> str:

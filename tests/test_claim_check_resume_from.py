@@ -88,3 +88,12 @@ def test_each_unfinished_check_is_described_and_holds_records_a_run_can_continue
     for db in configs:
         with ResultStore(db.parent, create=False) as st:
             assert st.results() and {r["status"] for r in st.results()} == {"ok"}
+
+
+def test_the_protocol_line_counts_the_results_per_device_when_a_check_ran_on_several():
+    import pandas as pd
+
+    cc = load("claim_check")
+    assert cc._devices_text(pd.DataFrame({"device": ["CPU (A)"] * 3})) == "device: CPU (A)"
+    both = cc._devices_text(pd.DataFrame({"device": ["CPU (B)", "CPU (A)", "CPU (B)"]}))
+    assert both == "devices (results per device; a per-image pair can span two): CPU (A) (1); CPU (B) (2)"
