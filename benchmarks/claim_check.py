@@ -1187,8 +1187,6 @@ def seed_from_records(records: Path, out: Path) -> None:
     each configuration's ``results.sqlite``, the session log and the split scans. The configurations resume
     from their records like any run folder; a preparation made again is checked against them
     (``gan_inversion_bench.harness.resume``). A link inside ``records`` is refused, never followed."""
-    from gan_inversion_bench.safe_paths import problem
-
     if not (records / "protocol.json").is_file():
         raise SystemExit(f"--resume-from {records}: no protocol.json there; expected a folder --archive wrote")
     theirs, ours = _read_json(records / "protocol.json"), _read_json(out / "protocol.json")
@@ -1198,9 +1196,11 @@ def seed_from_records(records: Path, out: Path) -> None:
     copied, kept = [], []
     wanted = [*sorted(records.glob("*/*/results.sqlite")), records / "protocol.json", records / "runs.json",
               *sorted(records.glob("*/scan.json"))]
-    for src in wanted:  # all checked before anything is copied
-        if problem(records, src.relative_to(records)):
-            raise SystemExit(f"--resume-from {src}: refused: {problem(records, src.relative_to(records))}")
+    try:  # all checked before anything is copied
+        for src in wanted:
+            inside(records, src.relative_to(records))
+    except UnsafePathError as e:
+        raise SystemExit(f"--resume-from: {e}") from None
     for src in filter(Path.is_file, wanted):
         rel = src.relative_to(records)
         if (out / rel).exists():

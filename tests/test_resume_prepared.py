@@ -48,7 +48,12 @@ def _lose_one_image_and_the_cache(src, tmp_path):
 def _prepared_as(monkeypatch, change):
     """The next preparation reports its state changed by ``change`` (another machine's discovery)."""
     original = PmSFC.prepared_state
-    monkeypatch.setattr(PmSFC, "prepared_state", lambda self: change(dict(original(self))) if original(self) else {})
+
+    def changed(self):
+        state = original(self)
+        return change(dict(state)) if state else {}
+
+    monkeypatch.setattr(PmSFC, "prepared_state", changed)
 
 
 def test_the_stored_state_says_what_discovery_learned(finished):

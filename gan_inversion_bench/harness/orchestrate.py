@@ -360,12 +360,13 @@ def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:
         options = ExecutionOptions()
     if per_image and rc.config.batch_size not in (None, 1):
         rc.echo(f"{name}: reference execution inverts one image at a time (batch size 1)")
-    key = run_method_key(method, rc.config, options)
     if rc.dist.is_main and rc.store is not None:
         key, note = continued_key(rc.store, method, lambda p: run_method_key(method, rc.config, options, p),
                                   rc.run_dir)
         if note:
             rc.echo(note)
+    else:  # the other ranks take rank 0's key (_pending)
+        key = run_method_key(method, rc.config, options)
     plan = MethodPlan(method, key, options, resolved_split(method, setup.generator), per_image=per_image)
     if rc.dist.is_main:
         with writing_into(rc.run_dir):
