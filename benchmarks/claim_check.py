@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gan_inversion_bench import GENERATORS, METHODS, compare_runs, harness, stats, tables
+from gan_inversion_bench import GENERATORS, METHODS, compare_runs, distributed, harness, stats, tables
 from gan_inversion_bench.method_tools import LR_SCHEDULES
 from gan_inversion_bench.profiles import (
     entry_budget,
@@ -374,11 +374,14 @@ def scan_splits(exp: Experiment, out: Path, protocol: Protocol, device: str,
             entry["feature_init"] = held_out_losses(G, int(key), {"i": initial_s(G, int(key), scan["s_init"])})["i"]
             entry["ratio_init"] = entry["feature_trained"] / entry["feature_init"]
             _write_json(path, scan)
-    for split, point in enumerate(G.split_points):
-        c, *hw = point.shape
-        if str(split) in scan["splits"] or len(hw) != 2 or min(hw) < 2 or c < R_SUBSPACES or (
-                wanted and split not in wanted):
-            continue
+    todo = [split for split, point in enumerate(G.split_points) if str(split) not in scan["splits"] and len(
+        point.shape) == 3 and min(point.shape[1:]) >= 2 and point.shape[0] >= R_SUBSPACES and (
+        not wanted or split in wanted)]
+    if todo and distributed.from_env().enabled:  # every rank would train the same S into one cache
+        raise SystemExit(f"{path}: splits {todo} are not scanned yet; under torchrun the scan is not shared out, "
+                         f"so run it first in one process (--only {exp.key}/scan with the same options)")
+    for split in todo:
+        point = G.split_points[split]
         t0, load0 = time.monotonic(), _loadavg()
         print(f"== {exp.key}/scan: split {split} ({point.name}, {'×'.join(map(str, point.shape))})", flush=True)
         scan["splits"][str(split)] = _scan_one(G, split, protocol, out / "cache")
@@ -454,10 +457,14 @@ def pinned_settings(cfg: Config, protocol: Protocol) -> dict[str, Any]:
 def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: dict[str, Any],
                batch_size: int | None = None) -> None:
     """One configuration: an ordinary ``harness.run`` into ``OUT/<experiment>/<name>`` (resumes); with
-    ``--settings-from``, at the settings its records there hold (``pinned``, from :func:`pinned_settings`)."""
+    ``--settings-from``, at the settings its records there hold (``pinned``, from :func:`pinned_settings`).
+    Under ``torchrun`` every rank inverts its share of the images and rank 0 alone keeps the books: it
+    shares the cache and logs the session (the other ranks would count rank 0's records again)."""
     folder = out / cfg.experiment / cfg.name
     overrides = {**cfg.overrides, **pinned, "lr_schedule": protocol.lr_schedule}  # constant: left out of keys
-    share_cache(out / "cache", folder / "cache")  # S is trained once per split and reused by every configuration
+    books = distributed.is_main_process()
+    if books:
+        share_cache(out / "cache", folder / "cache")  # S is trained once per split and reused by every configuration
     config = harness.RunConfig(generator=cfg.generator, methods=[cfg.method], profile=cfg.profile,
                                overrides={cfg.method: overrides}, images=protocol.images,
                                n_generated=protocol.n_generated, budget=protocol.iterations,
@@ -466,8 +473,9 @@ def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: 
     print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}{note}", flush=True)
     before, t0, load0 = _count(folder), time.monotonic(), _loadavg()
     harness.run(config, folder, progress=False)
-    share_cache(folder / "cache", out / "cache")
-    _log_session(out, cfg.key, t0, load0, _count(folder) - before)
+    if books:
+        share_cache(folder / "cache", out / "cache")
+        _log_session(out, cfg.key, t0, load0, _count(folder) - before)
 
 
 def share_cache(src: Path, dst: Path) -> None:
