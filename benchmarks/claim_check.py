@@ -33,6 +33,9 @@ scans) into a folder to commit, e.g. ``docs/records/NAME``; ``--section EXP=DEST
 A configuration runs at the tuned profile's entry of the day, which a later search may replace; with
 ``--settings-from RECORDS`` (a check folder or such an archive) each runs at the method settings its
 records there hold, so a rerun is the same experiment (the folder keeps the option in its protocol).
+Under ``torchrun --nproc-per-node K`` one configuration's images are shared over K processes (the
+harness's rounds; rank 0 alone shares the cache and logs the session); the split scan is not shared
+out, so where ``scan.json`` lacks a split, scan it first in one process (``--only b/scan``).
 
     python benchmarks/claim_check.py --out runs/claim-check --device cuda --write docs/results.md
     python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
