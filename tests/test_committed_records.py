@@ -103,6 +103,7 @@ XPH_PT_PM = f"{R}/claim-check-cpu-xcpu-phototune-pmsfc-photos/a/pmsfc-RK30-wtune
 XCPU_PT_PM = f"{R}/claim-check-cpu-xcpu-phototune-pmsfc/a/pmsfc-RK30-wtuned"  # that entry, 8 faces
 FULL17 = f"{R}/claim-check-cpu-full17/a/pmsfc-RK30-wtuned"  # PmSFC's committed entry, 32 faces (Xeon)
 C2000_PH = f"{R}/claim-check-cpu-c2000-photos/c"  # experiment c on the 8 photos at 2000 iterations (Xeon)
+BFULL = f"{R}/claim-check-cpu-bfull/b"  # experiment b at the issue's full protocol (AMD EPYC)
 # (gib compare arguments, subset, how the page quotes it: "lead" = A − B signed, "trail" = B − A unsigned)
 QUOTED = [
     ([PM30["photos"], "pmsfc", "single-code", "--b-run", f"{FULL2}/single-code"], "photos", "lead"),
@@ -215,6 +216,12 @@ QUOTED = [
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/random-s1"], "photos", "lead"),
     ([f"{C2000_PH}/random", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
+    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/random"], "all", "lead"),
+    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/random"], "generated", "lead"),
+    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/random"], "photos", "lead"),
+    ([f"{BFULL}/random", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/R1-K30"], "all", "lead"),
+    ([f"{BFULL}/random", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/R1-K30"], "photos", "lead"),
+    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/R1-K30"], "all", "lead"),
 ]
 
 
