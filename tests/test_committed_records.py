@@ -216,12 +216,11 @@ QUOTED = [
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/random-s1"], "photos", "lead"),
     ([f"{C2000_PH}/random", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
-    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/random"], "all", "lead"),
-    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/random"], "generated", "lead"),
-    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/random"], "photos", "lead"),
-    ([f"{BFULL}/random", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/R1-K30"], "all", "lead"),
-    ([f"{BFULL}/random", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/R1-K30"], "photos", "lead"),
-    ([f"{BFULL}/discovered", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/R1-K30"], "all", "lead"),
+    # experiment b at the full protocol: the three configurations against one another
+    *[([f"{BFULL}/{a}", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/{b}"], subset, "lead")
+      for a, b, subset in [("discovered", "random", "all"), ("discovered", "random", "generated"),
+                           ("discovered", "random", "photos"), ("random", "R1-K30", "all"),
+                           ("random", "R1-K30", "photos"), ("discovered", "R1-K30", "all")]],
 ]
 
 
