@@ -36,6 +36,8 @@ records there hold, so a rerun is the same experiment (the folder keeps the opti
 Under ``torchrun --nproc-per-node K`` one configuration's images are shared over K processes (the
 harness's rounds; rank 0 alone shares the cache and logs the session); the split scan is not shared
 out, so where ``scan.json`` lacks a split, scan it first in one process (``--only b/scan``).
+``gib stop OUT`` stops the configuration in progress after its current batch, losing nothing: its
+session line is logged (``stopped``), no further configuration starts, and the script exits with 75.
 
     python benchmarks/claim_check.py --out runs/claim-check --device cuda --write docs/results.md
     python benchmarks/claim_check.py --out runs/claim-check-cpu --iterations 1000 --n-generated 16 \\
@@ -65,6 +67,7 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS, compare_runs, distributed, harness, stats, tables
+from gan_inversion_bench.harness.stop import EXIT_STOPPED, StopRequested
 from gan_inversion_bench.method_tools import LR_SCHEDULES
 from gan_inversion_bench.profiles import (
     entry_budget,
@@ -247,14 +250,17 @@ def _loadavg() -> list[float]:
     return [float(x) for x in p.read_text().split()[:3]] if p.exists() else [math.nan] * 3
 
 
-def _log_session(out: Path, key: str, t0: float, load0: list[float], new: int) -> None:
-    """Append one session of a configuration to ``OUT/runs.json`` (wall time, load, records added).
+def _log_session(out: Path, key: str, t0: float, load0: list[float], new: int, status: str = "finished") -> None:
+    """Append one session of a configuration to ``OUT/runs.json`` (wall time, load, records added; the
+    status where it is not ``finished``: ``stopped`` by ``gib stop``).
     The read-modify-write holds an exclusive lock on ``OUT/runs.json.lock``, so checks finishing at
     the same moment in one folder each keep their line."""
     import fcntl
 
     entry = {"wall_s": round(time.monotonic() - t0, 1), "load_before": load0[0], "load_after": _loadavg(),
              "new_records": new, "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    if status != "finished":
+        entry["status"] = status
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "runs.json.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -277,10 +283,11 @@ def session_log(out: Path) -> dict[str, list[dict[str, Any]]]:
 
 def unfinished_sessions(folder: Path) -> list[dict[str, Any]]:
     """A configuration's sessions that wrote records but never ended (the harness's session table:
-    ``abandoned`` when killed, ``interrupted``, ``failed``, or ``running`` still): the records each wrote,
+    ``abandoned`` when killed, ``interrupted`` by Ctrl-C, ``failed``, or ``running`` still; one stopped by
+    ``gib stop`` logged its line): the records each wrote,
     and the time from its start to its last record as its wall time (no load was measured)."""
     with ResultStore(folder, create=False) as store:
-        sessions = [s for s in store.sessions() if s["status"] != "finished"]
+        sessions = [s for s in store.sessions() if s["status"] not in ("finished", "stopped")]  # both logged
         rows = store.results() if sessions else []  # the usual case, every session ended: no need to read them
     lines = []
     for s in sessions:
@@ -475,10 +482,18 @@ def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: 
     note = f" at the settings of {protocol.settings_from}: {overrides}" if protocol.settings_from else ""
     print(f"== {cfg.key}: {cfg.method} ({cfg.profile}) {cfg.overrides}{note}", flush=True)
     before, t0, load0 = _count(folder), time.monotonic(), _loadavg()
-    harness.run(config, folder, progress=False)
-    if books:
-        share_cache(folder / "cache", out / "cache")
-        _log_session(out, cfg.key, t0, load0, _count(folder) - before)
+
+    def keep_books(status: str) -> None:
+        if books:
+            share_cache(folder / "cache", out / "cache")
+            _log_session(out, cfg.key, t0, load0, _count(folder) - before, status)
+
+    try:
+        harness.run(config, folder, progress=False)
+    except StopRequested:  # `gib stop`: this session's line is kept, then the check stops
+        keep_books("stopped")
+        raise
+    keep_books("finished")
 
 
 def share_cache(src: Path, dst: Path) -> None:
@@ -1118,7 +1133,7 @@ def _natural(key: str) -> list[Any]:
 
 #: the load cell of a session read from its records (:func:`unfinished_sessions`): nothing was measured
 UNMEASURED = "not measured; wall time to its last record"
-UNFINISHED_TEXT = (" A session that never ended (killed: `abandoned`; stopped: `interrupted`; `failed`; or still "
+UNFINISHED_TEXT = (" A session that never ended (killed: `abandoned`; Ctrl-C: `interrupted`; `failed`; or still "
                    "`running`) is read from its records: the harness's session table says which, and its wall time "
                    "runs from its start to its last record.")
 
@@ -1151,7 +1166,8 @@ def _runs_rows(src: Source, experiments: list[str], prefix: str) -> list[list[st
 def _load_text(session: dict[str, Any]) -> str:
     if not session["load_after"]:  # from the records: it never ended
         return f"{session['status']} ({UNMEASURED})"
-    return f"{session['load_before']:.1f} → {'/'.join(f'{x:.1f}' for x in session['load_after'])}"
+    stopped = " (stopped by `gib stop`)" if session.get("status") == "stopped" else ""
+    return f"{session['load_before']:.1f} → {'/'.join(f'{x:.1f}' for x in session['load_after'])}{stopped}"
 
 
 #: the page may end with other results between two of these markers; regenerating keeps them
@@ -1299,8 +1315,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_run:
         for name in ("single-code", "mganprior", "pmsfc"):  # import now: a long run keeps the code it started with
             METHODS.get(name)
-        for exp in EXPERIMENTS:
-            run_experiment(exp, out, protocol, args)
+        try:
+            for exp in EXPERIMENTS:
+                run_experiment(exp, out, protocol, args)
+        except StopRequested as e:  # `gib stop OUT` (or one configuration's folder): no further configuration
+            if str(e):
+                print(f"{e} The check stopped there.", flush=True)
+            return EXIT_STOPPED
     if args.archive:
         archive_check(out, args.out, Path(args.archive))
     if args.write:

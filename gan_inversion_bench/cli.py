@@ -352,6 +352,25 @@ def archive_cmd(run_dir: str, dest: str) -> None:
         click.echo(f"note: {info['note']}", err=True)
 
 
+# ---- gib stop ----------------------------------------------------------------------------------
+@main.command("stop")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@friendly_errors
+def stop_cmd(run_dir: str) -> None:
+    """Ask the run in RUN_DIR to stop after the batch it is inverting, losing nothing.
+
+    RUN_DIR is a run folder (gib run --out) or a folder of them (a claim check's --out): every run in
+    progress there gets the request file STOP. Each stores its batch in flight, ends its session as
+    `stopped` and exits with status 75; the same command resumes it. (Ctrl-C stops at once and loses
+    the batch in flight.)"""
+    from pathlib import Path
+
+    from .harness.stop import request_stop
+
+    for folder, holder in request_stop(Path(run_dir).expanduser()):
+        click.echo(f"{folder}: asked the run ({holder}) to stop after its current batch")
+
+
 # ---- gib bench-compare ------------------------------------------------------------------------
 @main.command("bench-compare")
 @click.argument("new", type=click.Path(exists=True, dir_okay=False))

@@ -170,6 +170,7 @@ def run_cmd(**o: Any) -> None:
     if o["download"]:
         os.environ["GIB_DOWNLOAD"] = "1"
     from .harness import run
+    from .harness.stop import EXIT_STOPPED, StopRequested
     from .safe_paths import UnsafePathError
     from .tables import load_records, to_markdown, write_tables
 
@@ -180,6 +181,10 @@ def run_cmd(**o: Any) -> None:
         run(config, out_dir, echo=echo, progress=not o["no_progress"], argv=sys.argv)
     except KeyboardInterrupt:
         sys.exit(130)
+    except StopRequested as e:  # `gib stop`: the batch in flight was stored (rank 0 says so)
+        if str(e):
+            echo(f"\n{e}")
+        sys.exit(EXIT_STOPPED)
     from .distributed import is_main_process
 
     if not is_main_process():  # under torchrun, rank 0 alone stores results and prints the table

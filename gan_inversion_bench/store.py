@@ -301,7 +301,8 @@ class ResultStore:
 
     def sessions(self) -> list[dict[str, Any]]:
         """Every session in order: ``status`` is ``running`` while one runs (or until the next takes the lock
-        after a kill: then ``abandoned``), ``finished``, ``interrupted`` (Ctrl-C) or ``failed``."""
+        after a kill: then ``abandoned``), ``finished``, ``interrupted`` (Ctrl-C), ``stopped`` (``gib stop``) or
+        ``failed``."""
         cur = self.conn.execute(f"SELECT {', '.join(self.SESSION_COLUMNS)} FROM sessions ORDER BY id")
         return [dict(zip(self.SESSION_COLUMNS, r, strict=True)) for r in cur.fetchall()]
 

@@ -3,24 +3,34 @@ record exactly once, and a second run resumes without recomputing anything."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
-from gan_inversion_bench import distributed
+from gan_inversion_bench import cli, distributed, harness
 from gan_inversion_bench.distributed import DistInfo
 
 
-def torchrun(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+def torchrun_popen(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(extra_env or {})}
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "gan_inversion_bench", "run", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def torchrun(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    p = torchrun_popen(args)
+    out, _ = p.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, "")
 
 
 def test_torchrun_two_cpu_processes_store_each_image_once_and_resume(tmp_path):
@@ -51,6 +61,46 @@ def test_torchrun_two_cpu_processes_store_each_image_once_and_resume(tmp_path):
         again = c.execute("SELECT image_id, status, batch_size, session, created, recon_path FROM results").fetchall()
         assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY id")] == ["finished", "finished"]
     assert sorted(again) == sorted(rows), "the second run recomputed or re-stored something"
+
+
+def _frozen_lock_holder(run_dir: Path, p: subprocess.Popen, timeout: float = 120) -> int:
+    """The pid in ``run_dir/.lock`` (rank 0) once that process has frozen itself (the hook's SIGSTOP)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert p.poll() is None, p.stdout.read()
+        holder = (run_dir / ".lock").read_text() if (run_dir / ".lock").exists() else ""
+        if holder.startswith("pid "):
+            pid = int(holder.split()[1])
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("rank 0 never reached its stop point")
+
+
+def test_gib_stop_under_torchrun_stops_every_rank_after_the_round_in_flight(tmp_path):
+    """Rank 0 reads the request after storing a round and tells every rank: no rank waits for another."""
+    out = tmp_path / "run"
+    args = ["-g", "pggan-tiny", "--images", "generated", "--n-images", "6", "--iterations", "2", "--batch-size", "1",
+            "--method", "single-code", "--device", "cpu", "--out", str(out), "--no-progress"]
+    # rank 0 freezes after committing its own row of the first round (rank 1's row comes next)
+    p = torchrun_popen(args, {harness.KILL_ENV: "committed:1", "GIB_TEST_KILL_SIGNAL": "STOP"})
+    try:
+        rank0 = _frozen_lock_holder(out, p)
+    except BaseException:
+        p.kill()
+        raise
+    try:
+        asked = CliRunner().invoke(cli.main, ["stop", str(out)])
+        assert asked.exit_code == 0 and f"asked the run (pid {rank0} on" in asked.output, asked.output
+    finally:
+        os.kill(rank0, signal.SIGCONT)
+    log, _ = p.communicate(timeout=120)
+    assert p.returncode != 0, log[-4000:]  # torchrun reports its ranks' status 75
+    assert "Stopped on request (STOP) after a stored batch" in log, log[-4000:]
+    with sqlite3.connect(out / "results.sqlite") as c:
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2  # the first round, both ranks' rows
+        assert c.execute("SELECT status FROM sessions").fetchall() == [("stopped",)]
+    assert not (out / "STOP").exists()
 
 
 def test_shard_is_round_robin_and_complete():

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
-from gan_inversion_bench import harness, tables
-from gan_inversion_bench.harness import RunConfig, RunError, run
+from gan_inversion_bench import cli, harness, tables
+from gan_inversion_bench.harness import RunConfig, RunError, run, stop
+from gan_inversion_bench.harness.stop import EXIT_STOPPED
 from gan_inversion_bench.methods import single_code
 from gan_inversion_bench.methods.single_code import SingleCode
+from gan_inversion_bench.safe_paths import UnsafePathError
 
 RES = 32  # pggan-tiny
 
@@ -269,6 +272,73 @@ def test_ctrl_c_keeps_finished_results_and_says_how_to_resume(tmp_path):
         echo=messages.append)
     assert "2 done, 1 to invert" in messages[0]
     assert len(check_run_folder(tmp_path / "run")) == 3
+
+
+# ---- gib stop ---------------------------------------------------------------------------------------
+def gib_stop(target: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.main, ["stop", str(target)])
+    return result.exit_code, result.output
+
+
+def test_gib_stop_ends_the_run_after_the_batch_in_flight_and_the_same_command_resumes(tmp_path):
+    run_dir = tmp_path / "runs" / "run"
+    args = [*gib_args(3), "--out", str(run_dir)]
+    p = frozen_run(args, "batch_start:2")  # image 1 stored; frozen as the batch of image 2 starts
+    try:
+        code, out = gib_stop(tmp_path)  # a folder above the run folder: the live run is found in it
+        assert code == 0 and f"{run_dir}: asked the run (pid {p.pid} on" in out, out
+        assert (run_dir / "STOP").is_file()
+    finally:
+        p.send_signal(signal.SIGCONT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == EXIT_STOPPED == 75, out
+    assert "Stopped on request (STOP) after a stored batch" in out and "run the same command again to resume" in out
+    assert "Traceback" not in out
+    assert len(check_run_folder(run_dir)) == 2  # the batch in flight was finished and kept
+    assert session_statuses(run_dir) == ["stopped"] and not (run_dir / "STOP").exists()
+    messages: list[str] = []
+    run(config(n_generated=3, batch_size=1, overrides={"*": {"iterations": 3}}), run_dir, progress=False,
+        echo=messages.append)
+    assert "2 done, 1 to invert" in messages[0]
+    assert len(check_run_folder(run_dir)) == 3 and session_statuses(run_dir) == ["stopped", "finished"]
+
+
+def test_gib_stop_refuses_where_no_run_is_in_progress(tmp_path):
+    run(config(n_generated=1), tmp_path / "done", progress=False, echo=lambda s: None)
+    code, out = gib_stop(tmp_path / "done")  # its lock file is there, but no process holds it
+    assert code == 1 and "no run is in progress there (no run holds its lock" in out, out
+    assert not (tmp_path / "done" / "STOP").exists()
+    (tmp_path / "empty").mkdir()
+    code, out = gib_stop(tmp_path / "empty")
+    assert code == 1 and "no run folder (a .lock file) was found up to 3 levels down" in out, out
+    code, out = gib_stop(tmp_path / "missing")
+    assert code == 1 and "missing: no such folder" in out, out
+
+
+def test_a_request_left_after_its_run_ended_is_removed_by_the_next_run_not_obeyed(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "STOP").write_text("")
+    messages: list[str] = []
+    run(config(n_generated=2, batch_size=1), run_dir, progress=False, echo=messages.append)
+    assert any("removed a stop request" in m for m in messages), messages
+    assert session_statuses(run_dir) == ["finished"] and len(check_run_folder(run_dir)) == 2
+    assert not (run_dir / "STOP").exists()
+
+
+def test_a_link_named_stop_is_neither_obeyed_nor_written_through(tmp_path):
+    run_dir, outside = tmp_path / "run", tmp_path / "outside.txt"
+    run_dir.mkdir()
+    outside.write_text("keep")
+    (run_dir / "STOP").symlink_to(outside)
+    assert not stop.stop_requested(run_dir)
+    with harness.run_lock(run_dir):  # a live run (this process) holds the folder
+        with pytest.raises(UnsafePathError, match="exists and is not a regular file"):
+            stop.request_stop(run_dir)
+        (run_dir / "STOP").unlink()
+        assert [d for d, _ in stop.request_stop(run_dir)] == [run_dir] and stop.stop_requested(run_dir)
+    assert outside.read_text() == "keep"
+    assert stop.clear_stop(run_dir) and not stop.clear_stop(run_dir)
 
 
 # ---- NaN / Inf losses -------------------------------------------------------------------------------

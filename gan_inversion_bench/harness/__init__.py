@@ -17,6 +17,7 @@ The package's modules, each with one job:
 * :mod:`.records` — the self-describing result rows;
 * :mod:`.invert` — one timed batch and storing it;
 * :mod:`.orchestrate` — :func:`run`: lock, session, methods, rounds (also under ``torchrun``).
+* :mod:`.stop` — ``gib stop``: a request file the run reads after each stored batch.
 
 Faults, precision, compile, batch sizes and timing are described in ``docs/reliability.md``,
 ``docs/performance.md`` and ``docs/architecture.md``.

@@ -66,6 +66,7 @@ from .observe import observe, save_observations
 from .provenance import code_revision, device_name, library_versions, resolve_device
 from .records import MethodPlan, Provenance, resolved_split
 from .resume import continued_key
+from .stop import STOP_FILE, StopRequested, clear_stop, stop_requested
 from .timing import automatic_batch_size, count_invert_flops, is_out_of_memory, smaller_batch, warm_up
 
 
@@ -161,6 +162,11 @@ def _run_session(rc: RunContext, store: ResultStore, names: list[str]) -> None:
         rc.echo(f"\nInterrupted. Finished results are kept in {rc.run_dir / ResultStore.FILENAME}; "
                 f"run the same command again to resume.")
         raise
+    except StopRequested:
+        status = "stopped"
+        clear_stop(rc.run_dir)
+        raise StopRequested(f"Stopped on request ({STOP_FILE}) after a stored batch: every finished result is in "
+                            f"{rc.run_dir / ResultStore.FILENAME}; run the same command again to resume.") from None
     finally:
         with contextlib.suppress(sqlite3.Error):  # e.g. a full disk: keep the original error
             store.finish_session(rc.session, status)
@@ -234,6 +240,8 @@ def _clean_up_after_killed_runs(run_dir: Path, store: ResultStore, echo: Echo) -
         echo(f"removed {len(stale)} temporary file(s) left by an earlier run that was killed")
     with writing_into(run_dir):
         store.conn.execute("UPDATE sessions SET status = 'abandoned' WHERE status = 'running'")
+    if clear_stop(run_dir):
+        echo(f"removed a stop request ({run_dir / STOP_FILE}) left after its run had ended")
 
 
 def _run_inner(rc: RunContext, names: list[str]) -> None:
@@ -481,12 +489,15 @@ def _invert_rounds(rc: RunContext, setup: RunSetup, plan: MethodPlan, mine: list
         verdict = rc.dist.broadcast(_store_round(rc, gathered) if rc.dist.is_main else None)
         if verdict["error"]:
             raise RunError(verdict["error"])
+        if verdict["requested"]:
+            raise StopRequested
         if verdict["stop"]:
             return
 
 
 def _store_round(rc: RunContext, payloads: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Rank 0: write the PNGs and rows every rank finished in this round; say whether to go on."""
+    """Rank 0: write the PNGs and rows every rank finished in this round; say whether to go on (not when every
+    rank is done, nor after a stop request: :mod:`.stop`)."""
     payloads = payloads or []
     errors = [f"rank {r}: {p['error']}" for r, p in enumerate(payloads) if p["error"]]
     try:
@@ -502,4 +513,5 @@ def _store_round(rc: RunContext, payloads: list[dict[str, Any]] | None) -> dict[
         errors.append(f"rank 0: {e}")
     if errors and rc.dist.enabled:
         errors.append("finished results are kept; run the same command again to resume")
-    return {"error": "; ".join(errors) or None, "stop": all(p["done"] for p in payloads)}
+    done = all(p["done"] for p in payloads)
+    return {"error": "; ".join(errors) or None, "stop": done, "requested": not done and stop_requested(rc.run_dir)}
