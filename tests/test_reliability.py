@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from gan_inversion_bench import cli, harness, tables
-from gan_inversion_bench.harness import RunConfig, RunError, run, stop
+from gan_inversion_bench.harness import RunConfig, RunError, orchestrate, run, stop
 from gan_inversion_bench.harness.stop import EXIT_STOPPED
 from gan_inversion_bench.methods import single_code
 from gan_inversion_bench.methods.single_code import SingleCode
@@ -324,6 +324,22 @@ def test_a_request_left_after_its_run_ended_is_removed_by_the_next_run_not_obeye
     assert any("removed a stop request" in m for m in messages), messages
     assert session_statuses(run_dir) == ["finished"] and len(check_run_folder(run_dir)) == 2
     assert not (run_dir / "STOP").exists()
+
+
+def test_a_request_after_the_last_batch_is_cleared_and_the_run_finishes(tmp_path, monkeypatch):
+    """The latency measurement follows the last batch (one image alone, minutes at a long protocol): a request
+    that comes then finds nothing left to stop, and is not left behind for the next run."""
+    real = orchestrate.measure_latency
+
+    def asked_while_timing(rc, *args):
+        (rc.run_dir / "STOP").write_text("")
+        real(rc, *args)
+
+    monkeypatch.setattr(orchestrate, "measure_latency", asked_while_timing)
+    messages: list[str] = []
+    run(config(n_generated=2, latency=True), tmp_path / "run", progress=False, echo=messages.append)
+    assert any("came after the last batch was stored; the run had finished" in m for m in messages), messages
+    assert session_statuses(tmp_path / "run") == ["finished"] and not (tmp_path / "run" / "STOP").exists()
 
 
 def test_a_link_named_stop_is_neither_obeyed_nor_written_through(tmp_path):

@@ -157,6 +157,8 @@ def _run_session(rc: RunContext, store: ResultStore, names: list[str]) -> None:
     try:
         _run_inner(rc, names)
         status = "finished"
+        if clear_stop(rc.run_dir):  # e.g. during the latency measurement that follows the last batch
+            rc.echo(f"a stop request ({STOP_FILE}) came after the last batch was stored; the run had finished")
     except KeyboardInterrupt:
         status = "interrupted"
         rc.echo(f"\nInterrupted. Finished results are kept in {rc.run_dir / ResultStore.FILENAME}; "
