@@ -355,8 +355,11 @@ def archive_cmd(run_dir: str, dest: str) -> None:
 # ---- gib stop ----------------------------------------------------------------------------------
 @main.command("stop")
 @click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--wait", is_flag=True, help="Return only when every run asked has stopped.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="With --wait: give up after this many seconds (exit code 1 if a run still holds its folder).")
 @friendly_errors
-def stop_cmd(run_dir: str) -> None:
+def stop_cmd(run_dir: str, wait: bool, timeout: float | None) -> None:
     """Ask the run in RUN_DIR to stop after the batch it is inverting, losing nothing.
 
     RUN_DIR is a run folder (gib run --out) or a folder of them (a claim check's --out): every run in
@@ -365,10 +368,18 @@ def stop_cmd(run_dir: str) -> None:
     the batch in flight.)"""
     from pathlib import Path
 
-    from .harness.stop import request_stop
+    from .harness.stop import request_stop, wait_until_stopped
 
-    for folder, holder in request_stop(Path(run_dir).expanduser()):
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout applies to --wait; add --wait")
+    asked = request_stop(Path(run_dir).expanduser())
+    for folder, holder in asked:
         click.echo(f"{folder}: asked the run ({holder}) to stop after its current batch")
+    if wait:
+        left = wait_until_stopped([f for f, _ in asked], timeout, echo=click.echo)
+        if left:
+            raise click.ClickException(f"still running after {timeout:g} s: {', '.join(map(str, left))} (the "
+                                       f"request stays; a batch can take minutes)")
 
 
 # ---- gib bench-compare ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -275,8 +276,8 @@ def test_ctrl_c_keeps_finished_results_and_says_how_to_resume(tmp_path):
 
 
 # ---- gib stop ---------------------------------------------------------------------------------------
-def gib_stop(target: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(cli.main, ["stop", str(target)])
+def gib_stop(target: Path, *options: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.main, ["stop", str(target), *options])
     return result.exit_code, result.output
 
 
@@ -313,6 +314,32 @@ def test_gib_stop_refuses_where_no_run_is_in_progress(tmp_path):
     assert code == 1 and "no run folder (a .lock file) was found up to 3 levels down" in out, out
     code, out = gib_stop(tmp_path / "missing")
     assert code == 1 and "missing: no such folder" in out, out
+
+
+def test_gib_stop_wait_returns_once_the_run_has_stopped_and_says_when_it_has_not(tmp_path):
+    run_dir, release = tmp_path / "run", threading.Event()
+    run_dir.mkdir()
+
+    def a_run_holding_the_folder():
+        with harness.run_lock(run_dir):
+            release.wait(60)
+
+    holder = threading.Thread(target=a_run_holding_the_folder)
+    holder.start()
+    try:
+        while stop.lock_holder(run_dir) is None:
+            time.sleep(0.01)
+        code, out = gib_stop(run_dir, "--wait", "--timeout", "0.3")
+        assert code == 1 and "asked the run (pid" in out and f"still running after 0.3 s: {run_dir}" in out, out
+        assert (run_dir / "STOP").is_file()  # the request stays for the run to read
+        threading.Timer(0.3, release.set).start()
+        code, out = gib_stop(run_dir, "--wait")
+        assert code == 0 and f"{run_dir}: the run has stopped" in out, out
+    finally:
+        release.set()
+        holder.join()
+    code, out = gib_stop(run_dir, "--timeout", "5")
+    assert code == 2 and "--timeout applies to --wait" in out, out
 
 
 def test_a_request_left_after_its_run_ended_is_removed_by_the_next_run_not_obeyed(tmp_path):

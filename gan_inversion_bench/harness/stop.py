@@ -16,6 +16,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..safe_paths import CLOEXEC, NOFOLLOW, UnsafePathError, create_new
@@ -118,3 +120,19 @@ def _write_request(run_dir: Path) -> None:
         if not stop_requested(run_dir):
             raise UnsafePathError(f"{run_dir / STOP_FILE}: refused: it exists and is not a regular file (a link is "
                                   f"never written through); remove it and ask again") from None
+
+
+def wait_until_stopped(folders: list[Path], timeout: float | None = None, echo: Callable[[str], None] = print,
+                       poll: float = 0.5) -> list[Path]:
+    """Wait until no live run holds the lock of any of ``folders`` (saying so for each as it stops), or until
+    ``timeout`` seconds have passed; returns the folders whose run still holds it then."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiting = list(folders)
+    while waiting:
+        for d in [d for d in waiting if lock_holder(d) is None]:
+            echo(f"{d}: the run has stopped")
+            waiting.remove(d)
+        if not waiting or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+    return waiting
