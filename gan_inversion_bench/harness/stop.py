@@ -5,8 +5,9 @@ protocol); a kill loses as much and leaves its session ``abandoned``. ``gib stop
 the request file ``RUN/STOP`` into every run folder under ``RUN`` that a live run holds (its ``.lock``).
 The run looks for the file after it has stored each batch (rank 0, which tells every rank under
 ``torchrun``), stops there, removes the file, records its session as ``stopped`` and exits with
-:data:`EXIT_STOPPED` (75, ``EX_TEMPFAIL``: run the same command again to resume). A request file left
-behind (the run ended before it looked) is removed when the next run takes the folder's lock.
+:data:`EXIT_STOPPED` (75, ``EX_TEMPFAIL``: run the same command again to resume). A request that comes
+after the last batch was stored is removed as the run finishes; one a killed run left is removed when
+the next run takes the folder's lock. ``gib stop --wait`` returns once the runs have let go of their locks.
 
 Only a regular file counts as a request; the toolkit never follows a link named ``STOP`` (a run
 folder may come from someone else) and never writes through one.
