@@ -382,6 +382,22 @@ def stop_cmd(run_dir: str, wait: bool, timeout: float | None) -> None:
                                        f"request stays; a batch can take minutes)")
 
 
+# ---- gib status --------------------------------------------------------------------------------
+@main.command("status")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@friendly_errors
+def status_cmd(run_dir: str) -> None:
+    """Where the runs in RUN_DIR stand: running or not, images stored of the set, time left.
+
+    RUN_DIR is a run folder or a folder of them (a claim check's --out). A live run's time left is
+    its session's pace between its first and last stored batch. Read-only."""
+    from pathlib import Path
+
+    from .harness.status import status_lines
+
+    click.echo("\n".join(status_lines(Path(run_dir).expanduser())))
+
+
 # ---- gib bench-compare ------------------------------------------------------------------------
 @main.command("bench-compare")
 @click.argument("new", type=click.Path(exists=True, dir_okay=False))

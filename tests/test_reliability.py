@@ -289,6 +289,9 @@ def test_gib_stop_ends_the_run_after_the_batch_in_flight_and_the_same_command_re
         code, out = gib_stop(tmp_path)  # a folder above the run folder: the live run is found in it
         assert code == 0 and f"{run_dir}: asked the run (pid {p.pid} on" in out, out
         assert (run_dir / "STOP").is_file()
+        status = CliRunner().invoke(cli.main, ["status", str(tmp_path)]).output
+        assert f"{run_dir}: running (pid {p.pid} on" in status and "asked to stop after its current batch" in status
+        assert "last session running" in status and "single-code: 1 of 3 images stored" in status, status
     finally:
         p.send_signal(signal.SIGCONT)
     out, _ = p.communicate(timeout=60)
@@ -297,6 +300,9 @@ def test_gib_stop_ends_the_run_after_the_batch_in_flight_and_the_same_command_re
     assert "Traceback" not in out
     assert len(check_run_folder(run_dir)) == 2  # the batch in flight was finished and kept
     assert session_statuses(run_dir) == ["stopped"] and not (run_dir / "STOP").exists()
+    status = CliRunner().invoke(cli.main, ["status", str(run_dir)]).output
+    assert f"{run_dir}: not running; last session stopped" in status and "1 of 3" not in status
+    assert "single-code: 2 of 3 images stored" in status, status
     messages: list[str] = []
     run(config(n_generated=3, batch_size=1, overrides={"*": {"iterations": 3}}), run_dir, progress=False,
         echo=messages.append)

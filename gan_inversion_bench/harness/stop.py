@@ -80,12 +80,12 @@ def lock_holder(run_dir: Path) -> str | None:
         os.close(fd)
 
 
-def run_folders(root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
-    """``root`` and the folders up to ``depth`` levels below it that hold a run lock file, in order;
-    links are not followed."""
+def run_folders(root: Path, depth: int = SEARCH_DEPTH, markers: tuple[str, ...] = (".lock",)) -> list[Path]:
+    """``root`` and the folders up to ``depth`` levels below it that hold one of ``markers`` (a regular file:
+    the run lock by default), in order; links are not followed."""
     found, level = [], [root]
     for _ in range(depth + 1):
-        found += [d for d in level if (d / ".lock").is_file() and not (d / ".lock").is_symlink()]
+        found += [d for d in level if any((d / m).is_file() and not (d / m).is_symlink() for m in markers)]
         level = sorted(c for d in level for c in _subfolders(d))
     return found
 
