@@ -24,7 +24,8 @@ def torchrun_popen(args: list[str], extra_env: dict[str, str] | None = None) -> 
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "gan_inversion_bench", "run", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # its own process group: a failed test kills the ranks too
 
 
 def torchrun(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -87,7 +88,7 @@ def test_gib_stop_under_torchrun_stops_every_rank_after_the_round_in_flight(tmp_
     try:
         rank0 = _frozen_lock_holder(out, p)
     except BaseException:
-        p.kill()
+        os.killpg(p.pid, signal.SIGKILL)
         raise
     try:
         asked = CliRunner().invoke(cli.main, ["stop", str(out)])
