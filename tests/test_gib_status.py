@@ -4,6 +4,7 @@ run frozen while it holds its folder) is in tests/test_reliability.py's ``gib st
 from __future__ import annotations
 
 import datetime
+import sqlite3
 
 import pytest
 from click.testing import CliRunner
@@ -47,3 +48,13 @@ def test_a_folder_without_runs_is_refused_by_name(tmp_path):
     r = CliRunner().invoke(cli.main, ["status", str(tmp_path)])
     assert r.exit_code == 1
     assert f"{tmp_path}: no run folder (a .lock or results.sqlite file) at or up to 3 levels below it" in r.output
+
+
+def test_a_session_that_never_ended_is_not_called_running_when_no_process_holds_the_folder(tmp_path):
+    config = RunConfig(generator="pggan-tiny", methods=["single-code"], images="generated", n_generated=1,
+                       overrides={"*": {"iterations": 2}}, device="cpu", latency=False)
+    run(config, tmp_path / "a", progress=False, echo=lambda s: None)
+    with sqlite3.connect(tmp_path / "a" / "results.sqlite") as conn:  # as a kill, or a copy taken mid-run, leaves it
+        conn.execute("UPDATE sessions SET status = 'running', finished = NULL")
+    out = CliRunner().invoke(cli.main, ["status", str(tmp_path / "a")]).output
+    assert "not running; last session never ended (killed, or the folder was copied while it ran)" in out, out

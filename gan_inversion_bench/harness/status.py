@@ -67,7 +67,9 @@ def status_lines(root: Path) -> list[str]:
             state += ", asked to stop after its current batch" if s["holder"] else ", a stop request left behind"
         last = s["session"]
         if last:
-            state += f"; last session {last['status']}, started {last['started']}"
+            ended = last["status"] if s["holder"] or last["status"] != "running" else (
+                "never ended (killed, or the folder was copied while it ran)")
+            state += f"; last session {ended}, started {last['started']}"
             state += f", ended {last['finished']}" if last["finished"] else ""
         lines.append(f"{d}: {state}")
         for method, stored, failed, pace in s["methods"]:
