@@ -67,7 +67,6 @@ import pandas as pd
 import torch
 
 from gan_inversion_bench import GENERATORS, METHODS, compare_runs, distributed, harness, stats, tables
-from gan_inversion_bench.harness.stop import EXIT_STOPPED, StopRequested
 from gan_inversion_bench.method_tools import LR_SCHEDULES
 from gan_inversion_bench.profiles import (
     entry_budget,
@@ -490,7 +489,7 @@ def run_config(cfg: Config, out: Path, protocol: Protocol, device: str, pinned: 
 
     try:
         harness.run(config, folder, progress=False)
-    except StopRequested:  # `gib stop`: this session's line is kept, then the check stops
+    except harness.StopRequested:  # `gib stop`: this session's line is kept, then the check stops
         keep_books("stopped")
         raise
     keep_books("finished")
@@ -1318,10 +1317,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for exp in EXPERIMENTS:
                 run_experiment(exp, out, protocol, args)
-        except StopRequested as e:  # `gib stop OUT` (or one configuration's folder): no further configuration
+        except harness.StopRequested as e:  # `gib stop OUT` (or one configuration's folder): no further configuration
             if str(e):
                 print(f"{e} The check stopped there.", flush=True)
-            return EXIT_STOPPED
+            return harness.EXIT_STOPPED
     if args.archive:
         archive_check(out, args.out, Path(args.archive))
     if args.write:

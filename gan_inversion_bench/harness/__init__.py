@@ -39,6 +39,7 @@ from .observe import observe
 from .orchestrate import run, run_method_key
 from .provenance import VERSIONED, code_revision, device_name, image_seed, library_versions, resolve_device
 from .records import history_summary, resolved_split
+from .stop import EXIT_STOPPED, StopRequested
 from .timing import (
     MEMORY_FRACTION,
     FlopCount,
@@ -54,7 +55,8 @@ from .timing import (
 )
 
 __all__ = ["default_methods", "batch_within",
-    "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError", "Timer",
+    "EXIT_STOPPED", "FAULT_EVENTS", "KILL_ENV", "MEMORY_FRACTION", "VERSIONED", "FlopCount", "RunConfig", "RunError",
+    "StopRequested", "Timer",
     "auto_batch_size", "automatic_batch_size", "batch_from_probe", "build_method", "check_writable",
     "code_revision", "content_identity", "count_invert_flops", "device_name", "execution_options", "fault_point",
     "history_summary", "image_seed", "is_out_of_memory", "library_versions", "observe", "resolve_device",
