@@ -180,14 +180,18 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise RunError(f"run folder {run_dir} is in use by {holder}; wait for it to finish "
+            raise RunError(f"run folder {run_dir} is in use by {holder_text(fd)}; wait for it to finish "
                            f"or use another --out folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def holder_text(fd: int) -> str:
+    """What a run wrote into its lock file (``pid N on HOST``), read through the descriptor ``fd``."""
+    return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
 
 
 def _open_lock_file(lock_path: Path) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..safe_paths import CLOEXEC, NOFOLLOW, UnsafePathError, create_new
 from .config import RunError
+from .folder import holder_text
 
 #: the request file in a run folder
 STOP_FILE = "STOP"
@@ -73,7 +74,7 @@ def lock_holder(run_dir: Path) -> str | None:
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            return holder_text(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -103,9 +104,10 @@ def request_stop(root: Path) -> list[tuple[Path, str]]:
     naming ``root`` when no run is in progress there."""
     if not root.is_dir():
         raise RunError(f"{root}: no such folder; name a run folder (gib run --out) or a folder of them")
-    live = [(d, holder) for d in run_folders(root) if (holder := lock_holder(d))]
+    folders = run_folders(root)
+    live = [(d, holder) for d in folders if (holder := lock_holder(d))]
     if not live:
-        where = "no run folder (a .lock file) was found" if not run_folders(root) else "no run holds its lock"
+        where = "no run holds its lock" if folders else "no run folder (a .lock file) was found"
         raise RunError(f"{root}: no run is in progress there ({where} up to {SEARCH_DEPTH} levels down), so there "
                        f"is nothing to stop")
     for d, _ in live:
