@@ -354,18 +354,19 @@ def archive_cmd(run_dir: str, dest: str) -> None:
 
 # ---- gib stop ----------------------------------------------------------------------------------
 @main.command("stop")
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--wait", is_flag=True, help="Return only when every run asked has stopped.")
+@click.argument("run_dir", metavar="PATH", type=click.Path())
+@click.option("--wait", is_flag=True, help="Return only when every run or search asked has stopped.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
-              help="With --wait: give up after this many seconds (exit code 1 if a run still holds its folder).")
+              help="With --wait: give up after this many seconds (exit code 1 if one still holds its lock).")
 @friendly_errors
 def stop_cmd(run_dir: str, wait: bool, timeout: float | None) -> None:
-    """Ask the run in RUN_DIR to stop after the batch it is inverting, losing nothing.
+    """Ask the run or search at PATH to stop after its current batch or trial, losing nothing.
 
-    RUN_DIR is a run folder (gib run --out) or a folder of them (a claim check's --out): every run in
+    PATH is a run folder (gib run --out) or a folder of them (a claim check's --out): every run in
     progress there gets the request file STOP. Each stores its batch in flight, ends its session as
     `stopped` and exits with status 75; the same command resumes it. (Ctrl-C stops at once and loses
-    the batch in flight.)"""
+    the batch in flight.) PATH may also be a gib tune journal (or a folder holding one): the search
+    stops after its trial in flight is journalled, exits with status 75, and the same command resumes it."""
     from pathlib import Path
 
     from .harness.stop import request_stop, wait_until_stopped
@@ -373,24 +374,25 @@ def stop_cmd(run_dir: str, wait: bool, timeout: float | None) -> None:
     if timeout is not None and not wait:
         raise click.UsageError("--timeout applies to --wait; add --wait")
     asked = request_stop(Path(run_dir).expanduser())
-    for folder, holder in asked:
-        click.echo(f"{folder}: asked the run ({holder}) to stop after its current batch")
+    for place, holder in asked:
+        click.echo(f"{place.path}: asked the {place.kind} ({holder}) to stop after {place.step}")
     if wait:
-        left = wait_until_stopped([f for f, _ in asked], timeout, echo=click.echo)
+        left = wait_until_stopped([p for p, _ in asked], timeout, echo=click.echo)
         if left:
-            raise click.ClickException(f"still running after {timeout:g} s: {', '.join(map(str, left))} (the "
-                                       f"request stays; a batch can take minutes)")
+            raise click.ClickException(f"still running after {timeout:g} s: {', '.join(str(p.path) for p in left)} "
+                                       "(the request stays; a batch or a trial can take minutes)")
 
 
 # ---- gib status --------------------------------------------------------------------------------
 @main.command("status")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", metavar="PATH", type=click.Path())
 @friendly_errors
 def status_cmd(run_dir: str) -> None:
-    """Where the runs in RUN_DIR stand: running or not, images stored of the set, time left.
+    """Where the runs and searches at PATH stand: running or not, images stored of the set, time left.
 
-    RUN_DIR is a run folder or a folder of them (a claim check's --out). A live run's time left is
-    its session's pace between its first and last stored batch. Read-only."""
+    PATH is a run folder or a folder of them (a claim check's --out). A live run's time left is
+    its session's pace between its first and last stored batch. A gib tune journal (or a folder
+    holding one) shows its search's trials journalled so far. Read-only."""
     from pathlib import Path
 
     from .harness.status import status_lines

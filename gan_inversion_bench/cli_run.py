@@ -329,7 +329,8 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 @click.option("--journal", type=click.Path(dir_okay=False), default=None,
               help="SQLite file keeping every finished trial, so that the same command started again after an "
                    "interruption resumes exactly where it stopped (default: beside --out, <name>.journal.sqlite; "
-                   "a search's trials leave it once its entry is written).")
+                   "a search's trials leave it once its entry is written). `gib stop JOURNAL` stops the search after "
+                   "its trial in flight.")
 @click.option("--warm-start", is_flag=True,
               help="Trial 0 is the entry a run at this budget uses now (the tuned profile's, nearest in budget), "
                    "so the search never ends below the settings it replaces on its own objective.")
@@ -341,8 +342,9 @@ def _profile(choice: str, generator: str, methods: list[str] | None) -> str:
 def tune_cmd(**o: Any) -> None:
     """Tune each method's open settings on held-out generated images (optuna, successive halving)."""
     from .devices import rerun_with_kernels
-    from .profiles import profile_path, write_entry
-    from .tuning import TuneConfig, check_fixed, held_method, tune, tuning_set
+    from .harness.stop import EXIT_STOPPED, StopRequested, remove_request, search_lock
+    from .profiles import profile_path
+    from .tuning import TuneConfig, check_fixed, held_method, tuning_set
 
     if o["cpu_kernels"]:
         rerun_with_kernels(o["cpu_kernels"], sys.argv[1:])
@@ -359,20 +361,50 @@ def tune_cmd(**o: Any) -> None:
     tuning_set(G, tc)  # the tuning images, refused before any search runs for hours
     for name in names:  # every method's held settings and fixed parameters too
         check_fixed(held_method(name, tc), tc.fixed)
-    for name in names:
-        click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images "
-                   f"({tc.images}) …")
-        try:
-            entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal,
-                         start=_warm_start(o["generator"], name, tc.budget) if o["warm_start"] else None)
-        except KeyboardInterrupt:
-            click.echo(f"\nInterrupted. Finished trials are kept in {journal}; run the same command again to "
-                       "resume.", err=True)
-            sys.exit(130)
-        entry["provenance"]["command"] = _tune_command(o, name, tc)
-        write_entry(out, o["generator"], name, entry)
-        _report_entry(name, entry, tc, out)
+    with search_lock(journal, echo=lambda line: click.echo(line, err=True)) as place:
+        for i, name in enumerate(names):
+            try:
+                _tune_one(o, G, name, tc, journal, out)
+            except StopRequested as e:
+                remove_request(place.request)
+                click.echo(f"{e}. {_resume_text(names, i, out)}", err=True)
+                sys.exit(EXIT_STOPPED)
+            if remove_request(place.request):  # it came during the last trial: this entry is written
+                if names[i + 1:]:
+                    click.echo(f"Stopped on request ({place.request.name}) after {name}'s entry was written. "
+                               f"{_resume_text(names, i + 1, out)}", err=True)
+                    sys.exit(EXIT_STOPPED)
+                click.echo(f"a stop request ({place.request.name}) came after the last trial; the search had "
+                           "finished", err=True)
     click.echo(f"profile: {out}")
+
+
+def _resume_text(names: list[str], i: int, out: Path) -> str:
+    """How to go on after a search stopped in or before method ``names[i]``."""
+    if i == 0:
+        return "Run the same command again to resume."
+    return (f"The entries of {', '.join(names[:i])} are written to {out}; to go on without searching them again, "
+            f"run the same command with the methods {' '.join('-m ' + n for n in names[i:])}.")
+
+
+def _tune_one(o: dict[str, Any], G: Any, name: str, tc: TuneConfig, journal: Path, out: Path) -> None:
+    """Search method ``name`` and write its entry into ``out``; Ctrl-C (exit 130) keeps the finished trials in
+    ``journal``, and so does a stop request between trials (:class:`StopRequested` raised)."""
+    from .profiles import write_entry
+    from .tuning import tune
+
+    click.echo(f"{name}: {tc.trials} trials at {tc.budget} iterations on {tc.n_images} tuning images "
+               f"({tc.images}) …")
+    try:
+        entry = tune(G, name, tc, on_trial=lambda line: click.echo(line, err=True), journal=journal,
+                     start=_warm_start(o["generator"], name, tc.budget) if o["warm_start"] else None)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Finished trials are kept in {journal}; run the same command again to "
+                   "resume.", err=True)
+        sys.exit(130)
+    entry["provenance"]["command"] = _tune_command(o, name, tc)
+    write_entry(out, o["generator"], name, entry)
+    _report_entry(name, entry, tc, out)
 
 
 def _start_as_copy(out: Path, current: Path) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JournalMismatch", "JournalTrial", "TuneJournal", "study_key"]
+__all__ = ["JournalMismatch", "JournalTrial", "TuneJournal", "journal_summary", "study_key", "trial_text"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -130,3 +130,32 @@ class TuneJournal:
             left = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
         if not left:
             self.path.unlink(missing_ok=True)
+
+
+def journal_summary(path: Path) -> list[dict[str, Any]]:
+    """Per study in the journal ``path`` (opened read-only): its ``method``, ``trials`` (the search's number of
+    trials), ``journalled`` and the ``complete`` and ``pruned`` among them, in the order first journalled."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = db.execute("SELECT description, COUNT(*), SUM(state = 'COMPLETE'), SUM(state = 'PRUNED') FROM "
+                              "trials GROUP BY study ORDER BY MIN(rowid)").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise JournalMismatch(f"tuning journal {path}: not a readable journal ({e})") from e
+    out = []
+    for description, n, complete, pruned in rows:
+        d = json.loads(description)
+        out.append({"method": d.get("method"), "trials": (d.get("protocol") or {}).get("trials"), "journalled": n,
+                    "complete": complete or 0, "pruned": pruned or 0})
+    return out
+
+
+def trial_text(trial: Any, trials: int) -> str:
+    """``trial N (N+1 of T) state, value, params``: N is optuna's number, which the entry and its
+    closing line use."""
+    value = "–" if trial.value is None else f"{trial.value:.2f} dB"
+    step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
+    return (f"trial {trial.number} ({trial.number + 1} of {trials}) {trial.state.name.lower()}, "
+            f"{value}{step}, {trial.params}")

@@ -34,8 +34,8 @@ Protocol (:class:`TuneConfig`):
   best settings;
 * **result**: an entry of the generator's profile file (:mod:`gan_inversion_bench.profiles`)
   with the settings, the protocol, every trial and the provenance;
-* **journal** (optional): every finished trial in SQLite, so an interrupted search resumes to the
-  very study an uninterrupted one gives (:mod:`gan_inversion_bench.tune_journal`);
+* **journal** (optional): every finished trial in SQLite, so an interrupted or stopped (``gib stop``: between
+  trials) search resumes to the very study an uninterrupted one gives (:mod:`gan_inversion_bench.tune_journal`);
 * **warm start** (optional, ``start``): an entry the profile already holds (a run at this budget would use it) is
   enqueued as trial 0, so the search's choice is never worse on its own objective than the settings it would
   replace. Without it, a thin search can miss them: 8 random draws for single-code at 2000 iterations chose lr 0.399
@@ -84,6 +84,7 @@ from torch import Tensor
 
 from .generator import SplitGenerator, conditioned
 from .harness.config import image_sha256
+from .harness.stop import StopRequested, is_request, journal_place
 from .imagesets import ImageItem, load_image_set, photos, stack_conditions
 from .method import InversionFailed, InversionMethod
 from .method_tools import tracing
@@ -91,6 +92,7 @@ from .metrics import psnr
 from .profiles import STARTUP_TRIALS
 from .registry import METHODS
 from .tune_choice import PER_IMAGE, choice_check, image_labels
+from .tune_journal import trial_text
 
 if TYPE_CHECKING:
     from .tune_journal import TuneJournal
@@ -132,10 +134,9 @@ class TuneConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.pruning not in PRUNING:
             raise ValueError(f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}")
-        if not isinstance(self.fixed, dict) or not all(isinstance(k, str) for k in self.fixed):
-            raise ValueError(f"fixed must map parameter names to values, got {self.fixed!r}")
-        if not isinstance(self.held, dict) or not all(isinstance(k, str) for k in self.held):
-            raise ValueError(f"held must map setting names to values, got {self.held!r}")
+        for name, what in (("fixed", "parameter"), ("held", "setting")):
+            if not isinstance(v := getattr(self, name), dict) or not all(isinstance(k, str) for k in v):
+                raise ValueError(f"{name} must map {what} names to values, got {v!r}")
         if not isinstance(self.images, str) or not (self.images in TUNING_SETS or self.images.startswith("folder:")):
             raise ValueError(f"images must be one of {', '.join(TUNING_SETS)} or folder:PATH (tuning images that no "
                              f"evaluation set holds), got {self.images!r}")
@@ -394,13 +395,11 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
          start: dict[str, Any] | None = None) -> dict[str, Any]:
     """Tune ``method_name`` on ``generator``; returns its profile entry (module docstring).
 
-    ``on_trial`` receives one line per finished trial (its number, state, value, settings and the
-    search's elapsed time), for a search that runs for hours.
-    ``journal``: an SQLite file that keeps every finished trial, so that the same search interrupted
-    and started again resumes exactly (:mod:`gan_inversion_bench.tune_journal`). ``start``: a profile
-    entry of this method whose settings become trial 0 (warm start, module docstring)."""
-    from .tune_journal import TuneJournal
-
+    ``on_trial`` receives one line per finished trial (its number, state, value, settings and the search's elapsed
+    time), for a search that runs for hours. ``journal``: an SQLite file that keeps every finished trial, so that the
+    same search interrupted and started again resumes exactly (:mod:`gan_inversion_bench.tune_journal`); with one,
+    a request file beside it (``gib stop``) raises :class:`StopRequested` after the trial in flight. ``start``: a
+    profile entry of this method whose settings become trial 0 (warm start, module docstring)."""
     revision = process_revision()
     method = held_method(method_name, tc)
     check_fixed(method, tc.fixed)
@@ -411,11 +410,7 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     targets, classes = tuning_images(generator, tc, generator.device, items)
     study = _study(tc, warm)
     started = time.perf_counter()
-    log = TuneJournal(journal, {"generator": generator.name, "weights": generator.content_hash(),
-                                "method": method.name, "version": method.version,
-                                "settings": method.get_settings(), "protocol": tc.record(),
-                                "revision": revision, **({"start": warm["params"]} if warm else {})}
-                      ) if journal is not None else None
+    log = None if journal is None else _journal(journal, generator, method, tc, revision, warm)
     replayed = set(log.trials) if log is not None else set()
     if log is not None and replayed and on_trial is not None:
         on_trial(f"{method_name}: resuming, {len(replayed)} of {tc.trials} trials replayed from {log.path}")
@@ -423,12 +418,17 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
     def report(study: Any, trial: Any) -> None:
         if log is not None and trial.number not in replayed and trial.state.name in ("COMPLETE", "PRUNED"):
             log.record(trial)
+            if is_request(journal_place(log.path).request):
+                study.stop()  # after this trial: the journal has it
         if on_trial is not None:
-            on_trial(f"{method_name}: {_trial_text(trial, tc.trials)} ({time.perf_counter() - started:.0f} s"
+            on_trial(f"{method_name}: {trial_text(trial, tc.trials)} ({time.perf_counter() - started:.0f} s"
                      f"{', from the journal' if trial.number in replayed else ''})")
 
     with conditioned(generator, classes):
         study.optimize(_objective(method, generator, targets, tc, log), n_trials=tc.trials, callbacks=[report])
+    if log is not None and (n := len(study.trials)) < tc.trials:
+        raise StopRequested(f"{method_name}: stopped on request after trial {n - 1} ({n} of {tc.trials}); its "
+                            f"finished trials are in the journal {log.path}")
     entry = _entry(method, study, tc, generator, revision, tuning_record(tc, items))
     if warm is not None:
         entry["tuning"]["warm_start"] = {**warm, "trial": 0}
@@ -437,6 +437,16 @@ def tune(generator: SplitGenerator, method_name: str, tc: TuneConfig,
         entry["tuning"]["resumed_trials"] = len(replayed)
         log.finish()
     return entry
+
+
+def _journal(path: str | Path, generator: SplitGenerator, method: InversionMethod, tc: TuneConfig, revision: str,
+             warm: dict[str, Any] | None) -> TuneJournal:
+    """The journal of this search in ``path``, keyed by everything that determines the search."""
+    from .tune_journal import TuneJournal
+
+    return TuneJournal(path, {"generator": generator.name, "weights": generator.content_hash(), "method": method.name,
+                              "version": method.version, "settings": method.get_settings(), "protocol": tc.record(),
+                              "revision": revision, **({"start": warm["params"]} if warm else {})})
 
 
 def _study(tc: TuneConfig, warm: dict[str, Any] | None) -> Any:
@@ -477,15 +487,6 @@ def _start_record(method: InversionMethod, start: dict[str, Any], tc: TuneConfig
                              "start or that fixed parameter")
     return {"budget": budget, "params": params,
             "settings": start["settings"], "code_revision": (start.get("provenance") or {}).get("code_revision")}
-
-
-def _trial_text(trial: Any, trials: int) -> str:
-    """``trial N (N+1 of T) state, value, params``: N is optuna's number, which the entry and its
-    closing line use."""
-    value = "–" if trial.value is None else f"{trial.value:.2f} dB"
-    step = "" if trial.state.name != "PRUNED" else f" at iteration {trial.last_step}"
-    return (f"trial {trial.number} ({trial.number + 1} of {trials}) {trial.state.name.lower()}, "
-            f"{value}{step}, {trial.params}")
 
 
 def _entry(method: InversionMethod, study: Any, tc: TuneConfig, generator: SplitGenerator,

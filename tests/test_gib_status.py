@@ -47,7 +47,10 @@ def test_a_finished_run_and_its_folder_are_reported_without_changing_anything(tm
 def test_a_folder_without_runs_is_refused_by_name(tmp_path):
     r = CliRunner().invoke(cli.main, ["status", str(tmp_path)])
     assert r.exit_code == 1
-    assert f"{tmp_path}: no run folder (a .lock or results.sqlite file) at or up to 3 levels below it" in r.output
+    assert f"{tmp_path}: no run folder (a .lock or results.sqlite file) and no tune journal (with a <journal>.lock " \
+        "beside it) at or up to 3 levels below it" in r.output
+    r = CliRunner().invoke(cli.main, ["status", str(tmp_path / "missing")])
+    assert r.exit_code == 1 and f"{tmp_path / 'missing'}: no run folder" in r.output, r.output
 
 
 def test_a_session_that_never_ended_is_not_called_running_when_no_process_holds_the_folder(tmp_path):

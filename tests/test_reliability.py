@@ -313,13 +313,14 @@ def test_gib_stop_ends_the_run_after_the_batch_in_flight_and_the_same_command_re
 def test_gib_stop_refuses_where_no_run_is_in_progress(tmp_path):
     run(config(n_generated=1), tmp_path / "done", progress=False, echo=lambda s: None)
     code, out = gib_stop(tmp_path / "done")  # its lock file is there, but no process holds it
-    assert code == 1 and "no run is in progress there (no run holds its lock" in out, out
+    assert code == 1 and "nothing is in progress there (run folders with a .lock, tune journals with a " \
+        "<journal>.lock: none is held by a live process up to 3 levels down)" in out, out
     assert not (tmp_path / "done" / "STOP").exists()
     (tmp_path / "empty").mkdir()
     code, out = gib_stop(tmp_path / "empty")
-    assert code == 1 and "no run folder (a .lock file) was found up to 3 levels down" in out, out
+    assert code == 1 and "none was found up to 3 levels down" in out, out
     code, out = gib_stop(tmp_path / "missing")
-    assert code == 1 and "missing: no such folder" in out, out
+    assert code == 1 and "missing: no such folder or file" in out, out
 
 
 def test_gib_stop_wait_returns_once_the_run_has_stopped_and_says_when_it_has_not(tmp_path):
@@ -385,7 +386,8 @@ def test_a_link_named_stop_is_neither_obeyed_nor_written_through(tmp_path):
         with pytest.raises(UnsafePathError, match="exists and is not a regular file"):
             stop.request_stop(run_dir)
         (run_dir / "STOP").unlink()
-        assert [d for d, _ in stop.request_stop(run_dir)] == [run_dir] and stop.stop_requested(run_dir)
+        assert [(p.path, p.kind) for p, _ in stop.request_stop(run_dir)] == [(run_dir, "run")]
+        assert stop.stop_requested(run_dir)
     assert outside.read_text() == "keep"
     assert stop.clear_stop(run_dir) and not stop.clear_stop(run_dir)
 

@@ -17,7 +17,7 @@ The package's modules, each with one job:
 * :mod:`.records` — the self-describing result rows;
 * :mod:`.invert` — one timed batch and storing it;
 * :mod:`.orchestrate` — :func:`run`: lock, session, methods, rounds (also under ``torchrun``).
-* :mod:`.stop` — ``gib stop``: a request file the run reads after each stored batch.
+* :mod:`.stop` — ``gib stop``: a request file the run reads after each stored batch (a search, after each trial).
 * :mod:`.status` — ``gib status``: whether runs are live, images stored of the set, time left.
 
 Faults, precision, compile, batch sizes and timing are described in ``docs/reliability.md``,

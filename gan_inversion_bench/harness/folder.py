@@ -18,7 +18,7 @@ import signal
 import socket
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 
 import torch
@@ -170,9 +170,17 @@ def writing_into(run_dir: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Exclusive lock on a run folder; a second process refuses with a clear message."""
+    with exclusive_lock(inside(run_dir, ".lock"), lambda holder: f"run folder {run_dir} is in use by {holder}; "
+                        "wait for it to finish or use another --out folder"):
+        yield
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created; never through a link) with ``pid N on HOST`` written
+    into it; where another process holds it, a :class:`RunError` of ``busy(holder)``."""
     import fcntl
 
-    lock_path = inside(run_dir, ".lock")
     fd = _open_lock_file(lock_path)
     try:
         try:
@@ -180,8 +188,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise RunError(f"run folder {run_dir} is in use by {holder_text(fd)}; wait for it to finish "
-                           f"or use another --out folder") from None
+            raise RunError(busy(holder_text(fd))) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield

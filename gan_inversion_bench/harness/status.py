@@ -4,8 +4,10 @@ For every run folder at or up to 3 levels below ``RUN`` (one holding ``.lock`` o
 so an archive too): whether a live process holds it (its ``.lock``) and whether it was asked to stop
 (:mod:`.stop`), per method how many of the image set's images are stored (and how many failed), the
 last session, and for a live run the time per image its session has taken between its first and
-last stored batch, with the time left at that pace. The database is opened read-only (SQLite may make
-its ``-wal``/``-shm`` side files again, as for ``gib table``); nothing else in the folder changes.
+last stored batch, with the time left at that pace. A ``gib tune`` journal (``RUN`` itself, or one with its
+``.lock`` beside it in a folder at or below ``RUN``) shows whether its search runs and, per unfinished
+search, the trials journalled. The databases are opened read-only (SQLite may make its ``-wal``/``-shm``
+side files again, as for ``gib table``); nothing else in the folder changes.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import ResultStore
-from .stop import SEARCH_DEPTH, lock_holder, run_folders, stop_requested
+from .stop import SEARCH_DEPTH, Stoppable, holder_of, is_request, lock_holder, run_folders, stop_requested, stoppables
 
 
 def folder_status(run_dir: Path) -> dict[str, Any]:
@@ -56,10 +58,11 @@ def status_lines(root: Path) -> list[str]:
     from .config import RunError
 
     folders = run_folders(root, markers=(".lock", ResultStore.FILENAME)) if root.is_dir() else []
-    if not folders:
-        raise RunError(f"{root}: no run folder (a .lock or {ResultStore.FILENAME} file) at or up to {SEARCH_DEPTH} "
-                       f"levels below it")
-    lines = []
+    searches = [p for p in stoppables(root) if p.kind == "search"] if root.exists() else []
+    if not folders and not searches:
+        raise RunError(f"{root}: no run folder (a .lock or {ResultStore.FILENAME} file) and no tune journal (with a "
+                       f"<journal>.lock beside it) at or up to {SEARCH_DEPTH} levels below it")
+    lines = [line for p in searches for line in _search_lines(p)]
     for d in folders:
         s = folder_status(d)
         state = f"running ({s['holder']})" if s["holder"] else "not running"
@@ -77,6 +80,21 @@ def status_lines(root: Path) -> list[str]:
         if not s["methods"]:
             lines.append("  no result stored yet")
     return lines
+
+
+def _search_lines(place: Stoppable) -> list[str]:
+    """A ``gib tune`` search: live or not, asked to stop, and per unfinished study its trials journalled."""
+    from ..tune_journal import journal_summary
+
+    holder = holder_of(place.lock)
+    state = f"search running ({holder})" if holder else "no search running"
+    if is_request(place.request):
+        state += ", asked to stop after its trial in flight" if holder else ", a stop request left behind"
+    studies = journal_summary(place.path) if place.path.is_file() else []
+    lines = [f"{place.path}: {state}"]
+    lines += [f"  {s['method']}: {s['journalled']} of {s['trials']} trials journalled ({s['complete']} complete, "
+              f"{s['pruned']} pruned)" for s in studies]
+    return lines + ([] if studies else ["  no unfinished search journalled (a finished one leaves its entry)"])
 
 
 def _count_text(stored: int, failed: int, total: int | None, pace: float | None) -> str:
