@@ -4,13 +4,13 @@ rank would train the same S into one cache)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import launch_env
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "benchmarks" / "claim_check.py")
 TINY = ["--scan-splits", "2", "--iterations", "3", "--n-generated", "3", "--images", "generated", "--restarts", "1",
@@ -18,9 +18,7 @@ TINY = ["--scan-splits", "2", "--iterations", "3", "--n-generated", "3", "--imag
 
 
 def _check(out: Path, only: str, processes: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
+    env = launch_env()
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
     return subprocess.run([*launcher, SCRIPT, "--out", str(out), *TINY, "--only", only],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_scripts import launch_env
 from click.testing import CliRunner
 
 from gan_inversion_bench import cli, distributed, harness
@@ -19,9 +20,7 @@ from gan_inversion_bench.distributed import DistInfo
 
 
 def torchrun_popen(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(extra_env or {})}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
+    env = launch_env(**(extra_env or {}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "gan_inversion_bench", "run", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
