@@ -216,11 +216,13 @@ QUOTED = [
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/random-s1"], "photos", "lead"),
     ([f"{C2000_PH}/random", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
     ([f"{C2000_PH}/discovered", "pmsfc", "pmsfc", "--b-run", f"{C2000_PH}/R1-K30"], "photos", "lead"),
-    # experiment b at the full protocol: the three configurations against one another
+    # experiment b at the full protocol: the five configurations against one another
     *[([f"{BFULL}/{a}", "pmsfc", "pmsfc", "--b-run", f"{BFULL}/{b}"], subset, "lead")
       for a, b, subset in [("discovered", "random", "all"), ("discovered", "random", "generated"),
-                           ("discovered", "random", "photos"), ("random", "R1-K30", "all"),
-                           ("random", "R1-K30", "photos"), ("discovered", "R1-K30", "all")]],
+                           ("discovered", "random", "photos"), ("discovered", "random-s1", "all"),
+                           ("discovered", "random-s2", "all"), ("random", "R1-K30", "all"),
+                           ("random-s1", "R1-K30", "all"), ("random-s2", "R1-K30", "all"),
+                           ("discovered", "R1-K30", "all")]],
 ]
 
 
