@@ -140,6 +140,11 @@ def test_gib_stop_asks_a_search_by_its_journal_or_folder_and_a_second_search_is_
     (tmp_path / "tune" / "runs.json.lock").write_text("")
     result = CliRunner().invoke(main, ["stop", str(journal)])
     assert result.exit_code == 1 and "no gib tune holds this journal" in result.output, result.output
+    assert "beside the profile" not in result.output
+    (tmp_path / "tune" / "x.json").write_text("{}")  # the profile a search writes: its journal is named
+    result = CliRunner().invoke(main, ["stop", str(tmp_path / "tune" / "x.json")])
+    assert result.exit_code == 1 and "a search's journal lies beside the profile it writes (--out): " \
+        f"{journal}" in result.output, result.output
     thread = held(journal, release)
     try:
         result = CliRunner().invoke(main, [*ARGS, "-m", "mganprior", "--journal", str(journal),

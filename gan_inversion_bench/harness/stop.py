@@ -193,8 +193,10 @@ def request_stop(root: Path) -> list[tuple[Stoppable, str]]:
     live = [(p, holder) for p in places if (holder := holder_of(p.lock))]
     if not live:
         if root.is_file():
+            hint = (f"; a search's journal lies beside the profile it writes (--out): "
+                    f"{root.with_name(root.stem + '.journal.sqlite')}" if root.suffix == ".json" else "")
             raise RunError(f"{root}: no gib tune holds this journal ({journal_place(root).lock} is not locked), so "
-                           f"there is nothing to stop")
+                           f"there is nothing to stop{hint}")
         where = "none is held by a live process" if places else "none was found"
         raise RunError(f"{root}: nothing is in progress there (run folders with a .lock, tune journals with a "
                        f"<journal>.lock: {where} up to {SEARCH_DEPTH} levels down), so there is nothing to stop")
