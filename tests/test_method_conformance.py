@@ -135,3 +135,16 @@ def test_batch_equals_alone_on_the_gpu(monkeypatch, method):
     assert case.generator.device.type == "cuda"
     testing.check_batch_equals_alone(case)
     testing.check_result_and_no_mutation(case)
+
+
+def test_the_suites_scratch_folder_is_removed_when_its_process_exits():
+    """The suite's preparation cache lives in a temporary folder per process; it must not pile up in /tmp."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os; from gan_inversion_bench.testing import scratch_folder; p = scratch_folder('gib-check-'); "
+            "open(os.path.join(p, 'cached'), 'w').close(); print(p)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(out).name.startswith("gib-check-")
+    assert not Path(out).exists()

@@ -31,7 +31,6 @@ import functools
 import inspect
 import json
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,6 +42,7 @@ from gan_inversion_bench.generators.biggan import TINY_CONFIG
 from gan_inversion_bench.registry import GENERATORS, METHODS
 from gan_inversion_bench.tasks import TASKS, make_task
 from gan_inversion_bench.testing import suite_method, tiny_generator
+from gan_inversion_bench.testing.common import scratch_folder
 
 TESTS = Path(__file__).parent
 
@@ -147,7 +147,7 @@ def _cases() -> list[Any]:
 
 @functools.cache
 def _cache_dir() -> str:
-    return tempfile.mkdtemp(prefix="gib-settings-act-")
+    return scratch_folder("gib-settings-act-")
 
 
 def _run(method: str, settings: tuple[tuple[str, Any], ...]) -> dict[str, Any]:

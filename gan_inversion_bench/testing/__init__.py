@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +51,7 @@ from .common import (
     _state,
     _tiny_generator,
     generator_families,
+    scratch_folder,
     suite_device,
     tiny_generator,
 )
@@ -77,7 +77,7 @@ def suite_method(method: str | type[InversionMethod], budget: int = BUDGET) -> I
 
 @functools.cache
 def _cache_dir() -> str:
-    return tempfile.mkdtemp(prefix="gib-conformance-")
+    return scratch_folder("gib-conformance-")
 
 
 @dataclass
@@ -367,4 +367,5 @@ __all__ = ["BUDGET", "DEVICE_ENV", "GENERATOR_CHECKS", "METHOD_CHECKS", "CheckCa
            "check_improves_in_domain", "check_method", "check_prepare_and_split", "check_resolve_split",
            "check_result_and_no_mutation", "check_seeds", "check_split_composition",
            "check_task_operator_reaches_the_loss", "check_tiny_is_reproducible", "generator_families", "method_case",
-           "parametrize_with_checks", "suite_device", "suite_method", "tiny_generator", "unsupported_reason"]
+           "parametrize_with_checks", "scratch_folder", "suite_device", "suite_method", "tiny_generator",
+           "unsupported_reason"]

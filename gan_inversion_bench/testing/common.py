@@ -1,10 +1,13 @@
 """What every conformance check shares: the budget, the device, the tiny generators, small helpers."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +25,14 @@ DEVICE_ENV = "GIB_TEST_DEVICE"
 
 
 # ---- small helpers -------------------------------------------------------------------------------
+def scratch_folder(prefix: str) -> str:
+    """A new temporary folder (``tempfile.mkdtemp``) that is removed when this process exits, for caches the
+    checks share within one process (each pytest-xdist worker has its own)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 @contextlib.contextmanager
 def _raises(kinds: type[BaseException] | tuple[type[BaseException], ...], match: str, what: str) -> Iterator[None]:
     """Like ``pytest.raises`` (without pytest): the block must raise ``kinds`` with ``match`` in the message."""
