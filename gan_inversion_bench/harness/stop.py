@@ -133,8 +133,12 @@ def lock_holder(run_dir: Path) -> str | None:
 def run_folders(root: Path, depth: int = SEARCH_DEPTH, markers: tuple[str, ...] = (".lock",)) -> list[Path]:
     """``root`` and the folders up to ``depth`` levels below it that hold one of ``markers`` (a regular file:
     the run lock by default), in order; links are not followed."""
-    return [d for d in _folders(root, depth)
-            if any((d / m).is_file() and not (d / m).is_symlink() for m in markers)]
+    return [d for d in _folders(root, depth) if any(_holds_file(d, m) for m in markers)]
+
+
+def _holds_file(folder: Path, name: str) -> bool:
+    """Whether ``folder/name`` is a regular file itself (a link to one is not)."""
+    return (folder / name).is_file() and not (folder / name).is_symlink()
 
 
 def _folders(root: Path, depth: int) -> list[Path]:
@@ -177,9 +181,8 @@ def stoppables(root: Path) -> list[Stoppable]:
     """``root`` as a tune journal (a file), or the run folders and tune journals at or below it (a folder)."""
     if root.is_file():
         return [journal_place(root)]
-    folders = _folders(root, SEARCH_DEPTH)
-    return [p for d in folders for p in ([run_place(d)] if (d / ".lock").is_file() and not (d / ".lock").is_symlink()
-                                          else []) + [journal_place(j) for j in journals(d)]]
+    return [p for d in _folders(root, SEARCH_DEPTH)
+            for p in ([run_place(d)] if _holds_file(d, ".lock") else []) + [journal_place(j) for j in journals(d)]]
 
 
 def request_stop(root: Path) -> list[tuple[Stoppable, str]]:
