@@ -10,19 +10,28 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_scripts import launch_env
+import torch
+from bench_scripts import launch_env, load
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "benchmarks" / "claim_check.py")
 TINY = ["--scan-splits", "2", "--iterations", "3", "--n-generated", "3", "--images", "generated", "--restarts", "1",
         "--discovery-iterations", "10", "--batch-size", "1", "--device", "cpu"]
 
 
-def _check(out: Path, only: str, processes: int) -> subprocess.CompletedProcess:
-    env = launch_env()
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+def _torchrun(out: Path, only: str) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     return subprocess.run([*launcher, SCRIPT, "--out", str(out), *TINY, "--only", only],
-                          capture_output=True, text=True, timeout=240, env=env)
+                          capture_output=True, text=True, timeout=240, env=launch_env())
+
+
+def _one_process(out: Path, only: str) -> int:
+    """The script in this process, on one torch thread as each launched rank runs (the same arithmetic)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return load("claim_check").main(["--out", str(out), *TINY, "--only", only])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _psnr(folder: Path) -> dict[str, float]:
@@ -30,17 +39,20 @@ def _psnr(folder: Path) -> dict[str, float]:
         return dict(conn.execute("SELECT image_id, psnr FROM results"))
 
 
+def test_a_rank_refuses_a_split_not_scanned_yet(tmp_path, monkeypatch):
+    """What every rank of a torchrun launch sees (its environment) before any process group: the refusal."""
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit, match=r"not scanned yet.*--only b/scan"):
+        _one_process(tmp_path, "b/R1-K30")
+    assert not (tmp_path / "b" / "R1-K30").exists()
+
+
 def test_two_processes_give_one_process_records_and_one_session_line(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    single = _check(one, "b/scan,b/R1-K30", 1)
-    assert single.returncode == 0, single.stderr[-3000:]
-
-    refused = _check(two, "b/R1-K30", 2)
-    assert refused.returncode != 0
-    assert "not scanned yet" in refused.stdout + refused.stderr and not (two / "b" / "R1-K30").exists()
-
-    assert _check(two, "b/scan", 1).returncode == 0
-    shared = _check(two, "b/R1-K30", 2)
+    assert _one_process(one, "b/scan,b/R1-K30") == 0
+    assert _one_process(two, "b/scan") == 0
+    shared = _torchrun(two, "b/R1-K30")
     assert shared.returncode == 0, shared.stderr[-3000:]
     assert "2 processes" in shared.stdout
     expected = _psnr(one / "b" / "R1-K30")
