@@ -264,8 +264,7 @@ class PmSFC(InversionMethod):
                   "discovery_iterations": 500, "discovery_lr": 1e-3},
         # The conformance suite's (gan_inversion_bench.testing): a short discovery, and SGD lr 1,
         # stable on every tiny generator (lr 10 makes the paper variant's mixing weights w grow
-        # to 1e7 within 8 steps on the tiny StyleGAN2: loss 0.76 → 4e4; docs/methods.md); the perceptual
-        # term at 32² (on a 128² generator VGG was 9/10 of the time).
+        # to 1e7 within 8 steps on the tiny StyleGAN2: loss 0.76 → 4e4; docs/methods.md); VGG at 32².
         "test": {"iterations": 8, "optimizer": "sgd", "lr": 1.0, "perceptual_size": 32,
                  "discovery_iterations": 25, "discovery_lr": 1e-3},
     }
