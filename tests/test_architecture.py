@@ -149,3 +149,20 @@ def test_benchmark_scripts_use_only_the_harness_public_api():
                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             private += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith(f"{PREFIX}.harness.")]
     assert not private, "\n".join(private)
+
+
+def test_stop_and_status_import_without_the_metrics_and_the_harness_api_resolves():
+    """``gib stop`` and ``gib status`` load harness.stop and harness.status alone: the orchestrator and the records
+    (and with them torchmetrics and torchvision, seconds of import) come in on first use of their names."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gan_inversion_bench.harness.stop, gan_inversion_bench.harness.status\n"
+            "print(sorted(m for m in ('torchmetrics', 'torchvision', 'gan_inversion_bench.metrics',\n"
+            "      'gan_inversion_bench.harness.orchestrate') if m in sys.modules))\n"
+            "from gan_inversion_bench import harness\n"
+            "missing = [n for n in harness.__all__ if not hasattr(harness, n)]\n"
+            "from gan_inversion_bench.harness import run\n"
+            "print(missing, run is harness.run and run.__module__, callable(harness.observe))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.splitlines() == ["[]", "[] gan_inversion_bench.harness.orchestrate True"], done.stdout
