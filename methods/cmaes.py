@@ -74,9 +74,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import cma  # type: ignore[import-untyped]  # ships no type information
 import numpy as np
 import torch
 from torch import Tensor
@@ -94,6 +93,9 @@ from gan_inversion_bench.method_tools import (
     trace_point,
 )
 from gan_inversion_bench.precision import full_precision, mark_step
+
+if TYPE_CHECKING:  # imported where used (make_strategy)
+    import cma  # type: ignore[import-untyped]  # ships no type information
 
 INITS = ("mean", "zero", "sample")
 COVARIANCES = ("auto", "full", "diagonal")
@@ -125,6 +127,9 @@ def make_strategy(mean: np.ndarray, sigma0: float, popsize: int, diagonal: bool,
     for ``popsize`` and a ``diagonal`` covariance (sep-CMA-ES) if asked, sampling from its own
     ``numpy`` generator seeded with ``seed`` (numpy's global generator stays untouched), silent,
     writing no files, without an iteration limit of its own (the caller's budget counts)."""
+    import cma  # here, not at the top: it imports scipy.stats and matplotlib, which `gib --help` (it lists every
+    # method's commands) and a run of other methods do not need
+
     rng = np.random.default_rng(seed)
 
     def randn(*shape: int) -> np.ndarray:  # the library calls randn(λ, n)
