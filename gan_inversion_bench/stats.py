@@ -178,8 +178,9 @@ def sign_flip_p(differences: npt.ArrayLike, *, n_resamples: int = DEFAULT.n_resa
     # numpy sums in. scipy's tie tolerance is relative to the observed mean, which cancellation can make tiny: the
     # p of six differences of about 18 summing to 0.125 moved by one pattern when they were scaled by 3.3.
     bits = 52 - max(1, math.ceil(math.log2(x.size)))  # n values below 2^bits units each sum below 2^52 units
-    unit = 2.0 ** (math.frexp(float(np.max(np.abs(x))))[1] - bits)
-    x = np.round(x / unit) * unit
+    unit = math.ldexp(1.0, math.frexp(float(np.max(np.abs(x))))[1] - bits)
+    if unit > 0:  # 0: differences near the least float (the unit underflows), left as they are
+        x = np.round(x / unit) * unit
     key = "rng" if "rng" in inspect.signature(stats.permutation_test).parameters else "random_state"
     res = stats.permutation_test((x,), lambda v, axis: np.mean(v, axis=axis), permutation_type="samples",
                                  vectorized=True, n_resamples=n_resamples, alternative="two-sided",

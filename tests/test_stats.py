@@ -493,6 +493,9 @@ def test_the_sign_flip_p_edge_cases():
     assert stats.sign_flip_floor(16) == 2 / 10_000 == pytest.approx(stats.sign_flip_p(np.full(16, 0.3)))  # drawn
     with pytest.raises(ValueError, match="NaN or ±inf"):
         stats.sign_flip_p([1.0, math.nan])
+    # the exact-sum rounding keeps differences near the least float and near the largest as they are
+    assert stats.sign_flip_p([3e-310, 2e-310, 1e-310]) == pytest.approx(2 / 8)
+    assert stats.sign_flip_p([1e300, 2e300, 3e300]) == pytest.approx(2 / 8)
 
 
 @settings(max_examples=40, deadline=None)
