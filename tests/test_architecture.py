@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,9 +156,6 @@ def test_benchmark_scripts_use_only_the_harness_public_api():
 def test_stop_and_status_import_without_the_metrics_and_the_harness_api_resolves():
     """``gib stop`` and ``gib status`` load harness.stop and harness.status alone: the orchestrator and the records
     (and with them torchmetrics and torchvision, seconds of import) come in on first use of their names."""
-    import subprocess
-    import sys
-
     code = ("import sys, gan_inversion_bench.harness.stop, gan_inversion_bench.harness.status\n"
             "print(sorted(m for m in ('torchmetrics', 'torchvision', 'gan_inversion_bench.metrics',\n"
             "      'gan_inversion_bench.harness.orchestrate') if m in sys.modules))\n"

@@ -41,8 +41,7 @@ from gan_inversion_bench.cli_common import generator_options
 from gan_inversion_bench.generators.biggan import TINY_CONFIG
 from gan_inversion_bench.registry import GENERATORS, METHODS
 from gan_inversion_bench.tasks import TASKS, make_task
-from gan_inversion_bench.testing import suite_method, tiny_generator
-from gan_inversion_bench.testing.common import scratch_folder
+from gan_inversion_bench.testing import scratch_folder, suite_method, tiny_generator
 
 TESTS = Path(__file__).parent
 
