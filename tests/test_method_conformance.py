@@ -3,6 +3,10 @@ registered generator family, generated from the registries: a new method or gene
 checked without editing a list. Plus the checks' own ability to fail."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -139,10 +143,6 @@ def test_batch_equals_alone_on_the_gpu(monkeypatch, method):
 
 def test_the_suites_scratch_folder_is_removed_when_its_process_exits():
     """The suite's preparation cache lives in a temporary folder per process; it must not pile up in /tmp."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = ("import os; from gan_inversion_bench.testing import scratch_folder; p = scratch_folder('gib-check-'); "
             "open(os.path.join(p, 'cached'), 'w').close(); print(p)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
