@@ -232,6 +232,9 @@ def table_cmd(run_dir: str, fmt: str, out_dir: str | None) -> None:
 @click.option("--at-iteration", type=INT64, default=None, metavar="N",
               help="Compare the quality at iteration N of each run (from the records' traces: PSNR, and LPIPS "
                    "where it was measured there) instead of at the end.")
+@click.option("--task", default=None, metavar="TASK",
+              help="In a folder that holds several tasks: which one, as `gib table` labels it or by its name "
+                   "(e.g. inpaint).")
 @friendly_errors
 def compare_cmd(run_dir: str, a: str, b: str, **o: Any) -> None:
     """Paired comparison of two configurations A and B of a run, image by image.
@@ -244,14 +247,14 @@ def compare_cmd(run_dir: str, a: str, b: str, **o: Any) -> None:
     --at-iteration N, the two are paired as they stood at iteration N of their runs (the records'
     traces), e.g. two runs of different budgets at equal iterations.
     """
-    from .compare_runs import at_iteration, cross_run_records
+    from .compare_runs import at_iteration, cross_run_records, one_task
     from .tables import comparison_text, load_records
 
     notes = []
     if o["b_run"] is None:
-        df = load_records(run_dir)
+        df = one_task(load_records(run_dir), o["task"], run_dir)
     else:
-        df, a, b, n = cross_run_records(run_dir, a, o["b_run"], b)
+        df, a, b, n = cross_run_records(run_dir, a, o["b_run"], b, o["task"])
         notes.append(f"- B from {o['b_run']}: {n} images in both folders with identical content (sha256 of each "
                      "target) and the same generator weights; only those are paired.")
     if o["at_iteration"] is not None:

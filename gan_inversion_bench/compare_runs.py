@@ -34,18 +34,32 @@ def _content(run_dir: Path) -> dict[str, Any]:
     return content
 
 
-def _side(run_dir: Path, name: str) -> tuple[str, pd.DataFrame]:
-    """The label ``name`` stands for in ``run_dir`` and its records."""
+def one_task(df: pd.DataFrame, task: str | None, where: str | Path = "this run") -> pd.DataFrame:
+    """The records of one task: ``task`` as the tables label it (``inpaint (mask=centre, ratio=0.25)``)
+    or a task name that stands for one label (``inpaint``); None where ``df`` holds a single task.
+    A folder may hold several tasks, and each image then has a record per task: pairing them across
+    tasks is no paired comparison, so several tasks without ``task`` raise ValueError naming them."""
+    labels = sorted({str(t) for t in df["task_label"]}) if "task_label" in df else []
+    if task is None:
+        if len(labels) > 1:
+            raise ValueError(f"{where} holds {len(labels)} tasks ({'; '.join(labels)}); pick one with --task")
+        return df
+    named = [t for t in labels if t == task] or [t for t in labels if t.split(" (")[0] == task]
+    if len(named) != 1:
+        why = "is ambiguous" if named else "is not in"
+        raise ValueError(f"--task {task!r} {why} {where}; its tasks: {'; '.join(labels) or '(none: no results)'}")
+    return df[df["task_label"] == named[0]]
+
+
+def _side(run_dir: Path, name: str, task: str | None) -> tuple[str, pd.DataFrame]:
+    """The label ``name`` stands for in ``run_dir`` (its records of one task) and its records."""
     df = load_records(run_dir)
     if df.empty:
         raise ValueError(f"no results in {run_dir} yet")
+    df = one_task(df, task, run_dir)
     df = df.assign(label=stats.config_labels(df))
     label = stats.resolve_label(df, name)
-    rows = df[df["label"] == label]
-    tasks = sorted(set(rows["task_label"]))
-    if len(tasks) > 1:
-        raise ValueError(f"{label!r} in {run_dir} ran several tasks ({', '.join(tasks)}); compare within that run")
-    return label, rows
+    return label, df[df["label"] == label]
 
 
 def _common_images(content_a: dict[str, Any], content_b: dict[str, Any], dirs: tuple[Path, Path]) -> list[str]:
@@ -65,13 +79,15 @@ def _common_images(content_a: dict[str, Any], content_b: dict[str, Any], dirs: t
     return common
 
 
-def cross_run_records(run_a: str | Path, a: str, run_b: str | Path, b: str) -> tuple[pd.DataFrame, str, str, int]:
+def cross_run_records(run_a: str | Path, a: str, run_b: str | Path, b: str,
+                      task: str | None = None) -> tuple[pd.DataFrame, str, str, int]:
     """The records of configuration ``a`` of ``run_a`` and ``b`` of ``run_b`` on their common images
-    (module docstring), relabelled ``"<label> (<folder>)"`` so that equal labels stay apart.
-    Returns the records, the two labels and the number of images the folders share."""
+    (module docstring), relabelled ``"<label> (<folder>)"`` so that equal labels stay apart; ``task``
+    picks one task in a folder that holds several (:func:`one_task`). Returns the records, the two
+    labels and the number of images the folders share."""
     dirs = (Path(run_a), Path(run_b))
     common = _common_images(_content(dirs[0]), _content(dirs[1]), dirs)
-    (label_a, rows_a), (label_b, rows_b) = _side(dirs[0], a), _side(dirs[1], b)
+    (label_a, rows_a), (label_b, rows_b) = _side(dirs[0], a, task), _side(dirs[1], b, task)
     if set(rows_a["task_label"]) != set(rows_b["task_label"]):
         raise ValueError(f"A ran {rows_a['task_label'].iloc[0]} and B ran {rows_b['task_label'].iloc[0]}: "
                          "different tasks are not a paired comparison")

@@ -173,19 +173,22 @@ def sign_flip_p(differences: npt.ArrayLike, *, n_resamples: int = DEFAULT.n_resa
         return math.nan
     if not np.any(x):
         return 1.0
-    # Each difference to a multiple of one power of two (about 2^-50 of the largest): every sum of them is then
-    # exact, so the observed pattern and its mirror tie with themselves in the null distribution whatever order
-    # numpy sums in. scipy's tie tolerance is relative to the observed mean, which cancellation can make tiny: the
-    # p of six differences of about 18 summing to 0.125 moved by one pattern when they were scaled by 3.3.
-    bits = 52 - max(1, math.ceil(math.log2(x.size)))  # n values below 2^bits units each sum below 2^52 units
-    unit = math.ldexp(1.0, math.frexp(float(np.max(np.abs(x))))[1] - bits)
-    if unit > 0:  # 0: differences near the least float (the unit underflows), left as they are
-        x = np.round(x / unit) * unit
+    # The statistic is the exactly summed mean (math.fsum, correctly rounded), so each sign pattern's value is
+    # that of its exact sum: a pattern ties with the observed one exactly when their exact sums are equal, in
+    # whatever order numpy would have added them. scipy's tie tolerance is relative to the observed mean, which
+    # cancellation can make tiny: with numpy's sums the p of six differences of about 18 summing to 0.125 moved
+    # by one pattern when they were scaled by 3.3 (the observed pattern no longer tied with itself).
     key = "rng" if "rng" in inspect.signature(stats.permutation_test).parameters else "random_state"
-    res = stats.permutation_test((x,), lambda v, axis: np.mean(v, axis=axis), permutation_type="samples",
-                                 vectorized=True, n_resamples=n_resamples, alternative="two-sided",
-                                 **{key: np.random.default_rng(seed)})
+    res = stats.permutation_test((x,), _exact_mean, permutation_type="samples", vectorized=True,
+                                 n_resamples=n_resamples, alternative="two-sided", **{key: np.random.default_rng(seed)})
     return float(res.pvalue)
+
+
+def _exact_mean(v: npt.NDArray[np.float64], axis: int) -> npt.NDArray[np.float64]:
+    """The mean along ``axis`` of each row of sign-flipped values, from its exact sum (:func:`math.fsum`)."""
+    rows = np.moveaxis(np.asarray(v, dtype=np.float64), axis, -1)
+    sums = [math.fsum(row) for row in rows.reshape(-1, rows.shape[-1])]
+    return np.asarray(sums, dtype=np.float64).reshape(rows.shape[:-1]) / rows.shape[-1]
 
 
 def sign_flip_floor(n: int, n_resamples: int = DEFAULT.n_resamples) -> float:
@@ -307,6 +310,10 @@ def _subset(image_id: object) -> str:
 
 def _values(df: pd.DataFrame, label: str, metric: str) -> pd.Series:
     ok = df[(df["label"] == label) & (df["status"] == "ok")]
+    twice = sorted(set(ok.loc[ok["image_id"].duplicated(), "image_id"]))
+    if twice:  # e.g. one folder's records of two tasks: pairing needs one record per image and side
+        raise ValueError(f"{label!r} has several records of image {twice[0]} ({len(twice)} image(s) so); pair "
+                         "the records of one task (gib compare --task)")
     return pd.Series(pd.to_numeric(ok[metric], errors="coerce").to_numpy(dtype=float), index=ok["image_id"])
 
 

@@ -98,10 +98,7 @@ def _tasks(df: pd.DataFrame) -> bool:
     return labels != {"reconstruct"}
 
 
-def _label(df: pd.DataFrame) -> pd.Series:
-    """Method label; a method run with several settings gets its settings hash appended."""
-    return stats.config_labels(df)
-
+_label = stats.config_labels  # the method's name, with what tells its configurations apart where it ran several
 
 def _finite(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
     """The finite values of a column (a metric the store kept empty, i.e. missing, is left out)."""
@@ -122,7 +119,7 @@ def _image_stats(ok: pd.DataFrame, col: str, settings: stats.BootstrapSettings) 
     values = _finite(ok, col)
     mean, low, high = _ci(values, settings)
     return {f"{col}_mean": mean, f"{col}_ci_low": low, f"{col}_ci_high": high,
-            f"{col}_std": float(values.std()) if len(values) else NAN}  # spread over images (ddof 0)
+            f"{col}_std": float(values.std(ddof=1)) if len(values) > 1 else NAN}  # spread over images
 
 
 def batches(ok: pd.DataFrame) -> pd.DataFrame:
@@ -181,10 +178,10 @@ def _batch_stats(ok: pd.DataFrame, settings: stats.BootstrapSettings) -> dict[st
 
 
 def summary(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) -> pd.DataFrame:
-    """One row per (configuration, subset), numbers only: counts; per quality metric the mean over
-    images, its bootstrap interval (``_ci_low``, ``_ci_high``; NaN for one image) and the spread
-    over images (``_std``); time per image as the mean over batches (``time_s_batches``), with an
-    interval from 2 batches on; achieved TFLOP/s and fraction of peak as means over batches. Times
+    """One row per (task, configuration, subset), numbers only: counts; per quality metric the mean over images,
+    its bootstrap interval (``_ci_low``, ``_ci_high``; NaN for one image) and the spread over images (``_std``:
+    sample standard deviation, NaN for one image); time per image as the mean over batches (``time_s_batches``),
+    with an interval from 2 batches on; achieved TFLOP/s and fraction of peak as means over batches. Times
     taken under several conditions (``timing_conditions`` > 1: devices, batch sizes; see
     :func:`timing_conditions`) are not averaged: their cells are NaN and the footer lists them."""
     if df.empty:
@@ -213,15 +210,15 @@ def _has(df: pd.DataFrame, col: str) -> bool:
 
 def _mixed_timing_lines(df: pd.DataFrame) -> list[str]:
     """For each row timed under several conditions: each condition's mean time per image."""
-    df = df.assign(label=_label(df), timing=timing_conditions(df))
+    df = with_task_label(df).assign(label=_label(df), timing=timing_conditions(df))
     lines = []
-    for (label, subset), g in df.groupby(["label", "subset"], sort=False):
+    for key, g in df.groupby(["task_label", "label", "subset"], sort=False):
         timed = batches(g[g["status"] == "ok"])
         if timed["timing"].nunique() < 2:
             continue
         parts = [f"{condition}: {grp['time_s'].mean():.3g} s/img over {len(grp)} batch{'' if len(grp) == 1 else 'es'}"
                  for condition, grp in timed.groupby("timing", sort=False)]
-        lines.append(f"{label}/{subset}: timed under {len(parts)} conditions (device, batch size), so its batched "
+        lines.append(f"{_row_name(df, key)}: timed under {len(parts)} conditions (device, batch size), so its batched "
                      f"s/img and TFLOP/s are not averaged: {'; '.join(parts)}. Time each condition in its own "
                      "--out folder to compare them.")
     return lines
@@ -283,12 +280,16 @@ def _display(s: pd.DataFrame, arrows: tuple[str, str] = ("↑", "↓")) -> tuple
     return header, rows
 
 
+def _row_name(df: pd.DataFrame, key: tuple[Any, ...]) -> str:  # a row in footer text: label/subset (task)
+    return "/".join(map(str, key[1:])) + (f" ({key[0]})" if _tasks(df) else "")
+
+
 def _batch_counts(df: pd.DataFrame) -> str:
-    df = df.assign(label=_label(df))
+    df = with_task_label(df).assign(label=_label(df))
     parts = []
-    for (label, subset), g in df.groupby(["label", "subset"], sort=False):
+    for key, g in df.groupby(["task_label", "label", "subset"], sort=False):  # the table's rows
         k = len(batches(g[g["status"] == "ok"]))
-        parts.append(f"{label}/{subset} ({k} batch{'' if k == 1 else 'es'})")
+        parts.append(f"{_row_name(df, key)} ({k} batch{'' if k == 1 else 'es'})")
     return ", ".join(parts)
 
 
@@ -473,9 +474,8 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
                settings: stats.BootstrapSettings = stats.DEFAULT) -> list[stats.PairedDifference]:
     """The paired comparisons A − B that ``gib compare`` prints, per subset then metric.
 
-    ``metric``: one of :data:`COMPARE_METRICS` or ``"all"`` (those the records have values of);
-    ``subset``: one image subset, or ``"all"``: every subset, then all images pooled (when there
-    are several subsets). Unknown labels, metrics or subsets raise ValueError listing the valid ones.
+    ``metric``: one of :data:`COMPARE_METRICS` or ``"all"`` (those the records have values of); ``subset``: one
+    image subset of A's or B's, or ``"all"``: each, then all pooled (when several). ValueError lists the valid ones.
     """
     if df.empty:
         raise ValueError("no results in this run folder yet")
@@ -485,14 +485,14 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
     if metric != "all" and metric not in present:
         why = " (it exists only for runs with --restarts K > 1)" if metric == "psnr_starts" else ""
         raise ValueError(f"no {metric} values in these records{why}; the run has: {', '.join(present)}")
-    metrics = [metric] if metric != "all" else present
-    subsets = sorted(set(df["subset"]))
+    results = {m: stats.paired_differences(df, a, b, m, settings) for m in ([metric] if metric != "all" else present)}
+    first = next(iter(results.values()), {})
+    subsets = [k for k in first if k != stats.OVERALL]  # those A or B has images of
     if subset != "all" and subset not in subsets:
-        raise ValueError(f"no images of subset {subset!r} in this run; valid: {', '.join([*subsets, 'all'])}")
+        raise ValueError(f"{a} and {b} have no images of subset {subset!r}; valid: {', '.join([*subsets, 'all'])}")
     keys = [subset] if subset != "all" else subsets + ([stats.OVERALL] if len(subsets) > 1 else [])
-    results = {m: stats.paired_differences(df, a, b, m, settings) for m in metrics}
     # under "all", the mean of starts only where both sides ran restarts (else it pairs no image)
-    return [results[m][k] for k in keys for m in metrics if k in results[m]
+    return [results[m][k] for k in keys for m in results if k in results[m]
             and not (metric == "all" and m == "psnr_starts" and results[m][k].differences.empty)]
 
 

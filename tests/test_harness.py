@@ -1,6 +1,7 @@
 """Harness, store and tables: records, resume without recomputation, locking, rendering."""
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -197,7 +198,9 @@ def test_tables_render_from_records(tmp_path):
     assert list(s["method"]) == ["single-code"] and int(s["n"].iloc[0]) == 3
     psnr = pd.to_numeric(df["psnr"])
     assert s["psnr_mean"].iloc[0] == pytest.approx(psnr.mean())
-    assert s["psnr_std"].iloc[0] == pytest.approx(psnr.std(ddof=0))
+    assert s["psnr_std"].iloc[0] == pytest.approx(psnr.std(ddof=1))  # the sample standard deviation
+    one = tables.summary(df.iloc[:1])
+    assert math.isnan(one["psnr_std"].iloc[0]) and math.isnan(one["psnr_ci_low"].iloc[0])  # one image: no spread
     md = tables.to_markdown(df)
     assert "PSNR (dB) ↑" in md and "LPIPS ↓" in md and "±" not in md
     m, lo, hi = (s[f"psnr_{k}"].iloc[0] for k in ("mean", "ci_low", "ci_high"))

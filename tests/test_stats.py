@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import shutil
 import warnings
 from statistics import NormalDist
 
@@ -277,7 +278,9 @@ def test_gib_compare_one_metric_and_subset(run_dir):
 @pytest.mark.parametrize("args, message", [
     (["nope", "mganprior"], "unknown configuration 'nope'; valid: mganprior, single-code"),
     (["single-code", "single-code"], "compare two different configurations"),
-    (["single-code", "mganprior", "--subset", "photos"], "no images of subset 'photos' in this run; valid: generated"),
+    (["single-code", "mganprior", "--subset", "photos"],
+     "single-code and mganprior have no images of subset 'photos'; valid: generated, all"),
+    (["single-code", "mganprior", "--task", "inpaint"], "--task 'inpaint' is not in "),
     (["single-code", "mganprior", "--metric", "fid"], "Invalid value for '--metric'"),
     (["single-code", "mganprior", "--metric", "psnr_starts"],
      "no psnr_starts values in these records (it exists only for runs with --restarts K > 1); the run has: psnr,"),
@@ -323,8 +326,6 @@ def test_gib_compare_across_run_folders_pairs_the_common_images(run_dir, longer_
 
 
 def test_gib_compare_across_run_folders_refuses_what_does_not_pair(run_dir, longer_run, tmp_path_factory):
-    import shutil
-
     from gan_inversion_bench.store import ResultStore
 
     def refused(other, *extra):
@@ -351,6 +352,51 @@ def test_gib_compare_across_run_folders_refuses_what_does_not_pair(run_dir, long
     assert "compare two different configurations" in refused(run_dir)
     r = CliRunner().invoke(main, ["compare", str(run_dir), "mganprior", "nope", "--b-run", str(longer_run)])
     assert r.exit_code != 0 and "unknown configuration 'nope'; valid: mganprior" in r.output, r.output
+
+
+@pytest.fixture(scope="module")
+def two_tasks(run_dir, tmp_path_factory):
+    """The fixture's folder with a second task run into it (README: a folder holds several tasks)."""
+    both = tmp_path_factory.mktemp("tasks") / "run"
+    shutil.copytree(run_dir, both)
+    config = RunConfig(generator="pggan-tiny", methods=["single-code", "mganprior"], images="generated",
+                       n_generated=3, budget=1, device="cpu", batch_size=3, latency=False, task="denoise")
+    return run(config, both, progress=False, echo=lambda s: None)
+
+
+def test_gib_compare_in_a_folder_of_two_tasks_pairs_within_the_task_asked_for(run_dir, two_tasks):
+    """Each image has a record per task there: without --task the comparison is refused, naming the tasks (it
+    crashed in pandas on the duplicate image ids); with it, the pairs are those of that task alone."""
+    def compare(folder, *extra):
+        return CliRunner().invoke(main, ["compare", str(folder), "single-code", "mganprior", "--metric", "psnr",
+                                         *extra])
+
+    r = compare(two_tasks)
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert "holds 2 tasks (denoise (sigma=0.1); reconstruct); pick one with --task" in r.output
+    alone = compare(run_dir)
+    assert alone.exit_code == 0 and compare(two_tasks, "--task", "reconstruct").output == alone.output
+    denoised = compare(two_tasks, "--task", "denoise")  # by name; the label also works
+    assert denoised.exit_code == 0 and denoised.output == compare(two_tasks, "--task", "denoise (sigma=0.1)").output
+    assert denoised.output != alone.output and "| generated | PSNR (dB) | 3 |" in denoised.output
+    across = ["compare", str(two_tasks), "mganprior", "mganprior", "--b-run", str(run_dir), "--metric", "psnr"]
+    assert "pick one with --task" in CliRunner().invoke(main, across).output
+    r = CliRunner().invoke(main, [*across, "--task", "denoise"])  # B's folder ran reconstruction only
+    assert r.exit_code != 0 and f"--task 'denoise' is not in {run_dir}; its tasks: reconstruct" in r.output, r.output
+    r = CliRunner().invoke(main, [*across, "--task", "reconstruct"])
+    assert r.exit_code == 0 and "| generated | PSNR (dB) | 3 |" in r.output, r.output
+    df = tables.load_records(two_tasks).assign(label=lambda d: stats.config_labels(d))
+    with pytest.raises(ValueError, match=r"several records of image generated/000 .*gib compare --task"):
+        stats.paired_differences(df, "single-code", "mganprior", "psnr")
+
+
+def test_the_footer_counts_the_batches_of_each_row_of_each_task(two_tasks):
+    df = tables.load_records(two_tasks)
+    text = "\n".join(tables.footer(df))
+    for task in ("reconstruct", "denoise (sigma=0.1)"):
+        for method in ("single-code", "mganprior"):
+            assert f"{method}/generated ({task}) (1 batch)" in text, text
+    assert "(2 batches)" not in text
 
 
 # ---- gib compare --at-iteration: the quality along the way, paired ------------------------------------------
@@ -485,6 +531,20 @@ def test_the_sign_flip_p_beyond_the_exact_range_estimates_the_exact_share():
     assert stats.sign_flip_p(np.full(32, -1.0)) == pytest.approx(2 / 10_000)  # the floor of 9999 draws, not 2/2^32
 
 
+def test_the_sign_flip_p_counts_a_pattern_whose_exact_sum_passes_the_observed_one_by_one_ulp():
+    """Decimal differences whose pattern sums nearly tie: one pattern's exact sum exceeds the observed one by
+    about 1e-16. Counted by exact rational arithmetic (no floating point, no scipy); rounding each difference to
+    a common grid first (as this function once did) dropped that pattern: p 0.7266 instead of 0.7305."""
+    from fractions import Fraction
+    from itertools import product
+
+    x = [0.79, 0.5, 0.7, 0.92, 0.87, -0.06, -2.1, -0.78, 0.33]
+    exact = [Fraction(v) for v in x]
+    sums = [sum(s * v for s, v in zip(signs, exact, strict=True)) for signs in product((1, -1), repeat=len(x))]
+    p = Fraction(2 * min(sum(t >= sum(exact) for t in sums), sum(t <= sum(exact) for t in sums)), len(sums))
+    assert p == Fraction(187, 256) and stats.sign_flip_p(x) == float(p)
+
+
 def test_the_sign_flip_p_edge_cases():
     assert math.isnan(stats.sign_flip_p([0.7]))
     assert stats.sign_flip_p([0.0, 0.0, 0.0]) == 1.0
@@ -493,7 +553,7 @@ def test_the_sign_flip_p_edge_cases():
     assert stats.sign_flip_floor(16) == 2 / 10_000 == pytest.approx(stats.sign_flip_p(np.full(16, 0.3)))  # drawn
     with pytest.raises(ValueError, match="NaN or ±inf"):
         stats.sign_flip_p([1.0, math.nan])
-    # the exact-sum rounding keeps differences near the least float and near the largest as they are
+    # differences near the least float and near the largest
     assert stats.sign_flip_p([3e-310, 2e-310, 1e-310]) == pytest.approx(2 / 8)
     assert stats.sign_flip_p([1e300, 2e300, 3e300]) == pytest.approx(2 / 8)
 
