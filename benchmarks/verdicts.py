@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_inversion_bench import stats
-from gan_inversion_bench.compare_runs import cross_run_records
-from gan_inversion_bench.tables import comparison
+from gan_inversion_bench.compare_runs import comparison, cross_run_records
 
 SUBSETS = {"generated": "faces", "photos": "photos"}
 HEADER = ["claim or setting", "A − B", "images", "n", "ΔPSNR (dB) [95 % CI]", "A ahead", "p", "q (BH)",

@@ -247,8 +247,8 @@ def compare_cmd(run_dir: str, a: str, b: str, **o: Any) -> None:
     --at-iteration N, the two are paired as they stood at iteration N of their runs (the records'
     traces), e.g. two runs of different budgets at equal iterations.
     """
-    from .compare_runs import at_iteration, cross_run_records, one_task
-    from .tables import comparison_text, load_records
+    from .compare_runs import at_iteration, comparison_text, cross_run_records, one_task
+    from .tables import load_records
 
     notes = []
     if o["b_run"] is None:

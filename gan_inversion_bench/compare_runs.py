@@ -1,5 +1,7 @@
-"""Paired comparisons across two run folders (``gib compare RUN A B --b-run OTHER``), and at an
-iteration along the way (``--at-iteration N``: :func:`at_iteration`).
+"""``gib compare``: paired per-image differences of two configurations (:func:`comparison`, rendered by
+:func:`comparison_text`), within one task of a folder (:func:`one_task`), across two run folders
+(``--b-run OTHER``: :func:`cross_run_records`), and at an iteration along the way (``--at-iteration N``:
+:func:`at_iteration`).
 
 Two runs pair image by image only when they inverted the same things, and the run folders say
 what that was by content (the ``content`` meta data every run stores: the sha256 of the
@@ -20,8 +22,11 @@ import pandas as pd
 
 from . import stats
 from .store import ResultStore
-from .tables import load_records
+from .tables import load_records, markdown_table
 
+#: the metrics ``gib compare`` offers: name → (label, format of a difference)
+COMPARE_METRICS = {"psnr": ("PSNR (dB)", "{:+.2f}"), "ssim": ("SSIM", "{:+.4f}"), "lpips": ("LPIPS", "{:+.4f}"),
+                   "ms_ssim": ("MS-SSIM", "{:+.4f}"), "psnr_starts": ("PSNR mean of starts (dB)", "{:+.2f}")}
 NAN = math.nan
 
 
@@ -120,7 +125,7 @@ def trace_iterations(df: pd.DataFrame) -> list[int]:
 def at_iteration(df: pd.DataFrame, iteration: int) -> pd.DataFrame:
     """The records as they stood at ``iteration`` of their own runs: PSNR and MSE from each record's
     trace (quality along the way), LPIPS where the trace measured it at that point, and the other
-    quality columns emptied (they are measured only at the end), so that ``tables.comparison`` pairs
+    quality columns emptied (they are measured only at the end), so that :func:`comparison` pairs
     the methods at equal iterations. A record whose trace lacks the point has no value there (it
     drops out of the pairs). Raises ValueError when no record's trace has the point, naming the
     points there are."""
@@ -133,3 +138,60 @@ def at_iteration(df: pd.DataFrame, iteration: int) -> pd.DataFrame:
                      mse=traces.map(lambda t: trace_value(t, "mse", iteration)).astype(float),
                      lpips=traces.map(lambda t: trace_value(t, "lpips", iteration)).astype(float),
                      **{c: NAN for c in ("ssim", "ms_ssim", "psnr_starts") if c in df})
+
+
+# ---- gib compare ---------------------------------------------------------------------------------
+def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
+               settings: stats.BootstrapSettings = stats.DEFAULT) -> list[stats.PairedDifference]:
+    """The paired comparisons A − B that ``gib compare`` prints, per subset then metric.
+
+    ``metric``: one of :data:`COMPARE_METRICS` or ``"all"`` (those the records have values of); ``subset``: one
+    image subset of A's or B's, or ``"all"``: each, then all pooled (when several). ValueError lists the valid ones.
+    """
+    if df.empty:
+        raise ValueError("no results in this run folder yet")
+    if metric != "all" and metric not in COMPARE_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join([*COMPARE_METRICS, 'all'])}")
+    present = [m for m in COMPARE_METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
+    if metric != "all" and metric not in present:
+        why = " (it exists only for runs with --restarts K > 1)" if metric == "psnr_starts" else ""
+        raise ValueError(f"no {metric} values in these records{why}; the run has: {', '.join(present)}")
+    results = {m: stats.paired_differences(df, a, b, m, settings) for m in ([metric] if metric != "all" else present)}
+    first = next(iter(results.values()), {})
+    subsets = [k for k in first if k != stats.OVERALL]  # those A or B has images of
+    if subset != "all" and subset not in subsets:
+        raise ValueError(f"{a} and {b} have no images of subset {subset!r}; valid: {', '.join([*subsets, 'all'])}")
+    keys = [subset] if subset != "all" else subsets + ([stats.OVERALL] if len(subsets) > 1 else [])
+    # under "all", the mean of starts only where both sides ran restarts (else it pairs no image)
+    return [results[m][k] for k in keys for m in results if k in results[m]
+            and not (metric == "all" and m == "psnr_starts" and results[m][k].differences.empty)]
+
+
+def _comparison_row(d: stats.PairedDifference) -> list[str]:
+    label, fmt = COMPARE_METRICS[d.metric]
+    interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"
+    exact = d.n - len(d.finite)  # pairs with an exact reconstruction (PSNR +inf): no finite difference
+    n = f"{d.n} ({exact} exact)" if exact else str(d.n)
+    return [d.subset, label, n, "–" if math.isnan(d.mean) else fmt.format(d.mean), interval,
+            f"{d.wins} / {d.ties} / {d.losses}", stats.p_text(d.p_value)]
+
+
+def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
+                    settings: stats.BootstrapSettings = stats.DEFAULT) -> str:
+    """``gib compare``'s output: a Markdown table of :func:`comparison` and what it means."""
+    found = comparison(df, a, b, metric=metric, subset=subset, settings=settings)
+    if not found:
+        return f"nothing to compare: no {metric} values in this run"
+    a, b = found[0].a, found[0].b
+    head = ["images", "metric", "n", "mean A − B", f"{settings.confidence * 100:g} % CI", "wins / ties / losses", "p"]
+    notes = [f"A = {a}, B = {b}: per-image differences A − B on the images both have (status ok in both).",
+             "win: A better (PSNR, SSIM, MS-SSIM higher; LPIPS lower); tie: exactly equal; loss: B better.",
+             f"CI: {settings.describe('images')}; – : fewer than 2 images, no interval.",
+             f"p: {settings.describe_test()}."]
+    if any(len(d.finite) < d.n for d in found):
+        notes.append("exact: pairs where one of A and B reconstructs its target exactly (MSE 0, PSNR +inf) and the "
+                     "other does not; they count in wins / ties / losses, and the mean, CI and p are over the other "
+                     "pairs (where both are exact, the difference is 0).")
+    if any(d.subset == stats.OVERALL for d in found):
+        notes.append(f"images '{stats.OVERALL}': every subset pooled.")
+    return markdown_table(head, [_comparison_row(d) for d in found]) + "\n\n" + "\n".join(f"- {x}" for x in notes)

@@ -188,7 +188,8 @@ def _exact_mean(v: npt.NDArray[np.float64], axis: int) -> npt.NDArray[np.float64
     """The mean along ``axis`` of each row of sign-flipped values, from its exact sum (:func:`math.fsum`)."""
     rows = np.moveaxis(np.asarray(v, dtype=np.float64), axis, -1)
     sums = [math.fsum(row) for row in rows.reshape(-1, rows.shape[-1])]
-    return np.asarray(sums, dtype=np.float64).reshape(rows.shape[:-1]) / rows.shape[-1]
+    means: npt.NDArray[np.float64] = np.asarray(sums, dtype=np.float64).reshape(rows.shape[:-1]) / rows.shape[-1]
+    return means
 
 
 def sign_flip_floor(n: int, n_resamples: int = DEFAULT.n_resamples) -> float:
@@ -282,7 +283,7 @@ class PairedDifference:
     b: str
     metric: str
     subset: str
-    differences: pd.Series  # A − B per image_id, on the images both have (ok and with a value)
+    differences: pd.Series  # A − B per image_id, on the images both have (ok and with a value); ±inf: one exact
     mean: float
     ci_low: float
     ci_high: float
@@ -295,13 +296,21 @@ class PairedDifference:
     def n(self) -> int:
         return len(self.differences)
 
+    @property
+    def finite(self) -> pd.Series:
+        """The differences the mean, the interval and the test are taken over: a pair where one of A and B
+        reconstructs its target exactly (PSNR +inf: MSE 0) and the other does not has no finite difference and
+        counts in wins/ties/losses only (where both are exact, the difference is 0: a tie)."""
+        kept: pd.Series = self.differences[np.isfinite(self.differences.to_numpy(dtype=float))]
+        return kept
+
     @cached_property
     def p_value(self) -> float:
         """Two-sided sign-flip permutation test of the mean (:func:`sign_flip_p` at ``settings``); NaN for n < 2.
         Computed when first read: most comparisons (a table along the way, the LPIPS columns) never show it."""
         if self.n < 2:
             return math.nan
-        return sign_flip_p(self.differences.to_numpy(), n_resamples=self.settings.n_resamples, seed=self.settings.seed)
+        return sign_flip_p(self.finite.to_numpy(), n_resamples=self.settings.n_resamples, seed=self.settings.seed)
 
 
 def _subset(image_id: object) -> str:
@@ -314,13 +323,17 @@ def _values(df: pd.DataFrame, label: str, metric: str) -> pd.Series:
     if twice:  # e.g. one folder's records of two tasks: pairing needs one record per image and side
         raise ValueError(f"{label!r} has several records of image {twice[0]} ({len(twice)} image(s) so); pair "
                          "the records of one task (gib compare --task)")
-    return pd.Series(pd.to_numeric(ok[metric], errors="coerce").to_numpy(dtype=float), index=ok["image_id"])
+    values = np.array(pd.to_numeric(ok[metric], errors="coerce"), dtype=float)  # a copy (pandas' may be read-only)
+    if metric == "psnr" and "mse" in ok:  # an exact reconstruction: MSE 0, PSNR +inf (which the store keeps empty)
+        values[pd.to_numeric(ok["mse"], errors="coerce").to_numpy(dtype=float) == 0] = math.inf
+    return pd.Series(values, index=ok["image_id"])
 
 
 def _paired(diff: pd.Series, key: tuple[str, str, str, str], higher: bool,
             settings: BootstrapSettings) -> PairedDifference:
-    if len(diff):
-        mean, low, high = bootstrap_ci(diff.to_numpy(), confidence=settings.confidence,
+    finite = diff[np.isfinite(diff.to_numpy(dtype=float))]  # ±inf: A or B exact (PSNR), wins/ties/losses only
+    if len(finite):
+        mean, low, high = bootstrap_ci(finite.to_numpy(), confidence=settings.confidence,
                                        n_resamples=settings.n_resamples, seed=settings.seed, method=settings.method)
     else:
         mean = low = high = math.nan
@@ -337,7 +350,8 @@ def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,
     ``df`` holds the records (``tables.load_records``); ``a`` and ``b`` are configuration labels
     (``label`` column if present, else :func:`config_labels`) or unambiguous method names. An
     image counts when both have it with status ok and a value of the metric (a missing value,
-    e.g. a non-finite metric the store kept empty, leaves the pair out). Returns one
+    e.g. a non-finite metric the store kept empty, leaves the pair out; an empty PSNR with MSE 0 is an
+    exact reconstruction, PSNR +inf: see :attr:`PairedDifference.finite`). Returns one
     :class:`PairedDifference` per subset either configuration has images of (sorted by name; n = 0
     when no image of it has a pair), then ``OVERALL`` (every pair).
     """
@@ -353,7 +367,7 @@ def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,
     if metric not in df:
         df = df.assign(**{metric: math.nan})  # an older database without this column
     both = pd.concat({"a": _values(df, a, metric), "b": _values(df, b, metric)}, axis=1, join="inner").dropna()
-    diff = (both["a"] - both["b"]).sort_index()
+    diff = (both["a"] - both["b"]).where(both["a"] != both["b"], 0.0).sort_index()  # both exact: a tie, not NaN
     subsets = pd.Series([_subset(i) for i in diff.index], index=diff.index, dtype=object)
     higher = HIGHER_IS_BETTER[metric]
     names = sorted({_subset(i) for i in df.loc[df["label"].isin([a, b]), "image_id"]})  # also those without a pair

@@ -13,8 +13,8 @@ averaged together: such a cell says ``not averaged`` and the footer gives each c
 (:func:`timing_conditions`). Renderers write Markdown (terminal), CSV (numbers only: ``psnr_mean,
 psnr_ci_low, psnr_ci_high, psnr_std, …``) and LaTeX (booktabs, special characters escaped). Every
 rendering carries a footer with the metric conventions, how the intervals were computed and the
-timer, taken from the records themselves. ``comparison_text`` renders ``gib compare``: paired
-per-image differences of two configurations, with intervals and a sign-flip test's p-values.
+timer, taken from the records themselves. ``gib compare`` (paired per-image differences) is in
+:mod:`.compare_runs`.
 """
 from __future__ import annotations
 
@@ -42,9 +42,6 @@ HOLE = ("psnr_hole", "PSNR hole (dB)", True, "{:.2f}")
 STARTS = ("psnr_starts", "PSNR mean of starts (dB)", True, "{:.2f}")
 #: the optional throughput column, shown when any record has it (records since schema version 2)
 THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
-#: the metrics ``gib compare`` offers: name → (label, format of a difference)
-COMPARE_METRICS = {"psnr": ("PSNR (dB)", "{:+.2f}"), "ssim": ("SSIM", "{:+.4f}"), "lpips": ("LPIPS", "{:+.4f}"),
-                   "ms_ssim": ("MS-SSIM", "{:+.4f}"), "psnr_starts": ("PSNR mean of starts (dB)", "{:+.2f}")}
 NAN = math.nan
 
 
@@ -294,13 +291,20 @@ def _batch_counts(df: pd.DataFrame) -> str:
 
 
 def _missing_values(df: pd.DataFrame) -> list[str]:
-    ok = df[df["status"] == "ok"]
+    """What the quality columns leave out: exact reconstructions (PSNR +inf, which the store keeps empty beside
+    MSE 0), named by row, and other non-finite values."""
+    ok = with_task_label(df).assign(label=_label(df)).query("status == 'ok'")
     lines = []
     for col, label, _, _ in COLUMNS[:len(QUALITY)]:
-        missing = int(pd.to_numeric(ok[col], errors="coerce").isna().sum()) if col in ok else 0
-        if missing:
-            lines.append(f"{missing} ok result(s) have no {label} value (non-finite, stored empty) and are left "
-                         "out of that column's mean and interval.")
+        empty = ok[pd.to_numeric(ok[col], errors="coerce").isna()] if col in ok else ok.iloc[:0]
+        exact = empty[pd.to_numeric(empty["mse"], errors="coerce") == 0] if col == "psnr" and "mse" in ok else empty[:0]
+        if len(exact):
+            rows = sorted({_row_name(df, tuple(r)) for r in exact[["task_label", "label", "subset"]].itertuples(False)})
+            lines.append(f"{len(exact)} ok result(s) reconstruct their target exactly (MSE 0, PSNR +inf) and are left "
+                         f"out of their row's PSNR mean and interval, whose mean would be +inf: {', '.join(rows)}.")
+        if len(empty) > len(exact):
+            lines.append(f"{len(empty) - len(exact)} ok result(s) have no {label} value (non-finite, stored empty) "
+                         "and are left out of that column's mean and interval.")
     return lines
 
 
@@ -387,7 +391,7 @@ def _cost_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def fmt(cells: list[str]) -> str:
@@ -399,7 +403,7 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def _markdown(df: pd.DataFrame, s: pd.DataFrame) -> str:
     if s.empty:
         return "(no results yet)"
-    return _markdown_table(*_display(s)) + "\n\n" + "\n".join(f"- {x}" for x in footer(df))
+    return markdown_table(*_display(s)) + "\n\n" + "\n".join(f"- {x}" for x in footer(df))
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -467,54 +471,3 @@ def write_tables(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
         write_atomic(path, text.encode("utf-8"))
         out[ext] = path
     return out
-
-
-# ---- gib compare ---------------------------------------------------------------------------------
-def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
-               settings: stats.BootstrapSettings = stats.DEFAULT) -> list[stats.PairedDifference]:
-    """The paired comparisons A − B that ``gib compare`` prints, per subset then metric.
-
-    ``metric``: one of :data:`COMPARE_METRICS` or ``"all"`` (those the records have values of); ``subset``: one
-    image subset of A's or B's, or ``"all"``: each, then all pooled (when several). ValueError lists the valid ones.
-    """
-    if df.empty:
-        raise ValueError("no results in this run folder yet")
-    if metric != "all" and metric not in COMPARE_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join([*COMPARE_METRICS, 'all'])}")
-    present = [m for m in COMPARE_METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
-    if metric != "all" and metric not in present:
-        why = " (it exists only for runs with --restarts K > 1)" if metric == "psnr_starts" else ""
-        raise ValueError(f"no {metric} values in these records{why}; the run has: {', '.join(present)}")
-    results = {m: stats.paired_differences(df, a, b, m, settings) for m in ([metric] if metric != "all" else present)}
-    first = next(iter(results.values()), {})
-    subsets = [k for k in first if k != stats.OVERALL]  # those A or B has images of
-    if subset != "all" and subset not in subsets:
-        raise ValueError(f"{a} and {b} have no images of subset {subset!r}; valid: {', '.join([*subsets, 'all'])}")
-    keys = [subset] if subset != "all" else subsets + ([stats.OVERALL] if len(subsets) > 1 else [])
-    # under "all", the mean of starts only where both sides ran restarts (else it pairs no image)
-    return [results[m][k] for k in keys for m in results if k in results[m]
-            and not (metric == "all" and m == "psnr_starts" and results[m][k].differences.empty)]
-
-
-def _comparison_row(d: stats.PairedDifference) -> list[str]:
-    label, fmt = COMPARE_METRICS[d.metric]
-    interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"
-    return [d.subset, label, str(d.n), "–" if math.isnan(d.mean) else fmt.format(d.mean), interval,
-            f"{d.wins} / {d.ties} / {d.losses}", stats.p_text(d.p_value)]
-
-
-def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
-                    settings: stats.BootstrapSettings = stats.DEFAULT) -> str:
-    """``gib compare``'s output: a Markdown table of :func:`comparison` and what it means."""
-    found = comparison(df, a, b, metric=metric, subset=subset, settings=settings)
-    if not found:
-        return f"nothing to compare: no {metric} values in this run"
-    a, b = found[0].a, found[0].b
-    head = ["images", "metric", "n", "mean A − B", f"{settings.confidence * 100:g} % CI", "wins / ties / losses", "p"]
-    notes = [f"A = {a}, B = {b}: per-image differences A − B on the images both have (status ok in both).",
-             "win: A better (PSNR, SSIM, MS-SSIM higher; LPIPS lower); tie: exactly equal; loss: B better.",
-             f"CI: {settings.describe('images')}; – : fewer than 2 images, no interval.",
-             f"p: {settings.describe_test()}."]
-    if any(d.subset == stats.OVERALL for d in found):
-        notes.append(f"images '{stats.OVERALL}': every subset pooled.")
-    return _markdown_table(head, [_comparison_row(d) for d in found]) + "\n\n" + "\n".join(f"- {x}" for x in notes)

@@ -183,6 +183,51 @@ def test_missing_metric_values_leave_the_pair_out(pair):
     assert g.differences.to_dict() == {"g/0": -1.0, "g/1": 0.0}
 
 
+def test_an_exact_reconstruction_wins_its_pair_and_stays_out_of_the_mean(pair):
+    """PSNR +inf (MSE 0) is stored empty beside MSE 0. It used to drop the pair like a missing value, so the
+    configuration that reconstructed exactly lost its wins; now it wins (or ties, when both are exact) and the
+    mean, the interval and the p-value are over the finite differences."""
+    df = pair.assign(mse=0.01)
+    df.loc[(df["method"] == "a") & df["image_id"].isin(["g/0", "g/1"]), ["psnr", "mse"]] = [None, 0.0]
+    df.loc[(df["method"] == "b") & (df["image_id"] == "g/1"), ["psnr", "mse"]] = [None, 0.0]
+    s = stats.BootstrapSettings(n_resamples=200)
+    g = stats.paired_differences(df, "a", "b", "psnr", s)["g"]  # g/0: a exact, b 21; g/1: both exact; g/2: 25 − 24
+    assert g.differences.to_dict() == {"g/0": math.inf, "g/1": 0.0, "g/2": 1.0}
+    assert (g.n, g.wins, g.ties, g.losses) == (3, 2, 1, 0)
+    assert g.finite.to_dict() == {"g/1": 0.0, "g/2": 1.0} and g.mean == 0.5
+    assert g.p_value == pytest.approx(_exact_sign_flip_p(np.array([0.0, 1.0])))
+    back = stats.paired_differences(df, "b", "a", "psnr", s)["g"]
+    assert back.differences["g/0"] == -math.inf and (back.wins, back.ties, back.losses) == (0, 1, 2)
+    text = compare_runs.comparison_text(df, "a", "b", metric="psnr", subset="g", settings=s)
+    assert "| g      | PSNR (dB) | 3 (1 exact) | +0.50" in text and "2 / 1 / 0" in text, text
+    assert "exact: pairs where one of A and B reconstructs its target exactly" in text
+    assert stats.paired_differences(df, "a", "b", "lpips", s)["g"].n == 3  # other metrics as before
+    lines = tables._missing_values(df.assign(ssim=0.5))
+    assert lines == ["3 ok result(s) reconstruct their target exactly (MSE 0, PSNR +inf) and are left out of their "
+                     "row's PSNR mean and interval, whose mean would be +inf: a/g, b/g."]
+    df.loc[(df["method"] == "b") & (df["image_id"] == "g/2"), "psnr"] = None  # non-finite, MSE not 0
+    assert "1 ok result(s) have no PSNR (dB) value" in tables._missing_values(df.assign(ssim=0.5))[1]
+
+
+def test_gib_compare_at_an_iteration_where_a_trace_is_exact():
+    """A trace keeps +inf PSNR (JSON Infinity) beside MSE 0: paired at that point it is a win, not a refusal of the
+    bootstrap (which needs finite values)."""
+    def record(key: str, image: str, psnr: list[float], mse: list[float]) -> dict:
+        return {"method": key.split("@")[0], "method_key": key, "image_id": image, "status": "ok", "psnr": psnr[-1],
+                "mse": mse[-1], "lpips": 0.1, "subset": "generated", "task_label": "reconstruct",
+                "trace": {"iteration": [0, 4], "psnr": psnr, "mse": mse}}
+
+    df = pd.DataFrame([record("a@1", "generated/0", [10.0, math.inf], [0.1, 0.0]),
+                       record("a@1", "generated/1", [11.0, 30.0], [0.08, 1e-3]),
+                       record("a@1", "generated/2", [12.0, 29.0], [0.06, 1.3e-3]),
+                       record("b@1", "generated/0", [10.0, 25.0], [0.1, 3e-3]),
+                       record("b@1", "generated/1", [11.0, 28.0], [0.08, 1.6e-3]),
+                       record("b@1", "generated/2", [12.0, 30.0], [0.06, 1e-3])])
+    found = compare_runs.comparison(compare_runs.at_iteration(df, 4), "a", "b", metric="psnr")
+    (d,) = found
+    assert (d.n, len(d.finite), d.wins, d.losses) == (3, 2, 2, 1) and d.mean == pytest.approx(0.5)
+
+
 def test_labels_and_method_names(pair):
     two = pd.concat([pair, _records([("a", "a@2", "g/0", "ok", 19.0, 0.3)])], ignore_index=True)
     assert set(stats.config_labels(two)) == {"a@1", "a@2", "b"}

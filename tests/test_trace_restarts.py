@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan_inversion_bench import GENERATORS, tables
+from gan_inversion_bench import GENERATORS, compare_runs, tables
 from gan_inversion_bench.harness import RunConfig, run
 from gan_inversion_bench.harness.invert import restart_seed
 from gan_inversion_bench.harness.provenance import image_seed
@@ -80,11 +80,9 @@ def test_restarts_score_the_lowest_final_loss_and_restart_0_is_the_plain_run(tmp
     assert "psnr_starts_mean" not in tables.to_csv(tables.load_records(tmp_path / "one"))
     # gib compare of the restarts run against the plain one: the mean of starts pairs no image, so under
     # "all" it is left out; asked for by name it is still answered, with no image paired
-    from gan_inversion_bench.compare_runs import cross_run_records
-
-    both, a, b, _ = cross_run_records(tmp_path / "three", "single-code", tmp_path / "one", "single-code")
-    assert {d.metric for d in tables.comparison(both, a, b)} == {"psnr", "ssim", "lpips", "ms_ssim"}
-    assert all(d.differences.empty for d in tables.comparison(both, a, b, metric="psnr_starts"))
+    both, a, b, _ = compare_runs.cross_run_records(tmp_path / "three", "single-code", tmp_path / "one", "single-code")
+    assert {d.metric for d in compare_runs.comparison(both, a, b)} == {"psnr", "ssim", "lpips", "ms_ssim"}
+    assert all(d.differences.empty for d in compare_runs.comparison(both, a, b, metric="psnr_starts"))
 
 
 def test_capacity_is_recorded(tmp_path):
