@@ -19,6 +19,7 @@ from .registry import GENERATORS, UnknownNameError
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from .download import DownloadError
     from .harness import RunError
     from .imagesets import ImageSetError
     from .method import InversionFailed
@@ -27,7 +28,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .weights import CheckpointError, WeightsNotFound
 
     return (RunError, ImageSetError, StoreError, CheckpointError, WeightsNotFound, UnknownNameError,
-            InversionFailed, JournalMismatch, ValueError, TypeError)
+            InversionFailed, JournalMismatch, DownloadError, ValueError, TypeError)
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from .generator import SplitGenerator, conditioned
 from .losses import Distance
-from .method import InversionFailed, InversionResult, ProgressFn
+from .method import Artifact, InversionFailed, InversionResult, ProgressFn
 from .precision import mark_step, maybe_compile
 
 
@@ -417,6 +418,20 @@ def code_seeds(image_seeds: Sequence[int], n: int, stream: str = "") -> list[int
     return out
 
 
+def folder_artifacts(run_dir: Path, folder: str, captions: dict[str, str], pattern: str = "*.png") -> list[Artifact]:
+    """The files ``pattern`` in ``run_dir/folder`` for a method's ``report_artifacts``, captioned by file name
+    (the name itself where ``captions`` has none). A ``folder`` that the report may not read (a symbolic link, a
+    path out of the run folder) is not listed, because its listing would show names from outside the run folder:
+    it is returned as itself, for the report to refuse and name."""
+    from .safe_paths import problem
+
+    if problem(run_dir, folder):
+        return [Artifact(Path(folder), f"the folder {folder}")]
+    found = sorted((run_dir / folder).glob(pattern)) if (run_dir / folder).is_dir() else []
+    return [Artifact(p.relative_to(run_dir), captions.get(p.name, p.name)) for p in found]
+
+
 __all__ = ["EXECUTIONS", "SeedStyleLoss", "TraceSink", "as_seed_list", "check_execution", "check_split_setting",
-           "check_targets", "code_seeds", "default_split", "invert_each", "make_optimizer", "optimise",
-           "per_image_normal", "positive_float", "positive_int", "loss_weights", "trace_point", "tracing", "unfreeze"]
+           "check_targets", "code_seeds", "default_split", "folder_artifacts", "invert_each", "make_optimizer",
+           "optimise", "per_image_normal", "positive_float", "positive_int", "loss_weights", "trace_point", "tracing",
+           "unfreeze"]

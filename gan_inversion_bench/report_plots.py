@@ -9,17 +9,20 @@ and PSNR: at a given time budget, the front says which configuration reconstruct
 """
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 Record = dict[Hashable, Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,18 @@ class Plot:
 
 
 # ---- plots --------------------------------------------------------------------------------------------
+def _plain_text(plot: Callable[P, R]) -> Callable[P, R]:
+    """``plot`` drawn with matplotlib's math text off: labels come from the records (method names, settings),
+    and a ``$`` in one was parsed as TeX (a crafted method name made ``gib report`` fail)."""
+    @functools.wraps(plot)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> R:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+    return drawn
+
+
 def _figure(ncols: int, width: float = 11.0, height: float = 4.0) -> tuple[Any, Any]:
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg when saving
 
@@ -68,6 +83,7 @@ def _curves(rows: Iterable[Record], key: str = "loss") -> list[tuple[np.ndarray,
     return out
 
 
+@_plain_text
 def convergence(df: pd.DataFrame, root: Path) -> dict[str, Any] | None:
     if df.empty:
         return None
@@ -127,6 +143,7 @@ def _axes(ax: Any, xlabel: str, key: str) -> None:
         ax.set_yscale("log")  # only when the loss spans more than a decade or so
 
 
+@_plain_text
 def time_quality(df: pd.DataFrame, root: Path) -> Plot | None:
     ok = df[df["status"] == "ok"] if not df.empty else df
     if ok.empty:
@@ -194,6 +211,7 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
     return front
 
 
+@_plain_text
 def quality_vs_compute(df: pd.DataFrame, root: Path) -> Plot | None:
     """Median PSNR against time and against FLOPs per image, with the Pareto front over time."""
     ok = df[df["status"] == "ok"] if not df.empty else df

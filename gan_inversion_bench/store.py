@@ -118,10 +118,11 @@ JSON_COLUMNS = {"generator", "method_settings", "prepared", "loss_history", "met
                 "budget", "task"}
 
 
-def _refuse_unsafe_files(path: Path, writing: bool) -> None:
-    """The database and its side files must be absent or regular files (never links); for writing,
-    also files with one name only (a hard link would change another file). The ``-shm`` is written
-    by every connection to a WAL database, read-only ones included, so it must never be a hard link."""
+def refuse_unsafe_files(path: Path, writing: bool) -> None:
+    """The SQLite database ``path`` (a run's, a tune journal) and its side files must be absent or regular files
+    (never links); for writing, also files with one name only (a hard link would change another file). The
+    ``-shm`` is written by every connection to a WAL database, read-only ones included, so it must never be a
+    hard link. A :class:`StoreError` names the file."""
     shm = path.with_name(path.name + "-shm")
     for p in (path, *(path.with_name(path.name + s) for s in ResultStore.SIDE_FILES)):
         try:
@@ -142,6 +143,20 @@ def _refuse_unsafe_files(path: Path, writing: bool) -> None:
         if writing and st.st_nlink != 1:
             raise StoreError(f"{p}: refused: a hard link ({st.st_nlink} names): writing would also change the file "
                              f"under its other name(s); replace it with a copy of its own to resume here")
+
+
+def check_plain_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse (:class:`StoreError` naming ``path``) a database whose schema holds more than this toolkit writes,
+    tables and indexes. A view (or a virtual table) under one of its table names runs its own query on every
+    read (an endless recursive one hung every command that read the folder), and a trigger runs on every
+    write; both are refused before any other query."""
+    rows = conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+    odd = [f"{t} {n!r}" for t, n, sql in rows
+           if t not in ("table", "index") or str(sql or "").lstrip().upper().startswith("CREATE VIRTUAL")]
+    if odd:
+        raise StoreError(f"{path}: not a database of this toolkit: its schema holds {', '.join(odd)}, where this "
+                         "toolkit writes only plain tables and indexes; if the folder came from someone else, do "
+                         "not use it")
 
 
 def now() -> str:
@@ -186,7 +201,7 @@ class ResultStore:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / self.FILENAME
         self.immutable = False  # opened read-only as immutable (changes still in a -wal are not seen)
-        _refuse_unsafe_files(self.path, create)
+        refuse_unsafe_files(self.path, create)
         if not create and not self.path.is_file():
             raise StoreError(f"{self.run_dir} is not a run folder: {self.FILENAME} not found")
         try:
@@ -232,11 +247,11 @@ class ResultStore:
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if create:
-            return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            return self._plain(sqlite3.connect(self.path, timeout=30, isolation_level=None))
         uri = self.path.resolve().as_uri()
         conn = None
         try:
-            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            conn = self._plain(sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None))
             conn.execute("SELECT 1 FROM results LIMIT 1")
             return conn
         except sqlite3.OperationalError as e:
@@ -245,8 +260,16 @@ class ResultStore:
             if "unable to open" not in str(e):  # e.g. no results table, or busy: not a read-only folder
                 raise
         self.immutable = True  # e.g. a WAL database in a folder where the -shm cannot be created
-        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        conn = self._plain(sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None))
         conn.execute("SELECT 1 FROM results LIMIT 1")
+        return conn
+
+    def _plain(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        try:
+            check_plain_schema(conn, self.path)
+        except StoreError:
+            conn.close()
+            raise
         return conn
 
     def _migrate(self) -> None:

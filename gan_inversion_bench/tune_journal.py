@@ -71,9 +71,13 @@ class TuneJournal:
         except sqlite3.DatabaseError as e:
             raise JournalMismatch(f"tuning journal {self.path}: not a readable journal ({e}); move it aside "
                                   "or pass another --journal") from e
-        self.trials = {r[0]: JournalTrial(r[0], r[1], json.loads(r[2]), r[3],
-                                          {int(k): float(v) for k, v in json.loads(r[4]).items()},
-                                          json.loads(r[5])) for r in rows}
+        try:
+            self.trials = {r[0]: JournalTrial(r[0], r[1], dict(json.loads(r[2])), r[3],
+                                              {int(k): float(v) for k, v in json.loads(r[4]).items()},
+                                              dict(json.loads(r[5]))) for r in rows}
+        except (TypeError, ValueError, AttributeError):
+            raise JournalMismatch(f"tuning journal {self.path}: a trial's settings, PSNR along the way or attributes "
+                                  "are not the JSON a search writes; the journal was edited, move it aside") from None
         missing = sorted(set(range(len(self.trials))) - set(self.trials))
         if missing:
             raise JournalMismatch(f"tuning journal {self.path}: trial {missing[0]} of this search is missing; "
@@ -81,7 +85,7 @@ class TuneJournal:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
+        db = _open(self.path, writing=True)
         try:
             with db:  # one transaction: committed on success, rolled back on error
                 yield db
@@ -136,7 +140,7 @@ def journal_summary(path: Path) -> list[dict[str, Any]]:
     """Per study in the journal ``path`` (opened read-only): its ``method``, ``trials`` (the search's number of
     trials), ``journalled`` and the ``complete`` and ``pruned`` among them, in the order first journalled."""
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        db = _open(path, writing=False)
         try:
             rows = db.execute("SELECT description, COUNT(*), SUM(state = 'COMPLETE'), SUM(state = 'PRUNED') FROM "
                               "trials GROUP BY study ORDER BY MIN(rowid)").fetchall()
@@ -146,10 +150,34 @@ def journal_summary(path: Path) -> list[dict[str, Any]]:
         raise JournalMismatch(f"tuning journal {path}: not a readable journal ({e})") from e
     out = []
     for description, n, complete, pruned in rows:
-        d = json.loads(description)
-        out.append({"method": d.get("method"), "trials": (d.get("protocol") or {}).get("trials"), "journalled": n,
-                    "complete": complete or 0, "pruned": pruned or 0})
+        try:
+            d = json.loads(description)
+            out.append({"method": d.get("method"), "trials": (d.get("protocol") or {}).get("trials"),
+                        "journalled": n, "complete": complete or 0, "pruned": pruned or 0})
+        except (TypeError, ValueError, AttributeError):
+            raise JournalMismatch(f"tuning journal {path}: a study's description is not the JSON object a search "
+                                  f"writes ({str(description)[:60]!r}); the journal was edited") from None
     return out
+
+
+def _open(path: Path, writing: bool) -> sqlite3.Connection:
+    """The journal ``path``: refused (:class:`JournalMismatch`) where it or a side file is a link, a hard-linked
+    ``-shm`` (SQLite writes into it even to read), or its schema holds a view or a trigger (as for a run's
+    database, :mod:`.store`); read-only unless ``writing``."""
+    from .store import StoreError, check_plain_schema, refuse_unsafe_files
+
+    try:
+        refuse_unsafe_files(path, writing)
+        db = sqlite3.connect(path, timeout=30) if writing else sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            check_plain_schema(db, path)
+        except StoreError:
+            db.close()
+            raise
+    except StoreError as e:
+        raise JournalMismatch(f"tuning journal {e}") from None
+    return db
 
 
 def trial_text(trial: Any, trials: int) -> str:

@@ -65,6 +65,7 @@ from gan_inversion_bench.method_tools import (
     check_lr_schedule,
     check_split_setting,
     check_targets,
+    folder_artifacts,
     invert_each,
     make_optimizer,
     optimise,
@@ -310,8 +311,7 @@ class PmSFC(InversionMethod):
         captions = {"subspace_swap.png": "subspace swap (paper Fig. 6): row r replaces subspace r's features",
                     "S_by_cluster.png": "|S| with channels grouped by subspace",
                     "loss_curves.png": "the terms of eq. (6) during subspace discovery"}
-        found = sorted((run_dir / "discover").glob("*.png")) if (run_dir / "discover").is_dir() else []
-        return [Artifact(p.relative_to(run_dir), captions.get(p.name, p.name)) for p in found]
+        return folder_artifacts(run_dir, "discover", captions)
 
     # ---- stage 1 ----
     def resolved_split(self, generator: SplitGenerator) -> int:

@@ -12,10 +12,11 @@ side files again, as for ``gib table``); nothing else in the folder changes.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..store import ResultStore
+from ..store import ResultStore, StoreError
 from .stop import SEARCH_DEPTH, Stoppable, holder_of, is_request, lock_holder, run_folders, stop_requested, stoppables
 
 
@@ -29,7 +30,9 @@ def folder_status(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / ResultStore.FILENAME).is_file():
         return out
     with ResultStore(run_dir, create=False) as store:
-        out["images"] = (store.get_meta("image_set") or {}).get("n")
+        image_set = store.get_meta("image_set")
+        n = image_set.get("n") if isinstance(image_set, dict) else None
+        out["images"] = n if isinstance(n, int) and not isinstance(n, bool) else None  # another file's value: unknown
         counts = store.conn.execute("SELECT method_key, method, COUNT(*), SUM(status = 'failed') FROM results "
                                     "GROUP BY method_key ORDER BY MIN(created)").fetchall()
         sessions = store.sessions()
@@ -62,23 +65,42 @@ def status_lines(root: Path) -> list[str]:
     if not folders and not searches:
         raise RunError(f"{root}: no run folder (a .lock or {ResultStore.FILENAME} file) and no tune journal (with a "
                        f"<journal>.lock beside it) at or up to {SEARCH_DEPTH} levels below it")
-    lines = [line for p in searches for line in _search_lines(p)]
+    lines = [line for p in searches for line in _refused(root, p.path, _search_lines, p)]
     for d in folders:
-        s = folder_status(d)
-        state = f"running ({s['holder']})" if s["holder"] else "not running"
-        if s["stop_requested"]:
-            state += ", asked to stop after its current batch" if s["holder"] else ", a stop request left behind"
-        last = s["session"]
-        if last:
-            ended = last["status"] if s["holder"] or last["status"] != "running" else (
-                "never ended (killed, or the folder was copied while it ran)")
-            state += f"; last session {ended}, started {last['started']}"
-            state += f", ended {last['finished']}" if last["finished"] else ""
-        lines.append(f"{d}: {state}")
-        for method, stored, failed, pace in s["methods"]:
-            lines.append(f"  {method}: {_count_text(stored, failed, s['images'], pace)}")
-        if not s["methods"]:
-            lines.append("  no result stored yet")
+        lines += _refused(root, d, _folder_lines, d)
+    return lines
+
+
+def _refused(root: Path, where: Path, lines_of: Callable[[Any], list[str]], item: Any) -> list[str]:
+    """``lines_of(item)``, or one line saying why ``where`` was refused, so that one bad folder below ``root`` (a
+    linked database, a crafted journal) does not hide the others; ``root`` itself refused is the command's error."""
+    from ..tune_journal import JournalMismatch
+
+    try:
+        return lines_of(item)
+    except (StoreError, JournalMismatch) as e:
+        if where == root:
+            raise
+        return [f"{where}: refused: {e}"]
+
+
+def _folder_lines(d: Path) -> list[str]:
+    """A run folder's paragraph."""
+    s = folder_status(d)
+    state = f"running ({s['holder']})" if s["holder"] else "not running"
+    if s["stop_requested"]:
+        state += ", asked to stop after its current batch" if s["holder"] else ", a stop request left behind"
+    last = s["session"]
+    if last:
+        ended = last["status"] if s["holder"] or last["status"] != "running" else (
+            "never ended (killed, or the folder was copied while it ran)")
+        state += f"; last session {ended}, started {last['started']}"
+        state += f", ended {last['finished']}" if last["finished"] else ""
+    lines = [f"{d}: {state}"]
+    for method, stored, failed, pace in s["methods"]:
+        lines.append(f"  {method}: {_count_text(stored, failed, s['images'], pace)}")
+    if not s["methods"]:
+        lines.append("  no result stored yet")
     return lines
 
 
