@@ -377,11 +377,14 @@ def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str,
 
 
 def _mean_of_starts(info: Any) -> float:
-    """An image's mean PSNR over its K starts (every start's metrics are in the record); NaN for a
-    record of one start or with no finite value."""
+    """An image's mean PSNR over its K starts (every start's metrics are in the record), leaving out the starts
+    that failed (a non-finite loss: their PSNR is that of their last finite iterate, and a failed image of a run of
+    one start is left out of the means too); NaN for a record of one start or with no finite value."""
     if not isinstance(info, dict) or int(info.get("k", 1)) < 2:
         return math.nan
-    values = [v for v in info.get("psnr") or [] if isinstance(v, int | float) and math.isfinite(v)]
+    failed = set(info.get("failed") or [])  # records before it was stored: every start counts
+    values = [v for j, v in enumerate(info.get("psnr") or [])
+              if j not in failed and isinstance(v, int | float) and math.isfinite(v)]
     return float(np.mean(values)) if values else math.nan
 
 

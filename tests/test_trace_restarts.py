@@ -57,7 +57,7 @@ def test_restarts_score_the_lowest_final_loss_and_restart_0_is_the_plain_run(tmp
     three = rows(run(config(restarts=3), tmp_path / "three", progress=False, echo=lambda s: None))
     for image_id, r in three.items():
         info = r["restarts"]
-        assert info["k"] == 3 and len(info["psnr"]) == len(info["final_loss"]) == 3
+        assert info["k"] == 3 and len(info["psnr"]) == len(info["final_loss"]) == 3 and info["failed"] == []
         best = min(range(3), key=lambda j: info["final_loss"][j])
         assert info["best"] == best
         assert r["psnr"] == info["psnr"][best] and r["final_loss"] == info["final_loss"][best]
@@ -89,6 +89,25 @@ def test_capacity_is_recorded(tmp_path):
     out = run(config(methods=["mganprior"], overrides={"mganprior": {"n_codes": 4}}), tmp_path / "m",
               progress=False, echo=lambda s: None)
     assert all(r["capacity"] == {"codes": 4} for r in rows(out).values())
+
+
+def test_a_failed_start_is_left_out_of_the_mean_of_starts():
+    """A start whose loss became non-finite keeps the metrics of its last finite iterate; like a failed image of a
+    run of one start, it is left out of the mean (it counted, so one diverged start pulled the mean down)."""
+    from gan_inversion_bench.harness.records import BatchOutcome, _restart_summary, best_restart
+    from gan_inversion_bench.method import InversionResult
+    from gan_inversion_bench.stats import _mean_of_starts
+
+    history = torch.tensor([[5.0, 5.0, 5.0], [1.0, 2.0, float("nan")], [0.5, 1.5, float("nan")]])
+    result = InversionResult(reconstructions=torch.zeros(3, 3, 4, 4), latents={}, loss_history=history, iterations=3,
+                             failures={2: "non-finite loss (nan) at iteration 1"})
+    outcome = BatchOutcome(items=[object()], seeds=[1, 2, 3], result=result, failure=None, timer=None, restarts=3,
+                           metrics={"psnr": torch.tensor([30.0, 28.0, 8.0])})
+    best, reason = best_restart(outcome, 0)
+    info = _restart_summary(outcome, 0, best)
+    assert (best, reason, info["failed"], info["psnr"]) == (0, None, [2], [30.0, 28.0, 8.0])
+    assert _mean_of_starts(info) == 29.0
+    assert _mean_of_starts({k: v for k, v in info.items() if k != "failed"}) == pytest.approx(22.0)  # older records
 
 
 def test_bad_restarts_are_refused(tmp_path):

@@ -138,8 +138,10 @@ def best_restart(outcome: BatchOutcome, i: int) -> tuple[int, str | None]:
 def _restart_summary(outcome: BatchOutcome, i: int, best: int) -> dict[str, Any]:
     k = outcome.restarts
     rows = list(range(i * k, i * k + k))
+    failed = outcome.result.failures if outcome.result is not None else {}
     out: dict[str, Any] = {"k": k, "best": best - i * k, "seeds": [outcome.seeds[r] for r in rows],
-                           "final_loss": [_final_loss(outcome, r) for r in rows]}
+                           "final_loss": [_final_loss(outcome, r) for r in rows],
+                           "failed": [r - i * k for r in rows if r in failed]}  # their metrics: the last finite iterate
     for name, v in outcome.metrics.items():
         out[name] = [finite(v[r].item()) for r in rows]
     return out
