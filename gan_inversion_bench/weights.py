@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -104,6 +105,13 @@ def load_numpy_pickle(path: str | Path) -> Any:
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a readable pickle of numpy arrays "
                               f"(truncated or corrupt?): {type(e).__name__}: {e}") from None
+    except (OverflowError, MemoryError, RecursionError) as e:
+        # a corrupt length field (a frame or bytes object declared at 2**50 bytes or more) or nesting deeper
+        # than Python's stack: the file declares more than it holds, so it is as unreadable as a truncated one
+        raise CheckpointError(f"{path}: not a readable pickle of numpy arrays (corrupt?): it declares an object "
+                              f"too large or too deeply nested to load ({type(e).__name__}"
+                              f"{': ' + str(e) if str(e) else ''}); expected a pickle of numpy arrays "
+                              f"in dicts/lists") from None
 
 
 def available_memory() -> int | None:
@@ -143,6 +151,39 @@ def _refuse_oversized(path: Path) -> None:
                               f"the intended file (a generator's weights are at most a few GiB)")
 
 
+#: the most memory a generator built to a checkpoint's shapes may take, whatever memory is free: 4 GiB, over
+#: ten times the largest released network loaded here (BigGAN-deep-512, 59 M values, 0.22 GiB)
+MAX_MODEL_BYTES = 4 * 2**30
+#: below this many values (256 MiB) a network is built even for a file that lacks most of it, so that the key
+#: check can list what is missing; above it such a file is refused before the build
+_CHEAP_BUILD_VALUES = 2**26
+
+
+def refuse_oversized_model(values: int, *, source: str, expected: str, state: Any = None) -> None:
+    """Refuse, before it is built, a network of ``values`` float32 numbers (parameters and buffers)
+    that would take more than :data:`MAX_MODEL_BYTES` or the memory available now; and, where
+    ``state`` (the checkpoint's state_dict) is given, a large network whose file declares less than
+    half of it, which the key check would refuse anyway after the build.
+
+    A checkpoint's keys and shapes set the size of the network built for it, and a few stride-0
+    (expanded) tensors declare any size in a file of a few bytes: without this, such a file makes
+    the loader allocate gigabytes first. ``expected`` says what a real one holds.
+    """
+    need, have = 4 * values, available_memory()
+    limit = MAX_MODEL_BYTES if have is None else min(MAX_MODEL_BYTES, have)
+    if need > limit:
+        raise CheckpointError(f"{source}: the network it describes would hold {values:,} values "
+                              f"({need / 2**30:.2f} GiB), more than the {limit / 2**30:.2f} GiB allowed "
+                              f"(at most {MAX_MODEL_BYTES / 2**30:.0f} GiB, and no more than the memory "
+                              f"available); expected {expected}")
+    if isinstance(state, dict) and values > _CHEAP_BUILD_VALUES:
+        declared = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+        if declared < values // 2:
+            raise CheckpointError(f"{source}: its tensors declare {declared:,} values in all, but the network "
+                                  f"it describes holds about {values:,}: most of its weights are missing; "
+                                  f"expected {expected}")
+
+
 def torch_load_safe(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with readable errors naming the file; a checkpoint that
     would not fit in the available memory is refused before it is unpacked."""
@@ -179,19 +220,28 @@ def _unpickling_detail(error: Exception) -> str:
 
 
 def check_state_dict(state: Any, expected: dict[str, tuple[int, ...]], *, source: str,
-                     optional: set[str] | frozenset[str] = frozenset()) -> None:
-    """Strict key and shape check with a readable report of every mismatch.
+                     optional: set[str] | frozenset[str] = frozenset(),
+                     dtypes: Mapping[str, torch.dtype] | None = None) -> None:
+    """Strict key, shape and dtype check with a readable report of every mismatch.
 
     ``expected`` maps key → shape. Keys in ``optional`` may be missing (e.g. rebuildable buffers).
+    ``dtypes`` maps key → the model's dtype. Where that is floating point the file must hold a real
+    floating-point tensor: loading casts, so a complex tensor would lose its imaginary part (with only
+    a warning) and a bool or integer one would load as 0/1 or whole numbers, silently. Without
+    ``dtypes`` every key but BatchNorm's integer counter ``num_batches_tracked`` is taken as floating
+    point, which every network loaded here is.
     """
     if not isinstance(state, dict):
         raise CheckpointError(f"{source}: expected a state_dict (a dict of tensors), found {type(state).__name__}")
     missing = [k for k in expected if k not in state and k not in optional]
     unexpected = [k for k in state if k not in expected]
-    wrong = [(k, tuple(expected[k]), tuple(state[k].shape)) for k in expected
-             if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(expected[k])]
+    tensors = [k for k in expected if k in state and isinstance(state[k], torch.Tensor)]
+    wrong = [(k, tuple(expected[k]), tuple(state[k].shape)) for k in tensors
+             if tuple(state[k].shape) != tuple(expected[k])]
+    wrong_dtype = [(k, state[k].dtype) for k in tensors
+                   if _wants_float(k, dtypes) and not state[k].is_floating_point()]
     not_tensor = [k for k in expected if k in state and not isinstance(state[k], torch.Tensor)]
-    if not (missing or unexpected or wrong or not_tensor):
+    if not (missing or unexpected or wrong or wrong_dtype or not_tensor):
         return
     lines = [f"{source}: checkpoint does not match the expected architecture "
              f"({len(expected)} keys expected, {len(state)} found)"]
@@ -206,8 +256,17 @@ def check_state_dict(state: Any, expected: dict[str, tuple[int, ...]], *, source
     block("missing keys", missing)
     block("unexpected keys", unexpected)
     block("wrong shapes (key: expected vs found)", [f"{k}: {e} vs {f}" for k, e, f in wrong])
+    block("wrong dtypes (key: expected vs found)", [f"{k}: floating point vs {d}" for k, d in wrong_dtype])
     block("not tensors", not_tensor)
     raise CheckpointError("\n".join(lines))
+
+
+def _wants_float(key: str, dtypes: Mapping[str, torch.dtype] | None) -> bool:
+    """Whether the model keeps ``key`` in floating point (see :func:`check_state_dict`)."""
+    dtype = dtypes.get(key) if dtypes is not None else None
+    if dtype is None:
+        return not key.endswith("num_batches_tracked")
+    return dtype.is_floating_point
 
 
 # ---- content hashes (what a run folder's results were computed from) --------------------------------

@@ -82,7 +82,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_inversion_bench.generator import SplitGenerator, SplitState
-from gan_inversion_bench.weights import CheckpointError, WeightsNotFound, check_state_dict, torch_load_safe
+from gan_inversion_bench.weights import (
+    CheckpointError,
+    WeightsNotFound,
+    check_state_dict,
+    refuse_oversized_model,
+    torch_load_safe,
+)
 
 # the layers; also importable from this module (the tests and the reset_parameters code use them)
 from .biggan_layers import GenBlock, SelfAttn, SNConv2d, SNLinear, StatsBatchNorm, interpolated_stats, sn_weight
@@ -149,18 +155,60 @@ class Synthesis(nn.Module):
         self.channel_width = ch
 
 
+#: bounds on a config's numbers, which set the size of the network built for it (the released configs:
+#: channel_width 128, z_dim 128, 1000 classes, 51 statistics rows, 10 … 14 blocks up to 512²); n_stats ≥ 2, as
+#: the truncation interpolation divides by n_stats - 1
+_INT_BOUNDS = {"channel_width": (1, 1024), "n_stats": (2, 1024), "num_classes": (1, 100_000), "z_dim": (1, 4096),
+               "attention_layer_position": (0, 64), "output_dim": (4, 4096)}
+_MAX_BLOCKS = 64
+_EXPECTED = ("a BigGAN-deep of at most 4 GiB, every weight in the file (the released ones: channel_width 128, "
+             "10 … 14 blocks, 0.2 GiB)")
+
+
+def _config_int(config: Mapping[str, Any], key: str, source: str) -> int:
+    """``config[key]`` as an integer within its bounds (an integral float such as 1e2 counts)."""
+    lo, hi = _INT_BOUNDS[key]
+    value = config[key]
+    if isinstance(value, float) and value.is_integer():  # inf and nan are not
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CheckpointError(f"{source}: config key {key!r} must be an integer in {lo} … {hi}, got {value!r:.80}")
+    return value
+
+
+def _config_layers(layers: Any, source: str) -> list[list[Any]]:
+    """The ``layers`` list as ``[upsample, in, out]`` blocks (bool, int, int), each multiplier in 1 … 16."""
+    if not isinstance(layers, (list, tuple)) or not 1 <= len(layers) <= _MAX_BLOCKS:
+        raise CheckpointError(f"{source}: config key 'layers' must be a list of 1 … {_MAX_BLOCKS} blocks "
+                              f"[upsample, in, out], got {layers!r:.80}")
+    for i, block in enumerate(layers):
+        if not (isinstance(block, (list, tuple)) and len(block) == 3 and all(isinstance(x, int) for x in block)
+                and 1 <= block[1] <= 16 and 1 <= block[2] <= 16):
+            raise CheckpointError(f"{source}: config 'layers' block {i} is {block!r:.80}; expected [upsample "
+                                  f"(true/false), in, out] with channel multipliers in and out in 1 … 16")
+    return [[bool(up), int(cin), int(cout)] for up, cin, cout in layers]
+
+
 def normalise_config(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
-    """Validate a BigGAN config dict (the HF config.json fields) and check it is buildable."""
+    """Validate a BigGAN config dict (the HF config.json fields) and check it is buildable.
+
+    Every number is bounded, and the size of the network is counted before it is built (on the meta
+    device, which allocates nothing): a config.json sets that size, and ``channel_width`` 10**6 would
+    ask for 32 GB.
+    """
     missing = [k for k in _REQUIRED if k not in config]
     if missing:
         raise CheckpointError(f"{source}: BigGAN config lacks {', '.join(missing)}")
     cfg = dict(config)
-    cfg["layers"] = [[bool(a), int(b), int(c)] for a, b, c in cfg["layers"]]
-    for k in ("channel_width", "n_stats", "num_classes", "z_dim", "attention_layer_position", "output_dim"):
-        cfg[k] = int(cfg[k])
-    cfg["eps"] = float(cfg["eps"])
+    cfg["layers"] = _config_layers(cfg["layers"], source)
+    for k in _INT_BOUNDS:
+        cfg[k] = _config_int(cfg, k, source)
+    eps = cfg["eps"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:  # nan fails too
+        raise CheckpointError(f"{source}: config key 'eps' must be a number in (0, 1), got {eps!r:.80}")
+    cfg["eps"] = float(eps)
     layers = cfg["layers"]
-    if not layers or layers[0][1] != 16:
+    if layers[0][1] != 16:
         raise CheckpointError(f"{source}: the first block must take 16·channel_width channels (gen_z's output)")
     if layers[-1][2] != 1:
         raise CheckpointError(f"{source}: the last block must output channel_width channels")
@@ -172,8 +220,16 @@ def normalise_config(config: Mapping[str, Any], source: str = "config") -> dict[
     res = 4 * 2 ** sum(1 for up, _, _ in layers if up)
     if res != cfg["output_dim"]:
         raise CheckpointError(f"{source}: output_dim {cfg['output_dim']} but the blocks upsample 4 → {res}")
+    refuse_oversized_model(config_values(cfg), source=source, expected=_EXPECTED)
     return cfg
 
+
+def config_values(cfg: Mapping[str, Any]) -> int:
+    """Float values (parameters and buffers) of the generator a validated config describes, counted on
+    the meta device: the network's own layout, without allocating it."""
+    with torch.device("meta"):
+        synthesis = Synthesis(cfg)
+    return cfg["num_classes"] * cfg["z_dim"] + sum(v.numel() for v in synthesis.state_dict().values())
 
 
 def _require_state(x: Any, g: SplitGenerator) -> None:
@@ -351,11 +407,11 @@ def _read_config(config: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any]
         return normalise_config(config, "config"), "given config"
     path = Path(config).expanduser()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise WeightsNotFound(f"cannot read BigGAN config {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, an int of 5000 digits
+        raise CheckpointError(f"{path}: not valid JSON: {e}; expected the config.json of a BigGAN-deep") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return normalise_config(data, str(path)), str(path)
@@ -388,9 +444,10 @@ def _load(weights: str | Path, config: Any, resolution: int | None, class_index:
             raise CheckpointError(f"{binf}: no config.json next to the weights and the resolution cannot be "
                                   f"inferred; pass config=PATH or resolution=128/256/512")
         cfg, cfg_note = dict(BIGGAN_DEEP_CONFIGS[res]), f"built-in BigGAN-deep-{res} config (no config.json found)"
+    refuse_oversized_model(config_values(cfg), source=str(binf), expected=_EXPECTED, state=sd)
     g = BigGANDeepGenerator(cfg, class_index=class_index, truncation=truncation)
     expected = {k: tuple(v.shape) for k, v in g.state_dict().items()}
-    check_state_dict(sd, expected, source=str(binf))
+    check_state_dict(sd, expected, source=str(binf), dtypes={k: v.dtype for k, v in g.state_dict().items()})
     g.load_state_dict({k: v.float() for k, v in sd.items()})
     g.weights_source = f"{binf}; config: {cfg_note}"
     g.weights_licence = LICENCE

@@ -165,7 +165,8 @@ class PGGAN(SplitGenerator):
 
     def load_checked(self, state: Any, *, source: str) -> None:
         """Strict key/shape check (readable report), ``lod == 0`` check, then ``load_state_dict``."""
-        check_state_dict(state, self.expected_state_shapes(), source=source)
+        dtypes = {k: v.dtype for k, v in self.state_dict().items()}
+        check_state_dict(state, self.expected_state_shapes(), source=source, dtypes=dtypes)
         lod = float(state["lod"])
         if lod != 0.0:
             raise CheckpointError(f"{source}: lod = {lod:g}, but only final models (lod 0) are supported; this "
@@ -186,22 +187,41 @@ class PGGAN(SplitGenerator):
         return self
 
 
+#: the largest PGGAN read from a checkpoint: 4096² (11 blocks, 4 channels at the top with fmaps_base 16384;
+#: the released networks are 256² and 1024²). It bounds the network a file's layer indices can ask for.
+MAX_RESOLUTION = 4096
+_MAX_BLOCKS = num_blocks(MAX_RESOLUTION)
+
+
 def infer_resolution(state: Any, *, source: str) -> int:
-    """Resolution of a PGGAN state_dict from its layer keys (``layer0 … layer{2B-1}``)."""
+    """Resolution of a PGGAN state_dict from its layer keys (``layer0 … layer{2B-1}``).
+
+    The highest index sets the size of the network built for the file, so it is bounded before any
+    power of two is taken: ``layer`` followed by thirty nines would otherwise ask for 2**(10**29) pixels,
+    and ``output20`` alone for a 4M² network with zero channels.
+    """
     if not isinstance(state, dict):
         raise CheckpointError(f"{source}: expected a PGGAN state_dict (a dict of tensors), "
                               f"found {type(state).__name__}")
-    blocks = 0
+    blocks, widest = 0, ""
     for key in state:
         m = _LAYER_KEY.match(str(key))
         if m:
-            i = int(m.group(2))
-            blocks = max(blocks, i // 2 + 1 if m.group(1) == "layer" else i + 1)
+            digits = m.group(2)  # int() of thousands of digits is itself refused (ValueError): cap them first
+            i = int(digits) if len(digits) <= 6 else 10**6
+            b = i // 2 + 1 if m.group(1) == "layer" else i + 1
+            if b > blocks:
+                blocks, widest = b, str(key)
     if blocks == 0:
         keys = ", ".join(map(repr, list(state)[:8])) + (", …" if len(state) > 8 else "")
         raise CheckpointError(f"{source}: no PGGAN keys ('layer<i>.conv.weight', 'output<k>.wscale.bias', …) "
                               f"found; expected the bare state_dict that genforce's convert_tf_weights saves, "
                               f"found keys [{keys}]")
+    if blocks > _MAX_BLOCKS:
+        raise CheckpointError(f"{source}: the key {widest[:80]!r} asks for a PGGAN of more than {_MAX_BLOCKS} "
+                              f"resolution blocks; expected layer0 … layer{2 * _MAX_BLOCKS - 1} and output0 … "
+                              f"output{_MAX_BLOCKS - 1} at most (4×4 … {MAX_RESOLUTION}×{MAX_RESOLUTION}; "
+                              f"the released networks: layer13 / output6 at 256², layer17 / output8 at 1024²)")
     return 4 * 2 ** (blocks - 1)
 
 
@@ -241,7 +261,11 @@ def pggan(*, weights: str | Path | None = None, resolution: int | None = None, t
     if resolution is not None and resolution != found:
         raise CheckpointError(f"{path}: the checkpoint is a {found}×{found} PGGAN ({2 * num_blocks(found)} conv "
                               f"layers), but resolution={resolution} was requested")
-    g = PGGAN(resolution=found)
+    try:
+        g = PGGAN(resolution=found)
+    except (ValueError, ZeroDivisionError, RuntimeError) as e:  # not reached for resolutions that pass the bound
+        raise CheckpointError(f"{path}: cannot build a {found}×{found} PGGAN for this checkpoint "
+                              f"({type(e).__name__}: {e}); expected a genforce PGGAN state_dict") from None
     g.load_checked(state, source=str(path))
     g.name = "pggan"
     g.weights_source = str(path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from gan_inversion_bench.weights import CheckpointError, torch_load_safe
+from gan_inversion_bench.weights import CheckpointError, refuse_oversized_model, torch_load_safe
 
 _TRAIN_HINT = ("If this is a train.py training checkpoint (it pickles an argparse.Namespace under 'args'), "
                "extract the EMA generator once, on a machine where you trust the file: "
@@ -24,7 +24,11 @@ _TRAIN_HINT = ("If this is a train.py training checkpoint (it pickles an argpars
 
 
 def load_rosinality_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
-    """Read ``{"g_ema": state_dict, "latent_avg": Tensor}`` safely; returns (state_dict, latent_avg or None)."""
+    """Read ``{"g_ema": state_dict, "latent_avg": Tensor}`` safely; returns (state_dict, latent_avg or None).
+
+    A g_ema whose keys and shapes ask for a generator out of bounds (:func:`infer_architecture`) or
+    too large to build is refused here, before any generator exists.
+    """
     path = Path(path)
     try:
         obj = torch_load_safe(path)
@@ -49,59 +53,106 @@ def load_rosinality_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Ten
     avg = obj.get("latent_avg")
     if avg is not None and not isinstance(avg, Tensor):
         raise CheckpointError(f"{path}: 'latent_avg' should be a tensor, found {type(avg).__name__}")
+    # the generator built for the file takes its size from these keys and shapes: refuse, before it is built,
+    # one out of bounds or too large to fit (a few stride-0 tensors declare any size in a file of a few bytes)
+    source = f"{path} ['g_ema']"
+    refuse_oversized_model(estimated_values(infer_architecture(sd, source=source)), source=source,
+                           expected=_EXPECTED, state=sd)
     return sd, avg
 
 
-def infer_architecture(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolution, style size, mapping depth and channels read off a g_ema state_dict (best effort)."""
-    def shape(k: str) -> tuple[int, ...] | None:
-        v = sd.get(k)
-        return tuple(v.shape) if isinstance(v, Tensor) else None
+#: bounds on the generator a g_ema's keys and shapes may ask for; the released networks are 256² and 1024² with
+#: style size 512, 8 mapping layers and at most 512 channels
+MAX_LOG_RESOLUTION = 12  # 4096²
+MAX_MLP = 64
+MAX_WIDTH = 4096  # style size and channels
+_EXPECTED = ("a rosinality g_ema of resolution 8 … 4096 (to_rgbs.0 … to_rgbs.9), 1 … 64 mapping layers, "
+             "style size and channels 1 … 4096 (the released networks: 256² or 1024², style size 512, "
+             "8 mapping layers, at most 512 channels)")
 
-    def first(cands: list[tuple[str, int, int]]) -> int | None:
-        """The first available ``shape(key)[dim]`` among (key, ndim, dim) candidates."""
+
+def _index(digits: str) -> int:
+    """A key's layer index. One of more than six digits counts as 10**6, over every bound: it is refused
+    as too large, not passed to ``int``, which refuses thousands of digits with a ValueError of its own."""
+    return int(digits) if len(digits) <= 6 else 10**6
+
+
+def _log_resolution(sd: Mapping[str, Any], source: str) -> int | None:
+    """log2 of the resolution that the first key family present implies (to_rgbs, then convs, then noises),
+    bounded before any power of two is taken: ``noises.noise_`` followed by 25 nines would otherwise ask
+    for 2**(5·10**24) pixels."""
+    families = [(r"to_rgbs\.(\d+)\..*", lambda i: i + 3), (r"convs\.(\d+)\..*", lambda i: i // 2 + 3),
+                (r"noises\.noise_(\d+)", lambda i: (i + 1) // 2 + 2)]
+    for pattern, log_size in families:
+        found = {_index(m.group(1)): str(k) for k in sd if (m := re.fullmatch(pattern, str(k)))}
+        if found:
+            top = max(found)
+            if log_size(top) > MAX_LOG_RESOLUTION:
+                raise CheckpointError(f"{source}: the key {found[top][:80]!r} asks for a generator larger than "
+                                      f"{2 ** MAX_LOG_RESOLUTION}x{2 ** MAX_LOG_RESOLUTION}; expected {_EXPECTED}")
+            return log_size(top)
+    return None
+
+
+def _bounded(found: tuple[int, str] | None, what: str, top: int, source: str) -> int | None:
+    """The size ``found`` = (value, key it was read from), refused unless it is in 1 … ``top``: a zero
+    size divides by zero in the equalized-lr scales, a huge one allocates before the key check."""
+    if found is not None and not 1 <= found[0] <= top:
+        raise CheckpointError(f"{source}: {what} read from {found[1][:80]!r} is {found[0]}; expected {_EXPECTED}")
+    return None if found is None else found[0]
+
+
+def infer_architecture(sd: Mapping[str, Any], *, source: str = "g_ema state_dict") -> dict[str, Any]:
+    """Resolution, style size, mapping depth and channels read off a g_ema state_dict (best effort).
+
+    Every size is bounded (:data:`MAX_LOG_RESOLUTION`, :data:`MAX_MLP`, :data:`MAX_WIDTH`), as the
+    network built for the file takes them: one out of bounds is a :class:`CheckpointError` naming
+    ``source`` and the key it came from.
+    """
+    def first(cands: list[tuple[str, int, int]]) -> tuple[int, str] | None:
+        """The first available ``(shape(key)[dim], key)`` among (key, ndim, dim) candidates."""
         for key, ndim, dim in cands:
-            s = shape(key)
-            if s is not None and len(s) == ndim:
-                return s[dim]
+            v = sd.get(key)
+            if isinstance(v, Tensor) and v.dim() == ndim:
+                return int(v.shape[dim]), key
         return None
 
-    def indices(pattern: str) -> set[int]:
-        return {int(m.group(1)) for k in sd if (m := re.fullmatch(pattern, str(k)))}
-
     arch: dict[str, Any] = {}
-    # any of several independent key families gives the number of resolutions
-    n_rgb = indices(r"to_rgbs\.(\d+)\..*")
-    n_conv = indices(r"convs\.(\d+)\..*")
-    n_noise = indices(r"noises\.noise_(\d+)")
-    if n_rgb:
-        arch["resolution"] = 2 ** (max(n_rgb) + 3)
-    elif n_conv:
-        arch["resolution"] = 2 ** (max(n_conv) // 2 + 3)
-    elif n_noise:
-        arch["resolution"] = 2 ** ((max(n_noise) + 1) // 2 + 2)
-    mlp = indices(r"style\.(\d+)\.(?:weight|bias)")
+    log_size = _log_resolution(sd, source)
+    if log_size is not None:
+        arch["resolution"] = 2 ** log_size
+    mlp = {_index(m.group(1)): str(k) for k in sd if (m := re.fullmatch(r"style\.(\d+)\.(?:weight|bias)", str(k)))}
     if mlp:
-        arch["n_mlp"] = max(mlp)
+        arch["n_mlp"] = _bounded((max(mlp), mlp[max(mlp)]), "the number of mapping layers", MAX_MLP, source)
     sdim = first([(f"style.{i}.weight", 2, 1) for i in sorted(mlp)] + [("conv1.conv.modulation.weight", 2, 1),
                                                                         ("to_rgb1.conv.modulation.weight", 2, 1)])
     if sdim is not None:
-        arch["style_dim"] = sdim
-    if "resolution" in arch:
-        chans: dict[int, int] = {}
-        c4 = first([("input.input", 4, 1), ("conv1.conv.weight", 5, 1), ("conv1.activate.bias", 1, 0),
-                    ("to_rgb1.conv.weight", 5, 2)])
-        if c4 is not None:
-            chans[4] = c4
-        for k in range(int(math.log2(arch["resolution"])) - 2):
-            c = first([(f"convs.{2 * k}.conv.weight", 5, 1), (f"convs.{2 * k}.activate.bias", 1, 0),
-                       (f"convs.{2 * k + 1}.conv.weight", 5, 2), (f"convs.{2 * k + 1}.activate.bias", 1, 0),
-                       (f"to_rgbs.{k}.conv.weight", 5, 2)])
-            if c is not None:
-                chans[2 ** (k + 3)] = c
-        if len(chans) == int(math.log2(arch["resolution"])) - 1:
+        arch["style_dim"] = _bounded(sdim, "the style size", MAX_WIDTH, source)
+    if log_size is not None:
+        chans: dict[int, int | None] = {4: _bounded(first([
+            ("input.input", 4, 1), ("conv1.conv.weight", 5, 1), ("conv1.activate.bias", 1, 0),
+            ("to_rgb1.conv.weight", 5, 2)]), "the 4x4 channels", MAX_WIDTH, source)}
+        for k in range(log_size - 2):
+            chans[2 ** (k + 3)] = _bounded(first([
+                (f"convs.{2 * k}.conv.weight", 5, 1), (f"convs.{2 * k}.activate.bias", 1, 0),
+                (f"convs.{2 * k + 1}.conv.weight", 5, 2), (f"convs.{2 * k + 1}.activate.bias", 1, 0),
+                (f"to_rgbs.{k}.conv.weight", 5, 2)]), f"the {2 ** (k + 3)}x{2 ** (k + 3)} channels", MAX_WIDTH, source)
+        if None not in chans.values():
             arch["channels"] = chans
     return arch
+
+
+def estimated_values(arch: Mapping[str, Any]) -> int:
+    """Float values (parameters and buffers) of the generator built for ``arch``, counted from rosinality's
+    layout without building it (biases and noise strengths left out: within a few per cent). What ``arch``
+    lacks takes the build's defaults: 1024², style size 512, 8 mapping layers, at most 512 channels."""
+    style, log_size = arch.get("style_dim", 512), round(math.log2(arch.get("resolution", 1024)))
+    c = [arch.get("channels", {}).get(2 ** i, 512) for i in range(2, log_size + 1)]
+    total = arch.get("n_mlp", 8) * style * style + 16 * c[0] + 9 * c[0] ** 2 + 2 * style * c[0] + 3 * c[0] + 16
+    for i in range(1, len(c)):  # per resolution: upsampling and plain StyledConv, ToRGB, two noise maps
+        cin, cout, r = c[i - 1], c[i], 2 ** (i + 2)
+        total += 9 * cout * (cin + cout) + style * (cin + 2 * cout) + 3 * cout + 2 * r * r
+    return total
 
 
 def summarise_missing(names: list[str], noise_seed: int) -> str:
