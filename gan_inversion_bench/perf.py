@@ -23,6 +23,7 @@ a calibration in both runs (or with ``calibrate=False``) absolute times are comp
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -134,14 +135,46 @@ def _by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def load_benchmark_json(path: str | Path) -> dict[str, Any]:
+    """A pytest-benchmark JSON file, every entry checked (:func:`entry_problem`): a ValueError names the file,
+    the entry and what was expected."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable pytest-benchmark JSON file ({e})") from None
-    if not isinstance(data, dict) or "benchmarks" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    for i, entry in enumerate(data["benchmarks"]):
+        problem = entry_problem(entry)
+        if problem:
+            name = entry.get("fullname") if isinstance(entry, dict) else None
+            raise ValueError(f"{path}: benchmark {i}{f' ({name})' if isinstance(name, str) else ''}: {problem}")
     return data
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def entry_problem(entry: Any) -> str:
+    """What is wrong with one benchmark of a pytest-benchmark file for :func:`compare` ("" if nothing): it needs a
+    ``fullname``, a positive ``stats.min`` (seconds; times are divided by it), a spread (``iqr``, ``stddev``) that
+    is absent or >= 0, and numbers for the ``extra_info`` it compares (``psnr``, ``lpips``)."""
+    if not isinstance(entry, dict):
+        return f"expected a JSON object, found {json.dumps(entry)[:60]}"
+    stats, info = entry.get("stats"), entry.get("extra_info", {})
+    if not isinstance(entry.get("fullname"), str) or not entry["fullname"]:
+        return "no 'fullname' (the test's id, a string)"
+    if not isinstance(stats, dict) or not _number(stats.get("min")) or stats["min"] <= 0:
+        found = stats.get("min") if isinstance(stats, dict) else stats
+        return f"'stats.min' must be a positive finite number of seconds, found {json.dumps(found)[:60]}"
+    for key in ("iqr", "stddev"):
+        if stats.get(key) is not None and not (_number(stats[key]) and stats[key] >= 0):
+            return f"'stats.{key}' must be a finite number >= 0 (or absent), found {json.dumps(stats[key])[:60]}"
+    if not isinstance(info, dict):
+        return f"'extra_info' must be a JSON object, found {json.dumps(info)[:60]}"
+    bad = [k for k in ("psnr", "lpips") if k in info and not _number(info[k])]
+    return f"'extra_info.{bad[0]}' must be a finite number, found {json.dumps(info[bad[0]])[:60]}" if bad else ""
 
 
 @dataclass(frozen=True)

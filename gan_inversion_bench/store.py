@@ -145,6 +145,38 @@ def refuse_unsafe_files(path: Path, writing: bool) -> None:
                              f"under its other name(s); replace it with a copy of its own to resume here")
 
 
+#: how an error names a JSON value's type (bool before int: True is an int to Python)
+_JSON_TYPES = ((dict, "a JSON object"), (list, "a JSON array"), (str, "a JSON string"), (bool, "true or false"),
+               (int, "an integer"), (float, "a number"))
+_ALTERED = "not what this toolkit writes (the run folder was altered); restore it from a copy"
+
+
+def json_value(value: Any, shape: Any, where: str) -> Any:
+    """``value`` (JSON from a run folder, which may come from someone else) where it is null or has ``shape``: a
+    type (``dict``: a JSON object, ``list``, ``str``, ``int``) or ``{key: shape}``, an object whose keys have those
+    shapes where present (``...``: every key); else a :class:`StoreError` naming ``where`` (the file and
+    the meta key or column) and what was expected."""
+    if value is None:
+        return None
+    kind = dict if isinstance(shape, dict) else shape
+    if not isinstance(value, kind):
+        expected, found = (next(name for t, name in _JSON_TYPES if issubclass(k, t)) for k in (kind, type(value)))
+        raise StoreError(f"{where}: expected {expected}, found {found} ({json.dumps(value)[:60]}): {_ALTERED}")
+    for key, item in value.items() if isinstance(shape, dict) else ():
+        if key in shape or ... in shape:
+            json_value(item, shape.get(key, shape.get(...)), f"{where}, key {key!r}")
+    return value
+
+
+def meta_value(store: ResultStore, key: str, shape: Any) -> Any:
+    """The meta data ``key`` of a run's database (None where absent) checked by :func:`json_value`, or refused."""
+    where = f"{store.path}: meta key {key!r}"
+    try:
+        return json_value(store.get_meta(key), shape, where)
+    except ValueError as e:  # not JSON
+        raise StoreError(f"{where}: not JSON ({e}): {_ALTERED}") from None
+
+
 def check_plain_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse (:class:`StoreError` naming ``path``) a database whose schema holds more than this toolkit writes,
     tables and indexes. A view (or a virtual table) under one of its table names runs its own query on every

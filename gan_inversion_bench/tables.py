@@ -29,7 +29,7 @@ import pandas as pd
 
 from . import stats
 from .safe_paths import inside, write_atomic
-from .store import ResultStore
+from .store import ResultStore, json_value, meta_value
 
 #: (column, label, higher is better, format)
 COLUMNS = [("psnr", "PSNR (dB)", True, "{:.2f}"), ("ssim", "SSIM", True, "{:.4f}"), ("lpips", "LPIPS", False, "{:.4f}"),
@@ -45,13 +45,22 @@ THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
 NAN = math.nan
 
 
+#: the JSON columns of a result that the tables and the report read, and their shapes (:func:`json_value`)
+RECORD_SHAPES: dict[str, Any] = {"generator": dict, "method_settings": dict, "capacity": dict, "restarts": {"k": int},
+                                 "metric_conventions": dict.fromkeys(QUALITY, str), "task": {"settings": dict}}
 def load_records(run_dir: str | Path) -> pd.DataFrame:
     """Every result row, with ``subset`` (the image set part of the id) and, per configuration, the
     one-off costs from the ``timings`` table: ``latency_s`` (one image alone) and ``prepare_s``
     (with ``prepare_note``); ``psnr_starts``: per image, the mean PSNR over its restarts (NaN for one start).
-    ``attrs["tuned_on"]``: the meta data's method → images its tuned entry was tuned on (harness.config.tuned_on)."""
+    ``attrs["tuned_on"]``: the meta data's method → images its tuned entry was tuned on (harness.config.tuned_on).
+    A value of :data:`RECORD_SHAPES` or ``tuned_on`` of another JSON type is refused, naming it
+    (:func:`~.store.json_value`)."""
     with ResultStore(run_dir, create=False) as store:
-        rows, times, tuned_on = store.results(), store.timings(), store.get_meta("tuned_on") or {}
+        rows, times, tuned_on = store.results(), store.timings(), meta_value(store, "tuned_on", {...: list}) or {}
+        for row in rows:  # a crafted value is refused here, named, rather than failing in a renderer
+            for col, shape in RECORD_SHAPES.items():
+                json_value(row[col], shape, f"{store.path}: column {col!r} of the result {row['method_key']!r}, "
+                                            f"image {row['image_id']!r}")
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -228,7 +237,7 @@ def _codes(g: pd.DataFrame) -> str:
         return ""
     c = caps[0]
     if "subspaces" in c:
-        return f"{c['codes']} (R={c['subspaces']}×K={c['codes_per_subspace']})"
+        return f"{c.get('codes')} (R={c['subspaces']}×K={c.get('codes_per_subspace')})"
     return str(c.get("codes", ""))
 
 
@@ -320,7 +329,7 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
         if name in conv:
             lines.append(conv[name])
     lines += _missing_values(df) + _task_lines(df) + _start_lines(df)
-    lines += [f"Not held out: {m}'s tuned entry was tuned on {len(ids)} of these images ({', '.join(ids)})."
+    lines += [f"Not held out: {m}'s tuned entry was tuned on {len(ids)} of these images ({', '.join(map(str, ids))})."
               for m, ids in sorted((df.attrs.get("tuned_on") or {}).items())]
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append("Time per image: inversion of a batch divided by its size, so the images of a batch share one "
@@ -351,8 +360,9 @@ def _start_lines(df: pd.DataFrame) -> list[str]:
     ks = sorted({int(info["k"]) for info in df["restarts"] if isinstance(info, dict) and int(info.get("k", 1)) > 1})
     return [f"Restarts ({' or '.join(map(str, ks))} starts per image): PSNR, SSIM and LPIPS are those of each image's "
             "best start, the one with the lowest final loss (the method's own objective, never the metrics); "
-            "PSNR mean of starts: per image the mean PSNR over its starts, then the mean over images with its "
-            "interval as above (what one start gives on average)."]
+            "PSNR mean of starts: per image the mean PSNR over its starts (a start that failed, its loss non-finite, "
+            "left out as a failed image is), then the mean over images with its interval as above (what one start "
+            "gives on average)."]
 
 
 def _task_lines(df: pd.DataFrame) -> list[str]:

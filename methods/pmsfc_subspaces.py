@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from gan_inversion_bench.weights import CheckpointError, load_numpy_pickle
 
 AFFINITIES = ("paper", "official")
 ORIENTATIONS = ("inversion", "discovery")
+#: the terms of eq. (6) that Algorithm 1 records per iteration (the loss curves)
+CURVES = ("total", "feature", "data", "sparse")
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def train_self_expressive(G: SplitGenerator, split: int, config: DiscoveryConfig
     channels = G.split_points[split].shape[0]
     S = initial_s(channels, c.s_init, G.device).requires_grad_(True)
     opt = make_optimizer(c.optimizer, [S], c.lr)
-    curves: dict[str, list[float]] = {"total": [], "feature": [], "data": [], "sparse": []}
+    curves: dict[str, list[float]] = {k: [] for k in CURVES}
     for it in range(iterations):
         z = G.sample_latents(c.batch, seed=(seed * 1_000_003 + it) % 2**63)  # [batch, latent]
         terms = discovery_losses(G, split, S, z, c.data_weight)
@@ -259,7 +262,9 @@ def obtain_s(G: SplitGenerator, split: int, settings: Any, *, seed: int, cache: 
 
     The cache key is the content of the generator's weights (:meth:`SplitGenerator.content_hash`),
     the code version (:func:`code_version`), the split, the discovery settings
-    (:data:`DISCOVERY_FIELDS`) and the seed (or the imported file's sha256): never a path or a name."""
+    (:data:`DISCOVERY_FIELDS`) and the seed (or the imported file's sha256): never a path or a name. A cache
+    entry computed for another key, or whose keys, shapes or dtypes differ from what this code writes (the cache
+    may be a run folder's, from someone else), is ignored with a warning naming the file, and S is trained again."""
     s, channels = settings, G.split_points[split].shape[0]
     generator = {"weights_sha256": G.content_hash(), "code": code_version()}
     if s.s_matrix is not None:
@@ -271,7 +276,7 @@ def obtain_s(G: SplitGenerator, split: int, settings: Any, *, seed: int, cache: 
     key_material = {"generator": generator, "split": split, "source": source}
     s_key = digest(key_material)
     path = cache / f"pmsfc-S-{s_key}.pt" if cache is not None else None
-    entry = torch_load_cached(path) if path is not None else None
+    entry = _checked(path, _s_problem, key_material, channels, s.discovery_iterations) if path is not None else None
     if entry is not None:
         return FoundS(entry["S"], {k: v.tolist() for k, v in entry["curves"].items()}, s_key, True)
     config = DiscoveryConfig(s.discovery_iterations, s.discovery_batch, s.discovery_lr, s.discovery_optimizer,
@@ -284,13 +289,15 @@ def obtain_s(G: SplitGenerator, split: int, settings: Any, *, seed: int, cache: 
 
 
 def cluster_channels(S: Tensor, s_key: str, settings: Any, *, seed: int, cache: Path | None) -> Clusters:
-    """Spectral clustering of S's affinity (paper or official post-processing) into R subspaces, cached."""
+    """Spectral clustering of S's affinity (paper or official post-processing) into R subspaces, cached; a cache
+    entry that is not what this code writes (see :func:`obtain_s`) is ignored with a warning and recomputed."""
     s = settings
     spec = {k: getattr(s, k) for k in CLUSTERING_FIELDS}
     if s.affinity == "paper":
         spec = {"n_subspaces": s.n_subspaces, "affinity": "paper"}
     m_key = digest({"S": s_key, "clustering": spec, "seed": seed, "code": code_version()})
-    entry = torch_load_cached(cache / f"pmsfc-masks-{m_key}.pt") if cache is not None else None
+    path = cache / f"pmsfc-masks-{m_key}.pt" if cache is not None else None
+    entry = _checked(path, _masks_problem, spec, S.shape[0], s.n_subspaces) if path is not None else None
     if entry is not None:
         return Clusters(entry["labels"].long(), list(entry["warnings"]), m_key)
     if s.affinity == "paper":
@@ -301,7 +308,61 @@ def cluster_channels(S: Tensor, s_key: str, settings: Any, *, seed: int, cache: 
         assign = "discretize"  # as the official code
     raw, notes = spectral_labels(A, s.n_subspaces, seed, assign)
     labels = torch.from_numpy(raw)
-    if cache is not None:
-        torch_save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)},
-                          cache / f"pmsfc-masks-{m_key}.pt")
+    if path is not None:
+        torch_save_atomic({"labels": labels, "warnings": notes, "spec": json.dumps(spec)}, path)
     return Clusters(labels.long(), notes, m_key)
+
+
+# ---- checking a cache entry (the cache may be a run folder's, which may come from someone else) ------------
+
+def _checked(path: Path, problem: Callable[[Any, Any, int, int], str], key: Any, size: int,
+             count: int) -> dict[str, Any] | None:
+    """The cache entry at ``path`` where ``problem(entry, key, size, count)`` finds nothing wrong with it, else None
+    (as for a corrupt file, :func:`~gan_inversion_bench.safe_paths.torch_load_cached`: a warning names the file and
+    what was wrong, and stage 1 recomputes it)."""
+    entry = torch_load_cached(path)
+    why = problem(entry, key, size, count) if entry is not None else ""
+    if why:
+        warnings.warn(f"ignoring PmSFC cache file {path}: {why}; recomputing it", stacklevel=3)
+        return None
+    return entry
+
+
+def _tensor_problem(value: Any, name: str, shape: tuple[int, ...], floating: bool) -> str:
+    """What makes ``value`` other than a finite float (``floating``) or integer tensor of ``shape`` ("" if nothing)."""
+    if not isinstance(value, Tensor):
+        return f"{name!r} is {type(value).__name__}, not a tensor"
+    integer = not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)
+    if not (value.dtype.is_floating_point if floating else integer) or tuple(value.shape) != shape:
+        expected = "a float" if floating else "an integer"
+        return f"{name!r} is a {value.dtype} tensor of shape {tuple(value.shape)}, expected {expected} one of {shape}"
+    if floating and not bool(torch.isfinite(value).all()):
+        return f"{name!r} holds non-finite values"
+    return ""
+
+
+def _s_problem(entry: Any, key_material: dict[str, Any], channels: int, iterations: int) -> str:
+    """What is wrong with an S cache entry: ``S`` ``[C, C]`` float, ``curves`` the terms of :data:`CURVES` over
+    every iteration, computed for ``key_material`` ("" if nothing)."""
+    if not isinstance(entry, dict) or entry.get("key") != json.dumps(key_material, default=str):
+        return "it was not computed for this generator, split and these discovery settings"
+    curves = entry.get("curves")
+    if not isinstance(curves, dict) or set(curves) != set(CURVES):
+        return f"'curves' is not a dict of the terms {', '.join(CURVES)}"
+    problems = [_tensor_problem(v, f"curves[{k!r}]", (iterations,), True) for k, v in curves.items()]
+    return _tensor_problem(entry.get("S"), "S", (channels, channels), True) or next(filter(None, problems), "")
+
+
+def _masks_problem(entry: Any, spec: dict[str, Any], channels: int, n_subspaces: int) -> str:
+    """What is wrong with a clustering cache entry: ``labels`` ``[C]`` integers in 0 … R-1 and ``warnings`` a list
+    of strings, computed for ``spec`` ("" if nothing)."""
+    if not isinstance(entry, dict) or entry.get("spec") != json.dumps(spec):
+        return "it was not computed for these clustering settings"
+    labels: Any = entry.get("labels")
+    notes = entry.get("warnings")
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        return "'warnings' is not a list of strings"
+    why = _tensor_problem(labels, "labels", (channels,), False)
+    if not why and not 0 <= int(labels.min()) <= int(labels.max()) < n_subspaces:
+        why = f"'labels' are not all subspace numbers from 0 to {n_subspaces - 1}"
+    return why

@@ -29,7 +29,7 @@ from ..metrics import CONVENTIONS
 from ..precision import ExecutionOptions, precision_note
 from ..registry import GENERATORS
 from ..safe_paths import remove_tree
-from ..store import ResultStore, method_key
+from ..store import ResultStore, meta_value, method_key
 from ..tasks import activated
 from .config import (
     RunConfig,
@@ -177,7 +177,7 @@ def _run_session(rc: RunContext, store: ResultStore, names: list[str]) -> None:
 def _check_identity(config: RunConfig, run_dir: Path, store: ResultStore, echo: Echo) -> None:
     """Resuming needs the same identity; a folder without any result (e.g. a run that failed on a bad
     checkpoint path) starts again with the new one, dropping the targets it saved."""
-    stored = store.get_meta("identity")
+    stored = meta_value(store, "identity", dict)
     if stored is None or stored == json.loads(json.dumps(config.identity(), sort_keys=True, default=str)):
         return
     if store.conn.execute("SELECT 1 FROM results LIMIT 1").fetchone() is None:
@@ -192,12 +192,12 @@ def _check_identity(config: RunConfig, run_dir: Path, store: ResultStore, echo: 
 
 
 def _check_content(rc: RunContext, generator: SplitGenerator, images: ImageSet, device: str) -> None:
-    """Resuming also needs the same inputs by content (:func:`~.config.content_identity`): a changed
-    weight or target image is refused, naming it. A folder made before the hashes were stored gets
-    them now; one without results starts again with the new inputs; new image ids are added."""
+    """Resuming also needs the same inputs by content (:func:`~.config.content_identity`): a changed weight or
+    target image is refused, naming it, and so is a stored ``content`` of other JSON types. A folder made before
+    the hashes were stored gets them now; one without results starts again with the new inputs; new ids are added."""
     assert rc.store is not None
     now = content_identity(rc.config, generator, images)
-    stored = rc.store.get_meta("content") or {}
+    stored = meta_value(rc.store, "content", {"weights_file": dict, "images": dict}) or {}
     changes = _content_changes(stored, now)
     has_results = rc.store.conn.execute("SELECT 1 FROM results LIMIT 1").fetchone() is not None
     if changes and has_results:
@@ -222,10 +222,10 @@ def _content_changes(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
     changes = []
     old, new = stored.get("generator_state"), now["generator_state"]
     if old and old != new:
-        changes.append(f"the generator's weights (sha256 of its state_dict {old[:12]}…, now {new[:12]}…)")
+        changes.append(f"the generator's weights (sha256 of its state_dict {str(old)[:12]}…, now {new[:12]}…)")
     old_file, new_file = stored.get("weights_file") or {}, now["weights_file"] or {}
     if old_file.get("sha256") and new_file.get("sha256") and old_file["sha256"] != new_file["sha256"]:
-        changes.append(f"the weights file {new_file['path']} (sha256 {old_file['sha256'][:12]}…, now "
+        changes.append(f"the weights file {new_file['path']} (sha256 {str(old_file['sha256'])[:12]}…, now "
                        f"{new_file['sha256'][:12]}…)")
     old_images = stored.get("images") or {}
     changed = sorted(i for i, h in now["images"].items() if old_images.get(i) not in (None, h))
@@ -357,7 +357,7 @@ def _note_tuned_on(rc: RunContext, setup: RunSetup, name: str) -> None:
             "(the run folder's meta data 'tuned_on' lists them)")
     if rc.dist.is_main and rc.store is not None:
         with writing_into(rc.run_dir):
-            rc.store.set_meta("tuned_on", {**(rc.store.get_meta("tuned_on") or {}), name: seen})
+            rc.store.set_meta("tuned_on", {**(meta_value(rc.store, "tuned_on", dict) or {}), name: seen})
 
 
 def _plan(rc: RunContext, setup: RunSetup, name: str) -> MethodPlan:

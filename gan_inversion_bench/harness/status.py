@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..store import ResultStore, StoreError
+from ..store import ResultStore, StoreError, meta_value
 from .stop import SEARCH_DEPTH, Stoppable, holder_of, is_request, lock_holder, run_folders, stop_requested, stoppables
 
 
@@ -30,9 +30,7 @@ def folder_status(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / ResultStore.FILENAME).is_file():
         return out
     with ResultStore(run_dir, create=False) as store:
-        image_set = store.get_meta("image_set")
-        n = image_set.get("n") if isinstance(image_set, dict) else None
-        out["images"] = n if isinstance(n, int) and not isinstance(n, bool) else None  # another file's value: unknown
+        out["images"] = (meta_value(store, "image_set", {"n": int}) or {}).get("n")
         counts = store.conn.execute("SELECT method_key, method, COUNT(*), SUM(status = 'failed') FROM results "
                                     "GROUP BY method_key ORDER BY MIN(created)").fetchall()
         sessions = store.sessions()
