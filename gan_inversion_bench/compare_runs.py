@@ -194,4 +194,17 @@ def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", su
                      "pairs (where both are exact, the difference is 0).")
     if any(d.subset == stats.OVERALL for d in found):
         notes.append(f"images '{stats.OVERALL}': every subset pooled.")
+    notes += _unpaired(df, found)
     return markdown_table(head, [_comparison_row(d) for d in found]) + "\n\n" + "\n".join(f"- {x}" for x in notes)
+
+
+def _unpaired(df: pd.DataFrame, found: list[stats.PairedDifference]) -> list[str]:
+    """How many of the images that A or B has (in the subsets shown) are in no pair: failed or missing on one side,
+    or without the metric's value. n counts pairs only, so without this a failure would pass unseen."""
+    scope = stats.OVERALL if any(d.subset == stats.OVERALL for d in found) else found[0].subset
+    labels = df["label"] if "label" in df else stats.config_labels(df)
+    ids = {i for i in df.loc[labels.isin([found[0].a, found[0].b]), "image_id"]
+           if scope == stats.OVERALL or str(i).split("/")[0] == scope}
+    left = len(ids) - max(d.n for d in found if d.subset == scope)
+    return [f"not paired: at least {left} of the {len(ids)} images that A or B has (failed or missing on one side, "
+            "or without the metric's value); n counts the pairs."] if left > 0 else []

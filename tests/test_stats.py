@@ -177,6 +177,16 @@ def test_paired_direction_lower_is_better_for_lpips(pair):
     assert (swapped.wins, swapped.losses) == (1, 2) and swapped.mean == pytest.approx(-out["all"].mean)
 
 
+def test_gib_compare_says_how_many_images_are_in_no_pair(pair):
+    """p/y failed for b and p/z is b's only: 6 images, 4 pairs; the output says so rather than showing n alone."""
+    s = stats.BootstrapSettings(n_resamples=200)
+    text = compare_runs.comparison_text(pair, "a", "b", metric="psnr", settings=s)
+    assert "not paired: at least 2 of the 6 images that A or B has" in text, text
+    assert "not paired: at least 2 of the 3 images" in compare_runs.comparison_text(pair, "a", "b", metric="psnr",
+                                                                                      subset="p", settings=s)
+    assert "not paired" not in compare_runs.comparison_text(pair, "a", "b", metric="psnr", subset="g", settings=s)
+
+
 def test_missing_metric_values_leave_the_pair_out(pair):
     pair.loc[(pair["method"] == "a") & (pair["image_id"] == "g/2"), "psnr"] = None  # stored empty (non-finite)
     g = stats.paired_differences(pair, "a", "b", "psnr", stats.BootstrapSettings(n_resamples=200))["g"]
