@@ -47,7 +47,10 @@ NAN = math.nan
 
 #: the JSON columns of a result that the tables and the report read, and their shapes (:func:`json_value`)
 RECORD_SHAPES: dict[str, Any] = {"generator": dict, "method_settings": dict, "capacity": dict, "restarts": {"k": int},
-                                 "metric_conventions": dict.fromkeys(QUALITY, str), "task": {"settings": dict}}
+                                 "metric_conventions": dict.fromkeys(QUALITY, str), "task": {"settings": dict},
+                                 # REAL columns: SQLite keeps text that is no number as text ('abc' where a PSNR goes)
+                                 **dict.fromkeys(("psnr", "ssim", "lpips", "mse", "ms_ssim", "psnr_hole", "mse_hole",
+                                                  "final_loss", "time_s", "tflops"), float)}
 def load_records(run_dir: str | Path) -> pd.DataFrame:
     """Every result row, with ``subset`` (the image set part of the id) and, per configuration, the
     one-off costs from the ``timings`` table: ``latency_s`` (one image alone) and ``prepare_s``

@@ -84,6 +84,7 @@ def test_tuned_on_as_written_still_gives_its_footer_line(finished, tmp_path):
     ("metric_conventions", "[1]", "found a JSON array"),
     ("task", '{"name": "inpaint", "settings": [1]}', "key 'settings': expected a JSON object"),
     ("capacity", "5", "found an integer"),
+    ("psnr", "abc", "expected a number, found a JSON string"),  # a REAL column keeps text that is no number
 ])
 @pytest.mark.parametrize("command", ["table", "report", "compare"])
 def test_a_result_column_of_the_wrong_json_type_is_refused(finished, tmp_path, command, column, value, found):
