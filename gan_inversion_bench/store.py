@@ -160,8 +160,10 @@ def json_value(value: Any, shape: Any, where: str) -> Any:
         return None
     kind = dict if isinstance(shape, dict) else shape
     if not isinstance(value, kind):
-        expected, found = (next(name for t, name in _JSON_TYPES if issubclass(k, t)) for k in (kind, type(value)))
-        raise StoreError(f"{where}: expected {expected}, found {found} ({json.dumps(value)[:60]}): {_ALTERED}")
+        expected, found = (next((name for t, name in _JSON_TYPES if issubclass(k, t)), k.__name__)
+                           for k in (kind, type(value)))  # e.g. bytes: a BLOB where a number goes
+        raise StoreError(f"{where}: expected {expected}, found {found} ({json.dumps(value, default=repr)[:60]}): "
+                         f"{_ALTERED}")
     for key, item in value.items() if isinstance(shape, dict) else ():
         if key in shape or ... in shape:
             json_value(item, shape.get(key, shape.get(...)), f"{where}, key {key!r}")
@@ -299,7 +301,7 @@ class ResultStore:
     def _plain(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         try:
             check_plain_schema(conn, self.path)
-        except StoreError:
+        except Exception:  # refused, or unreadable (e.g. no -shm can be made): closed either way
             conn.close()
             raise
         return conn

@@ -172,7 +172,7 @@ def _open(path: Path, writing: bool) -> sqlite3.Connection:
             f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             check_plain_schema(db, path)
-        except StoreError:
+        except Exception:  # refused, or unreadable: closed either way
             db.close()
             raise
     except StoreError as e:

@@ -93,6 +93,12 @@ def test_a_result_column_of_the_wrong_json_type_is_refused(finished, tmp_path, c
     assert_refused(gib(*args), str(r / "results.sqlite"), f"column {column!r}", "generated/000", found)
 
 
+def test_a_blob_where_a_number_goes_is_refused(finished, tmp_path):
+    r = crafted(finished, tmp_path, "UPDATE results SET lpips = x'00ff'")
+    assert_refused(gib("table", r), str(r / "results.sqlite"), "column 'lpips'", "generated/000",
+                   "expected a number, found bytes")
+
+
 def test_metric_conventions_that_are_no_text_are_refused(finished, tmp_path):
     r = crafted(finished, tmp_path, "UPDATE results SET metric_conventions = '{\"psnr\": [1]}'")
     assert_refused(gib("report", r), "column 'metric_conventions'", "key 'psnr': expected a JSON string")
