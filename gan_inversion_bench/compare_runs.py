@@ -150,6 +150,7 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
     """
     if df.empty:
         raise ValueError("no results in this run folder yet")
+    df = _with_labels(df)  # once, not per metric
     if metric != "all" and metric not in COMPARE_METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join([*COMPARE_METRICS, 'all'])}")
     present = [m for m in COMPARE_METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
@@ -167,6 +168,11 @@ def comparison(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset:
             and not (metric == "all" and m == "psnr_starts" and results[m][k].differences.empty)]
 
 
+def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its configuration labels (:func:`~.stats.config_labels`), where it has none yet."""
+    return df if df.empty or "label" in df else df.assign(label=stats.config_labels(df))
+
+
 def _comparison_row(d: stats.PairedDifference) -> list[str]:
     label, fmt = COMPARE_METRICS[d.metric]
     interval = "–" if math.isnan(d.ci_low) else f"[{fmt.format(d.ci_low)}, {fmt.format(d.ci_high)}]"
@@ -179,6 +185,7 @@ def _comparison_row(d: stats.PairedDifference) -> list[str]:
 def comparison_text(df: pd.DataFrame, a: str, b: str, *, metric: str = "all", subset: str = "all",
                     settings: stats.BootstrapSettings = stats.DEFAULT) -> str:
     """``gib compare``'s output: a Markdown table of :func:`comparison` and what it means."""
+    df = _with_labels(df)
     found = comparison(df, a, b, metric=metric, subset=subset, settings=settings)
     if not found:
         return f"nothing to compare: no {metric} values in this run"
@@ -202,8 +209,7 @@ def _unpaired(df: pd.DataFrame, found: list[stats.PairedDifference]) -> list[str
     """How many of the images that A or B has (in the subsets shown) are in no pair: failed or missing on one side,
     or without the metric's value. n counts pairs only, so without this a failure would pass unseen."""
     scope = stats.OVERALL if any(d.subset == stats.OVERALL for d in found) else found[0].subset
-    labels = df["label"] if "label" in df else stats.config_labels(df)
-    ids = {i for i in df.loc[labels.isin([found[0].a, found[0].b]), "image_id"]
+    ids = {i for i in df.loc[df["label"].isin([found[0].a, found[0].b]), "image_id"]
            if scope == stats.OVERALL or str(i).split("/")[0] == scope}
     left = len(ids) - max(d.n for d in found if d.subset == scope)
     return [f"not paired: at least {left} of the {len(ids)} images that A or B has (failed or missing on one side, "

@@ -301,8 +301,7 @@ class PairedDifference:
         """The differences the mean, the interval and the test are taken over: a pair where one of A and B
         reconstructs its target exactly (PSNR +inf: MSE 0) and the other does not has no finite difference and
         counts in wins/ties/losses only (where both are exact, the difference is 0: a tie)."""
-        kept: pd.Series = self.differences[np.isfinite(self.differences.to_numpy(dtype=float))]
-        return kept
+        return _finite_part(self.differences)
 
     @cached_property
     def p_value(self) -> float:
@@ -311,6 +310,20 @@ class PairedDifference:
         if self.n < 2:
             return math.nan
         return sign_flip_p(self.finite.to_numpy(), n_resamples=self.settings.n_resamples, seed=self.settings.seed)
+
+
+def _finite_part(differences: pd.Series) -> pd.Series:
+    kept: pd.Series = differences[np.isfinite(differences.to_numpy(dtype=float))]
+    return kept
+
+
+def exact_psnr(records: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """Which records reconstruct their target exactly: PSNR +inf, which the store keeps empty, beside MSE 0."""
+    if "mse" not in records:
+        return np.zeros(len(records), dtype=bool)
+    empty = pd.to_numeric(records["psnr"], errors="coerce").isna().to_numpy() if "psnr" in records else True
+    exact: npt.NDArray[np.bool_] = empty & (pd.to_numeric(records["mse"], errors="coerce").to_numpy(dtype=float) == 0)
+    return exact
 
 
 def _subset(image_id: object) -> str:
@@ -324,14 +337,14 @@ def _values(df: pd.DataFrame, label: str, metric: str) -> pd.Series:
         raise ValueError(f"{label!r} has several records of image {twice[0]} ({len(twice)} image(s) so); pair "
                          "the records of one task (gib compare --task)")
     values = np.array(pd.to_numeric(ok[metric], errors="coerce"), dtype=float)  # a copy (pandas' may be read-only)
-    if metric == "psnr" and "mse" in ok:  # an exact reconstruction: MSE 0, PSNR +inf (which the store keeps empty)
-        values[pd.to_numeric(ok["mse"], errors="coerce").to_numpy(dtype=float) == 0] = math.inf
+    if metric == "psnr":
+        values[exact_psnr(ok)] = math.inf
     return pd.Series(values, index=ok["image_id"])
 
 
 def _paired(diff: pd.Series, key: tuple[str, str, str, str], higher: bool,
             settings: BootstrapSettings) -> PairedDifference:
-    finite = diff[np.isfinite(diff.to_numpy(dtype=float))]  # ±inf: A or B exact (PSNR), wins/ties/losses only
+    finite = _finite_part(diff)  # ±inf: A or B exact (PSNR), wins/ties/losses only
     if len(finite):
         mean, low, high = bootstrap_ci(finite.to_numpy(), confidence=settings.confidence,
                                        n_resamples=settings.n_resamples, seed=settings.seed, method=settings.method)

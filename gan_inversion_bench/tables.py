@@ -45,12 +45,14 @@ THROUGHPUT = ("tflops", "TFLOP/s", True, "{:.3g}")
 NAN = math.nan
 
 
-#: the JSON columns of a result that the tables and the report read, and their shapes (:func:`json_value`)
+#: the columns of a result that the tables and the report read, and their shapes (:func:`~.store.json_value`)
 RECORD_SHAPES: dict[str, Any] = {"generator": dict, "method_settings": dict, "capacity": dict, "restarts": {"k": int},
                                  "metric_conventions": dict.fromkeys(QUALITY, str), "task": {"settings": dict},
                                  # REAL columns: SQLite keeps text that is no number as text ('abc' where a PSNR goes)
                                  **dict.fromkeys(("psnr", "ssim", "lpips", "mse", "ms_ssim", "psnr_hole", "mse_hole",
                                                   "final_loss", "time_s", "tflops"), float)}
+
+
 def load_records(run_dir: str | Path) -> pd.DataFrame:
     """Every result row, with ``subset`` (the image set part of the id) and, per configuration, the
     one-off costs from the ``timings`` table: ``latency_s`` (one image alone) and ``prepare_s``
@@ -108,6 +110,14 @@ def _tasks(df: pd.DataFrame) -> bool:
 
 
 _label = stats.config_labels  # the method's name, with what tells its configurations apart where it ran several
+
+
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the keys of the table's rows, ``task_label`` and ``label`` (computed where absent: :func:`footer`
+    computes them once for all its lines)."""
+    df = with_task_label(df)
+    return df if "label" in df else df.assign(label=_label(df))
+
 
 def _finite(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
     """The finite values of a column (a metric the store kept empty, i.e. missing, is left out)."""
@@ -219,7 +229,7 @@ def _has(df: pd.DataFrame, col: str) -> bool:
 
 def _mixed_timing_lines(df: pd.DataFrame) -> list[str]:
     """For each row timed under several conditions: each condition's mean time per image."""
-    df = with_task_label(df).assign(label=_label(df), timing=timing_conditions(df))
+    df = _labelled(df).assign(timing=timing_conditions(df))
     lines = []
     for key, g in df.groupby(["task_label", "label", "subset"], sort=False):
         timed = batches(g[g["status"] == "ok"])
@@ -294,7 +304,7 @@ def _row_name(df: pd.DataFrame, key: tuple[Any, ...]) -> str:  # a row in footer
 
 
 def _batch_counts(df: pd.DataFrame) -> str:
-    df = with_task_label(df).assign(label=_label(df))
+    df = _labelled(df)
     parts = []
     for key, g in df.groupby(["task_label", "label", "subset"], sort=False):  # the table's rows
         k = len(batches(g[g["status"] == "ok"]))
@@ -305,11 +315,11 @@ def _batch_counts(df: pd.DataFrame) -> str:
 def _missing_values(df: pd.DataFrame) -> list[str]:
     """What the quality columns leave out: exact reconstructions (PSNR +inf, which the store keeps empty beside
     MSE 0), named by row, and other non-finite values."""
-    ok = with_task_label(df).assign(label=_label(df)).query("status == 'ok'")
+    ok = _labelled(df).query("status == 'ok'")
     lines = []
     for col, label, _, _ in COLUMNS[:len(QUALITY)]:
         empty = ok[pd.to_numeric(ok[col], errors="coerce").isna()] if col in ok else ok.iloc[:0]
-        exact = empty[pd.to_numeric(empty["mse"], errors="coerce") == 0] if col == "psnr" and "mse" in ok else empty[:0]
+        exact = empty[stats.exact_psnr(empty)] if col == "psnr" else empty[:0]
         if len(exact):
             rows = sorted({_row_name(df, tuple(r)) for r in exact[["task_label", "label", "subset"]].itertuples(False)})
             lines.append(f"{len(exact)} ok result(s) reconstruct their target exactly (MSE 0, PSNR +inf) and are left "
@@ -326,21 +336,22 @@ def footer(df: pd.DataFrame, settings: stats.BootstrapSettings = stats.DEFAULT) 
         return []
     first = df.iloc[0]
     conv = first["metric_conventions"] or {}
+    rows = with_task_label(df).assign(label=_label(df))  # the keys of the table's rows, once for every line below
     lines = [f"Quality cells: mean over images, then in brackets the {settings.describe('images')}; n: images "
              "per row (a value without an interval comes from one image). ↑ higher is better, ↓ lower is better."]
     for name in ("psnr", "ssim", "lpips"):
         if name in conv:
             lines.append(conv[name])
-    lines += _missing_values(df) + _task_lines(df) + _start_lines(df)
+    lines += _missing_values(rows) + _task_lines(df) + _start_lines(df)
     lines += [f"Not held out: {m}'s tuned entry was tuned on {len(ids)} of these images ({', '.join(map(str, ids))})."
               for m, ids in sorted((df.attrs.get("tuned_on") or {}).items())]
     timers = sorted(set(df["timer"].dropna().str.split(",").str[0]))
     lines.append("Time per image: inversion of a batch divided by its size, so the images of a batch share one "
                  "measurement: mean over timed batches, with the bootstrap interval over batches (as above) only "
-                 f"from 2 batches on; timed batches: {_batch_counts(df)}. Timer: {', '.join(timers)}. "
+                 f"from 2 batches on; timed batches: {_batch_counts(rows)}. Timer: {', '.join(timers)}. "
                  f"Device: {'; '.join(sorted(set(df['device'].dropna())))}.")
-    lines += _mixed_timing_lines(df)
-    lines += _cost_lines(df)
+    lines += _mixed_timing_lines(rows)
+    lines += _cost_lines(rows)
     if "tflops" in df and pd.to_numeric(df["tflops"], errors="coerce").notna().any():
         precisions = ", ".join(sorted(set(df["precision"].dropna()))) or "fp32"
         lines.append("TFLOP/s: FLOPs of one iteration (counted with torch's formulas) × iterations × images / batch "
@@ -391,7 +402,7 @@ def _cost_lines(df: pd.DataFrame) -> list[str]:
     prep = df.drop_duplicates("method_key")
     # a preparation shorter than 50 ms (a method with nothing to learn) is not worth a line
     prep = prep[pd.to_numeric(prep["prepare_s"], errors="coerce") >= 0.05] if "prepare_s" in prep else prep.iloc[0:0]
-    labels = _label(df).loc[prep.index]
+    labels = _labelled(df)["label"].loc[prep.index]
     parts = [f"{lab}: {sec:.3g} s ({note})" if note else f"{lab}: {sec:.3g} s"
              for lab, sec, note in zip(labels, prep["prepare_s"], prep["prepare_note"], strict=True)]
     if parts:

@@ -159,6 +159,13 @@ MAX_MODEL_BYTES = 4 * 2**30
 _CHEAP_BUILD_VALUES = 2**26
 
 
+def key_index(digits: str) -> int:
+    """A checkpoint key's layer index (the digits of ``layer12``, ``noises.noise_7``). One of more than six digits
+    counts as 10**6, over every bound a loader sets: it is refused as too large, not passed to ``int``, which
+    refuses thousands of digits with a ValueError of its own."""
+    return int(digits) if len(digits) <= 6 else 10**6
+
+
 def refuse_oversized_model(values: int, *, source: str, expected: str, state: Any = None) -> None:
     """Refuse, before it is built, a network of ``values`` float32 numbers (parameters and buffers)
     that would take more than :data:`MAX_MODEL_BYTES` or the memory available now; and, where

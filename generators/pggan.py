@@ -48,7 +48,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_inversion_bench.generator import SplitGenerator
-from gan_inversion_bench.weights import CheckpointError, WeightsNotFound, check_state_dict, torch_load_safe
+from gan_inversion_bench.weights import (
+    CheckpointError,
+    WeightsNotFound,
+    check_state_dict,
+    key_index,
+    torch_load_safe,
+)
 
 PGGAN_LICENCE = ("CC BY-NC 4.0 (NVIDIA progressive_growing_of_gans release; PyTorch conversion by "
                  "genforce/mganprior)")
@@ -207,8 +213,7 @@ def infer_resolution(state: Any, *, source: str) -> int:
     for key in state:
         m = _LAYER_KEY.match(str(key))
         if m:
-            digits = m.group(2)  # int() of thousands of digits is itself refused (ValueError): cap them first
-            i = int(digits) if len(digits) <= 6 else 10**6
+            i = key_index(m.group(2))
             b = i // 2 + 1 if m.group(1) == "layer" else i + 1
             if b > blocks:
                 blocks, widest = b, str(key)

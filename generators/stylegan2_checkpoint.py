@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from gan_inversion_bench.weights import CheckpointError, refuse_oversized_model, torch_load_safe
+from gan_inversion_bench.weights import CheckpointError, key_index, refuse_oversized_model, torch_load_safe
 
 _TRAIN_HINT = ("If this is a train.py training checkpoint (it pickles an argparse.Namespace under 'args'), "
                "extract the EMA generator once, on a machine where you trust the file: "
@@ -71,12 +71,6 @@ _EXPECTED = ("a rosinality g_ema of resolution 8 … 4096 (to_rgbs.0 … to_rgbs
              "8 mapping layers, at most 512 channels)")
 
 
-def _index(digits: str) -> int:
-    """A key's layer index. One of more than six digits counts as 10**6, over every bound: it is refused
-    as too large, not passed to ``int``, which refuses thousands of digits with a ValueError of its own."""
-    return int(digits) if len(digits) <= 6 else 10**6
-
-
 def _log_resolution(sd: Mapping[str, Any], source: str) -> int | None:
     """log2 of the resolution that the first key family present implies (to_rgbs, then convs, then noises),
     bounded before any power of two is taken: ``noises.noise_`` followed by 25 nines would otherwise ask
@@ -84,7 +78,7 @@ def _log_resolution(sd: Mapping[str, Any], source: str) -> int | None:
     families = [(r"to_rgbs\.(\d+)\..*", lambda i: i + 3), (r"convs\.(\d+)\..*", lambda i: i // 2 + 3),
                 (r"noises\.noise_(\d+)", lambda i: (i + 1) // 2 + 2)]
     for pattern, log_size in families:
-        found = {_index(m.group(1)): str(k) for k in sd if (m := re.fullmatch(pattern, str(k)))}
+        found = {key_index(m.group(1)): str(k) for k in sd if (m := re.fullmatch(pattern, str(k)))}
         if found:
             top = max(found)
             if log_size(top) > MAX_LOG_RESOLUTION:
@@ -121,7 +115,7 @@ def infer_architecture(sd: Mapping[str, Any], *, source: str = "g_ema state_dict
     log_size = _log_resolution(sd, source)
     if log_size is not None:
         arch["resolution"] = 2 ** log_size
-    mlp = {_index(m.group(1)): str(k) for k in sd if (m := re.fullmatch(r"style\.(\d+)\.(?:weight|bias)", str(k)))}
+    mlp = {key_index(m.group(1)): str(k) for k in sd if (m := re.fullmatch(r"style\.(\d+)\.(?:weight|bias)", str(k)))}
     if mlp:
         arch["n_mlp"] = _bounded((max(mlp), mlp[max(mlp)]), "the number of mapping layers", MAX_MLP, source)
     sdim = first([(f"style.{i}.weight", 2, 1) for i in sorted(mlp)] + [("conv1.conv.modulation.weight", 2, 1),
